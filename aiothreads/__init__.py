@@ -1,0 +1,56 @@
+"""Run blocking functions and generators in threads behind ``await`` and ``async for``.
+
+The public API lives here; the implementation modules are private. The 1.x
+module paths (``aiothreads.threads``, ``aiothreads.iterator_wrapper``,
+``aiothreads.types``, ...) keep working.
+"""
+
+from ._bridge import sync_await, sync_wait_coroutine, wait_coroutine
+from ._channel import ChannelClosed, ChannelTimeout, FromThreadChannel
+from ._iterable import (
+    BoundThreadedIterable,
+    ThreadedIterable,
+    ThreadedIterableBase,
+    ThreadedIterableSeparate,
+    threaded_iterable,
+    threaded_iterable_separate,
+)
+from ._separate import ThreadedSeparate, threaded_separate
+from ._threaded import (
+    THREADED_ITERABLE_DEFAULT_MAX_SIZE,
+    BoundThreaded,
+    Threaded,
+    ThreadedBase,
+    threaded,
+)
+from ._binding import ThreadedClassMethod, ThreadedStaticMethod
+from ._version import __version__
+from ._wrapper import IteratorWrapper
+from .types import EVENT_LOOP
+
+__all__ = [
+    "EVENT_LOOP",
+    "THREADED_ITERABLE_DEFAULT_MAX_SIZE",
+    "BoundThreaded",
+    "BoundThreadedIterable",
+    "ChannelClosed",
+    "ChannelTimeout",
+    "FromThreadChannel",
+    "IteratorWrapper",
+    "Threaded",
+    "ThreadedBase",
+    "ThreadedClassMethod",
+    "ThreadedIterable",
+    "ThreadedIterableBase",
+    "ThreadedIterableSeparate",
+    "ThreadedSeparate",
+    "ThreadedStaticMethod",
+    "__version__",
+    "sync_await",
+    "sync_wait_coroutine",
+    "threaded",
+    "threaded_iterable",
+    "threaded_iterable_separate",
+    "threaded_separate",
+    "wait_coroutine",
+]

@@ -1,0 +1,150 @@
+"""Call async code from threads: block the thread until a coroutine finishes on the loop.
+
+Semantics:
+
+* The coroutine runs as a task on the target loop, in a copy of the calling
+  thread's context, so context variables set in the thread are visible to it.
+* The calling thread blocks until the task finishes and gets its result or its
+  exception, with the traceback from the loop.
+* Called on the target loop's own thread, the functions raise ``RuntimeError``
+  at once: waiting there would deadlock.
+* Called from a thread that does not know its loop (no ``EVENT_LOOP`` in its
+  context and none passed), they raise ``RuntimeError`` saying how to fix it.
+* If the loop shuts down and cancels the task, the thread gets
+  ``asyncio.CancelledError``; if the loop closes without running it, the thread
+  gets ``RuntimeError`` within a second instead of waiting forever.
+* A coroutine object that cannot be run is closed, so it never warns that it
+  was never awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from ._loops import LOOP_WATCHDOG_INTERVAL, running_loop_or_none
+from .types import EVENT_LOOP
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine
+
+__all__ = ["sync_await", "sync_wait_coroutine", "wait_coroutine"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_NO_LOOP_HINT = (
+    "{name}() cannot find the event loop: it runs outside any aiothreads call. "
+    "Call it from a function decorated with @threaded (or another aiothreads decorator), "
+    "pass the loop explicitly with sync_wait_coroutine(loop, ...) or wait_coroutine(coro, loop), "
+    "or set aiothreads.EVENT_LOOP in this thread's context."
+)
+
+
+def sync_await(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run ``await func(*args, **kwargs)`` on the event loop and return its result.
+
+    Use it inside a function run by an aiothreads decorator, which makes the
+    loop known through :data:`aiothreads.EVENT_LOOP`. The calling thread blocks
+    until the awaitable finishes.
+
+    Raises:
+        RuntimeError: called on the loop's own thread, from a thread with no
+            known loop, or the loop closed.
+        asyncio.CancelledError: the loop cancelled the task (e.g. at shutdown).
+        BaseException: whatever the awaitable raised.
+    """
+    loop = _loop_from_context("sync_await")
+    return _run_on_loop(loop, _await_call(func, *args, **kwargs))
+
+
+def wait_coroutine(
+    coro: Coroutine[Any, Any, T],
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> T:
+    """Run the coroutine object ``coro`` on ``loop`` and return its result.
+
+    Args:
+        coro: The coroutine to run; it is closed unrun if it cannot be run.
+        loop: The target loop; defaults to :data:`aiothreads.EVENT_LOOP`.
+
+    Raises:
+        RuntimeError: called on the loop's own thread, from a thread with no
+            known loop, or the loop closed.
+        asyncio.CancelledError: the loop cancelled the task.
+        BaseException: whatever the coroutine raised.
+    """
+    try:
+        target = loop if loop is not None else _loop_from_context("wait_coroutine")
+    except BaseException:
+        coro.close()
+        raise
+    return _run_on_loop(target, coro)
+
+
+def sync_wait_coroutine(
+    loop: asyncio.AbstractEventLoop | None,
+    coro_func: Callable[P, Coroutine[Any, Any, T]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """Run ``await coro_func(*args, **kwargs)`` on ``loop`` and return its result.
+
+    The explicit-loop variant of :func:`sync_await`, for threads that aiothreads
+    did not start (``asyncio.to_thread``, ``threading.Thread``). ``loop=None``
+    falls back to :data:`aiothreads.EVENT_LOOP`.
+
+    Raises:
+        RuntimeError: called on the loop's own thread, with no known loop, or
+            the loop closed.
+        asyncio.CancelledError: the loop cancelled the task.
+        BaseException: whatever the coroutine raised.
+    """
+    target = loop if loop is not None else _loop_from_context("sync_wait_coroutine")
+    return _run_on_loop(target, _await_call(coro_func, *args, **kwargs))
+
+
+async def _await_call(
+    func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    return await func(*args, **kwargs)
+
+
+def _loop_from_context(name: str) -> asyncio.AbstractEventLoop:
+    try:
+        return EVENT_LOOP.get()
+    except LookupError:
+        raise RuntimeError(_NO_LOOP_HINT.format(name=name)) from None
+
+
+def _run_on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        if not isinstance(loop, asyncio.AbstractEventLoop):
+            raise TypeError(f"expected an asyncio event loop, got {type(loop).__name__}")
+        if running_loop_or_none() is loop:
+            raise RuntimeError(
+                "cannot block on the event loop from its own thread: it would deadlock; "
+                "use 'await' here, or call from a worker thread"
+            )
+        if loop.is_closed():
+            raise RuntimeError("the event loop is closed")
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+    except BaseException:
+        coro.close()
+        raise
+    return _wait(loop, future)
+
+
+def _wait(loop: asyncio.AbstractEventLoop, future: concurrent.futures.Future[T]) -> T:
+    while True:
+        try:
+            return future.result(LOOP_WATCHDOG_INTERVAL)
+        except concurrent.futures.CancelledError:
+            raise asyncio.CancelledError("the event loop cancelled the awaited task") from None
+        except concurrent.futures.TimeoutError:
+            if future.done():  # the coroutine itself raised TimeoutError
+                raise
+            if loop.is_closed():
+                future.cancel()
+                raise RuntimeError("the event loop closed while a thread waited on it") from None

@@ -1,0 +1,331 @@
+"""A bounded channel that carries items from threads to one event loop.
+
+Semantics:
+
+* ``put()`` is called from threads. It appends at once while there is room and
+  blocks the calling thread while the channel is full (backpressure). It raises
+  :class:`ChannelClosed` once the channel is closed, also when the close
+  happens while the thread is blocked.
+* ``get()`` is awaited on the event loop. Items come out in the order they were
+  put. Once the channel is closed, the remaining items are still delivered and
+  then every ``get()`` raises :class:`ChannelClosed`.
+* The loop is woken only when a getter is waiting, and a blocked producer only
+  when an item was taken: no polling on either side.
+* If the event loop closes while a producer is blocked, ``put()`` raises
+  :class:`ChannelClosed` within a second instead of blocking forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+
+from ._loops import LOOP_WATCHDOG_INTERVAL, running_loop_or_none
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+__all__ = ["ChannelClosed", "ChannelTimeout", "FromThreadChannel"]
+
+T = TypeVar("T")
+
+
+class ChannelClosed(Exception):  # noqa: N818 - public name since aiothreads 1.0
+    """Raised by ``get()`` on a closed, drained channel and by ``put()`` after close."""
+
+
+class ChannelTimeout(asyncio.TimeoutError):  # noqa: N818 - public name since aiothreads 1.0
+    """Raised by ``get()`` when no item arrived within the timeout."""
+
+
+class _Empty:
+    """Marker for "nothing buffered" on the non-blocking fast path."""
+
+
+EMPTY: Final = _Empty()
+
+
+def check_size(name: str, value: object) -> int:
+    """Return ``value`` if it is a non-negative ``int``, else raise a clear error."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0 (0 means unbounded), got {value}")
+    return value
+
+
+def check_timeout(name: str, value: object) -> float:
+    """Return ``value`` as a float if it is a non-negative number, else raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if value < 0 or value != value:  # the second test rejects NaN
+        raise ValueError(f"{name} must be >= 0 seconds (0 means no timeout), got {value}")
+    return float(value)
+
+
+class FromThreadChannel(Generic[T]):
+    """A thread-safe channel for passing items from threads to async code.
+
+    Args:
+        maxsize: How many items may wait in the channel; ``put()`` blocks the
+            producing thread while it is full. ``0`` means unbounded.
+        timeout: Default timeout in seconds for ``get()``; ``0`` waits forever.
+
+    Raises:
+        TypeError: ``maxsize`` is not an int or ``timeout`` not a number.
+        ValueError: ``maxsize`` or ``timeout`` is negative.
+
+    The channel binds to the running event loop when it is created inside one,
+    otherwise to the loop of the first ``get()``. Use it as a context manager
+    in the producing thread to close it when the producer is done, and await
+    the channel itself as a shorthand for ``get()``.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_closed",
+        "_error",
+        "_getters",
+        "_items",
+        "_lock",
+        "_loop",
+        "_maxsize",
+        "_not_full",
+        "_timeout",
+        "_waiting_putters",
+    )
+
+    def __init__(self, maxsize: int = 0, timeout: float = 0) -> None:
+        self._maxsize = check_size("maxsize", maxsize)
+        self._timeout = check_timeout("timeout", timeout)
+        self._lock = threading.Lock()
+        self._not_full = threading.Condition(self._lock)
+        self._items: deque[T] = deque()
+        self._getters: deque[asyncio.Future[None]] = deque()
+        self._waiting_putters = 0
+        self._closed = False
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = running_loop_or_none()
+
+    @property
+    def maxsize(self) -> int:
+        """The capacity given at construction; ``0`` means unbounded."""
+        return self._maxsize
+
+    @property
+    def timeout(self) -> float:
+        """The default ``get()`` timeout in seconds; ``0`` means none."""
+        return self._timeout
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether ``close()`` was called (items may still be waiting)."""
+        return self._closed
+
+    def qsize(self) -> int:
+        """Return how many items are waiting in the channel."""
+        return len(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<FromThreadChannel {state} size={len(self._items)} maxsize={self._maxsize}>"
+
+    # -- producer side ------------------------------------------------------
+
+    def put(self, item: T) -> None:
+        """Append ``item``, blocking the calling thread while the channel is full.
+
+        Raises:
+            ChannelClosed: the channel is closed, or was closed (or its event
+                loop closed) while this thread waited for room.
+            RuntimeError: the channel is full and this is the event loop's own
+                thread, where blocking would deadlock.
+        """
+        with self._lock:
+            while True:
+                if self._closed:
+                    raise ChannelClosed("put() on a closed channel")
+                if not self._maxsize or len(self._items) < self._maxsize:
+                    break
+                self._wait_for_room()
+            self._items.append(item)
+            getter = self._getters.popleft() if self._getters else None
+        if getter is not None:
+            self._wake(getter)
+
+    def _wait_for_room(self) -> None:
+        loop = self._loop
+        if loop is not None and running_loop_or_none() is loop:
+            raise RuntimeError(
+                "FromThreadChannel.put() would block the event loop's own thread: "
+                "the channel is full; call put() from a worker thread"
+            )
+        self._waiting_putters += 1
+        try:
+            woken = self._not_full.wait(LOOP_WATCHDOG_INTERVAL)
+        finally:
+            self._waiting_putters -= 1
+        if not woken and loop is not None and loop.is_closed():
+            self._close_locked(None)
+            raise ChannelClosed("the event loop closed while put() waited for room")
+
+    def close(self) -> None:
+        """Close the channel; idempotent and safe to call from any thread.
+
+        Blocked producers raise :class:`ChannelClosed`; waiting getters receive
+        the remaining items and then :class:`ChannelClosed`.
+        """
+        with self._lock:
+            getters = self._close_locked(None)
+        self._wake_all(getters)
+
+    def _fail(self, error: BaseException) -> None:
+        """Close the channel so that, once drained, ``get()`` raises ``error`` once."""
+        with self._lock:
+            getters = self._close_locked(error)
+        self._wake_all(getters)
+
+    def _abandon(self) -> None:
+        """Close the channel from the consuming side and drop buffered items."""
+        with self._lock:
+            self._items.clear()
+            getters = self._close_locked(None)
+        self._wake_all(getters)
+
+    def _close_locked(self, error: BaseException | None) -> list[asyncio.Future[None]]:
+        if not self._closed:
+            self._closed = True
+            self._error = error
+        self._not_full.notify_all()
+        getters = list(self._getters)
+        self._getters.clear()
+        return getters
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- consumer side ------------------------------------------------------
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError("this FromThreadChannel is bound to another event loop")
+        return loop
+
+    def _take(self) -> T | _Empty:
+        """Pop the next item, or return ``EMPTY``; raise once closed and drained."""
+        with self._lock:
+            if self._items:
+                item = self._items.popleft()
+                if self._waiting_putters:
+                    self._not_full.notify()
+                return item
+            if not self._closed:
+                return EMPTY
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+        raise ChannelClosed("the channel is closed and drained")
+
+    def _register_getter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None] | None:
+        """Queue a getter future, or return ``None`` if an item or close raced in."""
+        with self._lock:
+            if self._items or self._closed:
+                return None
+            getter: asyncio.Future[None] = loop.create_future()
+            self._getters.append(getter)
+            return getter
+
+    async def get(self, timeout: float | None = None) -> T:
+        """Wait for the next item.
+
+        Args:
+            timeout: Seconds to wait; ``None`` uses the channel's default and
+                ``0`` waits forever.
+
+        Raises:
+            ChannelClosed: the channel is closed and every item was delivered.
+            ChannelTimeout: no item arrived within the timeout.
+            RuntimeError: the channel belongs to another event loop.
+
+        Cancelling the waiting task leaves the channel and its items intact.
+        """
+        limit = self._timeout if timeout is None else check_timeout("timeout", timeout)
+        loop = self._bind()
+        deadline = loop.time() + limit if limit else None
+        while True:
+            item = self._take()
+            if not isinstance(item, _Empty):
+                return item
+            getter = self._register_getter(loop)
+            if getter is None:
+                continue
+            await self._wait(loop, getter, deadline)
+
+    async def _wait(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        getter: asyncio.Future[None],
+        deadline: float | None,
+    ) -> None:
+        timer = None if deadline is None else loop.call_at(deadline, _expire, getter)
+        try:
+            await getter
+        except BaseException:
+            self._forget(getter)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _forget(self, getter: asyncio.Future[None]) -> None:
+        """Drop a getter that stopped waiting, passing a wake-up it got to the next."""
+        with self._lock:
+            if getter in self._getters:
+                self._getters.remove(getter)
+                return
+            handoff = self._getters.popleft() if self._items and self._getters else None
+        if handoff is not None:
+            self._wake(handoff)
+
+    def _wake(self, getter: asyncio.Future[None]) -> None:
+        try:
+            getter.get_loop().call_soon_threadsafe(self._settle, getter)
+        except RuntimeError:  # the loop closed: nobody is left to wake
+            pass
+
+    def _wake_all(self, getters: list[asyncio.Future[None]]) -> None:
+        for getter in getters:
+            self._wake(getter)
+
+    def _settle(self, getter: asyncio.Future[None]) -> None:
+        if not getter.done():
+            getter.set_result(None)
+        elif getter.cancelled():
+            self._forget(getter)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.get().__await__()
+
+
+def _expire(getter: asyncio.Future[None]) -> None:
+    if not getter.done():
+        getter.set_exception(ChannelTimeout("no item arrived within the timeout"))

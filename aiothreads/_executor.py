@@ -1,0 +1,134 @@
+"""Run a callable in a worker thread and resolve an asyncio future with its outcome.
+
+Semantics, for every call that goes through :func:`run_in_executor` or
+:func:`run_in_new_thread`:
+
+* The returned future belongs to the loop; the thread resolves it through
+  ``call_soon_threadsafe``, so no ``concurrent.futures`` round trip is involved.
+* A call whose future was cancelled before a thread picked it up never runs.
+  Cancelling later does not interrupt the thread; its outcome is dropped.
+* Exceptions keep their type and their traceback frames from the thread.
+  ``StopIteration``, which a future cannot hold, arrives as a ``RuntimeError``
+  chained to it. An ``asyncio.CancelledError`` raised in the thread cancels the
+  future.
+* If the loop closed before the outcome could be delivered it is dropped
+  silently: nobody is left to receive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from concurrent.futures import Executor
+
+__all__ = ["run_in_executor", "run_in_new_thread"]
+
+T = TypeVar("T")
+
+
+class _Call(Generic[T]):
+    """The unit of work handed to a thread: run ``func`` unless cancelled, report back."""
+
+    __slots__ = ("func", "future", "loop")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[T],
+        func: Callable[[], T],
+    ) -> None:
+        self.loop = loop
+        self.future = future
+        self.func = func
+
+    def __call__(self) -> None:
+        if self.future.cancelled():
+            return
+        try:
+            result = self.func()
+        except BaseException as exc:  # noqa: BLE001 - every outcome goes to the awaiting task
+            self._deliver(_settle_exception, exc)
+        else:
+            self._deliver(_settle_result, result)
+
+    def _deliver(self, settle: Callable[[asyncio.Future[T], T], None], outcome: T) -> None:
+        try:
+            self.loop.call_soon_threadsafe(settle, self.future, outcome)
+        except RuntimeError:  # the loop is closed: the outcome has no receiver
+            pass
+
+
+def _settle_result(future: asyncio.Future[T], result: T) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _settle_exception(future: asyncio.Future[T], exc: BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(exc, asyncio.CancelledError):
+        future.cancel()
+    elif isinstance(exc, StopIteration):
+        error = RuntimeError("the threaded function raised StopIteration")
+        error.__cause__ = exc
+        future.set_exception(error)
+    else:
+        future.set_exception(exc)
+
+
+def run_in_executor(
+    loop: asyncio.AbstractEventLoop,
+    executor: Executor | None,
+    func: Callable[[], T],
+) -> asyncio.Future[T]:
+    """Run ``func()`` on ``executor``, or on the loop's default executor if ``None``.
+
+    The default executor is the one ``loop.set_default_executor()`` installed,
+    or the pool the loop creates on first use.
+
+    Raises:
+        RuntimeError: through the future, if the executor was shut down.
+    """
+    future: asyncio.Future[T] = loop.create_future()
+    call = _Call(loop, future, func)
+    if executor is None:
+        executor = _default_executor(loop)
+    try:
+        if executor is None:
+            loop.run_in_executor(None, call)
+        else:
+            executor.submit(call)
+    except RuntimeError as exc:  # the executor was shut down
+        future.set_exception(exc)
+    return future
+
+
+def _default_executor(loop: asyncio.AbstractEventLoop) -> Executor | None:
+    """Return the loop's default executor if it exposes one that already exists."""
+    executor: Executor | None = getattr(loop, "_default_executor", None)
+    return executor
+
+
+def run_in_new_thread(
+    loop: asyncio.AbstractEventLoop,
+    func: Callable[[], T],
+    *,
+    name: str,
+    detach: bool = True,
+) -> asyncio.Future[T]:
+    """Run ``func()`` on a thread of its own.
+
+    Args:
+        loop: The loop that receives the outcome.
+        func: What to run.
+        name: The thread's name, shown by debuggers and in logs.
+        detach: Make the thread a daemon, so it never blocks interpreter exit.
+    """
+    future: asyncio.Future[T] = loop.create_future()
+    thread = threading.Thread(target=_Call(loop, future, func), name=name, daemon=detach)
+    thread.start()
+    return future

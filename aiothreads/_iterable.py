@@ -1,0 +1,245 @@
+"""``@threaded_iterable``: consume a blocking generator with ``async for``.
+
+Calling the decorated generator function returns an
+:class:`~aiothreads.iterator_wrapper.IteratorWrapper`; see
+:mod:`aiothreads._wrapper` for when the generator starts, how backpressure
+works and what stops it. ``@threaded_iterable_separate`` runs each iterator's
+generator on a dedicated thread instead of a pool worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, overload
+
+from ._binding import (
+    BindingCache,
+    ThreadedClassMethod,
+    ThreadedStaticMethod,
+    check_blocking_callable,
+    unwrap_method,
+)
+from ._channel import check_size
+from ._wrapper import IteratorWrapper, IteratorWrapperSeparate
+from .types import P, T
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
+    from typing_extensions import Self
+
+    from ._threaded import P2, R, S
+
+__all__ = [
+    "BoundThreadedIterable",
+    "ThreadedIterable",
+    "ThreadedIterableBase",
+    "ThreadedIterableSeparate",
+    "threaded_iterable",
+    "threaded_iterable_separate",
+]
+
+_WrapperClass = type[IteratorWrapper[Any, Any]]
+
+
+class ThreadedIterableBase(Generic[P, T], ABC):
+    """What every decorated generator function offers."""
+
+    func: Callable[P, Generator[T, None, None]]
+    max_size: int
+    _wrapper_class: _WrapperClass = IteratorWrapper
+
+    @abstractmethod
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+    def sync_call(self, *args: P.args, **kwargs: P.kwargs) -> Generator[T, None, None]:
+        """Call the generator function inline and return the plain generator."""
+        return self.func(*args, **kwargs)
+
+    def create_wrapper(self, *args: P.args, **kwargs: P.kwargs) -> IteratorWrapper[P, T]:
+        """Return an async iterator that will run the generator in a thread."""
+        return self._wrapper_class(
+            functools.partial(self.func, *args, **kwargs), max_size=self.max_size
+        )
+
+    def async_call(self, *args: P.args, **kwargs: P.kwargs) -> IteratorWrapper[P, T]:
+        """Return an async iterator over the generator, run in a thread."""
+        return self.create_wrapper(*args, **kwargs)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> IteratorWrapper[P, T]:
+        """Alias of :meth:`async_call`."""
+        return self.create_wrapper(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.__qualname__} max_size={self.max_size}>"
+
+
+def _prepare(target: ThreadedIterableBase[Any, Any], func: Callable[..., Any], max_size: int) -> None:
+    check_blocking_callable("threaded_iterable", func)
+    target.max_size = check_size("max_size", max_size)
+    functools.update_wrapper(target, func)  # type: ignore[arg-type]
+
+
+class ThreadedIterable(ThreadedIterableBase[P, T]):
+    """A generator function decorated with ``@threaded_iterable``."""
+
+    def __init__(self, func: Callable[P, Generator[T, None, None]], max_size: int = 0) -> None:
+        _prepare(self, func, max_size)
+        self.func = func
+        self._bound: BindingCache[BoundThreadedIterable[..., T]] = BindingCache()
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+
+    @overload
+    def __get__(
+        self: ThreadedIterable[Concatenate[S, P2], R],
+        instance: S,
+        owner: type[Any] | None = None,
+    ) -> BoundThreadedIterable[P2, R]: ...
+
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> Any:
+        if instance is None:
+            return self
+        return self._bound.get(instance, self._bind)
+
+    def _bind(self, instance: object) -> BoundThreadedIterable[..., T]:
+        return BoundThreadedIterable(
+            self.func, instance, self.max_size, wrapper_class=self._wrapper_class
+        )
+
+
+class ThreadedIterableSeparate(ThreadedIterable[P, T]):
+    """A generator function decorated with ``@threaded_iterable_separate``."""
+
+    _wrapper_class = IteratorWrapperSeparate
+
+
+class BoundThreadedIterable(ThreadedIterableBase[P, T]):
+    """A decorated generator function bound to an instance (or class)."""
+
+    __self__: object
+
+    def __init__(
+        self,
+        func: Callable[..., Generator[T, None, None]],
+        instance: object,
+        max_size: int = 0,
+        *,
+        wrapper_class: _WrapperClass = IteratorWrapper,
+    ) -> None:
+        _prepare(self, func, max_size)
+        self.func = functools.partial(func, instance)
+        self.__self__ = instance
+        self._wrapper_class = wrapper_class
+
+
+class _IterableDecorator:
+    """The ``threaded_iterable(max_size=...)`` form, waiting for its function."""
+
+    __slots__ = ("cls", "max_size")
+
+    def __init__(self, cls: type[ThreadedIterable[Any, Any]], max_size: int) -> None:
+        self.cls = cls
+        self.max_size = max_size
+
+    @overload
+    def __call__(
+        self, func: staticmethod[P, Generator[T, None, None]]
+    ) -> ThreadedStaticMethod[ThreadedIterable[P, T]]: ...
+    @overload
+    def __call__(
+        self, func: classmethod[Any, P, Generator[T, None, None]]
+    ) -> ThreadedClassMethod[BoundThreadedIterable[P, T]]: ...
+    @overload
+    def __call__(self, func: Callable[P, Generator[T, None, None]]) -> ThreadedIterable[P, T]: ...
+    def __call__(self, func: Any) -> Any:
+        return _decorate(self.cls, func, self.max_size)
+
+
+def _decorate(cls: type[ThreadedIterable[Any, Any]], func: object, max_size: int) -> Any:
+    kind, function = unwrap_method(func)
+    if not inspect.isgeneratorfunction(function):
+        name = getattr(function, "__qualname__", repr(function))
+        raise TypeError(
+            f"@{_DECORATOR_NAMES[cls]} needs a generator function (one that yields), "
+            f"got {name}; use @threaded for plain functions"
+        )
+    decorated = cls(function, max_size)
+    if kind == "static":
+        return ThreadedStaticMethod(decorated)
+    if kind == "class":
+        return ThreadedClassMethod(decorated._bind)
+    return decorated
+
+
+_DECORATOR_NAMES = {
+    ThreadedIterable: "threaded_iterable",
+    ThreadedIterableSeparate: "threaded_iterable_separate",
+}
+
+
+@overload
+def threaded_iterable(
+    func: staticmethod[P, Generator[T, None, None]], *, max_size: int = 0
+) -> ThreadedStaticMethod[ThreadedIterable[P, T]]: ...
+@overload
+def threaded_iterable(
+    func: classmethod[Any, P, Generator[T, None, None]], *, max_size: int = 0
+) -> ThreadedClassMethod[BoundThreadedIterable[P, T]]: ...
+@overload
+def threaded_iterable(
+    func: Callable[P, Generator[T, None, None]], *, max_size: int = 0
+) -> ThreadedIterable[P, T]: ...
+@overload
+def threaded_iterable(func: None = None, *, max_size: int = 0) -> _IterableDecorator: ...
+def threaded_iterable(func: Any = None, *, max_size: int = 0) -> Any:
+    """Turn a blocking generator function into one that returns an async iterator.
+
+    The generator runs in the loop's thread pool; items reach ``async for``
+    through a channel of ``max_size`` items (``0``: unbounded) that blocks the
+    generator while full. Leaving the loop early stops the generator. Usable
+    bare or as ``@threaded_iterable(max_size=N)``.
+
+    Raises:
+        TypeError: ``func`` is not a generator function, or ``max_size`` is
+            not an int.
+        ValueError: ``max_size`` is negative.
+    """
+    check_size("max_size", max_size)
+    if func is None:
+        return _IterableDecorator(ThreadedIterable, max_size)
+    return _decorate(ThreadedIterable, func, max_size)
+
+
+@overload
+def threaded_iterable_separate(
+    func: staticmethod[P, Generator[T, None, None]], *, max_size: int = 0
+) -> ThreadedStaticMethod[ThreadedIterable[P, T]]: ...
+@overload
+def threaded_iterable_separate(
+    func: classmethod[Any, P, Generator[T, None, None]], *, max_size: int = 0
+) -> ThreadedClassMethod[BoundThreadedIterable[P, T]]: ...
+@overload
+def threaded_iterable_separate(
+    func: Callable[P, Generator[T, None, None]], *, max_size: int = 0
+) -> ThreadedIterableSeparate[P, T]: ...
+@overload
+def threaded_iterable_separate(func: None = None, *, max_size: int = 0) -> _IterableDecorator: ...
+def threaded_iterable_separate(func: Any = None, *, max_size: int = 0) -> Any:
+    """Like :func:`threaded_iterable`, but each iterator gets a dedicated thread.
+
+    Use it for generators that may block for long (pipes, sockets, tails), so
+    they never hold a pool worker.
+
+    Raises:
+        TypeError: ``func`` is not a generator function, or ``max_size`` is
+            not an int.
+        ValueError: ``max_size`` is negative.
+    """
+    check_size("max_size", max_size)
+    if func is None:
+        return _IterableDecorator(ThreadedIterableSeparate, max_size)
+    return _decorate(ThreadedIterableSeparate, func, max_size)

@@ -1,0 +1,96 @@
+"""Event-loop helpers: who is running, and telling threads that a loop shuts down.
+
+Threads that wait on an event loop must not outlive it. Two mechanisms end
+such waits:
+
+* ``asyncio.run()`` (and ``asyncio.Runner``, uvloop's ``run`` and
+  pytest-asyncio) call ``loop.shutdown_asyncgens()`` before they wait for the
+  default executor. :func:`on_loop_shutdown` hooks into that step with a
+  sentinel async generator, so producers blocked on a full channel are released
+  before the loop waits for their threads.
+* A loop closed by hand skips that step, so blocking waits also wake every
+  :data:`LOOP_WATCHDOG_INTERVAL` seconds to check ``loop.is_closed()``. This is a
+  liveness backstop, not the wake-up path: items and results wake waiters at
+  once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from typing import TYPE_CHECKING, Final, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Awaitable
+
+__all__ = ["LOOP_WATCHDOG_INTERVAL", "on_loop_shutdown", "running_loop_or_none"]
+
+LOOP_WATCHDOG_INTERVAL: Final = 0.5
+"""Seconds between checks that the loop a thread waits on is still open."""
+
+
+def running_loop_or_none() -> asyncio.AbstractEventLoop | None:
+    """Return the event loop running in this thread, or ``None``."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class Closable(Protocol):
+    """Anything that must be released when its event loop shuts down."""
+
+    def _abandon(self) -> None: ...
+
+
+class _ShutdownWatch:
+    """Holds a started sentinel async generator and the objects it releases."""
+
+    __slots__ = ("members", "sentinel")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.members: weakref.WeakSet[Closable] = weakref.WeakSet()
+        self.sentinel = _release_on_shutdown(self.members)
+        _drive(self.sentinel.__anext__())
+        # A loop dropped without shutdown_asyncgens() would otherwise finalize the
+        # sentinel through its own, closed, loop and print an error.
+        weakref.finalize(loop, _close_sentinel, self.sentinel).atexit = False
+
+
+_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ShutdownWatch] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def on_loop_shutdown(loop: asyncio.AbstractEventLoop, member: Closable) -> None:
+    """Call ``member._abandon()`` when ``loop`` shuts its async generators down.
+
+    Must be called on ``loop``'s own thread while it runs. ``member`` is held
+    weakly.
+    """
+    watch = _watches.get(loop)
+    if watch is None:
+        watch = _watches[loop] = _ShutdownWatch(loop)
+    watch.members.add(member)
+
+
+async def _release_on_shutdown(
+    members: weakref.WeakSet[Closable],
+) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        for member in list(members):
+            member._abandon()
+
+
+def _drive(step: Awaitable[None]) -> None:
+    """Run one step of the sentinel, which never suspends, to completion."""
+    with contextlib.suppress(StopIteration):
+        step.__await__().send(None)
+
+
+def _close_sentinel(sentinel: AsyncGenerator[None, None]) -> None:
+    with contextlib.suppress(RuntimeError):
+        _drive(sentinel.aclose())

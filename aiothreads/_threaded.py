@@ -1,0 +1,249 @@
+"""``@threaded``: run a blocking function in the loop's thread pool and await it.
+
+Semantics:
+
+* Calling the decorated function inside a running loop submits the call at
+  once and returns an ``asyncio.Future``; awaiting it is optional. Outside a
+  running loop it returns a coroutine that submits the call when awaited, so
+  ``asyncio.run(func(x))`` works.
+* The function runs in a copy of the caller's context with
+  :data:`aiothreads.EVENT_LOOP` set, so context variables and
+  :func:`aiothreads.sync_await` work inside it.
+* Cancelling the future before a worker picks the call up means it never
+  runs; cancelling later abandons its result (threads cannot be interrupted).
+* Exceptions propagate to the awaiting task with the thread's frames in the
+  traceback.
+* ``sync_call`` runs the function inline, in the calling thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import os
+from abc import ABC, abstractmethod
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Final,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+)
+
+from ._binding import (
+    BindingCache,
+    ThreadedClassMethod,
+    ThreadedStaticMethod,
+    check_blocking_callable,
+    unwrap_method,
+)
+from ._executor import run_in_executor
+from ._loops import running_loop_or_none
+from .types import EVENT_LOOP, P, T
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Generator, Mapping
+
+    from typing_extensions import Self
+
+    from ._iterable import BoundThreadedIterable, ThreadedIterable
+
+__all__ = [
+    "THREADED_ITERABLE_DEFAULT_MAX_SIZE",
+    "BoundThreaded",
+    "Threaded",
+    "ThreadedBase",
+    "threaded",
+]
+
+S = TypeVar("S")
+P2 = ParamSpec("P2")
+R = TypeVar("R")
+
+THREADED_ITERABLE_DEFAULT_MAX_SIZE: Final = "THREADED_ITERABLE_DEFAULT_MAX_SIZE"
+"""The environment variable that sets ``max_size`` for generators under ``@threaded``."""
+
+_DEFAULT_MAX_SIZE: Final = 1024
+
+
+class Dispatch(Protocol):
+    """Starts ``func()`` on some thread and returns a future for its outcome."""
+
+    def __call__(
+        self, loop: asyncio.AbstractEventLoop, func: Callable[[], R], name: str
+    ) -> asyncio.Future[R]: ...
+
+
+def dispatch_to_pool(
+    loop: asyncio.AbstractEventLoop, func: Callable[[], R], name: str
+) -> asyncio.Future[R]:
+    """Run ``func()`` on the loop's default executor."""
+    return run_in_executor(loop, None, func)
+
+
+class ThreadedBase(Generic[P, T], ABC):
+    """What every decorated function offers: ``sync_call``, ``async_call``, ``__call__``."""
+
+    func: Callable[P, T]
+    _dispatch: Dispatch
+
+    @abstractmethod
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+    def sync_call(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run the function inline in the calling thread and return its result."""
+        return self.func(*args, **kwargs)
+
+    def async_call(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
+        """Run the function in a thread; await the returned object for its result.
+
+        Returns:
+            A future already submitted when called inside a running loop,
+            otherwise a coroutine that submits the call when awaited.
+        """
+        loop = running_loop_or_none()
+        if loop is None:
+            return self._submit_when_awaited(args, kwargs)
+        return self._submit(loop, args, kwargs)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
+        """Alias of :meth:`async_call`."""
+        return self.async_call(*args, **kwargs)
+
+    def _submit(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> asyncio.Future[T]:
+        context = contextvars.copy_context()
+        if EVENT_LOOP.get(None) is not loop:
+            context.run(EVENT_LOOP.set, loop)
+        call = functools.partial(context.run, self.func, *args, **kwargs)
+        return self._dispatch(loop, call, self.__qualname__)
+
+    async def _submit_when_awaited(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> T:
+        return await self._submit(asyncio.get_running_loop(), args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.__qualname__}>"
+
+
+def _copy_metadata(target: object, func: Callable[..., Any]) -> None:
+    functools.update_wrapper(target, func)  # type: ignore[arg-type]
+
+
+class Threaded(ThreadedBase[P, T]):
+    """A function decorated with ``@threaded``; binds like a method on instances."""
+
+    def __init__(self, func: Callable[P, T]) -> None:
+        check_blocking_callable("threaded", func)
+        self.func = func
+        self._dispatch = dispatch_to_pool
+        self._bound: BindingCache[BoundThreaded[..., T]] = BindingCache()
+        _copy_metadata(self, func)
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+
+    @overload
+    def __get__(
+        self: Threaded[Concatenate[S, P2], R],
+        instance: S,
+        owner: type[Any] | None = None,
+    ) -> BoundThreaded[P2, R]: ...
+
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> Any:
+        if instance is None:
+            return self
+        return self._bound.get(instance, self._bind)
+
+    def _bind(self, instance: object) -> BoundThreaded[..., T]:
+        return BoundThreaded(self.func, instance, dispatch=self._dispatch)
+
+
+class BoundThreaded(ThreadedBase[P, T]):
+    """A ``@threaded`` function bound to an instance (or a class, for classmethods)."""
+
+    __self__: object
+
+    def __init__(
+        self,
+        func: Callable[..., T],
+        instance: object,
+        *,
+        dispatch: Dispatch = dispatch_to_pool,
+    ) -> None:
+        self.func = functools.partial(func, instance)
+        self.__self__ = instance
+        self._dispatch = dispatch
+        _copy_metadata(self, func)
+
+
+def default_max_size() -> int:
+    """Read ``THREADED_ITERABLE_DEFAULT_MAX_SIZE`` from the environment (default 1024)."""
+    raw = os.environ.get(THREADED_ITERABLE_DEFAULT_MAX_SIZE)
+    if raw is None or not raw.strip():
+        return _DEFAULT_MAX_SIZE
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(
+            f"{THREADED_ITERABLE_DEFAULT_MAX_SIZE} must be a non-negative integer, got {raw!r}"
+        )
+    return value
+
+
+@overload
+def threaded(  # type: ignore[overload-overlap]
+    func: staticmethod[P, Generator[T, None, None]],
+) -> ThreadedStaticMethod[ThreadedIterable[P, T]]: ...
+@overload
+def threaded(  # type: ignore[overload-overlap]
+    func: classmethod[Any, P, Generator[T, None, None]],
+) -> ThreadedClassMethod[BoundThreadedIterable[P, T]]: ...
+@overload
+def threaded(func: staticmethod[P, T]) -> ThreadedStaticMethod[Threaded[P, T]]: ...
+@overload
+def threaded(func: classmethod[Any, P, T]) -> ThreadedClassMethod[BoundThreaded[P, T]]: ...
+@overload
+def threaded(  # type: ignore[overload-overlap]
+    func: Callable[P, Generator[T, None, None]],
+) -> ThreadedIterable[P, T]: ...
+@overload
+def threaded(func: Callable[P, T]) -> Threaded[P, T]: ...
+def threaded(func: Any) -> Any:
+    """Run the decorated blocking function in the event loop's thread pool.
+
+    ``await func(*args)`` runs ``func`` in the loop's default executor (the one
+    ``loop.set_default_executor()`` installs) and returns its result. Works on
+    functions, instance methods, ``classmethod`` and ``staticmethod`` (put
+    ``@threaded`` above them). A generator function becomes a threaded
+    iterable whose ``max_size`` comes from ``THREADED_ITERABLE_DEFAULT_MAX_SIZE``
+    (default 1024).
+
+    Raises:
+        TypeError: ``func`` is not callable, or is a coroutine or async
+            generator function.
+        ValueError: the ``THREADED_ITERABLE_DEFAULT_MAX_SIZE`` variable is not
+            a non-negative integer (generator functions only).
+    """
+    kind, function = unwrap_method(func)
+    if inspect.isgeneratorfunction(function):
+        from ._iterable import threaded_iterable  # noqa: PLC0415 - the modules import each other
+
+        return threaded_iterable(func, max_size=default_max_size())
+    check_blocking_callable("threaded", function)
+    if kind == "static":
+        return ThreadedStaticMethod(Threaded(function))
+    if kind == "class":
+        return ThreadedClassMethod(functools.partial(BoundThreaded, function))
+    return Threaded(function)

@@ -1,0 +1,256 @@
+"""Drive a sync generator in a thread and consume it with ``async for``.
+
+Semantics:
+
+* Nothing runs until the first ``__anext__()``: an iterator that is never
+  iterated starts no thread and never calls the generator function.
+* The generator runs in a worker thread, inside a copy of the context the
+  iterator was created in (with :data:`aiothreads.EVENT_LOOP` set), and hands
+  items over through a :class:`~aiothreads.FromThreadChannel` of ``max_size``
+  items; it blocks while the channel is full.
+* The generator is stopped (``GeneratorExit`` at its ``yield``, so its
+  ``finally`` runs) when the consumer calls ``close()``/``aclose()``, leaves
+  ``async with``, is cancelled while waiting in ``__anext__()``, drops the
+  iterator (a ``break`` out of ``async for`` does), or when the event loop
+  shuts down. A producer blocked on a full channel is woken at once.
+* An exception raised by the generator reaches the consumer, with the
+  thread's traceback, after the items yielded before it; then iteration ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+
+from ._channel import ChannelClosed, FromThreadChannel, _Empty
+from ._executor import run_in_executor, run_in_new_thread
+from ._loops import on_loop_shutdown
+from .types import EVENT_LOOP, P
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Generator
+    from concurrent.futures import Executor
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+__all__ = ["IteratorWrapper", "IteratorWrapperSeparate"]
+
+T = TypeVar("T")
+
+log: Final = logging.getLogger("aiothreads")
+
+
+class _Done:
+    """An awaitable that is already complete, for closes that have nothing to wait for."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # pragma: no cover - makes this a generator
+
+
+_DONE: Final = _Done()
+
+
+class IteratorWrapper(Generic[P, T]):
+    """An async iterator over a sync generator that runs in a worker thread.
+
+    Args:
+        gen_func: A callable taking no arguments that returns the generator
+            (usually ``functools.partial(generator_function, *args)``).
+        loop: The event loop to deliver items to; defaults to the running loop
+            at the first ``__anext__()``.
+        max_size: How many items may wait between the thread and the consumer;
+            ``0`` means unbounded.
+        executor: Where the thread comes from; ``None`` means the loop's
+            default executor.
+
+    Subclasses may override :meth:`_run` to start :attr:`_in_thread` on a
+    thread of their own; it must return an awaitable that completes when that
+    thread is done.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_channel",
+        "_context",
+        "_gen_func",
+        "_loop",
+        "_producer",
+        "executor",
+    )
+
+    def __init__(
+        self,
+        gen_func: Callable[[], Generator[T, None, None]],
+        loop: asyncio.AbstractEventLoop | None = None,
+        max_size: int = 0,
+        executor: Executor | None = None,
+    ) -> None:
+        if not callable(gen_func):
+            raise TypeError(f"gen_func must be callable, got {type(gen_func).__name__}")
+        self._gen_func = gen_func
+        self._loop = loop
+        self.executor = executor
+        self._channel: FromThreadChannel[T] = FromThreadChannel(max_size)
+        self._context = contextvars.copy_context()
+        self._producer: asyncio.Future[None] | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop items are delivered to, once known."""
+        return self._loop
+
+    @property
+    def closed(self) -> bool:
+        """Whether the iterator was closed or ran to its end."""
+        return self._channel.is_closed
+
+    @property
+    def _in_thread(self) -> Callable[[], None]:
+        """The producer: call it on a worker thread to run the generator.
+
+        It holds no reference to the iterator, so dropping the iterator still
+        stops the generator while the thread runs.
+        """
+        return functools.partial(_produce, self._channel, self._gen_func, self._context)
+
+    def _run(self) -> Awaitable[Any]:
+        """Start :attr:`_in_thread` on a worker thread; return its completion."""
+        return run_in_executor(self._require_loop(), self.executor, self._in_thread)
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _start(self) -> asyncio.Future[None]:
+        loop = self._require_loop()
+        self._context.run(EVENT_LOOP.set, loop)
+        on_loop_shutdown(loop, self._channel)
+        producer = asyncio.ensure_future(self._run(), loop=loop)
+        producer.add_done_callback(_report_producer_failure)
+        self._producer = producer
+        return producer
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> T:
+        channel = self._channel
+        if self._producer is None:
+            if channel.is_closed:
+                raise StopAsyncIteration
+            self._start()
+        try:
+            item = channel._take()
+            if isinstance(item, _Empty):
+                item = await channel.get()
+        except ChannelClosed:
+            raise StopAsyncIteration from None
+        except asyncio.CancelledError:
+            channel._abandon()
+            raise
+        return item
+
+    def close(self) -> Awaitable[None]:
+        """Stop the generator; await the result to wait until its thread is done.
+
+        Closing is immediate and idempotent; awaiting is optional. Awaiting
+        raises the exception the generator's cleanup raised, if any.
+        """
+        self._channel._abandon()
+        if self._producer is None:
+            return _DONE
+        return asyncio.shield(self._producer)
+
+    async def aclose(self) -> None:
+        """Stop the generator and wait until its thread is done."""
+        await self.close()
+
+    async def wait_closed(self) -> None:
+        """Wait until the generator's thread is done, without stopping it."""
+        if self._producer is not None:
+            await asyncio.shield(self._producer)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        channel = getattr(self, "_channel", None)
+        if channel is not None and not channel.is_closed:
+            channel._abandon()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "running" if self._producer else "not started"
+        return f"<{type(self).__name__} {_describe(self._gen_func)} {state}>"
+
+
+class IteratorWrapperSeparate(IteratorWrapper[P, T]):
+    """An :class:`IteratorWrapper` whose generator runs on a dedicated thread."""
+
+    __slots__ = ()
+
+    def _run(self) -> Awaitable[Any]:
+        name = f"aiothreads-{_describe(self._gen_func)}"
+        return run_in_new_thread(self._require_loop(), self._in_thread, name=name)
+
+
+def _produce(
+    channel: FromThreadChannel[T],
+    gen_func: Callable[[], Generator[T, None, None]],
+    context: contextvars.Context,
+) -> None:
+    context.run(_pump, channel, gen_func)
+
+
+def _pump(channel: FromThreadChannel[T], gen_func: Callable[[], Generator[T, None, None]]) -> None:
+    if channel.is_closed:
+        return
+    try:
+        generator = gen_func()
+    except BaseException as exc:  # noqa: BLE001 - the consumer receives it
+        channel._fail(exc)
+        return
+    while True:
+        try:
+            item = next(generator)
+        except StopIteration:
+            channel.close()
+            return
+        except BaseException as exc:  # noqa: BLE001 - the consumer receives it
+            channel._fail(exc)
+            return
+        try:
+            channel.put(item)
+        except ChannelClosed:
+            generator.close()
+            return
+
+
+def _report_producer_failure(producer: asyncio.Future[None]) -> None:
+    if producer.cancelled():
+        return
+    error = producer.exception()
+    if error is not None:
+        log.error("a threaded generator failed while it was being stopped", exc_info=error)
+
+
+def _describe(func: Callable[..., object]) -> str:
+    """Return the qualified name of ``func``, looking through partials."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    return getattr(func, "__qualname__", None) or type(func).__name__

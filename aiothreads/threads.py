@@ -1,0 +1,29 @@
+"""Compatibility path for aiothreads 1.x: the threaded-call decorators."""
+
+from ._executor import run_in_executor, run_in_new_thread
+from ._iterable import threaded_iterable
+from ._separate import ThreadedSeparate, threaded_separate
+from ._threaded import (
+    THREADED_ITERABLE_DEFAULT_MAX_SIZE,
+    BoundThreaded,
+    Threaded,
+    ThreadedBase,
+    threaded,
+)
+from ._wrapper import IteratorWrapper
+from .types import EVENT_LOOP
+
+__all__ = [
+    "EVENT_LOOP",
+    "THREADED_ITERABLE_DEFAULT_MAX_SIZE",
+    "BoundThreaded",
+    "IteratorWrapper",
+    "Threaded",
+    "ThreadedBase",
+    "ThreadedSeparate",
+    "run_in_executor",
+    "run_in_new_thread",
+    "threaded",
+    "threaded_iterable",
+    "threaded_separate",
+]
