@@ -23,7 +23,6 @@ from ._threaded import (
     ThreadedBase,
     threaded,
 )
-from ._binding import ThreadedClassMethod, ThreadedStaticMethod
 from ._version import __version__
 from ._wrapper import IteratorWrapper
 from .types import EVENT_LOOP
@@ -39,12 +38,10 @@ __all__ = [
     "IteratorWrapper",
     "Threaded",
     "ThreadedBase",
-    "ThreadedClassMethod",
     "ThreadedIterable",
     "ThreadedIterableBase",
     "ThreadedIterableSeparate",
     "ThreadedSeparate",
-    "ThreadedStaticMethod",
     "__version__",
     "sync_await",
     "sync_wait_coroutine",

@@ -1,8 +1,9 @@
 """Method binding for the decorators: instance, class and static methods.
 
-A decorated function accessed through an instance returns a bound object that
-is cached per instance, so ``obj.method is obj.method`` holds while either is
-alive. The cache is keyed by identity and holds bound objects weakly, so it
+Decorators go above ``@staticmethod`` and ``@classmethod``; the decorated
+object remembers which it wrapped and binds accordingly. A decorated function
+accessed through an instance returns a bound object that is cached per
+instance, so ``obj.method is obj.method`` holds while either is alive. The cache is keyed by identity and holds bound objects weakly, so it
 works for unhashable instances and ``__slots__`` classes and never keeps an
 instance alive.
 """
@@ -11,18 +12,12 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = [
-    "BindingCache",
-    "ThreadedClassMethod",
-    "ThreadedStaticMethod",
-    "check_blocking_callable",
-    "unwrap_method",
-]
+__all__ = ["MethodBinder", "check_blocking_callable", "unwrap_method"]
 
 
 class _Bound(Protocol):
@@ -31,59 +26,52 @@ class _Bound(Protocol):
 
 
 B = TypeVar("B", bound=_Bound)
-D = TypeVar("D")
 
 
-class BindingCache(Generic[B]):
-    """Bound objects of one descriptor, one per live instance."""
+class MethodBinder(Generic[B]):
+    """Binds one decorated function the way its kind requires, caching per target.
 
-    __slots__ = ("_bound",)
+    ``kind`` is ``"function"`` (binds to instances, like a method), ``"static"``
+    (never binds) or ``"class"`` (binds to the class it is read from).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_bind", "_bound", "_kind")
+
+    def __init__(self, kind: str, bind: Callable[[Any], B]) -> None:
+        self._kind = kind
+        self._bind = bind
         self._bound: weakref.WeakValueDictionary[int, B] = weakref.WeakValueDictionary()
 
-    def get(self, instance: object, bind: Callable[[Any], B]) -> B:
-        """Return the bound object for ``instance``, creating it with ``bind``."""
-        key = id(instance)
+    def resolve(self, unbound: object, instance: object, owner: type[Any] | None) -> object:
+        """Return what attribute access yields: ``unbound`` or a cached bound object."""
+        target: object
+        if self._kind == "static":
+            return unbound
+        if self._kind == "class":
+            target = owner if owner is not None else type(instance)
+        elif instance is None:
+            return unbound
+        else:
+            target = instance
+        key = id(target)
         bound = self._bound.get(key)
-        if bound is None or bound.__self__ is not instance:
-            bound = bind(instance)
+        if bound is None or bound.__self__ is not target:
+            bound = self._bind(target)
             self._bound[key] = bound
         return bound
 
 
-class ThreadedStaticMethod(Generic[D]):
-    """A decorated ``staticmethod``: every access returns the same decorated function."""
-
-    __slots__ = ("__wrapped__",)
-
-    def __init__(self, decorated: D) -> None:
-        self.__wrapped__ = decorated
-
-    def __get__(self, instance: object, owner: type[Any] | None = None) -> D:
-        return self.__wrapped__
-
-
-class ThreadedClassMethod(Generic[B]):
-    """A decorated ``classmethod``: access binds the decorated function to the class."""
-
-    __slots__ = ("_bind", "_cache")
-
-    def __init__(self, bind: Callable[[type[Any]], B]) -> None:
-        self._bind = bind
-        self._cache: BindingCache[B] = BindingCache()
-
-    def __get__(self, instance: object, owner: type[Any] | None = None) -> B:
-        cls = owner if owner is not None else type(instance)
-        return self._cache.get(cls, self._bind)
-
-
 def unwrap_method(func: object) -> tuple[str, Callable[..., Any]]:
-    """Split ``staticmethod``/``classmethod`` objects into a kind and their function."""
+    """Split ``func`` into its binding kind and the plain function to run.
+
+    Raises:
+        TypeError: ``func`` is not callable.
+
+    """
     if isinstance(func, staticmethod):
-        return "static", func.__func__
+        return "static", cast("staticmethod[..., Any]", func).__func__
     if isinstance(func, classmethod):
-        return "class", func.__func__
+        return "class", cast("classmethod[Any, ..., Any]", func).__func__
     if not callable(func):
         raise TypeError(f"expected a function to decorate, got {type(func).__name__}")
     return "function", func

@@ -54,6 +54,7 @@ def sync_await(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwarg
             known loop, or the loop closed.
         asyncio.CancelledError: the loop cancelled the task (e.g. at shutdown).
         BaseException: whatever the awaitable raised.
+
     """
     loop = _loop_from_context("sync_await")
     return _run_on_loop(loop, _await_call(func, *args, **kwargs))
@@ -74,6 +75,7 @@ def wait_coroutine(
             known loop, or the loop closed.
         asyncio.CancelledError: the loop cancelled the task.
         BaseException: whatever the coroutine raised.
+
     """
     try:
         target = loop if loop is not None else _loop_from_context("wait_coroutine")
@@ -100,14 +102,13 @@ def sync_wait_coroutine(
             the loop closed.
         asyncio.CancelledError: the loop cancelled the task.
         BaseException: whatever the coroutine raised.
+
     """
     target = loop if loop is not None else _loop_from_context("sync_wait_coroutine")
     return _run_on_loop(target, _await_call(coro_func, *args, **kwargs))
 
 
-async def _await_call(
-    func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
-) -> T:
+async def _await_call(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
     return await func(*args, **kwargs)
 
 

@@ -18,6 +18,7 @@ Semantics:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
@@ -35,11 +36,11 @@ __all__ = ["ChannelClosed", "ChannelTimeout", "FromThreadChannel"]
 T = TypeVar("T")
 
 
-class ChannelClosed(Exception):  # noqa: N818 - public name since aiothreads 1.0
+class ChannelClosed(Exception):
     """Raised by ``get()`` on a closed, drained channel and by ``put()`` after close."""
 
 
-class ChannelTimeout(asyncio.TimeoutError):  # noqa: N818 - public name since aiothreads 1.0
+class ChannelTimeout(asyncio.TimeoutError):
     """Raised by ``get()`` when no item arrived within the timeout."""
 
 
@@ -63,7 +64,7 @@ def check_timeout(name: str, value: object) -> float:
     """Return ``value`` as a float if it is a non-negative number, else raise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if value < 0 or value != value:  # the second test rejects NaN
+    if not value >= 0:  # also rejects NaN
         raise ValueError(f"{name} must be >= 0 seconds (0 means no timeout), got {value}")
     return float(value)
 
@@ -84,6 +85,7 @@ class FromThreadChannel(Generic[T]):
     otherwise to the loop of the first ``get()``. Use it as a context manager
     in the producing thread to close it when the producer is done, and await
     the channel itself as a shorthand for ``get()``.
+
     """
 
     __slots__ = (
@@ -148,6 +150,7 @@ class FromThreadChannel(Generic[T]):
                 loop closed) while this thread waited for room.
             RuntimeError: the channel is full and this is the event loop's own
                 thread, where blocking would deadlock.
+
         """
         with self._lock:
             while True:
@@ -267,6 +270,7 @@ class FromThreadChannel(Generic[T]):
             RuntimeError: the channel belongs to another event loop.
 
         Cancelling the waiting task leaves the channel and its items intact.
+
         """
         limit = self._timeout if timeout is None else check_timeout("timeout", timeout)
         loop = self._bind()
@@ -307,10 +311,8 @@ class FromThreadChannel(Generic[T]):
             self._wake(handoff)
 
     def _wake(self, getter: asyncio.Future[None]) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop has nobody left to wake
             getter.get_loop().call_soon_threadsafe(self._settle, getter)
-        except RuntimeError:  # the loop closed: nobody is left to wake
-            pass
 
     def _wake_all(self, getters: list[asyncio.Future[None]]) -> None:
         for getter in getters:

@@ -18,8 +18,9 @@ Semantics, for every call that goes through :func:`run_in_executor` or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -50,16 +51,14 @@ class _Call(Generic[T]):
             return
         try:
             result = self.func()
-        except BaseException as exc:  # noqa: BLE001 - every outcome goes to the awaiting task
+        except BaseException as exc:
             self._deliver(_settle_exception, exc)
         else:
             self._deliver(_settle_result, result)
 
-    def _deliver(self, settle: Callable[[asyncio.Future[T], T], None], outcome: T) -> None:
-        try:
+    def _deliver(self, settle: Callable[[asyncio.Future[T], Any], None], outcome: object) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop has no receiver left
             self.loop.call_soon_threadsafe(settle, self.future, outcome)
-        except RuntimeError:  # the loop is closed: the outcome has no receiver
-            pass
 
 
 def _settle_result(future: asyncio.Future[T], result: T) -> None:
@@ -92,6 +91,7 @@ def run_in_executor(
 
     Raises:
         RuntimeError: through the future, if the executor was shut down.
+
     """
     future: asyncio.Future[T] = loop.create_future()
     call = _Call(loop, future, func)
@@ -127,6 +127,7 @@ def run_in_new_thread(
         func: What to run.
         name: The thread's name, shown by debuggers and in logs.
         detach: Make the thread a daemon, so it never blocks interpreter exit.
+
     """
     future: asyncio.Future[T] = loop.create_future()
     thread = threading.Thread(target=_Call(loop, future, func), name=name, daemon=detach)

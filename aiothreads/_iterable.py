@@ -14,14 +14,9 @@ import inspect
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, overload
 
-from ._binding import (
-    BindingCache,
-    ThreadedClassMethod,
-    ThreadedStaticMethod,
-    check_blocking_callable,
-    unwrap_method,
-)
+from ._binding import MethodBinder, check_blocking_callable, unwrap_method
 from ._channel import check_size
+from ._names import copy_metadata
 from ._wrapper import IteratorWrapper, IteratorWrapperSeparate
 from .types import P, T
 
@@ -49,6 +44,7 @@ class ThreadedIterableBase(Generic[P, T], ABC):
 
     func: Callable[P, Generator[T, None, None]]
     max_size: int
+    _name: str
     _wrapper_class: _WrapperClass = IteratorWrapper
 
     @abstractmethod
@@ -73,37 +69,57 @@ class ThreadedIterableBase(Generic[P, T], ABC):
         return self.create_wrapper(*args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.__qualname__} max_size={self.max_size}>"
+        return f"<{type(self).__name__} {self._name} max_size={self.max_size}>"
 
 
-def _prepare(target: ThreadedIterableBase[Any, Any], func: Callable[..., Any], max_size: int) -> None:
+def _prepare(
+    target: ThreadedIterableBase[Any, Any], func: Callable[..., Any], max_size: int
+) -> None:
     check_blocking_callable("threaded_iterable", func)
     target.max_size = check_size("max_size", max_size)
-    functools.update_wrapper(target, func)  # type: ignore[arg-type]
+    target._name = copy_metadata(target, func)
 
 
 class ThreadedIterable(ThreadedIterableBase[P, T]):
     """A generator function decorated with ``@threaded_iterable``."""
 
     def __init__(self, func: Callable[P, Generator[T, None, None]], max_size: int = 0) -> None:
-        _prepare(self, func, max_size)
-        self.func = func
-        self._bound: BindingCache[BoundThreadedIterable[..., T]] = BindingCache()
+        kind, function = unwrap_method(func)
+        if not inspect.isgeneratorfunction(function):
+            name = getattr(function, "__qualname__", repr(function))
+            raise TypeError(
+                f"{type(self).__name__} needs a generator function (one that yields), "
+                f"got {name}; use @threaded for plain functions"
+            )
+        _prepare(self, function, max_size)
+        self.func = function
+        self._binder: MethodBinder[BoundThreadedIterable[..., T]] = MethodBinder(kind, self._bind)
 
+    # See Threaded.__get__ for why the overloads look like this.
+    @overload
+    def __get__(
+        self: ThreadedIterable[Concatenate[type[S], P2], R],
+        instance: None,
+        owner: type[S],
+    ) -> BoundThreadedIterable[P2, R]: ...
     @overload
     def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
-
+    @overload
+    def __get__(
+        self: ThreadedIterable[Concatenate[type[S], P2], R],
+        instance: S,
+        owner: type[Any] | None = None,
+    ) -> BoundThreadedIterable[P2, R]: ...
     @overload
     def __get__(
         self: ThreadedIterable[Concatenate[S, P2], R],
         instance: S,
         owner: type[Any] | None = None,
     ) -> BoundThreadedIterable[P2, R]: ...
-
+    @overload
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> Self: ...
     def __get__(self, instance: object, owner: type[Any] | None = None) -> Any:
-        if instance is None:
-            return self
-        return self._bound.get(instance, self._bind)
+        return self._binder.resolve(self, instance, owner)
 
     def _bind(self, instance: object) -> BoundThreadedIterable[..., T]:
         return BoundThreadedIterable(
@@ -136,98 +152,43 @@ class BoundThreadedIterable(ThreadedIterableBase[P, T]):
         self._wrapper_class = wrapper_class
 
 
-class _IterableDecorator:
-    """The ``threaded_iterable(max_size=...)`` form, waiting for its function."""
-
-    __slots__ = ("cls", "max_size")
-
-    def __init__(self, cls: type[ThreadedIterable[Any, Any]], max_size: int) -> None:
-        self.cls = cls
-        self.max_size = max_size
-
-    @overload
-    def __call__(
-        self, func: staticmethod[P, Generator[T, None, None]]
-    ) -> ThreadedStaticMethod[ThreadedIterable[P, T]]: ...
-    @overload
-    def __call__(
-        self, func: classmethod[Any, P, Generator[T, None, None]]
-    ) -> ThreadedClassMethod[BoundThreadedIterable[P, T]]: ...
-    @overload
-    def __call__(self, func: Callable[P, Generator[T, None, None]]) -> ThreadedIterable[P, T]: ...
-    def __call__(self, func: Any) -> Any:
-        return _decorate(self.cls, func, self.max_size)
-
-
-def _decorate(cls: type[ThreadedIterable[Any, Any]], func: object, max_size: int) -> Any:
-    kind, function = unwrap_method(func)
-    if not inspect.isgeneratorfunction(function):
-        name = getattr(function, "__qualname__", repr(function))
-        raise TypeError(
-            f"@{_DECORATOR_NAMES[cls]} needs a generator function (one that yields), "
-            f"got {name}; use @threaded for plain functions"
-        )
-    decorated = cls(function, max_size)
-    if kind == "static":
-        return ThreadedStaticMethod(decorated)
-    if kind == "class":
-        return ThreadedClassMethod(decorated._bind)
-    return decorated
-
-
-_DECORATOR_NAMES = {
-    ThreadedIterable: "threaded_iterable",
-    ThreadedIterableSeparate: "threaded_iterable_separate",
-}
-
-
-@overload
-def threaded_iterable(
-    func: staticmethod[P, Generator[T, None, None]], *, max_size: int = 0
-) -> ThreadedStaticMethod[ThreadedIterable[P, T]]: ...
-@overload
-def threaded_iterable(
-    func: classmethod[Any, P, Generator[T, None, None]], *, max_size: int = 0
-) -> ThreadedClassMethod[BoundThreadedIterable[P, T]]: ...
 @overload
 def threaded_iterable(
     func: Callable[P, Generator[T, None, None]], *, max_size: int = 0
 ) -> ThreadedIterable[P, T]: ...
 @overload
-def threaded_iterable(func: None = None, *, max_size: int = 0) -> _IterableDecorator: ...
+def threaded_iterable(
+    func: None = None, *, max_size: int = 0
+) -> Callable[[Callable[P, Generator[T, None, None]]], ThreadedIterable[P, T]]: ...
 def threaded_iterable(func: Any = None, *, max_size: int = 0) -> Any:
     """Turn a blocking generator function into one that returns an async iterator.
 
     The generator runs in the loop's thread pool; items reach ``async for``
     through a channel of ``max_size`` items (``0``: unbounded) that blocks the
     generator while full. Leaving the loop early stops the generator. Usable
-    bare or as ``@threaded_iterable(max_size=N)``.
+    bare or as ``@threaded_iterable(max_size=N)``; put it above
+    ``@staticmethod`` or ``@classmethod``.
 
     Raises:
         TypeError: ``func`` is not a generator function, or ``max_size`` is
             not an int.
         ValueError: ``max_size`` is negative.
+
     """
     check_size("max_size", max_size)
     if func is None:
-        return _IterableDecorator(ThreadedIterable, max_size)
-    return _decorate(ThreadedIterable, func, max_size)
+        return functools.partial(ThreadedIterable, max_size=max_size)
+    return ThreadedIterable(func, max_size=max_size)
 
 
-@overload
-def threaded_iterable_separate(
-    func: staticmethod[P, Generator[T, None, None]], *, max_size: int = 0
-) -> ThreadedStaticMethod[ThreadedIterable[P, T]]: ...
-@overload
-def threaded_iterable_separate(
-    func: classmethod[Any, P, Generator[T, None, None]], *, max_size: int = 0
-) -> ThreadedClassMethod[BoundThreadedIterable[P, T]]: ...
 @overload
 def threaded_iterable_separate(
     func: Callable[P, Generator[T, None, None]], *, max_size: int = 0
 ) -> ThreadedIterableSeparate[P, T]: ...
 @overload
-def threaded_iterable_separate(func: None = None, *, max_size: int = 0) -> _IterableDecorator: ...
+def threaded_iterable_separate(
+    func: None = None, *, max_size: int = 0
+) -> Callable[[Callable[P, Generator[T, None, None]]], ThreadedIterableSeparate[P, T]]: ...
 def threaded_iterable_separate(func: Any = None, *, max_size: int = 0) -> Any:
     """Like :func:`threaded_iterable`, but each iterator gets a dedicated thread.
 
@@ -238,8 +199,9 @@ def threaded_iterable_separate(func: Any = None, *, max_size: int = 0) -> Any:
         TypeError: ``func`` is not a generator function, or ``max_size`` is
             not an int.
         ValueError: ``max_size`` is negative.
+
     """
     check_size("max_size", max_size)
     if func is None:
-        return _IterableDecorator(ThreadedIterableSeparate, max_size)
-    return _decorate(ThreadedIterableSeparate, func, max_size)
+        return functools.partial(ThreadedIterableSeparate, max_size=max_size)
+    return ThreadedIterableSeparate(func, max_size=max_size)

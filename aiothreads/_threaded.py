@@ -36,15 +36,10 @@ from typing import (
     overload,
 )
 
-from ._binding import (
-    BindingCache,
-    ThreadedClassMethod,
-    ThreadedStaticMethod,
-    check_blocking_callable,
-    unwrap_method,
-)
+from ._binding import MethodBinder, check_blocking_callable, unwrap_method
 from ._executor import run_in_executor
 from ._loops import running_loop_or_none
+from ._names import copy_metadata
 from .types import EVENT_LOOP, P, T
 
 if TYPE_CHECKING:
@@ -52,7 +47,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-    from ._iterable import BoundThreadedIterable, ThreadedIterable
+    from ._iterable import ThreadedIterable
 
 __all__ = [
     "THREADED_ITERABLE_DEFAULT_MAX_SIZE",
@@ -92,6 +87,7 @@ class ThreadedBase(Generic[P, T], ABC):
 
     func: Callable[P, T]
     _dispatch: Dispatch
+    _name: str
 
     @abstractmethod
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
@@ -106,6 +102,7 @@ class ThreadedBase(Generic[P, T], ABC):
         Returns:
             A future already submitted when called inside a running loop,
             otherwise a coroutine that submits the call when awaited.
+
         """
         loop = running_loop_or_none()
         if loop is None:
@@ -126,43 +123,52 @@ class ThreadedBase(Generic[P, T], ABC):
         if EVENT_LOOP.get(None) is not loop:
             context.run(EVENT_LOOP.set, loop)
         call = functools.partial(context.run, self.func, *args, **kwargs)
-        return self._dispatch(loop, call, self.__qualname__)
+        return self._dispatch(loop, call, self._name)
 
     async def _submit_when_awaited(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> T:
         return await self._submit(asyncio.get_running_loop(), args, kwargs)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.__qualname__}>"
-
-
-def _copy_metadata(target: object, func: Callable[..., Any]) -> None:
-    functools.update_wrapper(target, func)  # type: ignore[arg-type]
+        return f"<{type(self).__name__} {self._name}>"
 
 
 class Threaded(ThreadedBase[P, T]):
     """A function decorated with ``@threaded``; binds like a method on instances."""
 
     def __init__(self, func: Callable[P, T]) -> None:
-        check_blocking_callable("threaded", func)
-        self.func = func
+        kind, function = unwrap_method(func)
+        check_blocking_callable("threaded", function)
+        self.func = function
         self._dispatch = dispatch_to_pool
-        self._bound: BindingCache[BoundThreaded[..., T]] = BindingCache()
-        _copy_metadata(self, func)
+        self._binder: MethodBinder[BoundThreaded[..., T]] = MethodBinder(kind, self._bind)
+        self._name = copy_metadata(self, function)
 
+    # The overloads model what static checkers see: they hand the decorator the
+    # plain function even under @staticmethod/@classmethod.
+    @overload
+    def __get__(
+        self: Threaded[Concatenate[type[S], P2], R],
+        instance: None,
+        owner: type[S],
+    ) -> BoundThreaded[P2, R]: ...
     @overload
     def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
-
+    @overload
+    def __get__(
+        self: Threaded[Concatenate[type[S], P2], R],
+        instance: S,
+        owner: type[Any] | None = None,
+    ) -> BoundThreaded[P2, R]: ...
     @overload
     def __get__(
         self: Threaded[Concatenate[S, P2], R],
         instance: S,
         owner: type[Any] | None = None,
     ) -> BoundThreaded[P2, R]: ...
-
+    @overload
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> Self: ...
     def __get__(self, instance: object, owner: type[Any] | None = None) -> Any:
-        if instance is None:
-            return self
-        return self._bound.get(instance, self._bind)
+        return self._binder.resolve(self, instance, owner)
 
     def _bind(self, instance: object) -> BoundThreaded[..., T]:
         return BoundThreaded(self.func, instance, dispatch=self._dispatch)
@@ -183,7 +189,7 @@ class BoundThreaded(ThreadedBase[P, T]):
         self.func = functools.partial(func, instance)
         self.__self__ = instance
         self._dispatch = dispatch
-        _copy_metadata(self, func)
+        self._name = copy_metadata(self, func)
 
 
 def default_max_size() -> int:
@@ -202,18 +208,6 @@ def default_max_size() -> int:
     return value
 
 
-@overload
-def threaded(  # type: ignore[overload-overlap]
-    func: staticmethod[P, Generator[T, None, None]],
-) -> ThreadedStaticMethod[ThreadedIterable[P, T]]: ...
-@overload
-def threaded(  # type: ignore[overload-overlap]
-    func: classmethod[Any, P, Generator[T, None, None]],
-) -> ThreadedClassMethod[BoundThreadedIterable[P, T]]: ...
-@overload
-def threaded(func: staticmethod[P, T]) -> ThreadedStaticMethod[Threaded[P, T]]: ...
-@overload
-def threaded(func: classmethod[Any, P, T]) -> ThreadedClassMethod[BoundThreaded[P, T]]: ...
 @overload
 def threaded(  # type: ignore[overload-overlap]
     func: Callable[P, Generator[T, None, None]],
@@ -235,15 +229,11 @@ def threaded(func: Any) -> Any:
             generator function.
         ValueError: the ``THREADED_ITERABLE_DEFAULT_MAX_SIZE`` variable is not
             a non-negative integer (generator functions only).
-    """
-    kind, function = unwrap_method(func)
-    if inspect.isgeneratorfunction(function):
-        from ._iterable import threaded_iterable  # noqa: PLC0415 - the modules import each other
 
-        return threaded_iterable(func, max_size=default_max_size())
-    check_blocking_callable("threaded", function)
-    if kind == "static":
-        return ThreadedStaticMethod(Threaded(function))
-    if kind == "class":
-        return ThreadedClassMethod(functools.partial(BoundThreaded, function))
-    return Threaded(function)
+    """
+    _, function = unwrap_method(func)
+    if inspect.isgeneratorfunction(function):
+        from ._iterable import ThreadedIterable  # noqa: PLC0415 - the modules import each other
+
+        return ThreadedIterable(func, max_size=default_max_size())
+    return Threaded(func)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 from ._channel import ChannelClosed, FromThreadChannel, _Empty
 from ._executor import run_in_executor, run_in_new_thread
 from ._loops import on_loop_shutdown
+from ._names import qualified_name
 from .types import EVENT_LOOP, P
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ class IteratorWrapper(Generic[P, T]):
     Subclasses may override :meth:`_run` to start :attr:`_in_thread` on a
     thread of their own; it must return an awaitable that completes when that
     thread is done.
+
     """
 
     __slots__ = (
@@ -196,7 +198,7 @@ class IteratorWrapper(Generic[P, T]):
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running" if self._producer else "not started"
-        return f"<{type(self).__name__} {_describe(self._gen_func)} {state}>"
+        return f"<{type(self).__name__} {qualified_name(self._gen_func)} {state}>"
 
 
 class IteratorWrapperSeparate(IteratorWrapper[P, T]):
@@ -205,7 +207,7 @@ class IteratorWrapperSeparate(IteratorWrapper[P, T]):
     __slots__ = ()
 
     def _run(self) -> Awaitable[Any]:
-        name = f"aiothreads-{_describe(self._gen_func)}"
+        name = f"aiothreads-{qualified_name(self._gen_func)}"
         return run_in_new_thread(self._require_loop(), self._in_thread, name=name)
 
 
@@ -222,7 +224,7 @@ def _pump(channel: FromThreadChannel[T], gen_func: Callable[[], Generator[T, Non
         return
     try:
         generator = gen_func()
-    except BaseException as exc:  # noqa: BLE001 - the consumer receives it
+    except BaseException as exc:
         channel._fail(exc)
         return
     while True:
@@ -231,7 +233,7 @@ def _pump(channel: FromThreadChannel[T], gen_func: Callable[[], Generator[T, Non
         except StopIteration:
             channel.close()
             return
-        except BaseException as exc:  # noqa: BLE001 - the consumer receives it
+        except BaseException as exc:
             channel._fail(exc)
             return
         try:
@@ -247,10 +249,3 @@ def _report_producer_failure(producer: asyncio.Future[None]) -> None:
     error = producer.exception()
     if error is not None:
         log.error("a threaded generator failed while it was being stopped", exc_info=error)
-
-
-def _describe(func: Callable[..., object]) -> str:
-    """Return the qualified name of ``func``, looking through partials."""
-    while isinstance(func, functools.partial):
-        func = func.func
-    return getattr(func, "__qualname__", None) or type(func).__name__

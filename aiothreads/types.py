@@ -6,10 +6,12 @@ aiothreads 1.1 reads the loop from it inside threads.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 from collections.abc import Callable, Generator
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["EVENT_LOOP", "GenType", "P", "T"]
 
@@ -21,9 +23,7 @@ GenType = Generator[T, None, None]
 
 FuncType = Callable[..., Any]
 
-EVENT_LOOP: contextvars.ContextVar[asyncio.AbstractEventLoop] = contextvars.ContextVar(
-    "EVENT_LOOP"
-)
+EVENT_LOOP: contextvars.ContextVar[asyncio.AbstractEventLoop] = contextvars.ContextVar("EVENT_LOOP")
 """The event loop that started the current threaded call.
 
 Every aiothreads decorator sets it in the context the thread runs in, so

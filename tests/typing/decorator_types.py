@@ -1,0 +1,133 @@
+"""Static typing contract of the decorators, checked by mypy --strict and pyright.
+
+Not run by pytest: ``nox -s typing`` type-checks this file. Lines that must be
+rejected carry an ignore comment, and both checkers fail on an ignore that is
+not needed, so each such line proves an error is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Generator
+from typing import ClassVar
+
+from typing_extensions import assert_type
+
+from aiothreads import (
+    FromThreadChannel,
+    IteratorWrapper,
+    sync_await,
+    sync_wait_coroutine,
+    threaded,
+    threaded_iterable,
+    threaded_iterable_separate,
+    threaded_separate,
+    wait_coroutine,
+)
+
+
+@threaded
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@threaded_separate
+def read_line(path: str) -> str:
+    return path
+
+
+@threaded_separate(detach=False)
+def read_bytes(path: str) -> bytes:
+    return path.encode()
+
+
+@threaded_iterable
+def count(limit: int) -> Generator[int, None, None]:
+    yield from range(limit)
+
+
+@threaded_iterable(max_size=8)
+def words(text: str) -> Generator[str, None, None]:
+    yield from text.split()
+
+
+@threaded_iterable_separate(max_size=2)
+def tail(path: str) -> Generator[bytes, None, None]:
+    yield path.encode()
+
+
+@threaded
+def generated(limit: int) -> Generator[float, None, None]:
+    yield float(limit)
+
+
+class Processor:
+    factor: ClassVar[int] = 2
+
+    @threaded
+    def scale(self, value: int) -> int:
+        return value * self.factor
+
+    @threaded_iterable
+    def chunks(self, size: int) -> Generator[bytes, None, None]:
+        yield b"x" * size
+
+    @threaded_separate
+    def watch(self, path: str) -> str:
+        return path
+
+
+async def decorated_calls() -> None:
+    assert_type(await add(1, 2), int)
+    assert_type(await add.async_call(1, 2), int)
+    assert_type(add.sync_call(1, 2), int)
+    assert_type(add(1, 2), Awaitable[int])
+    assert_type(await read_line("/tmp/x"), str)
+    assert_type(await read_bytes("/tmp/x"), bytes)
+
+    add("1", 2)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    add(1)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+
+
+async def bound_methods() -> None:
+    processor = Processor()
+    assert_type(await processor.scale(3), int)
+    assert_type(processor.scale.sync_call(3), int)
+    assert_type(await processor.watch("/tmp"), str)
+    async for chunk in processor.chunks(4):
+        assert_type(chunk, bytes)
+
+    processor.scale(processor, 3)  # type: ignore[arg-type,call-arg]  # pyright: ignore[reportCallIssue]
+
+
+async def iterables() -> None:
+    iterator: IteratorWrapper[..., int] = count(3)
+    assert_type(await iterator.__anext__(), int)
+    async for number in count(3):
+        assert_type(number, int)
+    async for word in words("a b"):
+        assert_type(word, str)
+    async with tail("/tmp/x") as lines:
+        async for line in lines:
+            assert_type(line, bytes)
+    async for value in generated(2):
+        assert_type(value, float)
+    assert_type(count.sync_call(3), Generator[int, None, None])
+
+
+async def fetch(key: str) -> bytes:
+    await asyncio.sleep(0)
+    return key.encode()
+
+
+def bridge_calls(loop: asyncio.AbstractEventLoop) -> None:
+    assert_type(sync_await(fetch, "k"), bytes)
+    assert_type(wait_coroutine(fetch("k")), bytes)
+    assert_type(sync_wait_coroutine(loop, fetch, "k"), bytes)
+    sync_await(fetch, 1)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+
+async def channels() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=4)
+    assert_type(await channel.get(), int)
+    assert_type(await channel, int)
