@@ -1,0 +1,73 @@
+"""Shared fixtures: every async test runs on asyncio's loop and on uvloop, leaks no
+threads and logs no asyncio errors."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+
+import pytest
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is not available on Windows
+    uvloop = None
+
+THREAD_EXIT_GRACE = 5.0
+
+LOOP_FACTORIES: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+}
+if uvloop is not None:
+    LOOP_FACTORIES["uvloop"] = uvloop.new_event_loop
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    return LOOP_FACTORIES
+
+
+@pytest.fixture(params=sorted(LOOP_FACTORIES))
+def loop_factory(request: pytest.FixtureRequest) -> Callable[[], asyncio.AbstractEventLoop]:
+    """For sync tests that drive their own loops: one factory per loop kind."""
+    factory: Callable[[], asyncio.AbstractEventLoop] = LOOP_FACTORIES[request.param]
+    return factory
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """Fail the test if a thread it started is still alive after it ended."""
+    before = set(threading.enumerate())
+    yield
+    started = [thread for thread in threading.enumerate() if thread not in before]
+    for thread in started:
+        thread.join(THREAD_EXIT_GRACE)
+    leaked = [thread.name for thread in started if thread.is_alive()]
+    assert not leaked, f"threads left running: {leaked}"
+
+
+class _ErrorCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture(autouse=True)
+def no_asyncio_errors() -> Iterator[None]:
+    """Fail the test if asyncio logged an error (e.g. an exception never retrieved)."""
+    collector = _ErrorCollector()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(collector)
+    try:
+        yield
+        gc.collect()  # futures report unretrieved exceptions when collected
+    finally:
+        logger.removeHandler(collector)
+    assert not collector.messages, f"asyncio logged errors: {collector.messages}"
