@@ -5,6 +5,9 @@ module paths (``aiothreads.threads``, ``aiothreads.iterator_wrapper``,
 ``aiothreads.types``, ...) keep working.
 """
 
+# Loaded first so that the 1.x submodule of the same name never shadows the
+# threaded_iterable decorator bound below (a later import would re-set it).
+from . import threaded_iterable as _threaded_iterable_module  # noqa: F401  # pyright: ignore[reportUnusedImport]
 from ._bridge import sync_await, sync_wait_coroutine, wait_coroutine
 from ._channel import ChannelClosed, ChannelTimeout, FromThreadChannel
 from ._iterable import (

@@ -3,9 +3,10 @@
 Decorators go above ``@staticmethod`` and ``@classmethod``; the decorated
 object remembers which it wrapped and binds accordingly. A decorated function
 accessed through an instance returns a bound object that is cached per
-instance, so ``obj.method is obj.method`` holds while either is alive. The cache is keyed by identity and holds bound objects weakly, so it
-works for unhashable instances and ``__slots__`` classes and never keeps an
-instance alive.
+instance, so ``obj.method is obj.method`` holds while either is alive. The
+cache is keyed by identity and holds bound objects weakly, so it works for
+unhashable instances and ``__slots__`` classes and never keeps an instance
+alive.
 """
 
 from __future__ import annotations

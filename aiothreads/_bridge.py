@@ -146,6 +146,5 @@ def _wait(loop: asyncio.AbstractEventLoop, future: concurrent.futures.Future[T])
         except concurrent.futures.TimeoutError:
             if future.done():  # the coroutine itself raised TimeoutError
                 raise
-            if loop.is_closed():
-                future.cancel()
+            if loop.is_closed():  # nothing will run the task: do not touch the loop
                 raise RuntimeError("the event loop closed while a thread waited on it") from None

@@ -10,9 +10,10 @@ Semantics:
   items; it blocks while the channel is full.
 * The generator is stopped (``GeneratorExit`` at its ``yield``, so its
   ``finally`` runs) when the consumer calls ``close()``/``aclose()``, leaves
-  ``async with``, is cancelled while waiting in ``__anext__()``, drops the
-  iterator (a ``break`` out of ``async for`` does), or when the event loop
-  shuts down. A producer blocked on a full channel is woken at once.
+  ``async with``, leaves an ``async for`` early (``break``, ``return``, an
+  exception), is cancelled while waiting in ``__anext__()``, drops the
+  iterator, or when the event loop shuts down. A producer blocked on a full
+  channel is woken at once.
 * An exception raised by the generator reaches the consumer, with the
   thread's traceback, after the items yielded before it; then iteration ends.
 """
@@ -32,7 +33,7 @@ from ._names import qualified_name
 from .types import EVENT_LOOP, P
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Generator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
     from concurrent.futures import Executor
     from types import TracebackType
 
@@ -140,8 +141,9 @@ class IteratorWrapper(Generic[P, T]):
         self._producer = producer
         return producer
 
-    def __aiter__(self) -> Self:
-        return self
+    def __aiter__(self) -> AsyncIterator[T]:
+        """Start one ``async for``; leaving it early (``break``) stops the generator."""
+        return _Iteration(self)
 
     async def __anext__(self) -> T:
         channel = self._channel
@@ -199,6 +201,29 @@ class IteratorWrapper(Generic[P, T]):
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running" if self._producer else "not started"
         return f"<{type(self).__name__} {qualified_name(self._gen_func)} {state}>"
+
+
+class _Iteration(Generic[T]):
+    """One ``async for`` over a wrapper: dropping it stops the generator.
+
+    ``async for`` holds this object, not the wrapper, so a ``break`` releases it
+    even when the wrapper itself is still referenced (by the caller, or by a
+    producer thread that a subclass started with ``self`` in reach).
+    """
+
+    __slots__ = ("_wrapper",)
+
+    def __init__(self, wrapper: IteratorWrapper[Any, T]) -> None:
+        self._wrapper = wrapper
+
+    def __aiter__(self) -> Self:
+        return self
+
+    def __anext__(self) -> Coroutine[Any, Any, T]:
+        return self._wrapper.__anext__()
+
+    def __del__(self) -> None:
+        self._wrapper._channel._abandon()
 
 
 class IteratorWrapperSeparate(IteratorWrapper[P, T]):

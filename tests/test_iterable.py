@@ -356,9 +356,7 @@ def test_default_max_size_comes_from_the_environment(monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.parametrize("value", ["-1", "lots", "1.5"])
-def test_bad_default_max_size_is_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch, value: str
-) -> None:
+def test_bad_default_max_size_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("THREADED_ITERABLE_DEFAULT_MAX_SIZE", value)
 
     def numbers() -> Generator[int, None, None]:
@@ -441,3 +439,15 @@ def test_asyncio_run_shutdown_releases_a_blocked_producer() -> None:
 
     asyncio.run(main())
     assert probe.finalized.is_set()
+
+
+@pytest.mark.asyncio
+async def test_break_stops_the_generator_even_while_the_iterator_is_referenced() -> None:
+    probe = Probe()
+    items = threaded_iterable(probe.generator, max_size=1)()
+    async for item in items:
+        if item == 1:
+            break
+    broke_at = time.monotonic()
+    await probe.assert_stopped_since(broke_at)
+    assert items.closed

@@ -1,0 +1,253 @@
+"""FromThreadChannel: ordering, backpressure, close, timeouts, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from aiothreads import ChannelClosed, ChannelTimeout, FromThreadChannel
+
+
+def start_thread(target: object, *args: object) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args)  # type: ignore[arg-type]
+    thread.start()
+    return thread
+
+
+async def join(thread: threading.Thread) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, thread.join, 5)
+    assert not thread.is_alive()
+
+
+@pytest.mark.asyncio
+async def test_items_arrive_in_order_then_closed() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=3)
+
+    def produce() -> None:
+        with channel:
+            for number in range(50):
+                channel.put(number)
+
+    thread = start_thread(produce)
+    received = []
+    with pytest.raises(ChannelClosed):
+        while True:
+            received.append(await channel.get())
+    assert received == list(range(50))
+    await join(thread)
+
+
+@pytest.mark.asyncio
+async def test_await_the_channel_is_get() -> None:
+    channel: FromThreadChannel[str] = FromThreadChannel()
+    channel.put("x")
+    assert await channel == "x"
+
+
+@pytest.mark.asyncio
+async def test_put_blocks_while_full_until_an_item_is_taken() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=2)
+    about_to_block = threading.Event()
+    third_put_done = threading.Event()
+
+    def produce() -> None:
+        channel.put(1)
+        channel.put(2)
+        about_to_block.set()
+        channel.put(3)
+        third_put_done.set()
+
+    thread = start_thread(produce)
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, about_to_block.wait, 5)
+    assert not await loop.run_in_executor(None, third_put_done.wait, 0.05)
+    assert channel.qsize() == 2
+    assert await channel.get() == 1
+    assert await loop.run_in_executor(None, third_put_done.wait, 5)
+    assert [await channel.get(), await channel.get()] == [2, 3]
+    await join(thread)
+
+
+@pytest.mark.asyncio
+async def test_close_wakes_a_blocked_producer() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=1)
+    outcome: list[BaseException] = []
+    about_to_block = threading.Event()
+
+    def produce() -> None:
+        channel.put(1)
+        about_to_block.set()
+        try:
+            channel.put(2)
+        except ChannelClosed as exc:
+            outcome.append(exc)
+
+    thread = start_thread(produce)
+    assert await asyncio.get_running_loop().run_in_executor(None, about_to_block.wait, 5)
+    channel.close()
+    await join(thread)
+    assert len(outcome) == 1
+
+
+@pytest.mark.asyncio
+async def test_close_keeps_buffered_items_for_the_consumer() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel()
+    channel.put(1)
+    channel.put(2)
+    channel.close()
+    assert channel.is_closed
+    assert [await channel.get(), await channel.get()] == [1, 2]
+    with pytest.raises(ChannelClosed):
+        await channel.get()
+    with pytest.raises(ChannelClosed):
+        channel.put(3)
+
+
+@pytest.mark.asyncio
+async def test_close_wakes_a_waiting_getter() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel()
+    getter = asyncio.create_task(channel.get())
+    await asyncio.sleep(0)  # one loop turn: the getter tasks register
+    start_thread(channel.close).join(5)
+    with pytest.raises(ChannelClosed):
+        await getter
+
+
+@pytest.mark.asyncio
+async def test_get_timeout() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel(timeout=10.0)
+    with pytest.raises(ChannelTimeout):
+        await channel.get(timeout=0.01)
+    assert issubclass(ChannelTimeout, asyncio.TimeoutError)
+
+
+@pytest.mark.asyncio
+async def test_default_timeout_applies() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel(timeout=0.01)
+    with pytest.raises(ChannelTimeout):
+        await channel.get()
+
+
+@pytest.mark.asyncio
+async def test_item_arriving_before_the_timeout_is_delivered() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel()
+    thread = start_thread(channel.put, 5)
+    assert await channel.get(timeout=5) == 5
+    await join(thread)
+
+
+@pytest.mark.asyncio
+async def test_cancelled_getter_leaves_items_for_the_next() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel()
+    first = asyncio.create_task(channel.get())
+    second = asyncio.create_task(channel.get())
+    await asyncio.sleep(0)  # one loop turn: the getter tasks register
+    first.cancel()
+    thread = start_thread(channel.put, 9)
+    assert await second == 9
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await join(thread)
+
+
+@pytest.mark.asyncio
+async def test_several_getters_each_get_one_item() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel()
+    getters = [asyncio.create_task(channel.get()) for _ in range(5)]
+    await asyncio.sleep(0)  # one loop turn: the getter tasks register
+
+    def produce() -> None:
+        for number in range(5):
+            channel.put(number)
+
+    thread = start_thread(produce)
+    assert sorted(await asyncio.gather(*getters)) == [0, 1, 2, 3, 4]
+    await join(thread)
+
+
+@pytest.mark.asyncio
+async def test_put_that_would_block_the_loop_thread_fails_at_once() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=1)
+    channel.put(1)
+    with pytest.raises(RuntimeError, match="event loop's own thread"):
+        channel.put(2)
+
+
+@pytest.mark.asyncio
+async def test_channel_is_bound_to_one_loop() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel()
+    channel.put(1)
+
+    def other_loop() -> None:
+        async def get() -> int:
+            return await channel.get()
+
+        with pytest.raises(RuntimeError, match="another event loop"):
+            asyncio.run(get())
+
+    thread = start_thread(other_loop)
+    await join(thread)
+
+
+def test_loop_closing_releases_a_blocked_producer_within_a_second(
+    loop_factory: object,
+) -> None:
+    loop = loop_factory()  # type: ignore[operator]
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=1)
+    channel.put(0)
+
+    async def bind() -> None:
+        assert await channel.get() == 0
+
+    loop.run_until_complete(bind())
+    channel.put(1)
+    outcome: list[float] = []
+    about_to_block = threading.Event()
+
+    def produce() -> None:
+        about_to_block.set()
+        started = time.monotonic()
+        with pytest.raises(ChannelClosed, match="event loop closed"):
+            channel.put(2)
+        outcome.append(time.monotonic() - started)
+
+    thread = start_thread(produce)
+    assert about_to_block.wait(5)
+    loop.close()
+    thread.join(5)
+    assert outcome
+    assert outcome[0] < 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"maxsize": -1}, ValueError),
+        ({"maxsize": 1.5}, TypeError),
+        ({"maxsize": True}, TypeError),
+        ({"timeout": -0.1}, ValueError),
+        ({"timeout": float("nan")}, ValueError),
+        ({"timeout": "1"}, TypeError),
+    ],
+)
+def test_bad_arguments_are_rejected(kwargs: dict[str, object], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        FromThreadChannel(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_bad_get_timeout_is_rejected() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel()
+    with pytest.raises(ValueError, match="timeout"):
+        await channel.get(timeout=-1)
+
+
+def test_repr_and_size() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=4)
+    channel.put(1)
+    assert len(channel) == 1
+    assert channel.maxsize == 4
+    assert "open" in repr(channel)

@@ -1,0 +1,111 @@
+"""Code written for aiothreads 1.1 keeps working: import paths and the IteratorWrapper hook."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+import aiothreads
+from aiothreads.coroutine_waiter import sync_await, sync_wait_coroutine, wait_coroutine
+from aiothreads.iterator_wrapper import (
+    ChannelClosed,
+    ChannelTimeout,
+    FromThreadChannel,
+    IteratorWrapper,
+)
+from aiothreads.threaded_iterable import ThreadedIterable, threaded_iterable
+from aiothreads.threads import BoundThreaded, Threaded, threaded, threaded_separate
+from aiothreads.types import EVENT_LOOP
+
+
+def test_old_import_paths_name_the_same_objects() -> None:
+    assert EVENT_LOOP is aiothreads.EVENT_LOOP
+    assert IteratorWrapper is aiothreads.IteratorWrapper
+    assert FromThreadChannel is aiothreads.FromThreadChannel
+    assert ChannelClosed is aiothreads.ChannelClosed
+    assert ChannelTimeout is aiothreads.ChannelTimeout
+    assert (sync_await, wait_coroutine, sync_wait_coroutine) == (
+        aiothreads.sync_await,
+        aiothreads.wait_coroutine,
+        aiothreads.sync_wait_coroutine,
+    )
+    assert (threaded, threaded_separate, Threaded, BoundThreaded) == (
+        aiothreads.threaded,
+        aiothreads.threaded_separate,
+        aiothreads.Threaded,
+        aiothreads.BoundThreaded,
+    )
+    assert (threaded_iterable, ThreadedIterable) == (
+        aiothreads.threaded_iterable,
+        aiothreads.ThreadedIterable,
+    )
+
+
+class OwnThreadWrapper(IteratorWrapper[Any, Any]):
+    """The 1.1 extension point: run the producer on a thread of our own."""
+
+    def _run(self) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def target() -> None:
+            try:
+                self._in_thread()
+            finally:
+                loop.call_soon_threadsafe(done.set_result, None)
+
+        threading.Thread(target=target, name="own-producer").start()
+        return done
+
+
+def letters() -> Generator[str, None, None]:
+    yield threading.current_thread().name
+    yield from "abc"
+
+
+@pytest.mark.asyncio
+async def test_subclass_overriding_run_drives_the_generator() -> None:
+    wrapper = OwnThreadWrapper(letters, max_size=1)
+    assert [item async for item in wrapper] == ["own-producer", "a", "b", "c"]
+    await wrapper.wait_closed()
+    assert wrapper.closed
+
+
+@pytest.mark.asyncio
+async def test_subclass_stops_on_break() -> None:
+    finalized = threading.Event()
+
+    def endless() -> Generator[int, None, None]:
+        try:
+            number = 0
+            while True:
+                yield number
+                number += 1
+        finally:
+            finalized.set()
+
+    async for number in OwnThreadWrapper(endless, max_size=1):
+        if number == 2:
+            break
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, finalized.wait, 5)
+
+
+@pytest.mark.asyncio
+async def test_wrapper_with_an_explicit_executor() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="explicit") as executor:
+        wrapper: IteratorWrapper[Any, str] = IteratorWrapper(letters, max_size=2, executor=executor)
+        items = [item async for item in wrapper]
+    assert items[0].startswith("explicit")
+    assert wrapper.loop is asyncio.get_running_loop()
+
+
+def test_wrapper_rejects_a_non_callable() -> None:
+    with pytest.raises(TypeError, match="callable"):
+        IteratorWrapper(42)  # type: ignore[arg-type]
