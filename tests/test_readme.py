@@ -17,4 +17,4 @@ def test_readme_has_python_blocks() -> None:
 
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda block: block.splitlines()[0][:40])
 def test_block_runs(block: str) -> None:
-    exec(compile(block, str(README), "exec"), {"__name__": "__readme__"})  # noqa: S102
+    exec(compile(block, str(README), "exec"), {"__name__": "__readme__"})
