@@ -67,7 +67,6 @@ def unwrap_method(func: object) -> tuple[str, Callable[..., Any]]:
 
     Raises:
         TypeError: ``func`` is not callable.
-
     """
     if isinstance(func, staticmethod):
         return "static", cast("staticmethod[..., Any]", func).__func__

@@ -24,6 +24,9 @@ import concurrent.futures
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._loops import LOOP_WATCHDOG_INTERVAL, running_loop_or_none
+from ._names import qualified_name
+from .instrumentation._hooks import CANCELLED, ERROR, OK
+from .instrumentation._hooks import current as current_telemetry
 from .types import EVENT_LOOP
 
 if TYPE_CHECKING:
@@ -54,10 +57,9 @@ def sync_await(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwarg
             known loop, or the loop closed.
         asyncio.CancelledError: the loop cancelled the task (e.g. at shutdown).
         BaseException: whatever the awaitable raised.
-
     """
     loop = _loop_from_context("sync_await")
-    return _run_on_loop(loop, _await_call(func, *args, **kwargs))
+    return _run_on_loop(loop, _await_call(func, *args, **kwargs), qualified_name(func))
 
 
 def wait_coroutine(
@@ -75,14 +77,13 @@ def wait_coroutine(
             known loop, or the loop closed.
         asyncio.CancelledError: the loop cancelled the task.
         BaseException: whatever the coroutine raised.
-
     """
     try:
         target = loop if loop is not None else _loop_from_context("wait_coroutine")
     except BaseException:
         coro.close()
         raise
-    return _run_on_loop(target, coro)
+    return _run_on_loop(target, coro, _coroutine_name(coro))
 
 
 def sync_wait_coroutine(
@@ -102,10 +103,9 @@ def sync_wait_coroutine(
             the loop closed.
         asyncio.CancelledError: the loop cancelled the task.
         BaseException: whatever the coroutine raised.
-
     """
     target = loop if loop is not None else _loop_from_context("sync_wait_coroutine")
-    return _run_on_loop(target, _await_call(coro_func, *args, **kwargs))
+    return _run_on_loop(target, _await_call(coro_func, *args, **kwargs), qualified_name(coro_func))
 
 
 async def _await_call(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -119,7 +119,42 @@ def _loop_from_context(name: str) -> asyncio.AbstractEventLoop:
         raise RuntimeError(_NO_LOOP_HINT.format(name=name)) from None
 
 
-def _run_on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+def _coroutine_name(coro: Coroutine[Any, Any, Any]) -> str:
+    name = getattr(coro, "__qualname__", type(coro).__qualname__)
+    frame = getattr(coro, "cr_frame", None)
+    module = frame.f_globals.get("__name__") if frame is not None else None
+    return f"{module}.{name}" if module else str(name)
+
+
+def _run_on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], name: str) -> T:
+    telemetry = current_telemetry()
+    if telemetry is None:
+        return _wait(loop, _submit(loop, coro))
+    probe = telemetry.call("sync_await", name)
+    probe.running()
+    token = probe.activate_here()  # the task copies this context: its spans nest in ours
+    try:
+        future = _submit(loop, coro)
+    except BaseException as exc:
+        probe.finished(ERROR, exc)
+        raise
+    finally:
+        probe.restore(token)
+    try:
+        result = _wait(loop, future)
+    except asyncio.CancelledError as exc:
+        probe.finished(CANCELLED, exc)
+        raise
+    except BaseException as exc:
+        probe.finished(ERROR, exc)
+        raise
+    probe.finished(OK)
+    return result
+
+
+def _submit(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
+) -> concurrent.futures.Future[T]:
     try:
         if not isinstance(loop, asyncio.AbstractEventLoop):
             raise TypeError(f"expected an asyncio event loop, got {type(loop).__name__}")
@@ -130,11 +165,10 @@ def _run_on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) 
             )
         if loop.is_closed():
             raise RuntimeError("the event loop is closed")
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        return asyncio.run_coroutine_threadsafe(coro, loop)
     except BaseException:
         coro.close()
         raise
-    return _wait(loop, future)
 
 
 def _wait(loop: asyncio.AbstractEventLoop, future: concurrent.futures.Future[T]) -> T:

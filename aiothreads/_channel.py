@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from ._loops import LOOP_WATCHDOG_INTERVAL, running_loop_or_none
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Callable, Generator
     from types import TracebackType
 
     from typing_extensions import Self
@@ -90,6 +91,7 @@ class FromThreadChannel(Generic[T]):
 
     __slots__ = (
         "__weakref__",
+        "_close_reason",
         "_closed",
         "_error",
         "_getters",
@@ -98,6 +100,7 @@ class FromThreadChannel(Generic[T]):
         "_loop",
         "_maxsize",
         "_not_full",
+        "_on_blocked",
         "_timeout",
         "_waiting_putters",
     )
@@ -111,7 +114,9 @@ class FromThreadChannel(Generic[T]):
         self._getters: deque[asyncio.Future[None]] = deque()
         self._waiting_putters = 0
         self._closed = False
+        self._close_reason: str | None = None
         self._error: BaseException | None = None
+        self._on_blocked: Callable[[float], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = running_loop_or_none()
 
     @property
@@ -150,7 +155,6 @@ class FromThreadChannel(Generic[T]):
                 loop closed) while this thread waited for room.
             RuntimeError: the channel is full and this is the event loop's own
                 thread, where blocking would deadlock.
-
         """
         with self._lock:
             while True:
@@ -172,12 +176,15 @@ class FromThreadChannel(Generic[T]):
                 "the channel is full; call put() from a worker thread"
             )
         self._waiting_putters += 1
+        started = time.perf_counter()
         try:
             woken = self._not_full.wait(LOOP_WATCHDOG_INTERVAL)
         finally:
             self._waiting_putters -= 1
+            if self._on_blocked is not None:
+                self._on_blocked(time.perf_counter() - started)
         if not woken and loop is not None and loop.is_closed():
-            self._close_locked(None)
+            self._close_locked(None, "loop_closed")
             raise ChannelClosed("the event loop closed while put() waited for room")
 
     def close(self) -> None:
@@ -196,17 +203,20 @@ class FromThreadChannel(Generic[T]):
             getters = self._close_locked(error)
         self._wake_all(getters)
 
-    def _abandon(self) -> None:
-        """Close the channel from the consuming side and drop buffered items."""
+    def _abandon(self, reason: str = "loop_closed") -> None:
+        """Close the channel from the consuming side, for ``reason``, dropping its items."""
         with self._lock:
             self._items.clear()
-            getters = self._close_locked(None)
+            getters = self._close_locked(None, reason)
         self._wake_all(getters)
 
-    def _close_locked(self, error: BaseException | None) -> list[asyncio.Future[None]]:
+    def _close_locked(
+        self, error: BaseException | None, reason: str | None = None
+    ) -> list[asyncio.Future[None]]:
         if not self._closed:
             self._closed = True
             self._error = error
+            self._close_reason = reason
         self._not_full.notify_all()
         getters = list(self._getters)
         self._getters.clear()
@@ -270,7 +280,6 @@ class FromThreadChannel(Generic[T]):
             RuntimeError: the channel belongs to another event loop.
 
         Cancelling the waiting task leaves the channel and its items intact.
-
         """
         limit = self._timeout if timeout is None else check_timeout("timeout", timeout)
         loop = self._bind()

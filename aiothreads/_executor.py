@@ -18,13 +18,18 @@ Semantics, for every call that goes through :func:`run_in_executor` or
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._log import emit
+from ._names import qualified_name
+from .instrumentation._hooks import CANCELLED, ERROR, OK
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from concurrent.futures import Executor
+
+    from .instrumentation._hooks import CallProbe
 
 __all__ = ["run_in_executor", "run_in_new_thread"]
 
@@ -34,31 +39,54 @@ T = TypeVar("T")
 class _Call(Generic[T]):
     """The unit of work handed to a thread: run ``func`` unless cancelled, report back."""
 
-    __slots__ = ("func", "future", "loop")
+    __slots__ = ("func", "future", "loop", "probe")
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         future: asyncio.Future[T],
         func: Callable[[], T],
+        probe: CallProbe | None,
     ) -> None:
         self.loop = loop
         self.future = future
         self.func = func
+        self.probe = probe
 
     def __call__(self) -> None:
+        probe = self.probe
         if self.future.cancelled():
+            if probe is not None:
+                probe.skipped()
             return
+        if probe is not None:
+            probe.running()
         try:
             result = self.func()
         except BaseException as exc:
+            if probe is not None:
+                probe.finished(_outcome_of(self.future, exc), exc)
             self._deliver(_settle_exception, exc)
         else:
+            if probe is not None:
+                probe.finished(_outcome_of(self.future, None))
             self._deliver(_settle_result, result)
 
     def _deliver(self, settle: Callable[[asyncio.Future[T], Any], None], outcome: object) -> None:
-        with contextlib.suppress(RuntimeError):  # a closed loop has no receiver left
+        try:
             self.loop.call_soon_threadsafe(settle, self.future, outcome)
+        except RuntimeError:  # the loop is closed: nobody is left to receive it
+            if self.probe is not None:
+                self.probe.dropped()
+            else:
+                fields = {"function": qualified_name(self.func)}
+                emit("warning", "result dropped: event loop closed", fields)
+
+
+def _outcome_of(future: asyncio.Future[Any], error: BaseException | None) -> str:
+    if future.cancelled() or isinstance(error, asyncio.CancelledError):
+        return CANCELLED
+    return OK if error is None else ERROR
 
 
 def _settle_result(future: asyncio.Future[T], result: T) -> None:
@@ -83,6 +111,7 @@ def run_in_executor(
     loop: asyncio.AbstractEventLoop,
     executor: Executor | None,
     func: Callable[[], T],
+    probe: CallProbe | None = None,
 ) -> asyncio.Future[T]:
     """Run ``func()`` on ``executor``, or on the loop's default executor if ``None``.
 
@@ -91,10 +120,9 @@ def run_in_executor(
 
     Raises:
         RuntimeError: through the future, if the executor was shut down.
-
     """
     future: asyncio.Future[T] = loop.create_future()
-    call = _Call(loop, future, func)
+    call = _Call(loop, future, func, probe)
     if executor is None:
         executor = _default_executor(loop)
     try:
@@ -119,6 +147,7 @@ def run_in_new_thread(
     *,
     name: str,
     detach: bool = True,
+    probe: CallProbe | None = None,
 ) -> asyncio.Future[T]:
     """Run ``func()`` on a thread of its own.
 
@@ -127,9 +156,10 @@ def run_in_new_thread(
         func: What to run.
         name: The thread's name, shown by debuggers and in logs.
         detach: Make the thread a daemon, so it never blocks interpreter exit.
-
+        probe: Observes the call, if instrumentation is on.
     """
     future: asyncio.Future[T] = loop.create_future()
-    thread = threading.Thread(target=_Call(loop, future, func), name=name, daemon=detach)
+    call = _Call(loop, future, func, probe)
+    thread = threading.Thread(target=call, name=name, daemon=detach)
     thread.start()
     return future

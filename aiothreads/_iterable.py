@@ -173,7 +173,6 @@ def threaded_iterable(func: Any = None, *, max_size: int = 0) -> Any:
         TypeError: ``func`` is not a generator function, or ``max_size`` is
             not an int.
         ValueError: ``max_size`` is negative.
-
     """
     check_size("max_size", max_size)
     if func is None:
@@ -199,7 +198,6 @@ def threaded_iterable_separate(func: Any = None, *, max_size: int = 0) -> Any:
         TypeError: ``func`` is not a generator function, or ``max_size`` is
             not an int.
         ValueError: ``max_size`` is negative.
-
     """
     check_size("max_size", max_size)
     if func is None:

@@ -41,7 +41,7 @@ def running_loop_or_none() -> asyncio.AbstractEventLoop | None:
 class Closable(Protocol):
     """Anything that must be released when its event loop shuts down."""
 
-    def _abandon(self) -> None: ...
+    def _abandon(self, reason: str = ...) -> None: ...
 
 
 class _ShutdownWatch:
@@ -82,7 +82,7 @@ async def _release_on_shutdown(
         yield
     finally:
         for member in list(members):
-            member._abandon()
+            member._abandon("loop_closed")
 
 
 def _drive(step: Awaitable[None]) -> None:

@@ -18,8 +18,21 @@ def copy_metadata(target: object, func: Callable[..., Any]) -> str:
 
 
 def qualified_name(func: Callable[..., Any]) -> str:
-    """Return the qualified name of ``func``, looking through partials."""
-    while isinstance(func, functools.partial):
-        func = func.func
+    """Return ``module.qualname`` of ``func``, looking through partials and ``ctx.run``.
+
+    This is the ``function`` label of metrics and the ``code.function.name``
+    of spans.
+    """
+    while True:
+        if isinstance(func, functools.partial):
+            inner: Any = func.func
+            if getattr(inner, "__name__", None) == "run" and func.args:
+                inner = func.args[0]  # a Context.run partial: name what it runs
+            func = inner
+        else:
+            break
     name = getattr(func, "__qualname__", None)
-    return name if isinstance(name, str) else type(func).__qualname__
+    if not isinstance(name, str):
+        name = type(func).__qualname__
+    module = getattr(func, "__module__", None)
+    return f"{module}.{name}" if isinstance(module, str) and module else name

@@ -10,7 +10,7 @@ interpreter exit; with ``detach=False`` the interpreter waits for it.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from ._executor import run_in_new_thread
 from ._threaded import Threaded
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._threaded import R
+    from .instrumentation._hooks import CallProbe
 
 __all__ = ["ThreadedSeparate", "threaded_separate"]
 
@@ -29,14 +30,21 @@ class _NewThreadDispatch:
     """Starts every call on a fresh thread named after the function."""
 
     __slots__ = ("detach",)
+    kind: ClassVar[str] = "separate"
 
     def __init__(self, detach: bool) -> None:
         self.detach = detach
 
     def __call__(
-        self, loop: asyncio.AbstractEventLoop, func: Callable[[], R], name: str
+        self,
+        loop: asyncio.AbstractEventLoop,
+        func: Callable[[], R],
+        name: str,
+        probe: CallProbe | None,
     ) -> asyncio.Future[R]:
-        return run_in_new_thread(loop, func, name=f"aiothreads-{name}", detach=self.detach)
+        return run_in_new_thread(
+            loop, func, name=f"aiothreads-{name}", detach=self.detach, probe=probe
+        )
 
 
 class ThreadedSeparate(Threaded[P, T]):
@@ -45,7 +53,6 @@ class ThreadedSeparate(Threaded[P, T]):
     Args:
         func: The blocking function.
         detach: Run it on daemon threads that never block interpreter exit.
-
     """
 
     def __init__(self, func: Callable[P, T], detach: bool = True) -> None:
@@ -81,7 +88,6 @@ def threaded_separate(func: Any = None, detach: bool = True) -> Any:
     Raises:
         TypeError: ``func`` is not callable, is a coroutine or async generator
             function, or ``detach`` is not a bool.
-
     """
     if not isinstance(detach, bool):
         raise TypeError(f"detach must be a bool, got {type(detach).__name__}")

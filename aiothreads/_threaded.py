@@ -27,6 +27,7 @@ from abc import ABC, abstractmethod
 from typing import (
     TYPE_CHECKING,
     Any,
+    ClassVar,
     Concatenate,
     Final,
     Generic,
@@ -40,6 +41,7 @@ from ._binding import MethodBinder, check_blocking_callable, unwrap_method
 from ._executor import run_in_executor
 from ._loops import running_loop_or_none
 from ._names import copy_metadata
+from .instrumentation._hooks import current as current_telemetry
 from .types import EVENT_LOOP, P, T
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._iterable import ThreadedIterable
+    from .instrumentation._hooks import CallProbe
 
 __all__ = [
     "THREADED_ITERABLE_DEFAULT_MAX_SIZE",
@@ -70,16 +73,35 @@ _DEFAULT_MAX_SIZE: Final = 1024
 class Dispatch(Protocol):
     """Starts ``func()`` on some thread and returns a future for its outcome."""
 
+    kind: ClassVar[str]
+    """The ``kind`` label of the calls it starts."""
+
     def __call__(
-        self, loop: asyncio.AbstractEventLoop, func: Callable[[], R], name: str
+        self,
+        loop: asyncio.AbstractEventLoop,
+        func: Callable[[], R],
+        name: str,
+        probe: CallProbe | None,
     ) -> asyncio.Future[R]: ...
 
 
-def dispatch_to_pool(
-    loop: asyncio.AbstractEventLoop, func: Callable[[], R], name: str
-) -> asyncio.Future[R]:
-    """Run ``func()`` on the loop's default executor."""
-    return run_in_executor(loop, None, func)
+class _PoolDispatch:
+    """Runs calls on the loop's default executor."""
+
+    __slots__ = ()
+    kind: ClassVar[str] = "threaded"
+
+    def __call__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        func: Callable[[], R],
+        name: str,
+        probe: CallProbe | None,
+    ) -> asyncio.Future[R]:
+        return run_in_executor(loop, None, func, probe)
+
+
+dispatch_to_pool: Final = _PoolDispatch()
 
 
 class ThreadedBase(Generic[P, T], ABC):
@@ -102,7 +124,6 @@ class ThreadedBase(Generic[P, T], ABC):
         Returns:
             A future already submitted when called inside a running loop,
             otherwise a coroutine that submits the call when awaited.
-
         """
         loop = running_loop_or_none()
         if loop is None:
@@ -122,8 +143,13 @@ class ThreadedBase(Generic[P, T], ABC):
         context = contextvars.copy_context()
         if EVENT_LOOP.get(None) is not loop:
             context.run(EVENT_LOOP.set, loop)
+        telemetry = current_telemetry()
+        probe = None
+        if telemetry is not None:
+            probe = telemetry.call(self._dispatch.kind, self._name)
+            probe.bind(context)
         call = functools.partial(context.run, self.func, *args, **kwargs)
-        return self._dispatch(loop, call, self._name)
+        return self._dispatch(loop, call, self._name, probe)
 
     async def _submit_when_awaited(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> T:
         return await self._submit(asyncio.get_running_loop(), args, kwargs)
@@ -229,7 +255,6 @@ def threaded(func: Any) -> Any:
             generator function.
         ValueError: the ``THREADED_ITERABLE_DEFAULT_MAX_SIZE`` variable is not
             a non-negative integer (generator functions only).
-
     """
     _, function = unwrap_method(func)
     if inspect.isgeneratorfunction(function):

@@ -24,12 +24,14 @@ import asyncio
 import contextvars
 import functools
 import logging
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
 from ._channel import ChannelClosed, FromThreadChannel, _Empty
 from ._executor import run_in_executor, run_in_new_thread
 from ._loops import on_loop_shutdown
 from ._names import qualified_name
+from .instrumentation._hooks import CANCELLED, ERROR, OK
+from .instrumentation._hooks import current as current_telemetry
 from .types import EVENT_LOOP, P
 
 if TYPE_CHECKING:
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from typing_extensions import Self
+
+    from .instrumentation._hooks import StreamProbe
 
 __all__ = ["IteratorWrapper", "IteratorWrapperSeparate"]
 
@@ -84,9 +88,12 @@ class IteratorWrapper(Generic[P, T]):
         "_context",
         "_gen_func",
         "_loop",
+        "_probe",
         "_producer",
         "executor",
     )
+
+    _KIND: ClassVar[str] = "iterable"
 
     def __init__(
         self,
@@ -103,6 +110,7 @@ class IteratorWrapper(Generic[P, T]):
         self._channel: FromThreadChannel[T] = FromThreadChannel(max_size)
         self._context = contextvars.copy_context()
         self._producer: asyncio.Future[None] | None = None
+        self._probe: StreamProbe | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -121,7 +129,9 @@ class IteratorWrapper(Generic[P, T]):
         It holds no reference to the iterator, so dropping the iterator still
         stops the generator while the thread runs.
         """
-        return functools.partial(_produce, self._channel, self._gen_func, self._context)
+        return functools.partial(
+            _produce, self._channel, self._gen_func, self._context, self._probe
+        )
 
     def _run(self) -> Awaitable[Any]:
         """Start :attr:`_in_thread` on a worker thread; return its completion."""
@@ -134,8 +144,16 @@ class IteratorWrapper(Generic[P, T]):
 
     def _start(self) -> asyncio.Future[None]:
         loop = self._require_loop()
+        channel = self._channel
         self._context.run(EVENT_LOOP.set, loop)
-        on_loop_shutdown(loop, self._channel)
+        on_loop_shutdown(loop, channel)
+        telemetry = current_telemetry()
+        if telemetry is not None:
+            name = qualified_name(self._gen_func)
+            probe = telemetry.stream(self._KIND, name, channel.maxsize, channel.qsize)
+            probe.bind(self._context)
+            channel._on_blocked = probe.blocked
+            self._probe = probe
         producer = asyncio.ensure_future(self._run(), loop=loop)
         producer.add_done_callback(_report_producer_failure)
         self._producer = producer
@@ -158,7 +176,7 @@ class IteratorWrapper(Generic[P, T]):
         except ChannelClosed:
             raise StopAsyncIteration from None
         except asyncio.CancelledError:
-            channel._abandon()
+            channel._abandon("cancelled")
             raise
         return item
 
@@ -168,7 +186,7 @@ class IteratorWrapper(Generic[P, T]):
         Closing is immediate and idempotent; awaiting is optional. Awaiting
         raises the exception the generator's cleanup raised, if any.
         """
-        self._channel._abandon()
+        self._channel._abandon("closed")
         if self._producer is None:
             return _DONE
         return asyncio.shield(self._producer)
@@ -196,7 +214,7 @@ class IteratorWrapper(Generic[P, T]):
     def __del__(self) -> None:
         channel = getattr(self, "_channel", None)
         if channel is not None and not channel.is_closed:
-            channel._abandon()
+            channel._abandon("collected")
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running" if self._producer else "not started"
@@ -223,13 +241,16 @@ class _Iteration(Generic[T]):
         return self._wrapper.__anext__()
 
     def __del__(self) -> None:
-        self._wrapper._channel._abandon()
+        channel = self._wrapper._channel
+        if not channel.is_closed:
+            channel._abandon("break")
 
 
 class IteratorWrapperSeparate(IteratorWrapper[P, T]):
     """An :class:`IteratorWrapper` whose generator runs on a dedicated thread."""
 
     __slots__ = ()
+    _KIND: ClassVar[str] = "iterable_separate"
 
     def _run(self) -> Awaitable[Any]:
         name = f"aiothreads-{qualified_name(self._gen_func)}"
@@ -240,8 +261,18 @@ def _produce(
     channel: FromThreadChannel[T],
     gen_func: Callable[[], Generator[T, None, None]],
     context: contextvars.Context,
+    probe: StreamProbe | None,
 ) -> None:
-    context.run(_pump, channel, gen_func)
+    if probe is None:
+        context.run(_pump, channel, gen_func)
+        return
+    probe.running()
+    try:
+        outcome, error, reason = context.run(_pump_observed, channel, gen_func, probe)
+    except BaseException as exc:
+        probe.ended(ERROR, exc, channel._close_reason)
+        raise
+    probe.ended(outcome, error, reason)
 
 
 def _pump(channel: FromThreadChannel[T], gen_func: Callable[[], Generator[T, None, None]]) -> None:
@@ -266,6 +297,48 @@ def _pump(channel: FromThreadChannel[T], gen_func: Callable[[], Generator[T, Non
         except ChannelClosed:
             generator.close()
             return
+
+
+_FLUSH_EVERY: Final = 256
+"""Items counted locally before they are reported, to keep per-item cost low."""
+
+
+def _pump_observed(
+    channel: FromThreadChannel[T],
+    gen_func: Callable[[], Generator[T, None, None]],
+    probe: StreamProbe,
+) -> tuple[str, BaseException | None, str | None]:
+    """Run :func:`_pump`'s loop, counting items; return (outcome, error, stop reason)."""
+    if channel.is_closed:
+        return CANCELLED, None, channel._close_reason
+    try:
+        generator = gen_func()
+    except BaseException as exc:
+        channel._fail(exc)
+        return ERROR, exc, "error"
+    pending = 0
+    try:
+        while True:
+            try:
+                item = next(generator)
+            except StopIteration:
+                channel.close()
+                return OK, None, None
+            except BaseException as exc:
+                channel._fail(exc)
+                return ERROR, exc, "error"
+            try:
+                channel.put(item)
+            except ChannelClosed:
+                generator.close()
+                return CANCELLED, None, channel._close_reason or "closed"
+            pending += 1
+            if pending == _FLUSH_EVERY:
+                probe.yielded(pending)
+                pending = 0
+    finally:
+        if pending:
+            probe.yielded(pending)
 
 
 def _report_producer_failure(producer: asyncio.Future[None]) -> None:

@@ -37,7 +37,7 @@ async def test_each_call_gets_its_own_daemon_thread() -> None:
     first, second = await asyncio.gather(meet(), meet())
     assert first != second
     name, daemon, _ = await thread_facts()
-    assert name == "aiothreads-thread_facts"
+    assert name == "aiothreads-tests.test_separate.thread_facts"
     assert daemon
     assert isinstance(thread_facts, ThreadedSeparate)
     assert thread_facts.detach

@@ -1,0 +1,94 @@
+"""Optional OpenTelemetry spans, Prometheus metrics and structlog events.
+
+Instrumentation turns itself on for every backend whose library is installed
+(``pip install 'aiothreads[all]'``) the first time aiothreads runs a call;
+with none installed it is a no-op and imports none of them. Use
+:func:`configure` or the ``AIOTHREADS_INSTRUMENTATION`` environment variable
+(``off``, ``auto``, or a list such as ``prometheus,structlog``) to choose.
+
+The core reports to one narrow interface (:mod:`._hooks`); each backend lives
+in its own module and imports its library only when it is switched on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _hooks
+from ._config import BACKENDS, ENVIRONMENT_VARIABLE, build, selection_from_environment
+from ._logs import StructlogEvents
+from ._prometheus import METRICS
+
+__all__ = [
+    "BACKENDS",
+    "ENVIRONMENT_VARIABLE",
+    "METRICS",
+    "configure",
+    "enabled_backends",
+    "reset",
+]
+
+reset = _hooks.reset
+
+
+def configure(
+    *,
+    enabled: bool = True,
+    opentelemetry: bool | None = None,
+    prometheus: bool | None = None,
+    structlog: bool | None = None,
+    tracer_provider: Any = None,
+    registry: Any = None,
+    logger: Any = None,
+) -> None:
+    """Choose the instrumentation backends for the whole process.
+
+    Each backend flag is ``True`` (on), ``False`` (off) or ``None`` (what
+    ``AIOTHREADS_INSTRUMENTATION`` says, else on when its library is
+    installed; structlog only when the application configured structlog).
+
+    Args:
+        enabled: ``False`` switches every backend off.
+        opentelemetry: Emit spans.
+        prometheus: Record metrics.
+        structlog: Emit structlog events instead of stdlib log records.
+        tracer_provider: The OpenTelemetry tracer provider; the global one if
+            ``None``. Passing one switches spans on unless ``opentelemetry=False``.
+        registry: The prometheus-client registry; the default one if ``None``.
+            Passing one switches metrics on unless ``prometheus=False``.
+        logger: The structlog logger to use. Passing one switches structlog
+            events on unless ``structlog=False``.
+
+    Raises:
+        ImportError: a backend was switched on but its library is missing.
+        ValueError: ``AIOTHREADS_INSTRUMENTATION`` names an unknown backend.
+    """
+    if not enabled:
+        _hooks.install(None, debug_logs=False)
+        return
+    environment = selection_from_environment()
+    _hooks.install(
+        build(
+            opentelemetry=environment["opentelemetry"] if opentelemetry is None else opentelemetry,
+            prometheus=environment["prometheus"] if prometheus is None else prometheus,
+            structlog=environment["structlog"] if structlog is None else structlog,
+            tracer_provider=tracer_provider,
+            registry=registry,
+            logger=logger,
+        )
+    )
+
+
+def enabled_backends() -> list[str]:
+    """Name the backends that are on now (resolving them if not done yet)."""
+    telemetry = _hooks.current()
+    if telemetry is None:
+        return []
+    names: list[str] = []
+    if telemetry.tracing is not None:
+        names.append("opentelemetry")
+    if telemetry.metrics is not None:
+        names.append("prometheus")
+    if isinstance(telemetry.events, StructlogEvents):
+        names.append("structlog")
+    return names

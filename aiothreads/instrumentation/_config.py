@@ -1,0 +1,126 @@
+"""Choosing backends: the environment, what is installed, and ``configure()``.
+
+``AIOTHREADS_INSTRUMENTATION`` selects backends for the whole process:
+
+* unset, empty or ``auto``: every backend whose library is installed
+  (structlog only once the application has configured structlog);
+* ``off`` (or ``none``, ``0``, ``false``): none;
+* a comma-separated list such as ``prometheus,opentelemetry``: only those.
+
+Without any backend the core runs with no probes at all. Log events then go to
+the stdlib ``aiothreads`` logger, which is silent unless logging is configured.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any, Final
+
+from ._hooks import Telemetry
+from ._logs import StdlibEvents, StructlogEvents, structlog_is_configured
+
+__all__ = ["BACKENDS", "ENVIRONMENT_VARIABLE", "build", "resolve_from_environment"]
+
+ENVIRONMENT_VARIABLE: Final = "AIOTHREADS_INSTRUMENTATION"
+BACKENDS: Final = ("opentelemetry", "prometheus", "structlog")
+_MODULES: Final = {
+    "opentelemetry": "opentelemetry.trace",
+    "prometheus": "prometheus_client",
+    "structlog": "structlog",
+}
+_OFF: Final = frozenset({"off", "none", "0", "false", "no"})
+
+_metrics_by_registry: dict[int, tuple[Any, Any]] = {}
+
+
+def installed(backend: str) -> bool:
+    """Whether the library behind ``backend`` can be imported (without importing it)."""
+    module = _MODULES[backend]
+    try:
+        return importlib.util.find_spec(module.partition(".")[0]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def selection_from_environment() -> dict[str, bool | None]:
+    """Read ``AIOTHREADS_INSTRUMENTATION``: per backend, on, off or ``None`` (auto).
+
+    Raises:
+        ValueError: the variable names an unknown backend.
+    """
+    raw = os.environ.get(ENVIRONMENT_VARIABLE, "").strip().lower()
+    if raw in ("", "auto", "all", "on"):
+        return dict.fromkeys(BACKENDS)
+    if raw in _OFF:
+        return dict.fromkeys(BACKENDS, False)
+    chosen = {name.strip() for name in raw.split(",") if name.strip()}
+    unknown = chosen - set(BACKENDS)
+    if unknown:
+        raise ValueError(
+            f"{ENVIRONMENT_VARIABLE} names unknown backends {sorted(unknown)}; "
+            f"use 'off', 'auto' or a comma-separated list of {', '.join(BACKENDS)}"
+        )
+    return {name: name in chosen for name in BACKENDS}
+
+
+def resolve_from_environment() -> Telemetry | None:
+    """Build the telemetry the environment asks for."""
+    selection = selection_from_environment()
+    return build(**selection)
+
+
+def build(
+    *,
+    opentelemetry: bool | None = None,
+    prometheus: bool | None = None,
+    structlog: bool | None = None,
+    tracer_provider: Any = None,
+    registry: Any = None,
+    logger: Any = None,
+) -> Telemetry | None:
+    """Build telemetry from the chosen backends; ``None`` means auto-detect.
+
+    Raises:
+        ImportError: a backend was switched on but its library is missing.
+    """
+    tracing = None
+    if _wanted(opentelemetry, "opentelemetry", tracer_provider is not None):
+        from ._otel import OpenTelemetryTracing  # noqa: PLC0415 - imports opentelemetry
+
+        tracing = OpenTelemetryTracing(tracer_provider)
+    metrics = None
+    if _wanted(prometheus, "prometheus", registry is not None):
+        metrics = _metrics_for(registry)
+    use_structlog = structlog
+    if use_structlog is None:
+        use_structlog = logger is not None or (installed("structlog") and structlog_is_configured())
+    if tracing is None and metrics is None and not use_structlog:
+        return None
+    events = StructlogEvents(logger) if use_structlog else StdlibEvents()
+    return Telemetry(metrics=metrics, tracing=tracing, events=events)
+
+
+def _wanted(choice: bool | None, backend: str, given: bool) -> bool:
+    if choice is None:
+        return given or installed(backend)
+    if choice and not installed(backend):
+        raise ImportError(
+            f"the {backend} backend needs its library: pip install 'aiothreads[{backend}]'"
+        )
+    return choice
+
+
+def _metrics_for(registry: Any) -> Any:
+    """One metrics object per registry: metric names can be registered only once."""
+    from ._prometheus import PrometheusMetrics  # noqa: PLC0415 - imports prometheus_client
+
+    if registry is None:
+        import prometheus_client  # noqa: PLC0415
+
+        registry = prometheus_client.REGISTRY
+    cached = _metrics_by_registry.get(id(registry))
+    if cached is None or cached[0] is not registry:
+        cached = (registry, PrometheusMetrics(registry))
+        _metrics_by_registry[id(registry)] = cached
+    return cached[1]
