@@ -6,16 +6,43 @@ import nox
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
-nox.options.sessions = ["tests", "lint", "typing"]
+nox.options.sessions = ["tests", "tests_without_extras", "lint", "typing"]
 nox.options.error_on_missing_interpreters = True
 nox.options.reuse_existing_virtualenvs = True
 
 
+CORE_TEST_DEPENDENCIES = [
+    "pytest>=8",
+    "pytest-asyncio>=1.3",
+    "pytest-timeout>=2.2",
+    "hypothesis>=6.90",
+    "uvloop>=0.19",
+]
+
+
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Run the test suite (each async test on asyncio's loop and on uvloop)."""
+    """Run the suite twice: with every instrumentation backend on, and with all off.
+
+    Each async test runs on asyncio's loop and on uvloop.
+    """
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+    session.run("pytest", "-q", *session.posargs, env={"AIOTHREADS_INSTRUMENTATION": "off"})
+
+
+@nox.session(python=PYTHONS[-1])
+def tests_without_extras(session: nox.Session) -> None:
+    """The core suite where none of the instrumentation libraries is installed."""
+    session.install("-e", ".", *CORE_TEST_DEPENDENCIES)
+    session.run(
+        "pytest",
+        "-q",
+        "--ignore=tests/test_instrumentation.py",
+        "--ignore=tests/test_instrumentation_isolation.py",
+        *session.posargs,
+    )
+    session.run("python", "-m", "tests.check_no_extras")
 
 
 @nox.session(python=PYTHONS[0])
@@ -29,7 +56,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHONS[0])
 def typing(session: nox.Session) -> None:
     """mypy --strict and pyright on the package, and the decorators' typing contract."""
-    session.install("-e", ".[lint]", "typing_extensions")
+    session.install("-e", ".[lint,all]", "typing_extensions")
     session.run("mypy")
     session.run("pyright")
     session.run("mypy", "--strict", "--warn-unused-ignores", "tests/typing/decorator_types.py")

@@ -43,9 +43,11 @@ def configure(
 ) -> None:
     """Choose the instrumentation backends for the whole process.
 
-    Each backend flag is ``True`` (on), ``False`` (off) or ``None`` (what
-    ``AIOTHREADS_INSTRUMENTATION`` says, else on when its library is
-    installed; structlog only when the application configured structlog).
+    Each backend flag is ``True`` (on), ``False`` (off) or ``None``: on if its
+    object (``tracer_provider``, ``registry``, ``logger``) is passed, else
+    what ``AIOTHREADS_INSTRUMENTATION`` says, else on when its library is
+    installed (structlog: when the application has configured structlog).
+    Arguments given here win over the environment variable.
 
     Args:
         enabled: ``False`` switches every backend off.
@@ -67,11 +69,17 @@ def configure(
         _hooks.install(None, debug_logs=False)
         return
     environment = selection_from_environment()
+
+    def choose(flag: bool | None, backend: str, given: object) -> bool | None:
+        if flag is not None:
+            return flag
+        return True if given is not None else environment[backend]
+
     _hooks.install(
         build(
-            opentelemetry=environment["opentelemetry"] if opentelemetry is None else opentelemetry,
-            prometheus=environment["prometheus"] if prometheus is None else prometheus,
-            structlog=environment["structlog"] if structlog is None else structlog,
+            opentelemetry=choose(opentelemetry, "opentelemetry", tracer_provider),
+            prometheus=choose(prometheus, "prometheus", registry),
+            structlog=choose(structlog, "structlog", logger),
             tracer_provider=tracer_provider,
             registry=registry,
             logger=logger,

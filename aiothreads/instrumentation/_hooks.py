@@ -175,18 +175,27 @@ class CallProbe:
 
     def finished(self, outcome: str, error: BaseException | None = None) -> None:
         """Record that the work ended here with ``outcome`` (ok, error or cancelled)."""
+        self._record_end(outcome, error)
+        self._end_span(outcome, error, {})
+
+    def _record_end(self, outcome: str, error: BaseException | None) -> None:
         telemetry = self._telemetry
         duration = time.perf_counter() - self._started
         if telemetry.metrics is not None:
             _safely(telemetry.metrics.call_finished, self._kind, self._function, outcome, duration)
         if outcome == ERROR:
-            self._log("warning", "threaded call failed", error=error)
+            self._log("debug", "threaded call failed", error=error)
         if self._kind in SEPARATE_KINDS:
             if telemetry.metrics is not None:
                 _safely(telemetry.metrics.thread_finished, self._kind, self._function)
             self._log("debug", "separate thread finished", outcome=outcome)
-        if telemetry.tracing is not None and self._span is not None:
-            _safely(telemetry.tracing.end, self._span, outcome, error, {})
+
+    def _end_span(
+        self, outcome: str, error: BaseException | None, attributes: dict[str, Any]
+    ) -> None:
+        tracing = self._telemetry.tracing
+        if tracing is not None and self._span is not None:
+            _safely(tracing.end, self._span, outcome, error, attributes)
 
     def skipped(self) -> None:
         """Record that the call was cancelled before any thread ran it."""
@@ -249,11 +258,8 @@ class StreamProbe(CallProbe):
                 _safely(telemetry.metrics.generator_cancelled, self._kind, self._function, reason)
             _safely(telemetry.metrics.stream_closed, self._stream_token)
         if reason is not None:
-            self._log("info", "threaded generator cancelled", reason=reason, items=self._items)
-        if telemetry.tracing is not None and self._span is not None and reason is not None:
-            _safely(telemetry.tracing.event, self._span, "cancelled", {"reason": reason})
-        if telemetry.tracing is not None and self._span is not None:
-            attributes = {"aiothreads.items": self._items}
-            _safely(telemetry.tracing.end, self._span, outcome, error, attributes)
-            self._span = None
-        self.finished(outcome, error)
+            self._log("debug", "threaded generator cancelled", reason=reason, items=self._items)
+            if telemetry.tracing is not None and self._span is not None:
+                _safely(telemetry.tracing.event, self._span, "cancelled", {"reason": reason})
+        self._record_end(outcome, error)
+        self._end_span(outcome, error, {"aiothreads.items": self._items})

@@ -1,0 +1,565 @@
+"""Metrics, spans and log events: every one the docs list, with real backends."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import structlog
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from prometheus_client import CollectorRegistry
+
+from aiothreads import (
+    instrumentation,
+    sync_await,
+    threaded,
+    threaded_iterable,
+    threaded_iterable_separate,
+    threaded_separate,
+    wait_coroutine,
+)
+from aiothreads.instrumentation import METRICS
+
+MODULE = __name__
+
+
+class _SignalIteratorEnd(SpanProcessor):
+    """Sets an event when an iterator's span ends: its producer reported everything."""
+
+    def __init__(self) -> None:
+        self.ended = threading.Event()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.name.startswith("iterable"):
+            self.ended.set()
+
+
+@dataclass
+class Telemetry:
+    registry: CollectorRegistry
+    spans: InMemorySpanExporter
+    provider: TracerProvider
+    logs: list[dict[str, Any]]
+    iterator_end: _SignalIteratorEnd
+
+    async def iterator_ended(self) -> None:
+        assert await asyncio.to_thread(self.iterator_end.ended.wait, 5)
+
+    def value(self, name: str, **labels: str) -> float:
+        found = self.registry.get_sample_value(name, labels)
+        return 0.0 if found is None else found
+
+    def finished_spans(self) -> list[ReadableSpan]:
+        return list(self.spans.get_finished_spans())
+
+    def span(self, name: str) -> ReadableSpan:
+        matching = [span for span in self.finished_spans() if span.name == name]
+        assert len(matching) == 1, [span.name for span in self.finished_spans()]
+        return matching[0]
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        return [entry for entry in self.logs if entry["event"] == event]
+
+
+@pytest.fixture
+def telemetry() -> Iterator[Telemetry]:
+    registry = CollectorRegistry()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    iterator_end = _SignalIteratorEnd()
+    provider.add_span_processor(iterator_end)
+    with structlog.testing.capture_logs() as logs:
+        instrumentation.configure(
+            registry=registry, tracer_provider=provider, structlog=True, prometheus=True
+        )
+        try:
+            yield Telemetry(registry, exporter, provider, logs, iterator_end)
+        finally:
+            instrumentation.reset()
+            provider.shutdown()
+
+
+async def wait_in_own_thread(event: threading.Event) -> bool:
+    """Wait for ``event`` without using the loop's (possibly saturated) default executor."""
+    with ThreadPoolExecutor(1) as waiter:
+        return await asyncio.get_running_loop().run_in_executor(waiter, event.wait, 5)
+
+
+def name(function: str) -> str:
+    return f"{MODULE}.{function}"
+
+
+@threaded
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+class _Broken(Exception):
+    pass
+
+
+@threaded
+def broken() -> None:
+    raise _Broken("no")
+
+
+@pytest.mark.asyncio
+async def test_successful_call_metrics(telemetry: Telemetry) -> None:
+    assert await add(1, 2) == 3
+    labels = {"function": name("add"), "kind": "threaded"}
+    assert telemetry.value("aiothreads_calls_started_total", **labels) == 1
+    assert telemetry.value("aiothreads_calls_finished_total", outcome="ok", **labels) == 1
+    assert telemetry.value("aiothreads_call_duration_seconds_count", **labels) == 1
+    assert telemetry.value("aiothreads_call_wait_seconds_count", **labels) == 1
+    assert telemetry.value("aiothreads_calls_in_flight", **labels) == 0
+    assert telemetry.value("aiothreads_calls_queued", **labels) == 0
+
+
+@pytest.mark.asyncio
+async def test_calls_in_flight_and_queued_while_running(telemetry: Telemetry) -> None:
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
+    started, release = threading.Event(), threading.Event()
+
+    @threaded
+    def hold() -> None:
+        started.set()
+        release.wait(5)
+
+    first, second = hold(), hold()
+    assert await wait_in_own_thread(started)
+    labels = {
+        "function": name("test_calls_in_flight_and_queued_while_running.<locals>.hold"),
+        "kind": "threaded",
+    }
+    assert telemetry.value("aiothreads_calls_in_flight", **labels) == 1
+    assert telemetry.value("aiothreads_calls_queued", **labels) == 1
+    release.set()
+    await asyncio.gather(first, second)
+    assert telemetry.value("aiothreads_calls_in_flight", **labels) == 0
+    assert telemetry.value("aiothreads_calls_queued", **labels) == 0
+    assert telemetry.value("aiothreads_call_wait_seconds_count", **labels) == 2
+
+
+@pytest.mark.asyncio
+async def test_failed_call_metrics_span_and_event(telemetry: Telemetry) -> None:
+    with pytest.raises(_Broken):
+        await broken()
+    labels = {"function": name("broken"), "kind": "threaded"}
+    assert telemetry.value("aiothreads_calls_finished_total", outcome="error", **labels) == 1
+    span = telemetry.span(f"threaded {name('broken')}")
+    assert span.status.status_code is StatusCode.ERROR
+    assert [event.name for event in span.events] == ["exception"]
+    assert span.events[0].attributes is not None
+    assert span.events[0].attributes["exception.type"].endswith("_Broken")
+    (event,) = telemetry.events("threaded call failed")
+    assert event["function"] == name("broken")
+    assert event["kind"] == "threaded"
+    assert event["error"] == "_Broken: no"
+    assert event["trace_id"] == format(span.context.trace_id, "032x")
+    assert event["span_id"] == format(span.context.span_id, "016x")
+    assert event["thread"] == span.attributes["thread.name"]  # type: ignore[index]
+
+
+@pytest.mark.asyncio
+async def test_call_cancelled_before_it_ran(telemetry: Telemetry) -> None:
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
+    release = threading.Event()
+
+    @threaded
+    def hold() -> None:
+        release.wait(5)
+
+    @threaded
+    def never() -> None:
+        raise AssertionError("must not run")
+
+    blocker, queued = hold(), never()
+    queued.cancel()
+    release.set()
+    await blocker
+    await asyncio.get_running_loop().run_in_executor(None, lambda: None)  # the queue drained
+    labels = {
+        "function": name("test_call_cancelled_before_it_ran.<locals>.never"),
+        "kind": "threaded",
+    }
+    assert telemetry.value("aiothreads_calls_finished_total", outcome="cancelled", **labels) == 1
+    assert telemetry.value("aiothreads_calls_queued", **labels) == 0
+    span = telemetry.span(f"threaded {labels['function']}")
+    assert span.attributes is not None
+    assert span.attributes["aiothreads.outcome"] == "cancelled"
+
+
+@pytest.mark.asyncio
+async def test_span_attributes_and_parenting(telemetry: Telemetry) -> None:
+    tracer = telemetry.provider.get_tracer("test")
+    inner_tracer = telemetry.provider.get_tracer("driver")
+
+    @threaded
+    def query() -> int:
+        with inner_tracer.start_as_current_span("db query"):
+            return threading.get_ident()
+
+    with tracer.start_as_current_span("request") as request:
+        thread_id = await query()
+    call = telemetry.span(f"threaded {name('test_span_attributes_and_parenting.<locals>.query')}")
+    driver = telemetry.span("db query")
+    assert call.parent is not None
+    assert call.parent.span_id == request.get_span_context().span_id
+    assert driver.parent is not None
+    assert driver.parent.span_id == call.context.span_id
+    assert call.attributes is not None
+    assert call.attributes["code.function.name"].endswith("query")
+    assert call.attributes["thread.id"] == thread_id
+    assert call.attributes["thread.name"] != threading.current_thread().name
+    assert call.attributes["aiothreads.kind"] == "threaded"
+    assert call.attributes["aiothreads.outcome"] == "ok"
+    assert call.kind is trace.SpanKind.INTERNAL
+
+
+@pytest.mark.asyncio
+async def test_separate_thread_metrics_and_events(telemetry: Telemetry) -> None:
+    @threaded_separate
+    def job() -> str:
+        return threading.current_thread().name
+
+    thread_name = await job()
+    labels = {
+        "function": name("test_separate_thread_metrics_and_events.<locals>.job"),
+        "kind": "separate",
+    }
+    assert telemetry.value("aiothreads_separate_threads_started_total", **labels) == 1
+    assert telemetry.value("aiothreads_separate_threads_alive", **labels) == 0
+    assert [entry["thread"] for entry in telemetry.events("separate thread started")] == [
+        thread_name
+    ]
+    (finished,) = telemetry.events("separate thread finished")
+    assert finished["outcome"] == "ok"
+
+
+@pytest.mark.asyncio
+async def test_separate_threads_alive_while_running(telemetry: Telemetry) -> None:
+    running, release = threading.Barrier(3, timeout=5), threading.Event()
+
+    @threaded_separate
+    def job() -> None:
+        running.wait()
+        release.wait(5)
+
+    calls = [job(), job()]
+    await asyncio.to_thread(running.wait)
+    labels = {
+        "function": name("test_separate_threads_alive_while_running.<locals>.job"),
+        "kind": "separate",
+    }
+    assert telemetry.value("aiothreads_separate_threads_alive", **labels) == 2
+    release.set()
+    await asyncio.gather(*calls)
+    assert telemetry.value("aiothreads_separate_threads_alive", **labels) == 0
+
+
+@threaded_iterable(max_size=4)
+def numbers(limit: int) -> Generator[int, None, None]:
+    yield from range(limit)
+
+
+@pytest.mark.asyncio
+async def test_items_yielded_and_iterator_span(telemetry: Telemetry) -> None:
+    assert len([item async for item in numbers(1000)]) == 1000
+    await telemetry.iterator_ended()
+    labels = {"function": name("numbers"), "kind": "iterable"}
+    assert telemetry.value("aiothreads_items_yielded_total", **labels) == 1000
+    assert telemetry.value("aiothreads_calls_finished_total", outcome="ok", **labels) == 1
+    assert telemetry.value("aiothreads_iterators_active", **labels) == 0
+    span = telemetry.span(f"iterable {name('numbers')}")
+    assert span.attributes is not None
+    assert span.attributes["aiothreads.items"] == 1000
+    assert span.attributes["aiothreads.outcome"] == "ok"
+
+
+@pytest.mark.asyncio
+async def test_channel_depth_capacity_and_backpressure(telemetry: Telemetry) -> None:
+    about_to_block = threading.Event()
+
+    @threaded_iterable(max_size=3)
+    def fast() -> Generator[int, None, None]:
+        for number in range(100):
+            if number == 4:
+                about_to_block.set()
+            yield number
+
+    labels = {
+        "function": name("test_channel_depth_capacity_and_backpressure.<locals>.fast"),
+        "kind": "iterable",
+    }
+    async with fast() as items:
+        assert await items.__anext__() == 0
+        assert await asyncio.to_thread(about_to_block.wait, 5)
+        assert telemetry.value("aiothreads_channel_capacity", **labels) == 3
+        assert telemetry.value("aiothreads_iterators_active", **labels) == 1
+        assert 0 < telemetry.value("aiothreads_channel_depth", **labels) <= 3
+        assert [item async for item in items] == list(range(1, 100))
+    await telemetry.iterator_ended()
+    assert telemetry.value("aiothreads_producer_blocked_seconds_total", **labels) > 0
+    assert telemetry.value("aiothreads_iterators_active", **labels) == 0
+    assert telemetry.value("aiothreads_channel_depth", **labels) == 0
+
+
+@pytest.mark.asyncio
+async def test_unbounded_capacity_is_infinite(telemetry: Telemetry) -> None:
+    gate = threading.Event()
+
+    @threaded_iterable
+    def unbounded() -> Generator[int, None, None]:
+        yield 1
+        gate.wait(5)
+
+    labels = {
+        "function": name("test_unbounded_capacity_is_infinite.<locals>.unbounded"),
+        "kind": "iterable",
+    }
+    async with unbounded() as items:
+        await items.__anext__()
+        assert telemetry.value("aiothreads_channel_capacity", **labels) == float("inf")
+        gate.set()
+
+
+def endless_source(started: threading.Event) -> Generator[int, None, None]:
+    started.set()
+    number = 0
+    while True:
+        yield number
+        number += 1
+
+
+endless = threaded_iterable(endless_source, max_size=1)
+endless_separate = threaded_iterable_separate(endless_source, max_size=1)
+
+
+async def stop_by_break() -> None:
+    started = threading.Event()
+    async for _ in endless(started):
+        break
+
+
+async def stop_by_close() -> None:
+    started = threading.Event()
+    items = endless(started)
+    await items.__anext__()
+    await items.aclose()
+
+
+async def stop_by_cancel() -> None:
+    first_taken = asyncio.Event()
+    release = threading.Event()
+
+    @threaded_iterable(max_size=1)
+    def stalls() -> Generator[int, None, None]:
+        yield 1
+        release.wait(5)  # the consumer waits in __anext__ meanwhile
+        yield 2
+
+    async def consume() -> None:
+        async for _ in stalls():
+            first_taken.set()
+
+    task = asyncio.create_task(consume())
+    await first_taken.wait()  # the consumer went straight back into __anext__
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+
+
+async def stop_by_collection() -> None:
+    started = threading.Event()
+    items = endless(started)
+    await items.__anext__()
+    del items
+    gc.collect()
+
+
+async def stop_by_error() -> None:
+    @threaded_iterable
+    def fails() -> Generator[int, None, None]:
+        yield 1
+        raise _Broken("generator")
+
+    with pytest.raises(_Broken):
+        async for _ in fails():
+            pass
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("stop", "reason"),
+    [
+        (stop_by_break, "break"),
+        (stop_by_close, "closed"),
+        (stop_by_collection, "collected"),
+        (stop_by_error, "error"),
+    ],
+)
+async def test_generator_cancellation_reasons(telemetry: Telemetry, stop: Any, reason: str) -> None:
+    await stop()
+    await telemetry.iterator_ended()
+    total = sum(
+        sample.value
+        for metric in telemetry.registry.collect()
+        if metric.name == "aiothreads_generator_cancellations"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["reason"] == reason
+    )
+    assert total == 1
+    (event,) = telemetry.events("threaded generator cancelled")
+    assert event["reason"] == reason
+    span = next(s for s in telemetry.finished_spans() if s.name.startswith("iterable "))
+    assert any(
+        e.name == "cancelled" and e.attributes is not None and e.attributes["reason"] == reason
+        for e in span.events
+    )
+
+
+@pytest.mark.asyncio
+async def test_cancellation_reason_cancelled(telemetry: Telemetry) -> None:
+    await stop_by_cancel()
+    await telemetry.iterator_ended()
+    (event,) = telemetry.events("threaded generator cancelled")
+    assert event["reason"] == "cancelled"
+
+
+def test_cancellation_reason_loop_closed(telemetry: Telemetry) -> None:
+    kept: list[object] = []
+
+    async def main() -> None:
+        started = threading.Event()
+        items = endless_separate(started)
+        kept.append(items)
+        await items.__anext__()
+
+    asyncio.run(main())
+    (event,) = telemetry.events("threaded generator cancelled")
+    assert event["reason"] == "loop_closed"
+    assert event["kind"] == "iterable_separate"
+
+
+@pytest.mark.asyncio
+async def test_sync_await_span_is_a_child_of_the_call(telemetry: Telemetry) -> None:
+    tracer = telemetry.provider.get_tracer("test")
+
+    async def lookup(key: str) -> str:
+        with tracer.start_as_current_span("cache get"):
+            return key
+
+    async def other() -> str:
+        return "x"
+
+    @threaded
+    def work() -> str:
+        return sync_await(lookup, "k") + wait_coroutine(other())
+
+    assert await work() == "kx"
+    call = telemetry.span(
+        f"threaded {name('test_sync_await_span_is_a_child_of_the_call.<locals>.work')}"
+    )
+    bridge = telemetry.span(
+        f"sync_await {name('test_sync_await_span_is_a_child_of_the_call.<locals>.lookup')}"
+    )
+    cache = telemetry.span("cache get")
+    assert bridge.parent is not None
+    assert bridge.parent.span_id == call.context.span_id
+    assert cache.parent is not None
+    assert cache.parent.span_id == bridge.context.span_id
+    labels = {
+        "function": name("test_sync_await_span_is_a_child_of_the_call.<locals>.other"),
+        "kind": "sync_await",
+    }
+    assert telemetry.value("aiothreads_calls_finished_total", outcome="ok", **labels) == 1
+
+
+@pytest.mark.asyncio
+async def test_labels_never_carry_argument_values(telemetry: Telemetry) -> None:
+    secret = "s3cr3t-argument"
+
+    @threaded
+    def takes(value: str) -> str:
+        return value
+
+    @threaded_iterable
+    def echoes(value: str) -> Generator[str, None, None]:
+        yield value
+
+    await takes(secret)
+    assert [item async for item in echoes(secret)] == [secret]
+    for metric in telemetry.registry.collect():
+        for sample in metric.samples:
+            assert secret not in str(sample.labels)
+    for span in telemetry.finished_spans():
+        assert secret not in str(span.attributes)
+    assert secret not in str(telemetry.logs)
+
+
+def test_every_documented_metric_is_exported(telemetry: Telemetry) -> None:
+    async def exercise() -> None:
+        await add(1, 1)
+        assert [item async for item in numbers(3)] == [0, 1, 2]
+
+    asyncio.run(exercise())
+    exported = set()
+    for metric in telemetry.registry.collect():
+        suffix = "_total" if metric.type == "counter" else ""
+        exported.add(metric.name + suffix)
+    assert set(METRICS) <= exported
+
+
+def test_configure_off_and_enabled_backends(telemetry: Telemetry) -> None:
+    assert set(instrumentation.enabled_backends()) == {"opentelemetry", "prometheus", "structlog"}
+    instrumentation.configure(enabled=False)
+    assert instrumentation.enabled_backends() == []
+    asyncio.run(add(1, 1))  # type: ignore[arg-type]
+    assert telemetry.finished_spans() == []
+
+
+def test_unknown_backend_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIOTHREADS_INSTRUMENTATION", "prometheus,statsd")
+    with pytest.raises(ValueError, match="statsd"):
+        instrumentation.configure()
+
+
+def test_environment_selects_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIOTHREADS_INSTRUMENTATION", "opentelemetry")
+    try:
+        instrumentation.configure()
+        assert instrumentation.enabled_backends() == ["opentelemetry"]
+    finally:
+        instrumentation.reset()
+
+
+def test_stdlib_events_without_backends(caplog: pytest.LogCaptureFixture) -> None:
+    instrumentation.configure(opentelemetry=False, prometheus=False, structlog=False)
+    try:
+        with caplog.at_level("DEBUG", logger="aiothreads"):
+
+            @threaded_separate
+            def failing() -> None:
+                raise _Broken("stdlib")
+
+            with pytest.raises(_Broken):
+                asyncio.run(failing())  # type: ignore[arg-type]
+    finally:
+        instrumentation.reset()
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(message.startswith("separate thread started") for message in messages)
+    assert any(message.startswith("threaded call failed") for message in messages)
+    failure = next(r for r in caplog.records if r.getMessage().startswith("threaded call failed"))
+    assert failure.aiothreads["error"] == "_Broken: stdlib"  # type: ignore[attr-defined]
