@@ -88,6 +88,7 @@ def telemetry() -> Iterator[Telemetry]:
         finally:
             instrumentation.reset()
             provider.shutdown()
+    structlog.reset_defaults()  # capture_logs leaves structlog marked as configured
 
 
 async def wait_in_own_thread(event: threading.Event) -> bool:
