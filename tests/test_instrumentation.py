@@ -449,6 +449,7 @@ def test_cancellation_reason_loop_closed(telemetry: Telemetry) -> None:
         await items.__anext__()
 
     asyncio.run(main())
+    assert telemetry.iterator_end.ended.wait(5)  # the dedicated thread reports on its way out
     (event,) = telemetry.events("threaded generator cancelled")
     assert event["reason"] == "loop_closed"
     assert event["kind"] == "iterable_separate"
