@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+import weakref
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ._log import emit
 from ._names import qualified_name
+from ._pool import WorkerPool
 from .instrumentation._hooks import CANCELLED, ERROR, OK
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
     from .instrumentation._hooks import CallProbe
 
-__all__ = ["run_in_executor", "run_in_new_thread"]
+__all__ = ["default_executor", "run_in_executor", "run_in_new_thread"]
 
 T = TypeVar("T")
 
@@ -74,13 +76,83 @@ class _Call(Generic[T]):
 
     def _deliver(self, settle: Callable[[asyncio.Future[T], Any], None], outcome: object) -> None:
         try:
-            self.loop.call_soon_threadsafe(settle, self.future, outcome)
+            deliver(self.loop, settle, self.future, outcome)
         except RuntimeError:  # the loop is closed: nobody is left to receive it
             if self.probe is not None:
                 self.probe.dropped()
             else:
                 fields = {"function": qualified_name(self.func)}
                 emit("warning", "result dropped: event loop closed", fields)
+
+
+class _Deliveries:
+    """Outcomes waiting to be settled on one loop; one wake-up serves all of them.
+
+    Worker threads append; the first append after a drain schedules the drain
+    with ``call_soon_threadsafe``, later ones ride along. Under load this turns
+    one self-pipe write and loop wake-up per call into one per batch.
+    """
+
+    __slots__ = ("_lock", "_loop", "_pending", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # the mapping's value must not keep its key alive
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Callable[[Any, Any], None], Any, Any]] = []
+        self._scheduled = False
+
+    def add(self, settle: Callable[[Any, Any], None], future: Any, outcome: Any) -> None:
+        with self._lock:
+            self._pending.append((settle, future, outcome))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            loop = self._loop()
+            if loop is None:
+                raise RuntimeError("the event loop is gone")
+            loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:
+            with self._lock:
+                self._pending.clear()
+                self._scheduled = False
+            raise
+
+    def _drain(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._scheduled = False
+        for settle, future, outcome in pending:
+            settle(future, outcome)
+
+
+_deliveries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deliveries] = (
+    weakref.WeakKeyDictionary()
+)
+_deliveries_lock = threading.Lock()
+_last: tuple[Callable[[], object], _Deliveries | None] = (lambda: None, None)
+
+
+def deliver(
+    loop: asyncio.AbstractEventLoop,
+    settle: Callable[[Any, Any], None],
+    future: Any,
+    outcome: Any,
+) -> None:
+    """Run ``settle(future, outcome)`` on ``loop``'s thread, soon.
+
+    Raises:
+        RuntimeError: the loop is closed.
+    """
+    global _last  # noqa: PLW0603 - a one-entry cache in front of the weak mapping
+    last_loop, queue = _last
+    if queue is None or last_loop() is not loop:
+        with _deliveries_lock:
+            queue = _deliveries.get(loop)
+            if queue is None:
+                queue = _deliveries[loop] = _Deliveries(loop)
+        _last = (weakref.ref(loop), queue)
+    queue.add(settle, future, outcome)
 
 
 def _outcome_of(future: asyncio.Future[Any], error: BaseException | None) -> str:
@@ -115,19 +187,20 @@ def run_in_executor(
 ) -> asyncio.Future[T]:
     """Run ``func()`` on ``executor``, or on the loop's default executor if ``None``.
 
-    The default executor is the one ``loop.set_default_executor()`` installed,
-    or the pool the loop creates on first use.
+    See :func:`default_executor` for which executor that is.
 
     Raises:
         RuntimeError: through the future, if the executor was shut down.
     """
     future: asyncio.Future[T] = loop.create_future()
     call = _Call(loop, future, func, probe)
-    if executor is None:
-        executor = _default_executor(loop)
     try:
         if executor is None:
+            executor = default_executor(loop)
+        if executor is None:
             loop.run_in_executor(None, call)
+        elif type(executor) is WorkerPool:
+            executor.run(call)
         else:
             executor.submit(call)
     except RuntimeError as exc:  # the executor was shut down
@@ -135,9 +208,26 @@ def run_in_executor(
     return future
 
 
-def _default_executor(loop: asyncio.AbstractEventLoop) -> Executor | None:
-    """Return the loop's default executor if it exposes one that already exists."""
-    executor: Executor | None = getattr(loop, "_default_executor", None)
+def default_executor(loop: asyncio.AbstractEventLoop) -> Executor | None:
+    """Return the loop's default executor, or ``None`` if the loop keeps it private.
+
+    On asyncio's own loops this is what ``loop.set_default_executor()``
+    installed; if nothing was, aiothreads installs a :class:`WorkerPool` there.
+    Loops that do not expose their default executor (uvloop) return ``None``:
+    calls then go through ``loop.run_in_executor(None, ...)``.
+
+    Raises:
+        RuntimeError: the loop already shut its default executor down.
+    """
+    try:
+        executor = cast("Executor | None", loop._default_executor)  # type: ignore[attr-defined]
+    except AttributeError:
+        return None
+    if executor is None:
+        if getattr(loop, "_executor_shutdown_called", False):
+            raise RuntimeError("Executor shutdown has been called")
+        executor = WorkerPool()
+        loop.set_default_executor(executor)
     return executor
 
 

@@ -58,9 +58,7 @@ def mode(name: str) -> Iterator[None]:
     elif name == "on, no SDK":
         from prometheus_client import CollectorRegistry
 
-        instrumentation.configure(
-            registry=CollectorRegistry(), opentelemetry=True, structlog=False
-        )
+        instrumentation.configure(registry=CollectorRegistry(), opentelemetry=True, structlog=False)
     elif name == "on, with SDK":
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
