@@ -10,7 +10,8 @@ Semantics:
   put. Once the channel is closed, the remaining items are still delivered and
   then every ``get()`` raises :class:`ChannelClosed`.
 * The loop is woken only when a getter is waiting, and a blocked producer only
-  when an item was taken: no polling on either side.
+  once the channel has drained to half its size, so a fast producer refills it
+  in a batch instead of waking up for every item: no polling on either side.
 * If the event loop closes while a producer is blocked, ``put()`` raises
   :class:`ChannelClosed` within a second instead of blocking forever.
 """
@@ -98,6 +99,7 @@ class FromThreadChannel(Generic[T]):
         "_items",
         "_lock",
         "_loop",
+        "_low_water",
         "_maxsize",
         "_not_full",
         "_on_blocked",
@@ -107,6 +109,7 @@ class FromThreadChannel(Generic[T]):
 
     def __init__(self, maxsize: int = 0, timeout: float = 0) -> None:
         self._maxsize = check_size("maxsize", maxsize)
+        self._low_water = self._maxsize // 2
         self._timeout = check_timeout("timeout", timeout)
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
@@ -244,13 +247,28 @@ class FromThreadChannel(Generic[T]):
         return loop
 
     def _take(self) -> T | _Empty:
-        """Pop the next item, or return ``EMPTY``; raise once closed and drained."""
+        """Pop the next item, or return ``EMPTY``; raise once closed and drained.
+
+        Only the consuming side pops, so an item is taken without the lock
+        (``deque.popleft`` is atomic); the lock is needed to wake a producer
+        or to find the channel empty.
+        """
+        items = self._items
+        try:
+            item = items.popleft()
+        except IndexError:
+            return self._take_when_empty()
+        if self._waiting_putters and len(items) <= self._low_water:
+            with self._lock:
+                self._not_full.notify()
+        return item
+
+    def _take_when_empty(self) -> T | _Empty:
         with self._lock:
             if self._items:
-                item = self._items.popleft()
-                if self._waiting_putters:
-                    self._not_full.notify()
-                return item
+                return self._items.popleft()
+            if self._waiting_putters:  # a producer that raced the last pop
+                self._not_full.notify()
             if not self._closed:
                 return EMPTY
             error, self._error = self._error, None
