@@ -193,19 +193,79 @@ def run_in_executor(
         RuntimeError: through the future, if the executor was shut down.
     """
     future: asyncio.Future[T] = loop.create_future()
-    call = _Call(loop, future, func, probe)
     try:
         if executor is None:
             executor = default_executor(loop)
         if executor is None:
-            loop.run_in_executor(None, call)
-        elif type(executor) is WorkerPool:
+            return _run_through_loop(loop, func, probe)
+        call = _Call(loop, future, func, probe)
+        if type(executor) is WorkerPool:
             executor.run(call)
         else:
             executor.submit(call)
     except RuntimeError as exc:  # the executor was shut down
         future.set_exception(exc)
     return future
+
+
+def _run_through_loop(
+    loop: asyncio.AbstractEventLoop, func: Callable[[], T], probe: CallProbe | None
+) -> asyncio.Future[T]:
+    """Use ``loop.run_in_executor(None, ...)`` where the default executor is private.
+
+    The loop's own future carries the outcome; its cancellation reaches the
+    executor, so a call cancelled before it started never runs.
+    """
+    runner = _InThread(func, probe)
+    future: asyncio.Future[T] = loop.run_in_executor(None, runner)
+    runner.future = future
+    if probe is not None:
+        future.add_done_callback(runner.report_if_skipped)
+    return future
+
+
+class _InThread(Generic[T]):
+    """Runs ``func`` for :func:`_run_through_loop`: reports to the probe, stores safely."""
+
+    __slots__ = ("func", "future", "probe", "started")
+
+    def __init__(self, func: Callable[[], T], probe: CallProbe | None) -> None:
+        self.func = func
+        self.probe = probe
+        self.started = False
+        self.future: asyncio.Future[T] | None = None
+
+    def __call__(self) -> T:
+        # The loop passes a cancellation on to the executor one loop turn late;
+        # looking at the future itself honours it at once.
+        if self.future is not None and self.future.cancelled():
+            raise asyncio.CancelledError
+        self.started = True
+        probe = self.probe
+        if probe is not None:
+            probe.running()
+        try:
+            result = self.func()
+        except StopIteration as exc:  # a future cannot hold StopIteration
+            error = RuntimeError("the threaded function raised StopIteration")
+            if probe is not None:
+                probe.finished(ERROR, error)
+            raise error from exc
+        except BaseException as exc:
+            if probe is not None:
+                probe.finished(_outcome_of_error(exc), exc)
+            raise
+        if probe is not None:
+            probe.finished(OK)
+        return result
+
+    def report_if_skipped(self, future: asyncio.Future[T]) -> None:
+        if future.cancelled() and not self.started and self.probe is not None:
+            self.probe.skipped()
+
+
+def _outcome_of_error(error: BaseException) -> str:
+    return CANCELLED if isinstance(error, asyncio.CancelledError) else ERROR
 
 
 def default_executor(loop: asyncio.AbstractEventLoop) -> Executor | None:
