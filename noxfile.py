@@ -6,7 +6,7 @@ import nox
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
-nox.options.sessions = ["tests", "tests_without_extras", "lint", "typing"]
+nox.options.sessions = ["tests", "tests_without_extras", "e2e", "benchmarks", "lint", "typing"]
 nox.options.error_on_missing_interpreters = True
 nox.options.reuse_existing_virtualenvs = True
 
@@ -27,8 +27,29 @@ def tests(session: nox.Session) -> None:
     Each async test runs on asyncio's loop and on uvloop.
     """
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
-    session.run("pytest", "-q", *session.posargs, env={"AIOTHREADS_INSTRUMENTATION": "off"})
+    session.run("pytest", "-m", "not e2e", *session.posargs)
+    session.run(
+        "pytest",
+        "-q",
+        "-m",
+        "not e2e",
+        *session.posargs,
+        env={"AIOTHREADS_INSTRUMENTATION": "off"},
+    )
+
+
+@nox.session(python=PYTHONS[-1])
+def e2e(session: nox.Session) -> None:
+    """The demo and a real Prometheus: dashboard queries, alert rules, promtool."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "e2e", *session.posargs)
+
+
+@nox.session(python=PYTHONS[-1])
+def benchmarks(session: nox.Session) -> None:
+    """A smoke run of the benchmark suite with tiny sizes (the full run is by hand)."""
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "benchmarks.run", "--quick", *session.posargs)
 
 
 @nox.session(python=PYTHONS[-1])
@@ -38,8 +59,11 @@ def tests_without_extras(session: nox.Session) -> None:
     session.run(
         "pytest",
         "-q",
+        "-m",
+        "not e2e",
         "--ignore=tests/test_instrumentation.py",
         "--ignore=tests/test_instrumentation_isolation.py",
+        "--ignore=tests/test_end_to_end.py",
         *session.posargs,
     )
     session.run("python", "-m", "tests.check_no_extras")

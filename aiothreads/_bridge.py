@@ -20,8 +20,8 @@ Semantics:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+import threading
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from ._loops import LOOP_WATCHDOG_INTERVAL, running_loop_or_none
 from ._names import qualified_name
@@ -129,19 +129,19 @@ def _coroutine_name(coro: Coroutine[Any, Any, Any]) -> str:
 def _run_on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], name: str) -> T:
     telemetry = current_telemetry()
     if telemetry is None:
-        return _wait(loop, _submit(loop, coro))
+        return _submit(loop, coro).wait(loop)
     probe = telemetry.call("sync_await", name)
     probe.running()
     token = probe.activate_here()  # the task copies this context: its spans nest in ours
     try:
-        future = _submit(loop, coro)
+        waiter = _submit(loop, coro)
     except BaseException as exc:
         probe.finished(ERROR, exc)
         raise
     finally:
         probe.restore(token)
     try:
-        result = _wait(loop, future)
+        result = waiter.wait(loop)
     except asyncio.CancelledError as exc:
         probe.finished(CANCELLED, exc)
         raise
@@ -152,9 +152,60 @@ def _run_on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], 
     return result
 
 
-def _submit(
-    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
-) -> concurrent.futures.Future[T]:
+class _Waiter(Generic[T]):
+    """Carries one coroutine to the loop and its outcome back to the waiting thread.
+
+    The thread blocks on a plain lock that the task's done callback releases:
+    no ``concurrent.futures`` machinery in between.
+    """
+
+    __slots__ = ("_done", "_error", "_result", "_task", "cancelled")
+
+    def __init__(self) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._task: asyncio.Task[T] | None = None
+        self._result: T | None = None
+        self._error: BaseException | None = None
+        self.cancelled = False
+
+    def start(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> None:
+        """Create the task (on the loop's thread; the handle carries our context)."""
+        try:
+            task = loop.create_task(coro)
+        except BaseException as exc:
+            coro.close()
+            self._error = exc
+            self._done.release()
+            raise
+        self._task = task
+        task.add_done_callback(self._finish)
+
+    def _finish(self, task: asyncio.Task[T]) -> None:
+        if task.cancelled():
+            self.cancelled = True
+        else:
+            self._error = task.exception()
+            if self._error is None:
+                self._result = task.result()
+        self._done.release()
+
+    def wait(self, loop: asyncio.AbstractEventLoop) -> T:
+        """Block until the task is done; return its result or raise its exception."""
+        while not self._done.acquire(timeout=LOOP_WATCHDOG_INTERVAL):
+            if loop.is_closed():  # nothing will run the task: do not touch the loop
+                raise RuntimeError("the event loop closed while a thread waited on it")
+        if self.cancelled:
+            raise asyncio.CancelledError("the event loop cancelled the awaited task")
+        if self._error is not None:
+            try:
+                raise self._error
+            finally:
+                self._error = None
+        return self._result  # type: ignore[return-value]
+
+
+def _submit(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> _Waiter[T]:
     try:
         if not isinstance(loop, asyncio.AbstractEventLoop):
             raise TypeError(f"expected an asyncio event loop, got {type(loop).__name__}")
@@ -163,22 +214,14 @@ def _submit(
                 "cannot block on the event loop from its own thread: it would deadlock; "
                 "use 'await' here, or call from a worker thread"
             )
-        if loop.is_closed():
-            raise RuntimeError("the event loop is closed")
-        return asyncio.run_coroutine_threadsafe(coro, loop)
+        waiter: _Waiter[T] = _Waiter()
+        loop.call_soon_threadsafe(waiter.start, loop, coro)
+    except RuntimeError as exc:
+        coro.close()
+        if "closed" in str(exc):
+            raise RuntimeError("the event loop is closed") from None
+        raise
     except BaseException:
         coro.close()
         raise
-
-
-def _wait(loop: asyncio.AbstractEventLoop, future: concurrent.futures.Future[T]) -> T:
-    while True:
-        try:
-            return future.result(LOOP_WATCHDOG_INTERVAL)
-        except concurrent.futures.CancelledError:
-            raise asyncio.CancelledError("the event loop cancelled the awaited task") from None
-        except concurrent.futures.TimeoutError:
-            if future.done():  # the coroutine itself raised TimeoutError
-                raise
-            if loop.is_closed():  # nothing will run the task: do not touch the loop
-                raise RuntimeError("the event loop closed while a thread waited on it") from None
+    return waiter

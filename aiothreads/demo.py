@@ -1,0 +1,320 @@
+"""A demo service that exercises every aiothreads feature and serves its metrics.
+
+Run it with ``python -m aiothreads.demo`` (needs ``pip install 'aiothreads[prometheus]'``)
+and point Prometheus at ``http://127.0.0.1:9464/metrics``; the dashboard in
+``grafana/`` shows what it does. It stops on Ctrl-C (or SIGTERM), or after
+``--duration`` seconds.
+
+The workload is an imaginary order service:
+
+* ``load_customer`` -- pooled blocking calls of varying latency, a few of which
+  fail, in bursts that sometimes saturate the pool;
+* ``enrich_order`` -- pooled calls that call back into the loop with ``sync_await``;
+* ``tail_audit_log`` -- long calls on dedicated threads;
+* ``scan_orders`` -- a paginated generator with backpressure, consumed slowly,
+  left early (``break``), closed, cancelled, dropped, or failing;
+* ``watch_inventory`` -- a generator on a dedicated thread that runs until it
+  is cancelled.
+
+``--overload`` runs the same service hot enough to trip every alert rule
+shipped in ``grafana/alerts.yml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+try:
+    import prometheus_client
+except ImportError as missing:  # pragma: no cover - depends on the install
+    raise SystemExit(
+        "the demo serves Prometheus metrics: pip install 'aiothreads[prometheus]'"
+    ) from missing
+
+from aiothreads import (
+    instrumentation,
+    sync_await,
+    threaded,
+    threaded_iterable,
+    threaded_iterable_separate,
+    threaded_separate,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+__all__ = ["main"]
+
+
+class CustomerNotFound(Exception):
+    """The imaginary database has no such customer."""
+
+
+@dataclass
+class Settings:
+    """How hard the demo works."""
+
+    overload: bool = False
+    burst: int = 20
+    separate_threads: int = 3
+    stream_consumers: int = 1
+    slow_consumer_delay: float = 0.01
+
+    @classmethod
+    def for_mode(cls, overload: bool) -> Settings:
+        """Return the normal settings, or ones that trip every alert."""
+        if overload:
+            return cls(overload=True, burst=400, separate_threads=60, stream_consumers=12)
+        return cls()
+
+
+@dataclass
+class Progress:
+    """Counts what the demo did, for the terminal status line."""
+
+    calls: int = 0
+    errors: int = 0
+    items: int = 0
+    streams: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+@threaded
+def load_customer(customer_id: int) -> dict[str, Any]:
+    """Pretend to query a database: blocks for 2-40 ms, 5% of the time fails."""
+    time.sleep(random.uniform(0.002, 0.04))
+    if random.random() < 0.05:
+        raise CustomerNotFound(customer_id)
+    return {"id": customer_id, "tier": random.choice(["gold", "silver"])}
+
+
+async def price_for(tier: str) -> float:
+    """Look a price up asynchronously; the threads call back into this."""
+    await asyncio.sleep(0.001)
+    return 10.0 if tier == "gold" else 12.5
+
+
+@threaded
+def enrich_order(order_id: int, tier: str) -> dict[str, Any]:
+    """Blocking work that needs an async service: calls back with ``sync_await``."""
+    time.sleep(0.002)
+    return {"order": order_id, "price": sync_await(price_for, tier)}
+
+
+@threaded_separate
+def tail_audit_log(seconds: float) -> int:
+    """Read a log for ``seconds``: long blocking work that must not hold a pool worker."""
+    deadline = time.monotonic() + seconds
+    lines = 0
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        lines += 1
+    return lines
+
+
+@threaded_iterable(max_size=16)
+def scan_orders(pages: int, fail_at: int | None = None) -> Generator[dict[str, int], None, None]:
+    """Page through orders; the consumer is slower, so backpressure kicks in."""
+    for page in range(pages):
+        time.sleep(0.002)  # fetching a page
+        for row in range(20):
+            if fail_at is not None and page * 20 + row == fail_at:
+                raise ConnectionError("the database went away")
+            yield {"page": page, "row": row}
+
+
+scan_orders_separate = threaded_iterable_separate(scan_orders.func, max_size=16)
+"""The same scan on dedicated threads: under overload the pool is saturated."""
+
+
+@threaded_iterable_separate(max_size=4)
+def watch_inventory() -> Generator[int, None, None]:
+    """Feed inventory levels forever from a dedicated thread."""
+    level = 100
+    while True:
+        time.sleep(0.02)
+        level += random.randint(-3, 3)
+        yield level
+
+
+class Demo:
+    """Runs the workloads until stopped."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.progress = Progress()
+        self.stopping = asyncio.Event()
+        self.scan = scan_orders_separate if settings.overload else scan_orders
+
+    async def run(self) -> None:
+        """Run every workload until :attr:`stopping` is set."""
+        workers = [self._calls(), self._enrichment(), self._inventory()]
+        workers += [self._separate_thread() for _ in range(self.settings.separate_threads)]
+        workers += [self._streams() for _ in range(self.settings.stream_consumers)]
+        tasks = [asyncio.create_task(worker) for worker in workers]
+        await self.stopping.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    async def _calls(self) -> None:
+        while not self.stopping.is_set():
+            burst = [load_customer(random.randint(1, 10_000)) for _ in range(self.settings.burst)]
+            for outcome in await asyncio.gather(*burst, return_exceptions=True):
+                self.progress.calls += 1
+                if isinstance(outcome, Exception):
+                    self.progress.errors += 1
+            await self._pause(0.0 if self.settings.overload else 0.2)
+
+    async def _enrichment(self) -> None:
+        order = 0
+        while not self.stopping.is_set():
+            order += 1
+            await enrich_order(order, random.choice(["gold", "silver"]))
+            self.progress.calls += 1
+            await self._pause(0.05)
+
+    async def _separate_thread(self) -> None:
+        while not self.stopping.is_set():
+            await tail_audit_log(random.uniform(0.5, 2.0))
+            self.progress.calls += 1
+
+    async def _streams(self) -> None:
+        """Consume scans in every way that can stop a generator."""
+        endings = ["exhaust", "break", "close", "cancel", "drop", "fail"]
+        while not self.stopping.is_set():
+            for ending in endings:
+                await getattr(self, f"_scan_{ending}")()
+                self.progress.streams += 1
+            await self._pause(0.1)
+
+    async def _consume(self, items: Any, limit: int | None = None) -> None:
+        taken = 0
+        async for _ in items:
+            taken += 1
+            self.progress.items += 1
+            await asyncio.sleep(self.settings.slow_consumer_delay)
+            if limit is not None and taken >= limit:
+                break
+
+    async def _scan_exhaust(self) -> None:
+        await self._consume(self.scan(2))
+
+    async def _scan_break(self) -> None:
+        await self._consume(self.scan(50), limit=random.randint(5, 30))
+
+    async def _scan_close(self) -> None:
+        async with self.scan(50) as rows:
+            await self._consume(rows, limit=3)
+
+    async def _scan_cancel(self) -> None:
+        task = asyncio.create_task(self._consume(self.scan(50)))
+        await self._pause(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _scan_drop(self) -> None:
+        rows = self.scan(50)
+        await rows.__anext__()
+        self.progress.items += 1
+        del rows
+        gc.collect()
+
+    async def _scan_fail(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            await self._consume(self.scan(5, fail_at=random.randint(1, 60)))
+
+    async def _inventory(self) -> None:
+        """Keep one long-lived stream open, restarting it now and then."""
+        while not self.stopping.is_set():
+            async with watch_inventory() as levels:
+                deadline = time.monotonic() + 5
+                async for _ in levels:
+                    self.progress.items += 1
+                    await asyncio.sleep(0.05)  # slower than the feed: it stays full
+                    if time.monotonic() > deadline or self.stopping.is_set():
+                        break
+
+
+def _status(progress: Progress) -> str:
+    elapsed = time.monotonic() - progress.started
+    threads = threading.active_count()
+    return (
+        f"{elapsed:6.1f}s  calls {progress.calls:7d}  errors {progress.errors:5d}  "
+        f"items {progress.items:8d}  streams {progress.streams:5d}  threads {threads:3d}"
+    )
+
+
+async def _report(demo: Demo, interactive: bool) -> None:
+    while not demo.stopping.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(demo.stopping.wait(), 1.0 if interactive else 5.0)
+        line = _status(demo.progress)
+        if interactive:
+            print("\r" + line, end="", flush=True)
+        else:
+            print(line, flush=True)
+
+
+async def serve(host: str, port: int, duration: float | None, settings: Settings) -> Progress:
+    """Serve metrics on ``host:port`` and run the demo until stopped; return its progress."""
+    instrumentation.configure(prometheus=True)
+    server, server_thread = prometheus_client.start_http_server(port, addr=host)
+    print(f"aiothreads demo: metrics on http://{host}:{port}/metrics (Ctrl-C stops)", flush=True)
+    demo = Demo(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows
+            loop.add_signal_handler(signum, demo.stopping.set)
+    if duration is not None:
+        loop.call_later(duration, demo.stopping.set)
+    reporter = asyncio.create_task(_report(demo, sys.stdout.isatty()))
+    try:
+        await demo.run()
+    finally:
+        await reporter
+        server.shutdown()
+        server_thread.join()
+    print(f"\nstopped: {_status(demo.progress)}", flush=True)
+    return demo.progress
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and run the demo."""
+    parser = argparse.ArgumentParser(
+        prog="python -m aiothreads.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address for /metrics")
+    parser.add_argument("--port", type=int, default=9464, help="port for /metrics")
+    parser.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    parser.add_argument("--overload", action="store_true", help="trip every alert rule")
+    arguments = parser.parse_args(argv)
+    if arguments.duration is not None and arguments.duration <= 0:
+        parser.error("--duration must be positive")
+    settings = Settings.for_mode(arguments.overload)
+    asyncio.run(serve(arguments.host, arguments.port, arguments.duration, settings))
+
+
+if __name__ == "__main__":
+    # Run the copy imported under the module's own name, so that metrics and
+    # spans name the functions aiothreads.demo.*, not __main__.*.
+    from aiothreads.demo import main as run_demo
+
+    run_demo()

@@ -1,0 +1,271 @@
+"""The demo, a real Prometheus, the dashboard's queries and the alert rules, end to end.
+
+Starts ``python -m aiothreads.demo --overload`` and a Prometheus server on
+127.0.0.1 scraping it every second, then evaluates every panel query of
+``grafana/aiothreads.json`` (variables substituted) and every alert expression
+of ``grafana/alerts.yml`` through Prometheus' HTTP API and asserts each returns
+series. Also runs ``promtool`` on the exposition and the rules, and validates
+the dashboard. Both processes are stopped and the temporary folder removed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAFANA = ROOT / "grafana"
+JOB = "aiothreads-demo"
+DEADLINE = 90.0
+SUBSTITUTIONS = {
+    "$__rate_interval": "15s",
+    "$job": JOB,
+    "$instance": ".*",
+    "$function": ".*",
+}
+
+pytestmark = pytest.mark.e2e
+
+yaml = pytest.importorskip("yaml")
+jsonschema = pytest.importorskip("jsonschema")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+        return body
+
+
+def wait_until(check: Callable[[], Any], what: str, deadline: float) -> Any:
+    """Ask an outside process until ``check()`` is truthy; it cannot notify us."""
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except (OSError, ValueError, KeyError) as exc:
+            last_error = exc
+            result = None
+        if result:
+            return result
+        time.sleep(0.5)
+    pytest.fail(f"gave up waiting for {what}: {last_error}")
+
+
+@dataclass
+class Stack:
+    demo_url: str
+    prometheus_url: str
+    demo: subprocess.Popen[bytes]
+
+    def query(self, expression: str) -> list[dict[str, Any]]:
+        url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+        answer = json.loads(get(url))
+        if answer["status"] != "success":
+            raise ValueError(answer)
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
+
+
+def stop(process: subprocess.Popen[bytes], how: int = signal.SIGTERM) -> int | None:
+    if process.poll() is None:
+        process.send_signal(how)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    return process.returncode
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        pytest.fail("the prometheus server is missing: .ci/run installs Debian's package")
+    folder = Path(tempfile.mkdtemp(prefix="aiothreads-e2e-"))
+    demo_port, prometheus_port = free_port(), free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(GRAFANA / "alerts.yml")],
+        "scrape_configs": [
+            {"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{demo_port}"]}]}
+        ],
+    }
+    (folder / "prometheus.yml").write_text(json.dumps(config))
+    demo_log = (folder / "demo.log").open("wb")
+    prometheus_log = (folder / "prometheus.log").open("wb")
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aiothreads.demo",
+            "--port",
+            str(demo_port),
+            "--overload",
+            "--duration",
+            "300",
+        ],
+        stdout=demo_log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    server = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{prometheus_port}",
+            "--log.level=warn",
+        ],
+        stdout=prometheus_log,
+        stderr=subprocess.STDOUT,
+    )
+    stack = Stack(f"http://127.0.0.1:{demo_port}", f"http://127.0.0.1:{prometheus_port}", demo)
+    try:
+        deadline = time.monotonic() + DEADLINE
+        wait_until(lambda: get(f"{stack.prometheus_url}/-/ready"), "Prometheus", deadline)
+        wait_until(lambda: stack.query(f'up{{job="{JOB}"}} == 1'), "the first scrape", deadline)
+        yield stack
+    finally:
+        demo_code = stop(demo, signal.SIGINT)
+        stop(server)
+        demo_log.close()
+        prometheus_log.close()
+        output = (folder / "demo.log").read_text(errors="replace")
+        shutil.rmtree(folder, ignore_errors=True)
+    assert demo_code == 0, output
+    assert "Traceback" not in output, output
+    assert not folder.exists()
+
+
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((GRAFANA / "aiothreads.json").read_text())
+    return loaded
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    return [
+        (f"{panel['title']} / {target['refId']}", target["expr"])
+        for panel in dashboard()["panels"]
+        for target in panel["targets"]
+    ]
+
+
+def alert_rules() -> list[tuple[str, str]]:
+    rules = yaml.safe_load((GRAFANA / "alerts.yml").read_text())
+    return [(rule["alert"], rule["expr"]) for group in rules["groups"] for rule in group["rules"]]
+
+
+def substitute(expression: str) -> str:
+    for variable, value in SUBSTITUTIONS.items():
+        expression = expression.replace(variable, value)
+    assert "$" not in expression, expression
+    return expression
+
+
+PANEL_QUERIES = panel_queries()
+ALERT_RULES = alert_rules()
+
+
+@pytest.mark.parametrize(("name", "expression"), PANEL_QUERIES, ids=[n for n, _ in PANEL_QUERIES])
+def test_every_panel_query_returns_series(stack: Stack, name: str, expression: str) -> None:
+    query = substitute(expression)
+    result = wait_until(
+        lambda: stack.query(query), f"series for {name}: {query}", time.monotonic() + DEADLINE
+    )
+    assert result
+
+
+def test_template_variables_find_values(stack: Stack) -> None:
+    series = wait_until(
+        lambda: stack.query(f'aiothreads_calls_started_total{{job="{JOB}"}}'),
+        "series with a function label",
+        time.monotonic() + DEADLINE,
+    )
+    functions = {entry["metric"]["function"] for entry in series}
+    assert "aiothreads.demo.load_customer" in functions
+    assert {entry["metric"]["instance"] for entry in series}
+
+
+@pytest.mark.parametrize(("alert", "expression"), ALERT_RULES, ids=[a for a, _ in ALERT_RULES])
+def test_every_alert_fires_under_overload(stack: Stack, alert: str, expression: str) -> None:
+    result = wait_until(
+        lambda: stack.query(expression), f"{alert} to fire", time.monotonic() + DEADLINE
+    )
+    assert result
+
+
+def test_promtool_accepts_the_demo_exposition(stack: Stack) -> None:
+    exposition = get(f"{stack.demo_url}/metrics")
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=exposition,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.strip() == b""
+
+
+def test_promtool_accepts_the_rules() -> None:
+    checked = subprocess.run(
+        ["promtool", "check", "rules", str(GRAFANA / "alerts.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 5 rules found" in checked.stdout
+
+
+def test_dashboard_matches_the_schema_and_its_generator() -> None:
+    schema = json.loads((ROOT / "tests" / "grafana_dashboard.schema.json").read_text())
+    jsonschema.validate(dashboard(), schema)
+    sys.path.insert(0, str(GRAFANA))
+    try:
+        import build_dashboard
+    finally:
+        sys.path.remove(str(GRAFANA))
+    assert build_dashboard.render() == (GRAFANA / "aiothreads.json").read_text()
+
+
+def test_dashboard_has_a_panel_for_every_metric() -> None:
+    from aiothreads.instrumentation import METRICS
+
+    expressions = " ".join(expression for _, expression in panel_queries())
+    for metric in METRICS:
+        assert metric in expressions, f"no panel shows {metric}"
+
+
+def test_provisioning_points_at_the_dashboard() -> None:
+    datasources = yaml.safe_load(
+        (GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
+    assert datasources["datasources"][0]["type"] == "prometheus"
+    providers = yaml.safe_load(
+        (GRAFANA / "provisioning" / "dashboards" / "aiothreads.yml").read_text()
+    )
+    assert providers["providers"][0]["type"] == "file"
