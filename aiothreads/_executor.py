@@ -28,6 +28,7 @@ from ._pool import WorkerPool
 from .instrumentation._hooks import CANCELLED, ERROR, OK
 
 if TYPE_CHECKING:
+    import concurrent.futures
     from collections.abc import Callable
     from concurrent.futures import Executor
 
@@ -73,6 +74,18 @@ class _Call(Generic[T]):
             if probe is not None:
                 probe.finished(_outcome_of(self.future, None))
             self._deliver(_settle_result, result)
+
+    def abandon(self) -> None:
+        """Fail the call: its executor dropped it unrun (shut down with ``cancel_futures``)."""
+        if self.probe is not None:
+            self.probe.skipped()
+        error = RuntimeError("the executor was shut down before the call ran")
+        self._deliver(_settle_exception, error)
+
+    def abandon_if_cancelled(self, work: concurrent.futures.Future[None]) -> None:
+        """Done callback for foreign executors: :meth:`abandon` if they dropped the call."""
+        if work.cancelled():
+            self.abandon()
 
     def _deliver(self, settle: Callable[[asyncio.Future[T], Any], None], outcome: object) -> None:
         try:
@@ -202,7 +215,7 @@ def run_in_executor(
         if type(executor) is WorkerPool:
             executor.run(call)
         else:
-            executor.submit(call)
+            executor.submit(call).add_done_callback(call.abandon_if_cancelled)
     except RuntimeError as exc:  # the executor was shut down
         future.set_exception(exc)
     return future

@@ -20,7 +20,7 @@ import weakref
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from queue import SimpleQueue
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,6 +28,16 @@ if TYPE_CHECKING:
 __all__ = ["WorkerPool"]
 
 T = TypeVar("T")
+
+
+class Work(Protocol):
+    """What the pool runs: a call that never raises, and can be dropped unrun."""
+
+    def __call__(self) -> None: ...
+
+    def abandon(self) -> None:
+        """Settle the call as dropped: the pool shut down before running it."""
+        ...
 
 
 class WorkerPool(ThreadPoolExecutor):
@@ -53,7 +63,7 @@ class WorkerPool(ThreadPoolExecutor):
             raise ValueError("max_workers must be greater than 0")
         self._max_workers = max_workers
         self._thread_name_prefix = thread_name_prefix
-        self._calls: SimpleQueue[Callable[[], object] | None] = SimpleQueue()
+        self._calls: SimpleQueue[Work | None] = SimpleQueue()
         # One token per idle worker; deque append/pop are atomic, so taking a
         # token needs no lock on the submitting side.
         self._idle: deque[None] = deque()
@@ -64,7 +74,7 @@ class WorkerPool(ThreadPoolExecutor):
         # more (say, replaced as a loop's default executor) stops its workers.
         self._stop_workers = weakref.finalize(self, _stop, self._calls, self._workers)
 
-    def run(self, call: Callable[[], object]) -> None:
+    def run(self, call: Work) -> None:
         """Queue ``call()`` for a worker; it must not raise.
 
         Raises:
@@ -109,8 +119,8 @@ class WorkerPool(ThreadPoolExecutor):
         if cancel_futures:
             while not self._calls.empty():
                 dropped = self._calls.get_nowait()
-                if isinstance(dropped, _Submitted):
-                    dropped.future.cancel()
+                if dropped is not None:
+                    dropped.abandon()
         self._stop_workers()
         if wait:
             for worker in workers:
@@ -121,7 +131,7 @@ class WorkerPool(ThreadPoolExecutor):
         return f"<WorkerPool {state} workers={len(self._workers)}/{self._max_workers}>"
 
 
-def _work(calls: SimpleQueue[Callable[[], object] | None], idle: deque[None]) -> None:
+def _work(calls: SimpleQueue[Work | None], idle: deque[None]) -> None:
     while True:
         call = calls.get()
         if call is None:  # the stop marker
@@ -131,7 +141,7 @@ def _work(calls: SimpleQueue[Callable[[], object] | None], idle: deque[None]) ->
         idle.append(None)
 
 
-def _stop(calls: SimpleQueue[Callable[[], object] | None], workers: list[threading.Thread]) -> None:
+def _stop(calls: SimpleQueue[Work | None], workers: list[threading.Thread]) -> None:
     for _ in workers:
         calls.put(None)
 
@@ -152,6 +162,10 @@ class _Submitted:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
+
+    def abandon(self) -> None:
+        """Cancel the future: the call never ran."""
+        self.future.cancel()
 
     def __call__(self) -> None:
         if not self.future.set_running_or_notify_cancel():
