@@ -9,6 +9,7 @@ module paths (``aiothreads.threads``, ``aiothreads.iterator_wrapper``,
 # threaded_iterable decorator bound below (a later import would re-set it).
 from . import threaded_iterable as _threaded_iterable_module  # noqa: F401  # pyright: ignore[reportUnusedImport]
 from ._bridge import sync_await, sync_wait_coroutine, wait_coroutine
+from ._cancellation import check_cancelled, is_cancelled
 from ._channel import ChannelClosed, ChannelTimeout, FromThreadChannel
 from ._iterable import (
     BoundThreadedIterable,
@@ -18,6 +19,7 @@ from ._iterable import (
     threaded_iterable,
     threaded_iterable_separate,
 )
+from ._limits import CapacityLimiter
 from ._separate import ThreadedSeparate, threaded_separate
 from ._threaded import (
     THREADED_ITERABLE_DEFAULT_MAX_SIZE,
@@ -35,6 +37,7 @@ __all__ = [
     "THREADED_ITERABLE_DEFAULT_MAX_SIZE",
     "BoundThreaded",
     "BoundThreadedIterable",
+    "CapacityLimiter",
     "ChannelClosed",
     "ChannelTimeout",
     "FromThreadChannel",
@@ -46,6 +49,8 @@ __all__ = [
     "ThreadedIterableSeparate",
     "ThreadedSeparate",
     "__version__",
+    "check_cancelled",
+    "is_cancelled",
     "sync_await",
     "sync_wait_coroutine",
     "threaded",

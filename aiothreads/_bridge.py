@@ -13,6 +13,9 @@ Semantics:
 * If the loop shuts down and cancels the task, the thread gets
   ``asyncio.CancelledError``; if the loop closes without running it, the thread
   gets ``RuntimeError`` within a second instead of waiting forever.
+* If the threaded call doing the waiting is cancelled by its own caller, the
+  task is cancelled and the thread gets ``asyncio.CancelledError`` at once (in
+  a threaded generator whose consumer left: within a second).
 * A coroutine object that cannot be run is closed, so it never warns that it
   was never awaited.
 """
@@ -20,9 +23,11 @@ Semantics:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from ._cancellation import CallScope, StreamScope, current_scope
 from ._loops import LOOP_WATCHDOG_INTERVAL, running_loop_or_none
 from ._names import qualified_name
 from .instrumentation._hooks import CANCELLED, ERROR, OK
@@ -159,14 +164,15 @@ class _Waiter(Generic[T]):
     no ``concurrent.futures`` machinery in between.
     """
 
-    __slots__ = ("_done", "_error", "_result", "_task", "cancelled")
+    __slots__ = ("_done", "_error", "_result", "_scope", "_task", "cancelled")
 
-    def __init__(self) -> None:
+    def __init__(self, scope: CallScope | StreamScope | None) -> None:
         self._done = threading.Lock()
         self._done.acquire()
         self._task: asyncio.Task[T] | None = None
         self._result: T | None = None
         self._error: BaseException | None = None
+        self._scope = scope
         self.cancelled = False
 
     def start(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> None:
@@ -180,8 +186,19 @@ class _Waiter(Generic[T]):
             raise
         self._task = task
         task.add_done_callback(self._finish)
+        caller = self._scope.future if self._scope is not None else None
+        if caller is not None:
+            caller.add_done_callback(self._caller_gave_up)
+
+    def _caller_gave_up(self, caller: asyncio.Future[Any]) -> None:
+        """Cancel what we wait for once the threaded call's own caller cancelled it."""
+        if caller.cancelled() and self._task is not None:
+            self._task.cancel()
 
     def _finish(self, task: asyncio.Task[T]) -> None:
+        caller = self._scope.future if self._scope is not None else None
+        if caller is not None:
+            caller.remove_done_callback(self._caller_gave_up)
         if task.cancelled():
             self.cancelled = True
         else:
@@ -195,6 +212,9 @@ class _Waiter(Generic[T]):
         while not self._done.acquire(timeout=LOOP_WATCHDOG_INTERVAL):
             if loop.is_closed():  # nothing will run the task: do not touch the loop
                 raise RuntimeError("the event loop closed while a thread waited on it")
+            if isinstance(self._scope, StreamScope) and self._scope.cancelled():
+                # A generator's consumer left: streams have no future to watch.
+                self._cancel_task(loop)
         if self.cancelled:
             raise asyncio.CancelledError("the event loop cancelled the awaited task")
         if self._error is not None:
@@ -204,9 +224,18 @@ class _Waiter(Generic[T]):
                 self._error = None
         return self._result  # type: ignore[return-value]
 
+    def _cancel_task(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = self._task
+        if task is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(task.cancel)
+
 
 def _submit(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> _Waiter[T]:
+    scope = current_scope()
     try:
+        if scope is not None and scope.cancelled():
+            raise asyncio.CancelledError("the caller of this threaded call was cancelled")
         if not isinstance(loop, asyncio.AbstractEventLoop):
             raise TypeError(f"expected an asyncio event loop, got {type(loop).__name__}")
         if running_loop_or_none() is loop:
@@ -214,7 +243,7 @@ def _submit(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> _W
                 "cannot block on the event loop from its own thread: it would deadlock; "
                 "use 'await' here, or call from a worker thread"
             )
-        waiter: _Waiter[T] = _Waiter()
+        waiter: _Waiter[T] = _Waiter(scope)
         loop.call_soon_threadsafe(waiter.start, loop, coro)
     except RuntimeError as exc:
         coro.close()

@@ -42,7 +42,7 @@ T = TypeVar("T")
 class _Call(Generic[T]):
     """The unit of work handed to a thread: run ``func`` unless cancelled, report back."""
 
-    __slots__ = ("func", "future", "loop", "probe")
+    __slots__ = ("func", "future", "loop", "on_finish", "probe")
 
     def __init__(
         self,
@@ -50,17 +50,21 @@ class _Call(Generic[T]):
         future: asyncio.Future[T],
         func: Callable[[], T],
         probe: CallProbe | None,
+        on_finish: Callable[[], None] | None = None,
     ) -> None:
         self.loop = loop
         self.future = future
         self.func = func
         self.probe = probe
+        self.on_finish = on_finish
 
     def __call__(self) -> None:
         probe = self.probe
         if self.future.cancelled():
             if probe is not None:
                 probe.skipped()
+            if self.on_finish is not None:
+                self.on_finish()
             return
         if probe is not None:
             probe.running()
@@ -69,16 +73,22 @@ class _Call(Generic[T]):
         except BaseException as exc:
             if probe is not None:
                 probe.finished(_outcome_of(self.future, exc), exc)
+            if self.on_finish is not None:
+                self.on_finish()
             self._deliver(_settle_exception, exc)
         else:
             if probe is not None:
                 probe.finished(_outcome_of(self.future, None))
+            if self.on_finish is not None:
+                self.on_finish()
             self._deliver(_settle_result, result)
 
     def abandon(self) -> None:
         """Fail the call: its executor dropped it unrun (shut down with ``cancel_futures``)."""
         if self.probe is not None:
             self.probe.skipped()
+        if self.on_finish is not None:
+            self.on_finish()
         error = RuntimeError("the executor was shut down before the call ran")
         self._deliver(_settle_exception, error)
 
@@ -197,10 +207,12 @@ def run_in_executor(
     executor: Executor | None,
     func: Callable[[], T],
     probe: CallProbe | None = None,
+    on_finish: Callable[[], None] | None = None,
 ) -> asyncio.Future[T]:
     """Run ``func()`` on ``executor``, or on the loop's default executor if ``None``.
 
-    See :func:`default_executor` for which executor that is.
+    See :func:`default_executor` for which executor that is. ``on_finish`` is
+    called in the thread once the call ran or was dropped (limits use it).
 
     Raises:
         RuntimeError: through the future, if the executor was shut down.
@@ -210,29 +222,34 @@ def run_in_executor(
         if executor is None:
             executor = default_executor(loop)
         if executor is None:
-            return _run_through_loop(loop, func, probe)
-        call = _Call(loop, future, func, probe)
+            return _run_through_loop(loop, func, probe, on_finish)
+        call = _Call(loop, future, func, probe, on_finish)
         if type(executor) is WorkerPool:
             executor.run(call)
         else:
             executor.submit(call).add_done_callback(call.abandon_if_cancelled)
     except RuntimeError as exc:  # the executor was shut down
+        if on_finish is not None:
+            on_finish()
         future.set_exception(exc)
     return future
 
 
 def _run_through_loop(
-    loop: asyncio.AbstractEventLoop, func: Callable[[], T], probe: CallProbe | None
+    loop: asyncio.AbstractEventLoop,
+    func: Callable[[], T],
+    probe: CallProbe | None,
+    on_finish: Callable[[], None] | None,
 ) -> asyncio.Future[T]:
     """Use ``loop.run_in_executor(None, ...)`` where the default executor is private.
 
     The loop's own future carries the outcome; its cancellation reaches the
     executor, so a call cancelled before it started never runs.
     """
-    runner = _InThread(func, probe)
+    runner = _InThread(func, probe, on_finish)
     future: asyncio.Future[T] = loop.run_in_executor(None, runner)
     runner.future = future
-    if probe is not None:
+    if probe is not None or on_finish is not None:
         future.add_done_callback(runner.report_if_skipped)
     return future
 
@@ -240,11 +257,17 @@ def _run_through_loop(
 class _InThread(Generic[T]):
     """Runs ``func`` for :func:`_run_through_loop`: reports to the probe, stores safely."""
 
-    __slots__ = ("func", "future", "probe", "started")
+    __slots__ = ("func", "future", "on_finish", "probe", "started")
 
-    def __init__(self, func: Callable[[], T], probe: CallProbe | None) -> None:
+    def __init__(
+        self,
+        func: Callable[[], T],
+        probe: CallProbe | None,
+        on_finish: Callable[[], None] | None,
+    ) -> None:
         self.func = func
         self.probe = probe
+        self.on_finish = on_finish
         self.started = False
         self.future: asyncio.Future[T] | None = None
 
@@ -268,13 +291,20 @@ class _InThread(Generic[T]):
             if probe is not None:
                 probe.finished(_outcome_of_error(exc), exc)
             raise
+        finally:
+            if self.on_finish is not None:
+                self.on_finish()
         if probe is not None:
             probe.finished(OK)
         return result
 
     def report_if_skipped(self, future: asyncio.Future[T]) -> None:
-        if future.cancelled() and not self.started and self.probe is not None:
+        if not future.cancelled() or self.started:
+            return
+        if self.probe is not None:
             self.probe.skipped()
+        if self.on_finish is not None:
+            self.on_finish()
 
 
 def _outcome_of_error(error: BaseException) -> str:
@@ -311,6 +341,7 @@ def run_in_new_thread(
     name: str,
     detach: bool = True,
     probe: CallProbe | None = None,
+    on_finish: Callable[[], None] | None = None,
 ) -> asyncio.Future[T]:
     """Run ``func()`` on a thread of its own.
 
@@ -320,9 +351,10 @@ def run_in_new_thread(
         name: The thread's name, shown by debuggers and in logs.
         detach: Make the thread a daemon, so it never blocks interpreter exit.
         probe: Observes the call, if instrumentation is on.
+        on_finish: Called in the thread once the call ran (limits use it).
     """
     future: asyncio.Future[T] = loop.create_future()
-    call = _Call(loop, future, func, probe)
+    call = _Call(loop, future, func, probe, on_finish)
     thread = threading.Thread(target=call, name=name, daemon=detach)
     thread.start()
     return future

@@ -17,14 +17,17 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, overload
 from ._binding import MethodBinder, check_blocking_callable, unwrap_method
 from ._channel import check_size
 from ._names import copy_metadata
+from ._threaded import PoolDispatch, as_limiter
 from ._wrapper import IteratorWrapper, IteratorWrapperSeparate
 from .types import P, T
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
+    from concurrent.futures import Executor
 
     from typing_extensions import Self
 
+    from ._limits import CapacityLimiter
     from ._threaded import P2, R, S
 
 __all__ = [
@@ -46,6 +49,8 @@ class ThreadedIterableBase(Generic[P, T], ABC):
     max_size: int
     _name: str
     _wrapper_class: _WrapperClass = IteratorWrapper
+    _limiter: CapacityLimiter | None = None
+    _executor: Executor | None = None
 
     @abstractmethod
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
@@ -57,7 +62,10 @@ class ThreadedIterableBase(Generic[P, T], ABC):
     def create_wrapper(self, *args: P.args, **kwargs: P.kwargs) -> IteratorWrapper[P, T]:
         """Return an async iterator that will run the generator in a thread."""
         return self._wrapper_class(
-            functools.partial(self.func, *args, **kwargs), max_size=self.max_size
+            functools.partial(self.func, *args, **kwargs),
+            max_size=self.max_size,
+            executor=self._executor,
+            limiter=self._limiter,
         )
 
     def async_call(self, *args: P.args, **kwargs: P.kwargs) -> IteratorWrapper[P, T]:
@@ -83,7 +91,14 @@ def _prepare(
 class ThreadedIterable(ThreadedIterableBase[P, T]):
     """A generator function decorated with ``@threaded_iterable``."""
 
-    def __init__(self, func: Callable[P, Generator[T, None, None]], max_size: int = 0) -> None:
+    def __init__(
+        self,
+        func: Callable[P, Generator[T, None, None]],
+        max_size: int = 0,
+        *,
+        limit: int | CapacityLimiter | None = None,
+        executor: Executor | None = None,
+    ) -> None:
         kind, function = unwrap_method(func)
         if not inspect.isgeneratorfunction(function):
             name = getattr(function, "__qualname__", repr(function))
@@ -93,6 +108,10 @@ class ThreadedIterable(ThreadedIterableBase[P, T]):
             )
         _prepare(self, function, max_size)
         self.func = function
+        self._limiter = as_limiter(limit)
+        self._executor = PoolDispatch(executor).executor
+        if self._executor is not None and self._wrapper_class is not IteratorWrapper:
+            raise TypeError(f"{type(self).__name__} runs on dedicated threads: no executor=")
         self._binder: MethodBinder[BoundThreadedIterable[..., T]] = MethodBinder(kind, self._bind)
 
     # See Threaded.__get__ for why the overloads look like this.
@@ -123,7 +142,12 @@ class ThreadedIterable(ThreadedIterableBase[P, T]):
 
     def _bind(self, instance: object) -> BoundThreadedIterable[..., T]:
         return BoundThreadedIterable(
-            self.func, instance, self.max_size, wrapper_class=self._wrapper_class
+            self.func,
+            instance,
+            self.max_size,
+            wrapper_class=self._wrapper_class,
+            limiter=self._limiter,
+            executor=self._executor,
         )
 
 
@@ -145,22 +169,40 @@ class BoundThreadedIterable(ThreadedIterableBase[P, T]):
         max_size: int = 0,
         *,
         wrapper_class: _WrapperClass = IteratorWrapper,
+        limiter: CapacityLimiter | None = None,
+        executor: Executor | None = None,
     ) -> None:
         _prepare(self, func, max_size)
         self.func = functools.partial(func, instance)
         self.__self__ = instance
         self._wrapper_class = wrapper_class
+        self._limiter = limiter
+        self._executor = executor
 
 
 @overload
 def threaded_iterable(
-    func: Callable[P, Generator[T, None, None]], *, max_size: int = 0
+    func: Callable[P, Generator[T, None, None]],
+    *,
+    max_size: int = 0,
+    limit: int | CapacityLimiter | None = None,
+    executor: Executor | None = None,
 ) -> ThreadedIterable[P, T]: ...
 @overload
 def threaded_iterable(
-    func: None = None, *, max_size: int = 0
+    func: None = None,
+    *,
+    max_size: int = 0,
+    limit: int | CapacityLimiter | None = None,
+    executor: Executor | None = None,
 ) -> Callable[[Callable[P, Generator[T, None, None]]], ThreadedIterable[P, T]]: ...
-def threaded_iterable(func: Any = None, *, max_size: int = 0) -> Any:
+def threaded_iterable(
+    func: Any = None,
+    *,
+    max_size: int = 0,
+    limit: int | CapacityLimiter | None = None,
+    executor: Executor | None = None,
+) -> Any:
     """Turn a blocking generator function into one that returns an async iterator.
 
     The generator runs in the loop's thread pool; items reach ``async for``
@@ -169,37 +211,65 @@ def threaded_iterable(func: Any = None, *, max_size: int = 0) -> Any:
     bare or as ``@threaded_iterable(max_size=N)``; put it above
     ``@staticmethod`` or ``@classmethod``.
 
+    Args:
+        func: The generator function.
+        max_size: Items buffered ahead of the consumer; ``0`` is unbounded.
+        limit: At most this many generators running at once (an int or a shared
+            :class:`~aiothreads.CapacityLimiter`); iteration waits for a place.
+        executor: Run the generator on this executor instead of the loop's
+            default one.
+
     Raises:
-        TypeError: ``func`` is not a generator function, or ``max_size`` is
-            not an int.
-        ValueError: ``max_size`` is negative.
+        TypeError: ``func`` is not a generator function, or an option has the
+            wrong type.
+        ValueError: ``max_size`` is negative, or ``limit`` less than 1.
     """
     check_size("max_size", max_size)
+    limiter = as_limiter(limit)
     if func is None:
-        return functools.partial(ThreadedIterable, max_size=max_size)
-    return ThreadedIterable(func, max_size=max_size)
+        return functools.partial(
+            ThreadedIterable, max_size=max_size, limit=limiter, executor=executor
+        )
+    return ThreadedIterable(func, max_size=max_size, limit=limiter, executor=executor)
 
 
 @overload
 def threaded_iterable_separate(
-    func: Callable[P, Generator[T, None, None]], *, max_size: int = 0
+    func: Callable[P, Generator[T, None, None]],
+    *,
+    max_size: int = 0,
+    limit: int | CapacityLimiter | None = None,
 ) -> ThreadedIterableSeparate[P, T]: ...
 @overload
 def threaded_iterable_separate(
-    func: None = None, *, max_size: int = 0
+    func: None = None,
+    *,
+    max_size: int = 0,
+    limit: int | CapacityLimiter | None = None,
 ) -> Callable[[Callable[P, Generator[T, None, None]]], ThreadedIterableSeparate[P, T]]: ...
-def threaded_iterable_separate(func: Any = None, *, max_size: int = 0) -> Any:
+def threaded_iterable_separate(
+    func: Any = None,
+    *,
+    max_size: int = 0,
+    limit: int | CapacityLimiter | None = None,
+) -> Any:
     """Like :func:`threaded_iterable`, but each iterator gets a dedicated thread.
 
     Use it for generators that may block for long (pipes, sockets, tails), so
     they never hold a pool worker.
 
+    Args:
+        func: The generator function.
+        max_size: Items buffered ahead of the consumer; ``0`` is unbounded.
+        limit: At most this many generators (so threads) running at once.
+
     Raises:
-        TypeError: ``func`` is not a generator function, or ``max_size`` is
-            not an int.
-        ValueError: ``max_size`` is negative.
+        TypeError: ``func`` is not a generator function, or an option has the
+            wrong type.
+        ValueError: ``max_size`` is negative, or ``limit`` less than 1.
     """
     check_size("max_size", max_size)
+    limiter = as_limiter(limit)
     if func is None:
-        return functools.partial(ThreadedIterableSeparate, max_size=max_size)
-    return ThreadedIterableSeparate(func, max_size=max_size)
+        return functools.partial(ThreadedIterableSeparate, max_size=max_size, limit=limiter)
+    return ThreadedIterableSeparate(func, max_size=max_size, limit=limiter)

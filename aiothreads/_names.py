@@ -23,14 +23,14 @@ def qualified_name(func: Callable[..., Any]) -> str:
     This is the ``function`` label of metrics and the ``code.function.name``
     of spans.
     """
-    while True:
-        if isinstance(func, functools.partial):
-            inner: Any = func.func
-            if getattr(inner, "__name__", None) == "run" and func.args:
-                inner = func.args[0]  # a Context.run partial: name what it runs
-            func = inner
-        else:
-            break
+    while isinstance(func, functools.partial):
+        # partial(context.run, scope.run, function, ...): name what the runners run.
+        runners_skipped = [
+            candidate
+            for candidate in (func.func, *func.args)
+            if getattr(candidate, "__name__", None) != "run"
+        ]
+        func = runners_skipped[0] if runners_skipped else func.func
     name = getattr(func, "__qualname__", None)
     if not isinstance(name, str):
         name = type(func).__qualname__

@@ -13,13 +13,14 @@ import functools
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from ._executor import run_in_new_thread
-from ._threaded import Threaded
+from ._threaded import Threaded, as_limiter
 from .types import P, T
 
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable
 
+    from ._limits import CapacityLimiter
     from ._threaded import R
     from .instrumentation._hooks import CallProbe
 
@@ -41,9 +42,15 @@ class _NewThreadDispatch:
         func: Callable[[], R],
         name: str,
         probe: CallProbe | None,
+        on_finish: Callable[[], None] | None,
     ) -> asyncio.Future[R]:
         return run_in_new_thread(
-            loop, func, name=f"aiothreads-{name}", detach=self.detach, probe=probe
+            loop,
+            func,
+            name=f"aiothreads-{name}",
+            detach=self.detach,
+            probe=probe,
+            on_finish=on_finish,
         )
 
 
@@ -53,10 +60,17 @@ class ThreadedSeparate(Threaded[P, T]):
     Args:
         func: The blocking function.
         detach: Run it on daemon threads that never block interpreter exit.
+        limit: At most this many calls (so threads) at once; see ``threaded``.
     """
 
-    def __init__(self, func: Callable[P, T], detach: bool = True) -> None:
-        super().__init__(func)
+    def __init__(
+        self,
+        func: Callable[P, T],
+        detach: bool = True,
+        *,
+        limit: int | CapacityLimiter | None = None,
+    ) -> None:
+        super().__init__(func, limit=limit)
         self._new_thread = _NewThreadDispatch(detach)
         self._dispatch = self._new_thread
 
@@ -67,12 +81,22 @@ class ThreadedSeparate(Threaded[P, T]):
 
 
 @overload
-def threaded_separate(func: Callable[P, T], detach: bool = True) -> ThreadedSeparate[P, T]: ...
+def threaded_separate(
+    func: Callable[P, T],
+    detach: bool = True,
+    *,
+    limit: int | CapacityLimiter | None = None,
+) -> ThreadedSeparate[P, T]: ...
 @overload
 def threaded_separate(
-    *, detach: bool = True
+    *, detach: bool = True, limit: int | CapacityLimiter | None = None
 ) -> Callable[[Callable[P, T]], ThreadedSeparate[P, T]]: ...
-def threaded_separate(func: Any = None, detach: bool = True) -> Any:
+def threaded_separate(
+    func: Any = None,
+    detach: bool = True,
+    *,
+    limit: int | CapacityLimiter | None = None,
+) -> Any:
     """Run each call of the decorated blocking function on a new thread.
 
     Use it for calls that may block for long or forever (pipes, sockets,
@@ -84,13 +108,17 @@ def threaded_separate(func: Any = None, detach: bool = True) -> Any:
         func: The blocking function.
         detach: Run calls on daemon threads, which never block interpreter
             exit. ``False`` makes the interpreter wait for running calls.
+        limit: At most this many calls, so dedicated threads, at once (an int
+            or a shared :class:`~aiothreads.CapacityLimiter`).
 
     Raises:
         TypeError: ``func`` is not callable, is a coroutine or async generator
-            function, or ``detach`` is not a bool.
+            function; ``detach`` is not a bool or ``limit`` has the wrong type.
+        ValueError: ``limit`` is less than 1.
     """
     if not isinstance(detach, bool):
         raise TypeError(f"detach must be a bool, got {type(detach).__name__}")
+    limiter = as_limiter(limit)
     if func is None:
-        return functools.partial(ThreadedSeparate, detach=detach)
-    return ThreadedSeparate(func, detach=detach)
+        return functools.partial(ThreadedSeparate, detach=detach, limit=limiter)
+    return ThreadedSeparate(func, detach=detach, limit=limiter)

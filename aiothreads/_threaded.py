@@ -24,6 +24,7 @@ import functools
 import inspect
 import os
 from abc import ABC, abstractmethod
+from concurrent.futures import Executor
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -34,11 +35,14 @@ from typing import (
     ParamSpec,
     Protocol,
     TypeVar,
+    cast,
     overload,
 )
 
 from ._binding import MethodBinder, check_blocking_callable, unwrap_method
+from ._cancellation import CallScope
 from ._executor import run_in_executor
+from ._limits import CapacityLimiter
 from ._loops import running_loop_or_none
 from ._names import copy_metadata
 from .instrumentation._hooks import current as current_telemetry
@@ -82,14 +86,22 @@ class Dispatch(Protocol):
         func: Callable[[], R],
         name: str,
         probe: CallProbe | None,
+        on_finish: Callable[[], None] | None,
     ) -> asyncio.Future[R]: ...
 
 
-class _PoolDispatch:
-    """Runs calls on the loop's default executor."""
+class PoolDispatch:
+    """Runs calls on an executor: the loop's default one unless one is given."""
 
-    __slots__ = ()
+    __slots__ = ("executor",)
     kind: ClassVar[str] = "threaded"
+
+    def __init__(self, executor: Executor | None = None) -> None:
+        if executor is not None and not isinstance(executor, Executor):
+            raise TypeError(
+                f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}"
+            )
+        self.executor = executor
 
     def __call__(
         self,
@@ -97,11 +109,26 @@ class _PoolDispatch:
         func: Callable[[], R],
         name: str,
         probe: CallProbe | None,
+        on_finish: Callable[[], None] | None,
     ) -> asyncio.Future[R]:
-        return run_in_executor(loop, None, func, probe)
+        return run_in_executor(loop, self.executor, func, probe, on_finish)
 
 
-dispatch_to_pool: Final = _PoolDispatch()
+dispatch_to_pool: Final = PoolDispatch()
+
+
+def as_limiter(limit: int | CapacityLimiter | None) -> CapacityLimiter | None:
+    """Turn a ``limit=`` argument into a limiter (``None`` stays unlimited).
+
+    Raises:
+        TypeError: ``limit`` is neither an int nor a :class:`CapacityLimiter`.
+        ValueError: ``limit`` is less than 1.
+    """
+    if limit is None or isinstance(limit, CapacityLimiter):
+        return limit
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int or a CapacityLimiter, got {type(limit).__name__}")
+    return CapacityLimiter(limit)
 
 
 class ThreadedBase(Generic[P, T], ABC):
@@ -110,6 +137,7 @@ class ThreadedBase(Generic[P, T], ABC):
     func: Callable[P, T]
     _dispatch: Dispatch
     _name: str
+    _limiter: CapacityLimiter | None = None
 
     @abstractmethod
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
@@ -128,7 +156,12 @@ class ThreadedBase(Generic[P, T], ABC):
         loop = running_loop_or_none()
         if loop is None:
             return self._submit_when_awaited(args, kwargs)
-        return self._submit(loop, args, kwargs)
+        limiter = self._limiter
+        if limiter is None:
+            return self._submit(loop, args, kwargs)
+        if limiter.try_acquire():
+            return self._submit(loop, args, kwargs, limiter.release)
+        return loop.create_task(self._submit_when_admitted(limiter, args, kwargs))
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
         """Alias of :meth:`async_call`."""
@@ -139,6 +172,8 @@ class ThreadedBase(Generic[P, T], ABC):
         loop: asyncio.AbstractEventLoop,
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
+        on_finish: Callable[[], None] | None = None,
+        limit_wait: float | None = None,
     ) -> asyncio.Future[T]:
         context = contextvars.copy_context()
         if EVENT_LOOP.get(None) is not loop:
@@ -148,11 +183,39 @@ class ThreadedBase(Generic[P, T], ABC):
         if telemetry is not None:
             probe = telemetry.call(self._dispatch.kind, self._name)
             probe.bind(context)
-        call = functools.partial(context.run, self.func, *args, **kwargs)
-        return self._dispatch(loop, call, self._name, probe)
+            if limit_wait is not None:
+                probe.limit_waited(limit_wait)
+        scope = CallScope()
+        call = cast(
+            "Callable[[], T]",
+            functools.partial(context.run, scope.run, self.func, *args, **kwargs),
+        )
+        future = self._dispatch(loop, call, self._name, probe, on_finish)
+        scope.future = future
+        return future
 
     async def _submit_when_awaited(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> T:
-        return await self._submit(asyncio.get_running_loop(), args, kwargs)
+        loop = asyncio.get_running_loop()
+        limiter = self._limiter
+        if limiter is None:
+            return await self._submit(loop, args, kwargs)
+        return await self._submit_when_admitted(limiter, args, kwargs)
+
+    async def _submit_when_admitted(
+        self, limiter: CapacityLimiter, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> T:
+        """Wait for a place under the limit, then run the call holding it."""
+        loop = asyncio.get_running_loop()
+        waited_since = loop.time()
+        await limiter.acquire()
+        try:
+            future = self._submit(
+                loop, args, kwargs, limiter.release, limit_wait=loop.time() - waited_since
+            )
+        except BaseException:
+            limiter.release()
+            raise
+        return await future
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._name}>"
@@ -161,13 +224,25 @@ class ThreadedBase(Generic[P, T], ABC):
 class Threaded(ThreadedBase[P, T]):
     """A function decorated with ``@threaded``; binds like a method on instances."""
 
-    def __init__(self, func: Callable[P, T]) -> None:
+    def __init__(
+        self,
+        func: Callable[P, T],
+        *,
+        limit: int | CapacityLimiter | None = None,
+        executor: Executor | None = None,
+    ) -> None:
         kind, function = unwrap_method(func)
         check_blocking_callable("threaded", function)
         self.func = function
-        self._dispatch = dispatch_to_pool
+        self._dispatch = dispatch_to_pool if executor is None else PoolDispatch(executor)
+        self._limiter = as_limiter(limit)
         self._binder: MethodBinder[BoundThreaded[..., T]] = MethodBinder(kind, self._bind)
         self._name = copy_metadata(self, function)
+
+    @property
+    def limiter(self) -> CapacityLimiter | None:
+        """The limiter bounding concurrent executions, if ``limit=`` was given."""
+        return self._limiter
 
     # The overloads model what static checkers see: they hand the decorator the
     # plain function even under @staticmethod/@classmethod.
@@ -197,7 +272,7 @@ class Threaded(ThreadedBase[P, T]):
         return self._binder.resolve(self, instance, owner)
 
     def _bind(self, instance: object) -> BoundThreaded[..., T]:
-        return BoundThreaded(self.func, instance, dispatch=self._dispatch)
+        return BoundThreaded(self.func, instance, dispatch=self._dispatch, limiter=self._limiter)
 
 
 class BoundThreaded(ThreadedBase[P, T]):
@@ -211,10 +286,12 @@ class BoundThreaded(ThreadedBase[P, T]):
         instance: object,
         *,
         dispatch: Dispatch = dispatch_to_pool,
+        limiter: CapacityLimiter | None = None,
     ) -> None:
         self.func = functools.partial(func, instance)
         self.__self__ = instance
         self._dispatch = dispatch
+        self._limiter = limiter
         self._name = copy_metadata(self, func)
 
 
@@ -237,10 +314,25 @@ def default_max_size() -> int:
 @overload
 def threaded(  # type: ignore[overload-overlap]
     func: Callable[P, Generator[T, None, None]],
+    /,
 ) -> ThreadedIterable[P, T]: ...
 @overload
-def threaded(func: Callable[P, T]) -> Threaded[P, T]: ...
-def threaded(func: Any) -> Any:
+def threaded(func: Callable[P, T], /) -> Threaded[P, T]: ...
+@overload
+def threaded(
+    func: None = None,
+    /,
+    *,
+    limit: int | CapacityLimiter | None = None,
+    executor: Executor | None = None,
+) -> _ThreadedDecorator: ...
+def threaded(
+    func: Any = None,
+    /,
+    *,
+    limit: int | CapacityLimiter | None = None,
+    executor: Executor | None = None,
+) -> Any:
     """Run the decorated blocking function in the event loop's thread pool.
 
     ``await func(*args)`` runs ``func`` in the loop's default executor (the one
@@ -248,17 +340,52 @@ def threaded(func: Any) -> Any:
     functions, instance methods, ``classmethod`` and ``staticmethod`` (put
     ``@threaded`` above them). A generator function becomes a threaded
     iterable whose ``max_size`` comes from ``THREADED_ITERABLE_DEFAULT_MAX_SIZE``
-    (default 1024).
+    (default 1024). Usable bare or with options: ``@threaded(limit=4)``.
+
+    Args:
+        func: The blocking function.
+        limit: At most this many executions at once (an int, or a
+            :class:`~aiothreads.CapacityLimiter` shared by several functions);
+            further callers wait asynchronously, and one cancelled while
+            waiting gives its place up.
+        executor: Run on this ``concurrent.futures.Executor`` instead of the
+            loop's default one.
 
     Raises:
-        TypeError: ``func`` is not callable, or is a coroutine or async
-            generator function.
-        ValueError: the ``THREADED_ITERABLE_DEFAULT_MAX_SIZE`` variable is not
-            a non-negative integer (generator functions only).
+        TypeError: ``func`` is not callable, is a coroutine or async generator
+            function; ``limit`` or ``executor`` has the wrong type.
+        ValueError: ``limit`` is less than 1, or the
+            ``THREADED_ITERABLE_DEFAULT_MAX_SIZE`` variable is not a
+            non-negative integer (generator functions only).
     """
+    limiter = as_limiter(limit)
+    dispatch = PoolDispatch(executor)  # validates executor early
+    if func is None:
+        return _ThreadedDecorator(limiter, dispatch.executor)
     _, function = unwrap_method(func)
     if inspect.isgeneratorfunction(function):
         from ._iterable import ThreadedIterable  # noqa: PLC0415 - the modules import each other
 
-        return ThreadedIterable(func, max_size=default_max_size())
-    return Threaded(func)
+        return ThreadedIterable(
+            func, max_size=default_max_size(), limit=limiter, executor=dispatch.executor
+        )
+    return Threaded(func, limit=limiter, executor=dispatch.executor)
+
+
+class _ThreadedDecorator:
+    """``threaded(limit=..., executor=...)``, waiting for its function."""
+
+    __slots__ = ("executor", "limiter")
+
+    def __init__(self, limiter: CapacityLimiter | None, executor: Executor | None) -> None:
+        self.limiter = limiter
+        self.executor = executor
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, func: Callable[P, Generator[T, None, None]]
+    ) -> ThreadedIterable[P, T]: ...
+    @overload
+    def __call__(self, func: Callable[P, T]) -> Threaded[P, T]: ...
+    def __call__(self, func: Any) -> Any:
+        return threaded(func, limit=self.limiter, executor=self.executor)

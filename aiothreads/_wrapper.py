@@ -26,6 +26,7 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
+from ._cancellation import enter_stream_scope
 from ._channel import ChannelClosed, FromThreadChannel, _Empty
 from ._executor import run_in_executor, run_in_new_thread
 from ._loops import on_loop_shutdown
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from ._limits import CapacityLimiter
     from .instrumentation._hooks import StreamProbe
 
 __all__ = ["IteratorWrapper", "IteratorWrapperSeparate"]
@@ -75,6 +77,8 @@ class IteratorWrapper(Generic[P, T]):
             ``0`` means unbounded.
         executor: Where the thread comes from; ``None`` means the loop's
             default executor.
+        limiter: A :class:`~aiothreads.CapacityLimiter` the generator holds a
+            place of while it runs; iteration waits for a place first.
 
     Subclasses may override :meth:`_run` to start :attr:`_in_thread` on a
     thread of their own; it must return an awaitable that completes when that
@@ -87,6 +91,7 @@ class IteratorWrapper(Generic[P, T]):
         "_channel",
         "_context",
         "_gen_func",
+        "_limiter",
         "_loop",
         "_probe",
         "_producer",
@@ -101,6 +106,8 @@ class IteratorWrapper(Generic[P, T]):
         loop: asyncio.AbstractEventLoop | None = None,
         max_size: int = 0,
         executor: Executor | None = None,
+        *,
+        limiter: CapacityLimiter | None = None,
     ) -> None:
         if not callable(gen_func):
             raise TypeError(f"gen_func must be callable, got {type(gen_func).__name__}")
@@ -111,6 +118,7 @@ class IteratorWrapper(Generic[P, T]):
         self._context = contextvars.copy_context()
         self._producer: asyncio.Future[None] | None = None
         self._probe: StreamProbe | None = None
+        self._limiter = limiter
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -142,7 +150,7 @@ class IteratorWrapper(Generic[P, T]):
             self._loop = asyncio.get_running_loop()
         return self._loop
 
-    def _start(self) -> asyncio.Future[None]:
+    def _start(self, limit_wait: float | None = None) -> asyncio.Future[None]:
         loop = self._require_loop()
         channel = self._channel
         self._context.run(EVENT_LOOP.set, loop)
@@ -152,10 +160,15 @@ class IteratorWrapper(Generic[P, T]):
             name = qualified_name(self._gen_func)
             probe = telemetry.stream(self._KIND, name, channel.maxsize, channel.qsize)
             probe.bind(self._context)
+            if limit_wait is not None:
+                probe.limit_waited(limit_wait)
             channel._on_blocked = probe.blocked
             self._probe = probe
         producer = asyncio.ensure_future(self._run(), loop=loop)
         producer.add_done_callback(_report_producer_failure)
+        if self._limiter is not None:
+            release = self._limiter.release
+            producer.add_done_callback(lambda _: release())
         self._producer = producer
         return producer
 
@@ -168,7 +181,10 @@ class IteratorWrapper(Generic[P, T]):
         if self._producer is None:
             if channel.is_closed:
                 raise StopAsyncIteration
-            self._start()
+            if self._limiter is None:
+                self._start()
+            else:
+                await self._start_when_admitted(self._limiter)
         try:
             item = channel._take()
             if isinstance(item, _Empty):
@@ -179,6 +195,25 @@ class IteratorWrapper(Generic[P, T]):
             channel._abandon("cancelled")
             raise
         return item
+
+    async def _start_when_admitted(self, limiter: CapacityLimiter) -> None:
+        loop = self._require_loop()
+        waited_since = loop.time()
+        try:
+            await limiter.acquire()
+        except asyncio.CancelledError:
+            self._channel._abandon("cancelled")
+            raise
+        if self._channel.is_closed or self._producer is not None:
+            limiter.release()  # closed, or another __anext__ started it meanwhile
+            if self._producer is None:
+                raise StopAsyncIteration
+            return
+        try:
+            self._start(loop.time() - waited_since)
+        except BaseException:
+            limiter.release()
+            raise
 
     def close(self) -> Awaitable[None]:
         """Stop the generator; await the result to wait until its thread is done.
@@ -278,6 +313,7 @@ def _produce(
 def _pump(channel: FromThreadChannel[T], gen_func: Callable[[], Generator[T, None, None]]) -> None:
     if channel.is_closed:
         return
+    enter_stream_scope(channel)
     try:
         generator = gen_func()
     except BaseException as exc:
@@ -311,6 +347,7 @@ def _pump_observed(
     """Run :func:`_pump`'s loop, counting items; return (outcome, error, stop reason)."""
     if channel.is_closed:
         return CANCELLED, None, channel._close_reason
+    enter_stream_scope(channel)
     try:
         generator = gen_func()
     except BaseException as exc:

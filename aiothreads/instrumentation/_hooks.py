@@ -155,6 +155,16 @@ class CallProbe:
         if tracing is not None and token is not None:
             _safely(tracing.deactivate, token)
 
+    def limit_waited(self, seconds: float) -> None:
+        """Record that the call waited ``seconds`` for a place under its limit."""
+        telemetry = self._telemetry
+        if telemetry.metrics is not None:
+            _safely(telemetry.metrics.limit_waited, self._kind, self._function, seconds)
+        if telemetry.tracing is not None and self._span is not None:
+            _safely(
+                telemetry.tracing.annotate, self._span, {"aiothreads.limit_wait_seconds": seconds}
+            )
+
     def running(self) -> None:
         """Record that the work starts in the current thread."""
         self._started = time.perf_counter()

@@ -55,6 +55,10 @@ class OpenTelemetryTracing:
         thread = threading.current_thread()
         span.set_attributes({"thread.id": threading.get_ident(), "thread.name": thread.name})
 
+    def annotate(self, span: Any, attributes: Mapping[str, Any]) -> None:
+        """Set ``attributes`` on ``span``."""
+        span.set_attributes(dict(attributes))
+
     def event(self, span: Any, name: str, attributes: Mapping[str, Any]) -> None:
         """Add an event to ``span``."""
         span.add_event(name, dict(attributes))

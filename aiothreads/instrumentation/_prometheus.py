@@ -47,6 +47,9 @@ METRICS: Final = {
     "aiothreads_calls_finished_total": "Calls that ended, by function, kind and outcome.",
     "aiothreads_call_duration_seconds": "Time a call ran in its thread.",
     "aiothreads_call_wait_seconds": "Time a call waited for a worker thread to pick it up.",
+    "aiothreads_limit_wait_seconds": (
+        "Time calls and iterators waited for a place under their limit= before starting."
+    ),
     "aiothreads_calls_in_flight": "Calls running in a thread now.",
     "aiothreads_calls_queued": "Calls submitted and waiting for a worker thread.",
     "aiothreads_separate_threads_alive": "Dedicated threads running now.",
@@ -93,6 +96,9 @@ class PrometheusMetrics:
             histogram, "aiothreads_call_duration_seconds", buckets=DURATION_BUCKETS
         )
         self._wait = make(histogram, "aiothreads_call_wait_seconds", buckets=DURATION_BUCKETS)
+        self._limit_wait = make(
+            histogram, "aiothreads_limit_wait_seconds", buckets=DURATION_BUCKETS
+        )
         self._in_flight = make(gauge, "aiothreads_calls_in_flight")
         self._queued = make(gauge, "aiothreads_calls_queued")
         self._threads_alive = make(gauge, "aiothreads_separate_threads_alive")
@@ -139,6 +145,10 @@ class PrometheusMetrics:
         series = self._for(kind, function)
         series.queued.dec()
         self._finished.labels(function, kind, "cancelled").inc()
+
+    def limit_waited(self, kind: str, function: str, seconds: float) -> None:
+        """Record that a call waited ``seconds`` for a place under its limit."""
+        self._limit_wait.labels(function, kind).observe(seconds)
 
     def thread_started(self, kind: str, function: str) -> None:
         """Record that a dedicated thread started."""

@@ -14,7 +14,10 @@ from typing import ClassVar
 from typing_extensions import assert_type
 
 from aiothreads import (
+    CapacityLimiter,
     FromThreadChannel,
+    check_cancelled,
+    is_cancelled,
     IteratorWrapper,
     sync_await,
     sync_wait_coroutine,
@@ -61,6 +64,26 @@ def generated(limit: int) -> Generator[float, None, None]:
     yield float(limit)
 
 
+@threaded(limit=2)
+def limited(value: int) -> str:
+    return str(value)
+
+
+@threaded(limit=CapacityLimiter(3))
+def limited_rows(count: int) -> Generator[bytes, None, None]:
+    yield b"x" * count
+
+
+@threaded_separate(limit=4)
+def limited_separate(path: str) -> bytes:
+    return path.encode()
+
+
+@threaded_iterable(max_size=4, limit=2)
+def limited_stream(count: int) -> Generator[int, None, None]:
+    yield from range(count)
+
+
 class Processor:
     factor: ClassVar[int] = 2
 
@@ -84,6 +107,15 @@ async def decorated_calls() -> None:
     assert_type(add(1, 2), Awaitable[int])
     assert_type(await read_line("/tmp/x"), str)
     assert_type(await read_bytes("/tmp/x"), bytes)
+
+    assert_type(await limited(1), str)
+    assert_type(await limited_separate("p"), bytes)
+    async for row in limited_rows(2):
+        assert_type(row, bytes)
+    async for number in limited_stream(2):
+        assert_type(number, int)
+    check_cancelled()
+    assert_type(is_cancelled(), bool)
 
     add("1", 2)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     add(1)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]

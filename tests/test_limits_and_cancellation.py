@@ -1,0 +1,299 @@
+"""limit=, executor= and cooperative cancellation (check_cancelled / is_cancelled)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aiothreads import (
+    CapacityLimiter,
+    check_cancelled,
+    instrumentation,
+    is_cancelled,
+    sync_await,
+    threaded,
+    threaded_iterable,
+    threaded_iterable_separate,
+    threaded_separate,
+)
+
+
+async def in_own_thread(event: threading.Event, timeout: float = 5) -> bool:
+    with ThreadPoolExecutor(1) as waiter:
+        return await asyncio.get_running_loop().run_in_executor(waiter, event.wait, timeout)
+
+
+class Gauge:
+    """Tracks how many executions run at once, and the most seen."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    def __enter__(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def __exit__(self, *_: object) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("decorate", [threaded, threaded_separate])
+async def test_limit_bounds_concurrent_executions(decorate: object) -> None:
+    gauge = Gauge()
+    release = threading.Event()
+
+    def work(value: int) -> int:
+        with gauge:
+            release.wait(5)
+        return value
+
+    limited = decorate(work, limit=2) if decorate is threaded_separate else threaded(limit=2)(work)  # type: ignore[operator]
+    calls = [limited(value) for value in range(8)]
+    await asyncio.sleep(0)  # one loop turn: admitted calls are submitted
+    release.set()
+    assert await asyncio.gather(*calls) == list(range(8))
+    assert gauge.peak <= 2
+
+
+@pytest.mark.asyncio
+async def test_shared_limiter_spans_functions() -> None:
+    gauge = Gauge()
+    limiter = CapacityLimiter(1)
+    release = threading.Event()
+
+    @threaded(limit=limiter)
+    def first() -> None:
+        with gauge:
+            release.wait(5)
+
+    @threaded(limit=limiter)
+    def second() -> None:
+        with gauge:
+            release.wait(5)
+
+    calls = [first(), second(), first(), second()]
+    release.set()
+    await asyncio.gather(*calls)
+    assert gauge.peak == 1
+    assert limiter.borrowed_tokens == 0
+    assert first.limiter is limiter
+
+
+@pytest.mark.asyncio
+async def test_caller_cancelled_while_waiting_frees_its_place() -> None:
+    limiter = CapacityLimiter(1)
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    @threaded(limit=limiter)
+    def work(name: str) -> None:
+        ran.append(name)
+        started.set()
+        release.wait(5)
+
+    holder = work("holder")
+    assert await in_own_thread(started)
+    waiting = work("cancelled")
+    await asyncio.sleep(0)  # one loop turn: the waiter queues on the limiter
+    assert limiter.waiting == 1
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert limiter.waiting == 0
+    follower = work("follower")
+    release.set()
+    await asyncio.gather(holder, follower)
+    assert ran == ["holder", "follower"]
+    assert limiter.borrowed_tokens == 0
+
+
+@pytest.mark.asyncio
+async def test_cancelled_running_call_keeps_its_place_until_it_ends() -> None:
+    limiter = CapacityLimiter(1)
+    started, release = threading.Event(), threading.Event()
+
+    @threaded(limit=limiter)
+    def slow() -> None:
+        started.set()
+        release.wait(5)
+
+    running = slow()
+    assert await in_own_thread(started)
+    running.cancel()
+    assert limiter.borrowed_tokens == 1  # the thread still runs
+    release.set()
+    done = slow()
+    await done
+    assert limiter.borrowed_tokens == 0
+
+
+@pytest.mark.asyncio
+async def test_limited_iterables_wait_for_a_place() -> None:
+    gauge = Gauge()
+    limiter = CapacityLimiter(2)
+
+    def rows(count: int) -> Generator[int, None, None]:
+        with gauge:
+            yield from range(count)
+
+    pooled = threaded_iterable(rows, max_size=2, limit=limiter)
+    separate = threaded_iterable_separate(rows, max_size=2, limit=limiter)
+
+    async def drain(source: object) -> list[int]:
+        return [item async for item in source(20)]  # type: ignore[operator]
+
+    results = await asyncio.gather(*(drain(s) for s in [pooled, separate] * 3))
+    assert all(result == list(range(20)) for result in results)
+    assert gauge.peak <= 2
+    assert limiter.borrowed_tokens == 0
+
+
+@pytest.mark.asyncio
+async def test_executor_option_runs_calls_there() -> None:
+    with ThreadPoolExecutor(1, thread_name_prefix="chosen") as chosen:
+
+        @threaded(executor=chosen)
+        def where() -> str:
+            return threading.current_thread().name
+
+        @threaded_iterable(executor=chosen)
+        def where_items() -> Generator[str, None, None]:
+            yield threading.current_thread().name
+
+        assert (await where()).startswith("chosen")
+        names = [name async for name in where_items()]
+        assert names[0].startswith("chosen")
+
+
+def test_bad_options_fail_early() -> None:
+    with pytest.raises(TypeError, match="limit"):
+        threaded(limit="3")  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="total_tokens"):
+        threaded(limit=0)
+    with pytest.raises(TypeError, match="executor"):
+        threaded(executor=object())  # type: ignore[call-overload]
+
+    def rows() -> Generator[int, None, None]:
+        yield 1
+
+    from aiothreads import ThreadedIterableSeparate
+
+    with pytest.raises(TypeError, match="executor"):
+        ThreadedIterableSeparate(rows, executor=ThreadPoolExecutor(1))
+    with pytest.raises(RuntimeError, match="release"):
+        CapacityLimiter(1).release()
+
+
+@pytest.mark.asyncio
+async def test_check_cancelled_raises_once_the_caller_gave_up() -> None:
+    started, proceed, done = threading.Event(), threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    @threaded
+    def cooperative() -> None:
+        started.set()
+        proceed.wait(5)
+        try:
+            seen.append(is_cancelled())
+            check_cancelled()
+            seen.append(False)  # not reached
+        finally:
+            done.set()
+
+    future = cooperative()
+    assert await in_own_thread(started)
+    future.cancel()
+    proceed.set()
+    with pytest.raises(asyncio.CancelledError):
+        await future
+    assert await in_own_thread(done)
+    assert seen == [True]
+
+
+def test_outside_aiothreads_nothing_is_cancelled() -> None:
+    assert not is_cancelled()
+    check_cancelled()
+
+
+@pytest.mark.asyncio
+async def test_sync_await_in_a_cancelled_call_raises_promptly() -> None:
+    waiting_on_loop = asyncio.Event()
+    outcome: list[str] = []
+    finished = threading.Event()
+
+    async def long_wait() -> None:
+        waiting_on_loop.set()
+        await asyncio.Event().wait()
+
+    @threaded
+    def bridge() -> None:
+        try:
+            sync_await(long_wait)
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+        finally:
+            finished.set()
+
+    future = bridge()
+    await waiting_on_loop.wait()
+    loop = asyncio.get_running_loop()
+    cancelled_at = loop.time()
+    future.cancel()
+    assert await in_own_thread(finished, 5)
+    assert loop.time() - cancelled_at < 0.25
+    assert outcome == ["cancelled"]
+
+
+@pytest.mark.asyncio
+async def test_generators_see_their_consumer_leave() -> None:
+    consumer_left, observed = threading.Event(), threading.Event()
+
+    @threaded_iterable(max_size=1)
+    def cooperative() -> Generator[int, None, None]:
+        yield 1
+        consumer_left.wait(5)
+        if is_cancelled():
+            observed.set()
+        yield 2  # never delivered: put() finds the channel closed
+
+    stream = cooperative()
+    assert await stream.__anext__() == 1
+    closing = stream.close()
+    consumer_left.set()
+    await closing
+    assert observed.is_set()
+
+
+@pytest.mark.asyncio
+async def test_limit_waits_are_instrumented() -> None:
+    registry = CollectorRegistry()
+    instrumentation.configure(registry=registry, opentelemetry=False, structlog=False)
+    try:
+        release = threading.Event()
+
+        @threaded(limit=1)
+        def hold() -> None:
+            release.wait(5)
+
+        first, second = hold(), hold()
+        await asyncio.sleep(0)  # one loop turn: the second call waits on the limiter
+        release.set()
+        await asyncio.gather(first, second)
+    finally:
+        instrumentation.reset()
+    name = "tests.test_limits_and_cancellation.test_limit_waits_are_instrumented.<locals>.hold"
+    count = registry.get_sample_value(
+        "aiothreads_limit_wait_seconds_count", {"function": name, "kind": "threaded"}
+    )
+    assert count == 1
