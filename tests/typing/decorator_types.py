@@ -16,9 +16,9 @@ from typing_extensions import assert_type
 from aiothreads import (
     CapacityLimiter,
     FromThreadChannel,
+    IteratorWrapper,
     check_cancelled,
     is_cancelled,
-    IteratorWrapper,
     sync_await,
     sync_wait_coroutine,
     threaded,
