@@ -6,7 +6,15 @@ import nox
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
-nox.options.sessions = ["tests", "tests_without_extras", "e2e", "benchmarks", "lint", "typing"]
+nox.options.sessions = [
+    "tests",
+    "tests_without_extras",
+    "e2e",
+    "docs",
+    "benchmarks",
+    "lint",
+    "typing",
+]
 nox.options.error_on_missing_interpreters = True
 nox.options.reuse_existing_virtualenvs = True
 
@@ -46,6 +54,15 @@ def e2e(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHONS[-1])
+def docs(session: nox.Session) -> None:
+    """Build the site strictly, run every code block, check the pages in Chromium."""
+    session.install("-e", ".[docs]")
+    session.run("pytest", "-q", "tests/test_docs.py", "tests/test_readme.py", *session.posargs)
+    session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
+    session.run("python", "docs/check_site.py", "site")
+
+
+@nox.session(python=PYTHONS[-1])
 def benchmarks(session: nox.Session) -> None:
     """A smoke run of the benchmark suite with tiny sizes (the full run is by hand)."""
     session.install("-e", ".[bench]")
@@ -61,6 +78,7 @@ def tests_without_extras(session: nox.Session) -> None:
         "-q",
         "-m",
         "not e2e",
+        "--ignore=tests/test_docs.py",
         "--ignore=tests/test_instrumentation.py",
         "--ignore=tests/test_instrumentation_isolation.py",
         "--ignore=tests/test_end_to_end.py",
