@@ -45,22 +45,29 @@ class Closable(Protocol):
 
 
 class _ShutdownWatch:
-    """Holds a started sentinel async generator and the objects it releases."""
+    """Holds a started sentinel async generator and the objects it releases.
 
-    __slots__ = ("members", "sentinel")
+    The sentinel keeps its loop alive (the loop's finalizer hook is bound to
+    it), so the watch must go once the loop is done: the sentinel removes it at
+    ``shutdown_asyncgens()``, and loops closed without that step are swept the
+    next time any loop registers.
+    """
+
+    __slots__ = ("loop", "members", "sentinel")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.members: weakref.WeakSet[Closable] = weakref.WeakSet()
-        self.sentinel = _release_on_shutdown(self.members)
+        self.sentinel = _release_on_shutdown(self)
         _drive(self.sentinel.__anext__())
-        # A loop dropped without shutdown_asyncgens() would otherwise finalize the
-        # sentinel through its own, closed, loop and print an error.
-        weakref.finalize(loop, _close_sentinel, self.sentinel).atexit = False
+
+    def close(self) -> None:
+        """Finish the sentinel without its loop (which is closed) and release members."""
+        with contextlib.suppress(RuntimeError):
+            _drive(self.sentinel.aclose())
 
 
-_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ShutdownWatch] = (
-    weakref.WeakKeyDictionary()
-)
+_watches: dict[asyncio.AbstractEventLoop, _ShutdownWatch] = {}
 
 
 def on_loop_shutdown(loop: asyncio.AbstractEventLoop, member: Closable) -> None:
@@ -71,17 +78,23 @@ def on_loop_shutdown(loop: asyncio.AbstractEventLoop, member: Closable) -> None:
     """
     watch = _watches.get(loop)
     if watch is None:
+        _sweep_closed_loops()
         watch = _watches[loop] = _ShutdownWatch(loop)
     watch.members.add(member)
 
 
-async def _release_on_shutdown(
-    members: weakref.WeakSet[Closable],
-) -> AsyncGenerator[None, None]:
+def _sweep_closed_loops() -> None:
+    for stale in [watch for watch in _watches.values() if watch.loop.is_closed()]:
+        _watches.pop(stale.loop, None)
+        stale.close()
+
+
+async def _release_on_shutdown(watch: _ShutdownWatch) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
-        for member in list(members):
+        _watches.pop(watch.loop, None)
+        for member in list(watch.members):
             member._abandon("loop_closed")
 
 
@@ -89,8 +102,3 @@ def _drive(step: Awaitable[None]) -> None:
     """Run one step of the sentinel, which never suspends, to completion."""
     with contextlib.suppress(StopIteration):
         step.__await__().send(None)
-
-
-def _close_sentinel(sentinel: AsyncGenerator[None, None]) -> None:
-    with contextlib.suppress(RuntimeError):
-        _drive(sentinel.aclose())

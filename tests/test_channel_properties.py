@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiothreads import ChannelClosed, ChannelTimeout, FromThreadChannel
+from tests.conftest import LOOP_FACTORIES
 
 EXAMPLES = 60
 
@@ -95,14 +96,20 @@ async def exercise(plan: Plan) -> tuple[dict[int, list[int]], list[tuple[int, in
     return dict(accepted), received
 
 
+@pytest.mark.parametrize("loop_kind", sorted(LOOP_FACTORIES))
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(plan=plans)
-def test_nothing_lost_duplicated_or_reordered(plan: Plan) -> None:
-    accepted, received = asyncio.run(exercise(plan))
+def test_nothing_lost_duplicated_or_reordered(loop_kind: str, plan: Plan) -> None:
+    loop = LOOP_FACTORIES[loop_kind]()
+    try:
+        accepted, received = loop.run_until_complete(exercise(plan))
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
     assert len(received) == len(set(received)), "an item was delivered twice"
     by_producer: dict[int, list[int]] = defaultdict(list)
     for producer, sequence in received:
