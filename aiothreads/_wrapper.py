@@ -24,6 +24,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
 from ._cancellation import enter_stream_scope
@@ -93,6 +94,7 @@ class IteratorWrapper(Generic[P, T]):
         "_gen_func",
         "_limiter",
         "_loop",
+        "_place",
         "_probe",
         "_producer",
         "executor",
@@ -119,6 +121,7 @@ class IteratorWrapper(Generic[P, T]):
         self._producer: asyncio.Future[None] | None = None
         self._probe: StreamProbe | None = None
         self._limiter = limiter
+        self._place: _Place | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -138,7 +141,7 @@ class IteratorWrapper(Generic[P, T]):
         stops the generator while the thread runs.
         """
         return functools.partial(
-            _produce, self._channel, self._gen_func, self._context, self._probe
+            _produce, self._channel, self._gen_func, self._context, self._probe, self._place
         )
 
     def _run(self) -> Awaitable[Any]:
@@ -164,11 +167,14 @@ class IteratorWrapper(Generic[P, T]):
                 probe.limit_waited(limit_wait)
             channel._on_blocked = probe.blocked
             self._probe = probe
+        if self._limiter is not None:
+            self._place = _Place(self._limiter)
         producer = asyncio.ensure_future(self._run(), loop=loop)
         producer.add_done_callback(_report_producer_failure)
-        if self._limiter is not None:
-            release = self._limiter.release
-            producer.add_done_callback(lambda _: release())
+        if self._place is not None:
+            # Normally the producer thread gives the place back as it ends; this
+            # covers a producer that never ran.
+            producer.add_done_callback(self._place.give_back)
         self._producer = producer
         return producer
 
@@ -292,22 +298,43 @@ class IteratorWrapperSeparate(IteratorWrapper[P, T]):
         return run_in_new_thread(self._require_loop(), self._in_thread, name=name)
 
 
+class _Place:
+    """An iterator's place under its limit, given back exactly once."""
+
+    __slots__ = ("_limiter", "_lock")
+
+    def __init__(self, limiter: CapacityLimiter) -> None:
+        self._limiter: CapacityLimiter | None = limiter
+        self._lock = threading.Lock()
+
+    def give_back(self, _: object = None) -> None:
+        with self._lock:
+            limiter, self._limiter = self._limiter, None
+        if limiter is not None:
+            limiter.release()
+
+
 def _produce(
     channel: FromThreadChannel[T],
     gen_func: Callable[[], Generator[T, None, None]],
     context: contextvars.Context,
     probe: StreamProbe | None,
+    place: _Place | None = None,
 ) -> None:
-    if probe is None:
-        context.run(_pump, channel, gen_func)
-        return
-    probe.running()
     try:
-        outcome, error, reason = context.run(_pump_observed, channel, gen_func, probe)
-    except BaseException as exc:
-        probe.ended(ERROR, exc, channel._close_reason)
-        raise
-    probe.ended(outcome, error, reason)
+        if probe is None:
+            context.run(_pump, channel, gen_func)
+            return
+        probe.running()
+        try:
+            outcome, error, reason = context.run(_pump_observed, channel, gen_func, probe)
+        except BaseException as exc:
+            probe.ended(ERROR, exc, channel._close_reason)
+            raise
+        probe.ended(outcome, error, reason)
+    finally:
+        if place is not None:
+            place.give_back()
 
 
 def _pump(channel: FromThreadChannel[T], gen_func: Callable[[], Generator[T, None, None]]) -> None:

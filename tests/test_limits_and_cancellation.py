@@ -150,7 +150,10 @@ async def test_limited_iterables_wait_for_a_place() -> None:
     separate = threaded_iterable_separate(rows, max_size=2, limit=limiter)
 
     async def drain(source: object) -> list[int]:
-        return [item async for item in source(20)]  # type: ignore[operator]
+        stream = source(20)  # type: ignore[operator]
+        items = [item async for item in stream]
+        await stream.wait_closed()  # its thread is done, and its place given back
+        return items
 
     results = await asyncio.gather(*(drain(s) for s in [pooled, separate] * 3))
     assert all(result == list(range(20)) for result in results)
