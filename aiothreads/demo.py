@@ -10,6 +10,7 @@ The workload is an imaginary order service:
 * ``load_customer`` -- pooled blocking calls of varying latency, a few of which
   fail, in bursts that sometimes saturate the pool;
 * ``enrich_order`` -- pooled calls that call back into the loop with ``sync_await``;
+* ``render_invoice`` -- pooled calls limited to three at once (``limit=3``);
 * ``tail_audit_log`` -- long calls on dedicated threads;
 * ``scan_orders`` -- a paginated generator with backpressure, consumed slowly,
   left early (``break``), closed, cancelled, dropped, or failing;
@@ -111,6 +112,13 @@ def enrich_order(order_id: int, tier: str) -> dict[str, Any]:
     return {"order": order_id, "price": sync_await(price_for, tier)}
 
 
+@threaded(limit=3)
+def render_invoice(order_id: int) -> bytes:
+    """Render a PDF: CPU-heavy, so at most three at once (``limit=3``)."""
+    time.sleep(random.uniform(0.005, 0.02))
+    return f"invoice {order_id}".encode()
+
+
 @threaded_separate
 def tail_audit_log(seconds: float) -> int:
     """Read a log for ``seconds``: long blocking work that must not hold a pool worker."""
@@ -158,7 +166,7 @@ class Demo:
 
     async def run(self) -> None:
         """Run every workload until :attr:`stopping` is set."""
-        workers = [self._calls(), self._enrichment(), self._inventory()]
+        workers = [self._calls(), self._enrichment(), self._invoices(), self._inventory()]
         workers += [self._separate_thread() for _ in range(self.settings.separate_threads)]
         workers += [self._streams() for _ in range(self.settings.stream_consumers)]
         tasks = [asyncio.create_task(worker) for worker in workers]
@@ -187,6 +195,15 @@ class Demo:
             await enrich_order(order, random.choice(["gold", "silver"]))
             self.progress.calls += 1
             await self._pause(0.05)
+
+    async def _invoices(self) -> None:
+        order = 0
+        while not self.stopping.is_set():
+            batch = [render_invoice(order + offset) for offset in range(10)]
+            order += 10
+            await asyncio.gather(*batch)
+            self.progress.calls += len(batch)
+            await self._pause(0.2)
 
     async def _separate_thread(self) -> None:
         while not self.stopping.is_set():

@@ -74,6 +74,13 @@ PANELS: list[dict[str, Any]] = [
         "targets": [(quantile(0.95, "aiothreads_call_wait_seconds"), "p95 {{function}}")],
     },
     {
+        "title": "Time waiting under limit= (p95)",
+        "description": "How long calls and iterators waited for a place under their "
+        "limit= before they started.",
+        "unit": "s",
+        "targets": [(quantile(0.95, "aiothreads_limit_wait_seconds"), "p95 {{function}}")],
+    },
+    {
         "title": "Calls in flight and queued",
         "description": "Calls running in threads now, and calls waiting for a worker.",
         "unit": "short",

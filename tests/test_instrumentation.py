@@ -565,3 +565,27 @@ def test_stdlib_events_without_backends(caplog: pytest.LogCaptureFixture) -> Non
     assert any(message.startswith("threaded call failed") for message in messages)
     failure = next(r for r in caplog.records if r.getMessage().startswith("threaded call failed"))
     assert failure.aiothreads["error"] == "_Broken: stdlib"  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+async def test_limit_waits_are_instrumented() -> None:
+    registry = CollectorRegistry()
+    instrumentation.configure(registry=registry, opentelemetry=False, structlog=False)
+    try:
+        release = threading.Event()
+
+        @threaded(limit=1)
+        def hold() -> None:
+            release.wait(5)
+
+        first, second = hold(), hold()
+        await asyncio.sleep(0)  # one loop turn: the second call waits on the limiter
+        release.set()
+        await asyncio.gather(first, second)
+    finally:
+        instrumentation.reset()
+    name = f"{MODULE}.test_limit_waits_are_instrumented.<locals>.hold"
+    count = registry.get_sample_value(
+        "aiothreads_limit_wait_seconds_count", {"function": name, "kind": "threaded"}
+    )
+    assert count == 1

@@ -8,12 +8,10 @@ from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from aiothreads import (
     CapacityLimiter,
     check_cancelled,
-    instrumentation,
     is_cancelled,
     sync_await,
     threaded,
@@ -276,27 +274,3 @@ async def test_generators_see_their_consumer_leave() -> None:
     consumer_left.set()
     await closing
     assert observed.is_set()
-
-
-@pytest.mark.asyncio
-async def test_limit_waits_are_instrumented() -> None:
-    registry = CollectorRegistry()
-    instrumentation.configure(registry=registry, opentelemetry=False, structlog=False)
-    try:
-        release = threading.Event()
-
-        @threaded(limit=1)
-        def hold() -> None:
-            release.wait(5)
-
-        first, second = hold(), hold()
-        await asyncio.sleep(0)  # one loop turn: the second call waits on the limiter
-        release.set()
-        await asyncio.gather(first, second)
-    finally:
-        instrumentation.reset()
-    name = "tests.test_limits_and_cancellation.test_limit_waits_are_instrumented.<locals>.hold"
-    count = registry.get_sample_value(
-        "aiothreads_limit_wait_seconds_count", {"function": name, "kind": "threaded"}
-    )
-    assert count == 1
