@@ -11,27 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-JOB = "aiothreads-demo"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from local_stack import JOB, ROOT, local_stack
 
 
 def query_range(base: str, expression: str, start: float, end: float) -> list[dict[str, Any]]:
@@ -107,43 +93,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "dashboard.png")
     arguments = parser.parse_args()
-    prometheus = shutil.which("prometheus")
-    if prometheus is None:
-        sys.exit("needs the prometheus server (apt-get install prometheus)")
-    folder = Path(tempfile.mkdtemp(prefix="aiothreads-preview-"))
-    demo_port, prometheus_port = free_port(), free_port()
-    config = {
-        "global": {"scrape_interval": "1s"},
-        "scrape_configs": [
-            {"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{demo_port}"]}]}
-        ],
-    }
-    (folder / "prometheus.yml").write_text(json.dumps(config))
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "aiothreads.demo", "--port", str(demo_port), "--overload"],
-        stdout=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    server = subprocess.Popen(
-        [
-            prometheus,
-            f"--config.file={folder / 'prometheus.yml'}",
-            f"--storage.tsdb.path={folder / 'data'}",
-            f"--web.listen-address=127.0.0.1:{prometheus_port}",
-            "--log.level=error",
-        ]
-    )
-    try:
+    with local_stack("--overload") as stack:
         start = time.time()
         time.sleep(arguments.seconds)  # let the demo run and Prometheus scrape it
-        render(f"http://127.0.0.1:{prometheus_port}", start, time.time(), arguments.output)
-        print(f"wrote {arguments.output}")
-    finally:
-        demo.send_signal(signal.SIGINT)
-        server.terminate()
-        demo.wait(15)
-        server.wait(15)
-        shutil.rmtree(folder, ignore_errors=True)
+        render(stack.prometheus_url, start, time.time(), arguments.output)
+    print(f"wrote {arguments.output}")
 
 
 if __name__ == "__main__":

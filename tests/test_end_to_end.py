@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -29,7 +26,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
-JOB = "aiothreads-demo"
+sys.path.insert(0, str(GRAFANA))
+from local_stack import JOB, local_stack  # noqa: E402 - lives beside the dashboard it serves
+
 DEADLINE = 90.0
 SUBSTITUTIONS = {
     "$__rate_interval": "15s",
@@ -42,13 +41,6 @@ pytestmark = pytest.mark.e2e
 
 yaml = pytest.importorskip("yaml")
 jsonschema = pytest.importorskip("jsonschema")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def get(url: str) -> bytes:
@@ -76,7 +68,6 @@ def wait_until(check: Callable[[], Any], what: str, deadline: float) -> Any:
 class Stack:
     demo_url: str
     prometheus_url: str
-    demo: subprocess.Popen[bytes]
 
     def query(self, expression: str) -> list[dict[str, Any]]:
         url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
@@ -87,76 +78,19 @@ class Stack:
         return result
 
 
-def stop(process: subprocess.Popen[bytes], how: int = signal.SIGTERM) -> int | None:
-    if process.poll() is None:
-        process.send_signal(how)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-    return process.returncode
-
-
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    prometheus = shutil.which("prometheus")
-    if prometheus is None:
+    if shutil.which("prometheus") is None:
         pytest.fail("the prometheus server is missing: .ci/run installs Debian's package")
-    folder = Path(tempfile.mkdtemp(prefix="aiothreads-e2e-"))
-    demo_port, prometheus_port = free_port(), free_port()
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(GRAFANA / "alerts.yml")],
-        "scrape_configs": [
-            {"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{demo_port}"]}]}
-        ],
-    }
-    (folder / "prometheus.yml").write_text(json.dumps(config))
-    demo_log = (folder / "demo.log").open("wb")
-    prometheus_log = (folder / "prometheus.log").open("wb")
-    demo = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aiothreads.demo",
-            "--port",
-            str(demo_port),
-            "--overload",
-            "--duration",
-            "300",
-        ],
-        stdout=demo_log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    server = subprocess.Popen(
-        [
-            prometheus,
-            f"--config.file={folder / 'prometheus.yml'}",
-            f"--storage.tsdb.path={folder / 'data'}",
-            f"--web.listen-address=127.0.0.1:{prometheus_port}",
-            "--log.level=warn",
-        ],
-        stdout=prometheus_log,
-        stderr=subprocess.STDOUT,
-    )
-    stack = Stack(f"http://127.0.0.1:{demo_port}", f"http://127.0.0.1:{prometheus_port}", demo)
-    try:
+    with local_stack("--overload", "--duration", "300", rules=GRAFANA / "alerts.yml") as running:
+        stack = Stack(running.demo_url, running.prometheus_url)
         deadline = time.monotonic() + DEADLINE
         wait_until(lambda: get(f"{stack.prometheus_url}/-/ready"), "Prometheus", deadline)
         wait_until(lambda: stack.query(f'up{{job="{JOB}"}} == 1'), "the first scrape", deadline)
         yield stack
-    finally:
-        demo_code = stop(demo, signal.SIGINT)
-        stop(server)
-        demo_log.close()
-        prometheus_log.close()
-        output = (folder / "demo.log").read_text(errors="replace")
-        shutil.rmtree(folder, ignore_errors=True)
-    assert demo_code == 0, output
-    assert "Traceback" not in output, output
-    assert not folder.exists()
+    assert running.demo_exit_code == 0, running.final_output
+    assert "Traceback" not in running.final_output, running.final_output
+    assert not running.folder.exists()
 
 
 def dashboard() -> dict[str, Any]:
@@ -244,11 +178,8 @@ def test_promtool_accepts_the_rules() -> None:
 def test_dashboard_matches_the_schema_and_its_generator() -> None:
     schema = json.loads((ROOT / "tests" / "grafana_dashboard.schema.json").read_text())
     jsonschema.validate(dashboard(), schema)
-    sys.path.insert(0, str(GRAFANA))
-    try:
-        import build_dashboard
-    finally:
-        sys.path.remove(str(GRAFANA))
+    import build_dashboard
+
     assert build_dashboard.render() == (GRAFANA / "aiothreads.json").read_text()
 
 
