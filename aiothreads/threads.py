@@ -1,6 +1,6 @@
 """Compatibility path for aiothreads 1.x: the threaded-call decorators."""
 
-from ._executor import run_in_executor, run_in_new_thread
+from ._compat import run_in_executor, run_in_new_thread
 from ._iterable import threaded_iterable
 from ._separate import ThreadedSeparate, threaded_separate
 from ._threaded import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor as ThreadPoolExecutorForTest
 from typing import Any
 
 import pytest
@@ -109,3 +110,20 @@ async def test_wrapper_with_an_explicit_executor() -> None:
 def test_wrapper_rejects_a_non_callable() -> None:
     with pytest.raises(TypeError, match="callable"):
         IteratorWrapper(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_old_helper_functions_keep_their_signatures() -> None:
+    from aiothreads.new_thread import run_in_new_thread
+    from aiothreads.threads import run_in_executor
+
+    assert await run_in_executor(pow, None, (2, 5)) == 32
+    assert await run_in_executor(int, None, ("ff",), {"base": 16}) == 255
+    with ThreadPoolExecutorForTest() as executor:
+        assert await run_in_executor(abs, executor, (-3,)) == 3
+    name = await run_in_new_thread(lambda: threading.current_thread().name)
+    assert name.startswith("aiothreads-")
+    assert await run_in_new_thread(divmod, (7, 2), detach=False) == (3, 1)
+    silent = run_in_new_thread(lambda: 1 / 0, no_return=True)
+    with pytest.raises(ZeroDivisionError):
+        await silent
