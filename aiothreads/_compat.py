@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import functools
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._executor import run_in_executor as _run_in_executor
 from ._executor import run_in_new_thread as _run_in_new_thread
@@ -32,7 +32,7 @@ def _in_context(
 ) -> Callable[[], T]:
     context = contextvars.copy_context()
     context.run(EVENT_LOOP.set, loop)
-    return functools.partial(context.run, func, *args, **kwargs)
+    return cast("Callable[[], T]", functools.partial(context.run, func, *args, **kwargs))
 
 
 def run_in_executor(
