@@ -29,7 +29,7 @@ GRAFANA = ROOT / "grafana"
 sys.path.insert(0, str(GRAFANA))
 from local_stack import JOB, local_stack  # noqa: E402 - lives beside the dashboard it serves
 
-DEADLINE = 90.0
+DEADLINE = 120.0
 SUBSTITUTIONS = {
     "$__rate_interval": "15s",
     "$job": JOB,
@@ -37,7 +37,7 @@ SUBSTITUTIONS = {
     "$function": ".*",
 }
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 yaml = pytest.importorskip("yaml")
 jsonschema = pytest.importorskip("jsonschema")
@@ -49,7 +49,12 @@ def get(url: str) -> bytes:
         return body
 
 
-def wait_until(check: Callable[[], Any], what: str, deadline: float) -> Any:
+def wait_until(
+    check: Callable[[], Any],
+    what: str,
+    deadline: float,
+    explain: Callable[[], object] | None = None,
+) -> Any:
     """Ask an outside process until ``check()`` is truthy; it cannot notify us."""
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -61,7 +66,8 @@ def wait_until(check: Callable[[], Any], what: str, deadline: float) -> Any:
         if result:
             return result
         time.sleep(0.5)
-    pytest.fail(f"gave up waiting for {what}: {last_error}")
+    details = f"; now: {explain()}" if explain is not None else ""
+    pytest.fail(f"gave up waiting for {what}: {last_error}{details}")
 
 
 @dataclass
@@ -144,10 +150,21 @@ def test_template_variables_find_values(stack: Stack) -> None:
 
 @pytest.mark.parametrize(("alert", "expression"), ALERT_RULES, ids=[a for a, _ in ALERT_RULES])
 def test_every_alert_fires_under_overload(stack: Stack, alert: str, expression: str) -> None:
+    condition = expression.rsplit(">", 1)[0]  # the measured value, for the failure message
     result = wait_until(
-        lambda: stack.query(expression), f"{alert} to fire", time.monotonic() + DEADLINE
+        lambda: stack.query(expression),
+        f"{alert} to fire",
+        time.monotonic() + DEADLINE,
+        explain=lambda: _safe_query(stack, condition),
     )
     assert result
+
+
+def _safe_query(stack: Stack, expression: str) -> object:
+    try:
+        return [entry["value"] for entry in stack.query(expression)]
+    except (OSError, ValueError, KeyError) as exc:
+        return exc
 
 
 def test_promtool_accepts_the_demo_exposition(stack: Stack) -> None:
