@@ -23,13 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import logging
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
 from ._cancellation import enter_stream_scope
 from ._channel import ChannelClosed, FromThreadChannel, _Empty
 from ._executor import run_in_executor, run_in_new_thread
+from ._log import logger
 from ._loops import on_loop_shutdown
 from ._names import qualified_name
 from .instrumentation._hooks import CANCELLED, ERROR, OK
@@ -49,8 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["IteratorWrapper", "IteratorWrapperSeparate"]
 
 T = TypeVar("T")
-
-log: Final = logging.getLogger("aiothreads")
 
 
 class _Done:
@@ -410,4 +408,4 @@ def _report_producer_failure(producer: asyncio.Future[None]) -> None:
         return
     error = producer.exception()
     if error is not None:
-        log.error("a threaded generator failed while it was being stopped", exc_info=error)
+        logger.error("a threaded generator failed while it was being stopped", exc_info=error)
