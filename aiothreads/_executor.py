@@ -59,36 +59,36 @@ class _Call(Generic[T]):
         self.on_finish = on_finish
 
     def __call__(self) -> None:
-        probe = self.probe
         if self.future.cancelled():
-            if probe is not None:
-                probe.skipped()
-            if self.on_finish is not None:
-                self.on_finish()
+            self._skip()
             return
+        probe = self.probe
         if probe is not None:
             probe.running()
+        settle: Callable[[asyncio.Future[T], Any], None]
+        error: BaseException | None
         try:
-            result = self.func()
+            outcome: object = self.func()
         except BaseException as exc:
-            if probe is not None:
-                probe.finished(_outcome_of(self.future, exc), exc)
-            if self.on_finish is not None:
-                self.on_finish()
-            self._deliver(_settle_exception, exc)
+            settle, outcome, error = _settle_exception, exc, exc
         else:
-            if probe is not None:
-                probe.finished(_outcome_of(self.future, None))
-            if self.on_finish is not None:
-                self.on_finish()
-            self._deliver(_settle_result, result)
+            settle, error = _settle_result, None
+        if probe is not None:
+            probe.finished(_outcome(error, self.future.cancelled()), error)
+        if self.on_finish is not None:
+            self.on_finish()
+        self._deliver(settle, outcome)
 
-    def abandon(self) -> None:
-        """Fail the call: its executor dropped it unrun (shut down with ``cancel_futures``)."""
+    def _skip(self) -> None:
+        """Report a call that never ran and give its limit place back."""
         if self.probe is not None:
             self.probe.skipped()
         if self.on_finish is not None:
             self.on_finish()
+
+    def abandon(self) -> None:
+        """Fail the call: its executor dropped it unrun (shut down with ``cancel_futures``)."""
+        self._skip()
         error = RuntimeError("the executor was shut down before the call ran")
         self._deliver(_settle_exception, error)
 
@@ -178,10 +178,20 @@ def deliver(
     queue.add(settle, future, outcome)
 
 
-def _outcome_of(future: asyncio.Future[Any], error: BaseException | None) -> str:
-    if future.cancelled() or isinstance(error, asyncio.CancelledError):
+def _outcome(error: BaseException | None, cancelled: bool = False) -> str:
+    """Return the outcome label of a call that raised ``error`` (or nothing)."""
+    if cancelled or isinstance(error, asyncio.CancelledError):
         return CANCELLED
     return OK if error is None else ERROR
+
+
+def _storable(exc: BaseException) -> BaseException:
+    """Return ``exc``, or a ``RuntimeError`` chained to it if a future cannot hold it."""
+    if isinstance(exc, StopIteration):
+        error = RuntimeError("the threaded function raised StopIteration")
+        error.__cause__ = exc
+        return error
+    return exc
 
 
 def _settle_result(future: asyncio.Future[T], result: T) -> None:
@@ -194,12 +204,8 @@ def _settle_exception(future: asyncio.Future[T], exc: BaseException) -> None:
         return
     if isinstance(exc, asyncio.CancelledError):
         future.cancel()
-    elif isinstance(exc, StopIteration):
-        error = RuntimeError("the threaded function raised StopIteration")
-        error.__cause__ = exc
-        future.set_exception(error)
     else:
-        future.set_exception(exc)
+        future.set_exception(_storable(exc))
 
 
 def run_in_executor(
@@ -217,21 +223,23 @@ def run_in_executor(
     Raises:
         RuntimeError: through the future, if the executor was shut down.
     """
-    future: asyncio.Future[T] = loop.create_future()
     try:
         if executor is None:
             executor = default_executor(loop)
         if executor is None:
             return _run_through_loop(loop, func, probe, on_finish)
+        future: asyncio.Future[T] = loop.create_future()
         call = _Call(loop, future, func, probe, on_finish)
         if type(executor) is WorkerPool:
             executor.run(call)
         else:
             executor.submit(call).add_done_callback(call.abandon_if_cancelled)
-    except RuntimeError as exc:  # the executor was shut down
+    except RuntimeError as exc:  # the executor was shut down: the call was not queued
         if on_finish is not None:
             on_finish()
-        future.set_exception(exc)
+        failed: asyncio.Future[T] = loop.create_future()
+        failed.set_exception(exc)
+        return failed
     return future
 
 
@@ -282,15 +290,13 @@ class _InThread(Generic[T]):
             probe.running()
         try:
             result = self.func()
-        except StopIteration as exc:  # a future cannot hold StopIteration
-            error = RuntimeError("the threaded function raised StopIteration")
-            if probe is not None:
-                probe.finished(ERROR, error)
-            raise error from exc
         except BaseException as exc:
+            error = _storable(exc)
             if probe is not None:
-                probe.finished(_outcome_of_error(exc), exc)
-            raise
+                probe.finished(_outcome(error), error)
+            if error is exc:
+                raise
+            raise error from exc
         finally:
             if self.on_finish is not None:
                 self.on_finish()
@@ -305,10 +311,6 @@ class _InThread(Generic[T]):
             self.probe.skipped()
         if self.on_finish is not None:
             self.on_finish()
-
-
-def _outcome_of_error(error: BaseException) -> str:
-    return CANCELLED if isinstance(error, asyncio.CancelledError) else ERROR
 
 
 def default_executor(loop: asyncio.AbstractEventLoop) -> Executor | None:
