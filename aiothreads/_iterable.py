@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, overload
 from ._binding import MethodBinder, check_blocking_callable, unwrap_method
 from ._channel import check_size
 from ._names import copy_metadata
-from ._threaded import PoolDispatch, as_limiter
+from ._threaded import as_limiter, check_executor
 from ._wrapper import IteratorWrapper, IteratorWrapperSeparate
 from .types import P, T
 
@@ -109,7 +109,7 @@ class ThreadedIterable(ThreadedIterableBase[P, T]):
         _prepare(self, function, max_size)
         self.func = function
         self._limiter = as_limiter(limit)
-        self._executor = PoolDispatch(executor).executor
+        self._executor = check_executor(executor)
         if self._executor is not None and self._wrapper_class is not IteratorWrapper:
             raise TypeError(f"{type(self).__name__} runs on dedicated threads: no executor=")
         self._binder: MethodBinder[BoundThreadedIterable[..., T]] = MethodBinder(kind, self._bind)

@@ -97,11 +97,7 @@ class PoolDispatch:
     kind: ClassVar[str] = "threaded"
 
     def __init__(self, executor: Executor | None = None) -> None:
-        if executor is not None and not isinstance(executor, Executor):
-            raise TypeError(
-                f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}"
-            )
-        self.executor = executor
+        self.executor = check_executor(executor)
 
     def __call__(
         self,
@@ -112,6 +108,15 @@ class PoolDispatch:
         on_finish: Callable[[], None] | None,
     ) -> asyncio.Future[R]:
         return run_in_executor(loop, self.executor, func, probe, on_finish)
+
+
+def check_executor(executor: object) -> Executor | None:
+    """Return ``executor`` if it is ``None`` or an ``Executor``, else raise ``TypeError``."""
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(
+            f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}"
+        )
+    return executor
 
 
 dispatch_to_pool: Final = PoolDispatch()
@@ -359,17 +364,15 @@ def threaded(
             non-negative integer (generator functions only).
     """
     limiter = as_limiter(limit)
-    dispatch = PoolDispatch(executor)  # validates executor early
+    executor = check_executor(executor)
     if func is None:
-        return _ThreadedDecorator(limiter, dispatch.executor)
+        return _ThreadedDecorator(limiter, executor)
     _, function = unwrap_method(func)
     if inspect.isgeneratorfunction(function):
         from ._iterable import ThreadedIterable  # noqa: PLC0415 - the modules import each other
 
-        return ThreadedIterable(
-            func, max_size=default_max_size(), limit=limiter, executor=dispatch.executor
-        )
-    return Threaded(func, limit=limiter, executor=dispatch.executor)
+        return ThreadedIterable(func, max_size=default_max_size(), limit=limiter, executor=executor)
+    return Threaded(func, limit=limiter, executor=executor)
 
 
 class _ThreadedDecorator:
