@@ -320,56 +320,31 @@ def _produce(
     place: _Place | None = None,
 ) -> None:
     try:
-        if probe is None:
-            context.run(_pump, channel, gen_func)
-            return
-        probe.running()
+        if probe is not None:
+            probe.running()
         try:
-            outcome, error, reason = context.run(_pump_observed, channel, gen_func, probe)
+            outcome, error, reason = context.run(_pump, channel, gen_func, probe)
         except BaseException as exc:
-            probe.ended(ERROR, exc, channel._close_reason)
+            if probe is not None:
+                probe.ended(ERROR, exc, channel._close_reason)
             raise
-        probe.ended(outcome, error, reason)
+        if probe is not None:
+            probe.ended(outcome, error, reason)
     finally:
         if place is not None:
             place.give_back()
-
-
-def _pump(channel: FromThreadChannel[T], gen_func: Callable[[], Generator[T, None, None]]) -> None:
-    if channel.is_closed:
-        return
-    enter_stream_scope(channel)
-    try:
-        generator = gen_func()
-    except BaseException as exc:
-        channel._fail(exc)
-        return
-    while True:
-        try:
-            item = next(generator)
-        except StopIteration:
-            channel.close()
-            return
-        except BaseException as exc:
-            channel._fail(exc)
-            return
-        try:
-            channel.put(item)
-        except ChannelClosed:
-            generator.close()
-            return
 
 
 _FLUSH_EVERY: Final = 256
 """Items counted locally before they are reported, to keep per-item cost low."""
 
 
-def _pump_observed(
+def _pump(
     channel: FromThreadChannel[T],
     gen_func: Callable[[], Generator[T, None, None]],
-    probe: StreamProbe,
+    probe: StreamProbe | None,
 ) -> tuple[str, BaseException | None, str | None]:
-    """Run :func:`_pump`'s loop, counting items; return (outcome, error, stop reason)."""
+    """Move the generator's items into ``channel``; return (outcome, error, stop reason)."""
     if channel.is_closed:
         return CANCELLED, None, channel._close_reason
     enter_stream_scope(channel)
@@ -396,10 +371,11 @@ def _pump_observed(
                 return CANCELLED, None, channel._close_reason or "closed"
             pending += 1
             if pending == _FLUSH_EVERY:
-                probe.yielded(pending)
+                if probe is not None:
+                    probe.yielded(pending)
                 pending = 0
     finally:
-        if pending:
+        if pending and probe is not None:
             probe.yielded(pending)
 
 
