@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar
 
 from ._cancellation import CallScope, StreamScope, current_scope
 from ._loops import LOOP_WATCHDOG_INTERVAL, running_loop_or_none
@@ -41,6 +42,8 @@ __all__ = ["sync_await", "sync_wait_coroutine", "wait_coroutine"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+_EAGER_TASKS: Final = sys.version_info >= (3, 12)
 
 _NO_LOOP_HINT = (
     "{name}() cannot find the event loop: it runs outside any aiothreads call. "
@@ -157,19 +160,36 @@ def _run_on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], 
     return result
 
 
+def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """Create a task for ``coro`` on ``loop`` (from its own thread), eagerly if possible.
+
+    An eager task runs its first step at once; a coroutine that never
+    suspends is done before this returns. A task factory the application set
+    on the loop is always honoured.
+    """
+    if _EAGER_TASKS and loop.get_task_factory() is None:
+        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+    return loop.create_task(coro)
+
+
 class _Waiter(Generic[T]):
     """Carries one coroutine to the loop and its outcome back to the waiting thread.
 
-    The thread blocks on a plain lock that the task's done callback releases:
-    no ``concurrent.futures`` machinery in between.
+    The task releases a plain lock the thread blocks on as soon as the
+    coroutine finishes, from inside its last step: no done callback, no
+    ``concurrent.futures`` machinery in between. Where the runtime supports it
+    (Python 3.12+) the task also starts eagerly, in the very callback that
+    carried it to the loop, so a coroutine that does not suspend costs the loop
+    one turn.
     """
 
-    __slots__ = ("_done", "_error", "_result", "_scope", "_task", "cancelled")
+    __slots__ = ("_done", "_error", "_result", "_scope", "_signalled", "_task", "cancelled")
 
     def __init__(self, scope: CallScope | StreamScope | None) -> None:
         self._done = threading.Lock()
         self._done.acquire()
-        self._task: asyncio.Task[T] | None = None
+        self._signalled = False
+        self._task: asyncio.Task[None] | None = None
         self._result: T | None = None
         self._error: BaseException | None = None
         self._scope = scope
@@ -178,33 +198,55 @@ class _Waiter(Generic[T]):
     def start(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> None:
         """Create the task (on the loop's thread; the handle carries our context)."""
         try:
-            task = loop.create_task(coro)
+            task = start_task(loop, self._drive(coro))
         except BaseException as exc:
             coro.close()
             self._error = exc
-            self._done.release()
+            self._signal()
             raise
+        if task.done():  # it ran to its end eagerly
+            self._finish(task)
+            return
         self._task = task
         task.add_done_callback(self._finish)
         caller = self._scope.future if self._scope is not None else None
         if caller is not None:
             caller.add_done_callback(self._caller_gave_up)
 
+    async def _drive(self, coro: Coroutine[Any, Any, T]) -> None:
+        try:
+            self._result = await coro
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        except Exception as exc:
+            self._error = exc
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: the loop must see them too
+            self._error = exc
+            raise
+        finally:
+            self._signal()
+
     def _caller_gave_up(self, caller: asyncio.Future[Any]) -> None:
         """Cancel what we wait for once the threaded call's own caller cancelled it."""
         if caller.cancelled() and self._task is not None:
             self._task.cancel()
 
-    def _finish(self, task: asyncio.Task[T]) -> None:
-        caller = self._scope.future if self._scope is not None else None
-        if caller is not None:
-            caller.remove_done_callback(self._caller_gave_up)
+    def _finish(self, task: asyncio.Task[None]) -> None:
+        """Done callback: collect the task, and signal if it never ran (cancelled first)."""
         if task.cancelled():
             self.cancelled = True
         else:
-            self._error = task.exception()
-            if self._error is None:
-                self._result = task.result()
+            task.exception()  # only KeyboardInterrupt or SystemExit get here; mark it seen
+        self._signal()
+
+    def _signal(self) -> None:
+        if self._signalled:
+            return
+        self._signalled = True
+        caller = self._scope.future if self._scope is not None else None
+        if caller is not None and self._task is not None:
+            caller.remove_done_callback(self._caller_gave_up)
         self._done.release()
 
     def wait(self, loop: asyncio.AbstractEventLoop) -> T:

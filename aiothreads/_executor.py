@@ -22,6 +22,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from ._future import CallFuture
 from ._log import emit
 from ._names import qualified_name
 from ._pool import WorkerPool
@@ -47,7 +48,7 @@ class _Call(Generic[T]):
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[T],
+        future: CallFuture[T],
         func: Callable[[], T],
         probe: CallProbe | None,
         on_finish: Callable[[], None] | None = None,
@@ -65,7 +66,7 @@ class _Call(Generic[T]):
         probe = self.probe
         if probe is not None:
             probe.running()
-        settle: Callable[[asyncio.Future[T], Any], None]
+        settle: Callable[[CallFuture[T], Any], None]
         error: BaseException | None
         try:
             outcome: object = self.func()
@@ -97,7 +98,7 @@ class _Call(Generic[T]):
         if work.cancelled():
             self.abandon()
 
-    def _deliver(self, settle: Callable[[asyncio.Future[T], Any], None], outcome: object) -> None:
+    def _deliver(self, settle: Callable[[CallFuture[T], Any], None], outcome: object) -> None:
         try:
             deliver(self.loop, settle, self.future, outcome)
         except RuntimeError:  # the loop is closed: nobody is left to receive it
@@ -145,6 +146,18 @@ class _Deliveries:
         with self._lock:
             pending, self._pending = self._pending, []
             self._scheduled = False
+        for index, (settle, future, outcome) in enumerate(pending):
+            try:
+                settle(future, outcome)
+            except BaseException:  # KeyboardInterrupt from a woken task: settle the rest later
+                rest = pending[index + 1 :]
+                loop = self._loop()
+                if rest and loop is not None:
+                    loop.call_soon(self._settle_all, rest)
+                raise
+
+    @staticmethod
+    def _settle_all(pending: list[tuple[Callable[[Any, Any], None], Any, Any]]) -> None:
         for settle, future, outcome in pending:
             settle(future, outcome)
 
@@ -194,18 +207,12 @@ def _storable(exc: BaseException) -> BaseException:
     return exc
 
 
-def _settle_result(future: asyncio.Future[T], result: T) -> None:
-    if not future.done():
-        future.set_result(result)
+def _settle_result(future: CallFuture[T], result: T) -> None:
+    future.resolve(result)
 
 
-def _settle_exception(future: asyncio.Future[T], exc: BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(exc, asyncio.CancelledError):
-        future.cancel()
-    else:
-        future.set_exception(_storable(exc))
+def _settle_exception(future: CallFuture[T], exc: BaseException) -> None:
+    future.fail(_storable(exc))
 
 
 def run_in_executor(
@@ -228,7 +235,7 @@ def run_in_executor(
             executor = default_executor(loop)
         if executor is None:
             return _run_through_loop(loop, func, probe, on_finish)
-        future: asyncio.Future[T] = loop.create_future()
+        future: CallFuture[T] = CallFuture(loop=loop)
         call = _Call(loop, future, func, probe, on_finish)
         if type(executor) is WorkerPool:
             executor.run(call)
@@ -355,7 +362,7 @@ def run_in_new_thread(
         probe: Observes the call, if instrumentation is on.
         on_finish: Called in the thread once the call ran (limits use it).
     """
-    future: asyncio.Future[T] = loop.create_future()
+    future: CallFuture[T] = CallFuture(loop=loop)
     call = _Call(loop, future, func, probe, on_finish)
     thread = threading.Thread(target=call, name=name, daemon=detach)
     thread.start()
