@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import sys
 import threading
 from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar
 
 from ._cancellation import CallScope, StreamScope, current_scope
+from ._inbox import inbox_for
 from ._loops import LOOP_WATCHDOG_INTERVAL, running_loop_or_none
 from ._names import qualified_name
 from .instrumentation._hooks import CANCELLED, ERROR, OK
@@ -67,7 +69,7 @@ def sync_await(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwarg
         BaseException: whatever the awaitable raised.
     """
     loop = _loop_from_context("sync_await")
-    return _run_on_loop(loop, _await_call(func, *args, **kwargs), qualified_name(func))
+    return _run_on_loop(loop, func, args, kwargs)
 
 
 def wait_coroutine(
@@ -91,7 +93,7 @@ def wait_coroutine(
     except BaseException:
         coro.close()
         raise
-    return _run_on_loop(target, coro, _coroutine_name(coro))
+    return _run_on_loop(target, _given, (coro,), {}, coro)
 
 
 def sync_wait_coroutine(
@@ -113,11 +115,11 @@ def sync_wait_coroutine(
         BaseException: whatever the coroutine raised.
     """
     target = loop if loop is not None else _loop_from_context("sync_wait_coroutine")
-    return _run_on_loop(target, _await_call(coro_func, *args, **kwargs), qualified_name(coro_func))
+    return _run_on_loop(target, coro_func, args, kwargs)
 
 
-async def _await_call(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-    return await func(*args, **kwargs)
+def _given(coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
+    return coro
 
 
 def _loop_from_context(name: str) -> asyncio.AbstractEventLoop:
@@ -134,15 +136,26 @@ def _coroutine_name(coro: Coroutine[Any, Any, Any]) -> str:
     return f"{module}.{name}" if module else str(name)
 
 
-def _run_on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], name: str) -> T:
+def _run_on_loop(
+    loop: asyncio.AbstractEventLoop,
+    func: Callable[..., Awaitable[T]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    coro: Coroutine[Any, Any, T] | None = None,
+) -> T:
+    """Await ``func(*args, **kwargs)`` on ``loop``; ``coro`` is the coroutine it returns, if known.
+
+    ``func`` is called on the loop. A known ``coro`` is closed if it never gets to run.
+    """
     telemetry = current_telemetry()
     if telemetry is None:
-        return _submit(loop, coro).wait(loop)
+        return _submit(loop, _Waiter(current_scope(), func, args, kwargs, coro)).wait(loop)
+    name = _coroutine_name(coro) if coro is not None else qualified_name(func)
     probe = telemetry.call("sync_await", name)
     probe.running()
     token = probe.activate_here()  # the task copies this context: its spans nest in ours
     try:
-        waiter = _submit(loop, coro)
+        waiter = _submit(loop, _Waiter(current_scope(), func, args, kwargs, coro))
     except BaseException as exc:
         probe.finished(ERROR, exc)
         raise
@@ -183,9 +196,28 @@ class _Waiter(Generic[T]):
     one turn.
     """
 
-    __slots__ = ("_done", "_error", "_result", "_scope", "_signalled", "_task", "cancelled")
+    __slots__ = (
+        "_args",
+        "_coro",
+        "_done",
+        "_error",
+        "_func",
+        "_kwargs",
+        "_result",
+        "_scope",
+        "_signalled",
+        "_task",
+        "cancelled",
+    )
 
-    def __init__(self, scope: CallScope | StreamScope | None) -> None:
+    def __init__(
+        self,
+        scope: CallScope | StreamScope | None,
+        func: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        coro: Coroutine[Any, Any, T] | None,
+    ) -> None:
         self._done = threading.Lock()
         self._done.acquire()
         self._signalled = False
@@ -193,19 +225,32 @@ class _Waiter(Generic[T]):
         self._result: T | None = None
         self._error: BaseException | None = None
         self._scope = scope
+        self._func = func
+        self._args = args
+        self._kwargs = kwargs
+        self._coro = coro
         self.cancelled = False
 
-    def start(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> None:
-        """Create the task (on the loop's thread; the handle carries our context)."""
-        try:
-            task = start_task(loop, self._drive(coro))
-        except BaseException as exc:
+    def close_unstarted(self) -> None:
+        """Close the coroutine we were given if it never got to run (no warning then)."""
+        coro, self._coro = self._coro, None
+        if coro is not None:
             coro.close()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Create the task (on the loop's thread; the handle carries our context)."""
+        drive = self._drive()
+        try:
+            task = start_task(loop, drive)
+        except BaseException as exc:
+            drive.close()
+            self.close_unstarted()
             self._error = exc
             self._signal()
             raise
-        if task.done():  # it ran to its end eagerly
-            self._finish(task)
+        if task.done():  # it ran to its end eagerly, and has signalled
+            if not self._signalled:
+                self._finish(task)
             return
         self._task = task
         task.add_done_callback(self._finish)
@@ -213,9 +258,10 @@ class _Waiter(Generic[T]):
         if caller is not None:
             caller.add_done_callback(self._caller_gave_up)
 
-    async def _drive(self, coro: Coroutine[Any, Any, T]) -> None:
+    async def _drive(self) -> None:
+        self._coro = None  # running now: awaiting it is ours to do
         try:
-            self._result = await coro
+            self._result = await self._func(*self._args, **self._kwargs)
         except asyncio.CancelledError:
             self.cancelled = True
             raise
@@ -234,6 +280,7 @@ class _Waiter(Generic[T]):
 
     def _finish(self, task: asyncio.Task[None]) -> None:
         """Done callback: collect the task, and signal if it never ran (cancelled first)."""
+        self.close_unstarted()
         if task.cancelled():
             self.cancelled = True
         else:
@@ -273,8 +320,8 @@ class _Waiter(Generic[T]):
                 loop.call_soon_threadsafe(task.cancel)
 
 
-def _submit(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> _Waiter[T]:
-    scope = current_scope()
+def _submit(loop: asyncio.AbstractEventLoop, waiter: _Waiter[T]) -> _Waiter[T]:
+    scope = waiter._scope
     try:
         if scope is not None and scope.cancelled():
             raise asyncio.CancelledError("the caller of this threaded call was cancelled")
@@ -285,14 +332,14 @@ def _submit(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> _W
                 "cannot block on the event loop from its own thread: it would deadlock; "
                 "use 'await' here, or call from a worker thread"
             )
-        waiter: _Waiter[T] = _Waiter(scope)
-        loop.call_soon_threadsafe(waiter.start, loop, coro)
+        # The task runs in a copy of this thread's context, as call_soon_threadsafe would.
+        inbox_for(loop).post(contextvars.copy_context().run, waiter.start, loop)
     except RuntimeError as exc:
-        coro.close()
+        waiter.close_unstarted()
         if "closed" in str(exc):
             raise RuntimeError("the event loop is closed") from None
         raise
     except BaseException:
-        coro.close()
+        waiter.close_unstarted()
         raise
     return waiter

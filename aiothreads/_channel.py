@@ -25,6 +25,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
+from ._future import CallFuture
+from ._inbox import inbox_for
 from ._loops import LOOP_WATCHDOG_INTERVAL, running_loop_or_none
 
 if TYPE_CHECKING:
@@ -114,7 +116,7 @@ class FromThreadChannel(Generic[T]):
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
         self._items: deque[T] = deque()
-        self._getters: deque[asyncio.Future[None]] = deque()
+        self._getters: deque[CallFuture[None]] = deque()
         self._waiting_putters = 0
         self._closed = False
         self._close_reason: str | None = None
@@ -215,7 +217,7 @@ class FromThreadChannel(Generic[T]):
 
     def _close_locked(
         self, error: BaseException | None, reason: str | None = None
-    ) -> list[asyncio.Future[None]]:
+    ) -> list[CallFuture[None]]:
         if not self._closed:
             self._closed = True
             self._error = error
@@ -276,12 +278,12 @@ class FromThreadChannel(Generic[T]):
             raise error
         raise ChannelClosed("the channel is closed and drained")
 
-    def _register_getter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None] | None:
+    def _register_getter(self, loop: asyncio.AbstractEventLoop) -> CallFuture[None] | None:
         """Queue a getter future, or return ``None`` if an item or close raced in."""
         with self._lock:
             if self._items or self._closed:
                 return None
-            getter: asyncio.Future[None] = loop.create_future()
+            getter: CallFuture[None] = CallFuture(loop=loop)
             self._getters.append(getter)
             return getter
 
@@ -314,7 +316,7 @@ class FromThreadChannel(Generic[T]):
     async def _wait(
         self,
         loop: asyncio.AbstractEventLoop,
-        getter: asyncio.Future[None],
+        getter: CallFuture[None],
         deadline: float | None,
     ) -> None:
         timer = None if deadline is None else loop.call_at(deadline, _expire, getter)
@@ -327,7 +329,7 @@ class FromThreadChannel(Generic[T]):
             if timer is not None:
                 timer.cancel()
 
-    def _forget(self, getter: asyncio.Future[None]) -> None:
+    def _forget(self, getter: CallFuture[None]) -> None:
         """Drop a getter that stopped waiting, passing a wake-up it got to the next."""
         with self._lock:
             if getter in self._getters:
@@ -337,17 +339,17 @@ class FromThreadChannel(Generic[T]):
         if handoff is not None:
             self._wake(handoff)
 
-    def _wake(self, getter: asyncio.Future[None]) -> None:
+    def _wake(self, getter: CallFuture[None]) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop has nobody left to wake
-            getter.get_loop().call_soon_threadsafe(self._settle, getter)
+            inbox_for(getter.get_loop()).post(self._settle, getter)
 
-    def _wake_all(self, getters: list[asyncio.Future[None]]) -> None:
+    def _wake_all(self, getters: list[CallFuture[None]]) -> None:
         for getter in getters:
             self._wake(getter)
 
-    def _settle(self, getter: asyncio.Future[None]) -> None:
+    def _settle(self, getter: CallFuture[None]) -> None:
         if not getter.done():
-            getter.set_result(None)
+            getter.resolve(None)
         elif getter.cancelled():
             self._forget(getter)
 
@@ -355,6 +357,6 @@ class FromThreadChannel(Generic[T]):
         return self.get().__await__()
 
 
-def _expire(getter: asyncio.Future[None]) -> None:
+def _expire(getter: CallFuture[None]) -> None:
     if not getter.done():
         getter.set_exception(ChannelTimeout("no item arrived within the timeout"))

@@ -3,8 +3,9 @@
 Semantics, for every call that goes through :func:`run_in_executor` or
 :func:`run_in_new_thread`:
 
-* The returned future belongs to the loop; the thread resolves it through
-  ``call_soon_threadsafe``, so no ``concurrent.futures`` round trip is involved.
+* The returned future belongs to the loop; the thread hands the outcome to the
+  loop's inbox (:mod:`aiothreads._inbox`), so no ``concurrent.futures`` round
+  trip is involved, and the caller resumes in the loop turn it arrives.
 * A call whose future was cancelled before a thread picked it up never runs.
   Cancelling later does not interrupt the thread; its outcome is dropped.
 * Exceptions keep their type and their traceback frames from the thread.
@@ -19,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import weakref
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ._future import CallFuture
+from ._inbox import LoopInbox, inbox_for
 from ._log import emit
 from ._names import qualified_name
 from ._pool import WorkerPool
@@ -43,17 +44,17 @@ T = TypeVar("T")
 class _Call(Generic[T]):
     """The unit of work handed to a thread: run ``func`` unless cancelled, report back."""
 
-    __slots__ = ("func", "future", "loop", "on_finish", "probe")
+    __slots__ = ("func", "future", "inbox", "on_finish", "probe")
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        inbox: LoopInbox,
         future: CallFuture[T],
         func: Callable[[], T],
         probe: CallProbe | None,
         on_finish: Callable[[], None] | None = None,
     ) -> None:
-        self.loop = loop
+        self.inbox = inbox
         self.future = future
         self.func = func
         self.probe = probe
@@ -100,95 +101,13 @@ class _Call(Generic[T]):
 
     def _deliver(self, settle: Callable[[CallFuture[T], Any], None], outcome: object) -> None:
         try:
-            deliver(self.loop, settle, self.future, outcome)
+            self.inbox.post(settle, self.future, outcome)
         except RuntimeError:  # the loop is closed: nobody is left to receive it
             if self.probe is not None:
                 self.probe.dropped()
             else:
                 fields = {"function": qualified_name(self.func)}
                 emit("warning", "result dropped: event loop closed", fields)
-
-
-class _Deliveries:
-    """Outcomes waiting to be settled on one loop; one wake-up serves all of them.
-
-    Worker threads append; the first append after a drain schedules the drain
-    with ``call_soon_threadsafe``, later ones ride along. Under load this turns
-    one self-pipe write and loop wake-up per call into one per batch.
-    """
-
-    __slots__ = ("_lock", "_loop", "_pending", "_scheduled")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = weakref.ref(loop)  # the mapping's value must not keep its key alive
-        self._lock = threading.Lock()
-        self._pending: list[tuple[Callable[[Any, Any], None], Any, Any]] = []
-        self._scheduled = False
-
-    def add(self, settle: Callable[[Any, Any], None], future: Any, outcome: Any) -> None:
-        with self._lock:
-            self._pending.append((settle, future, outcome))
-            if self._scheduled:
-                return
-            self._scheduled = True
-        try:
-            loop = self._loop()
-            if loop is None:
-                raise RuntimeError("the event loop is gone")
-            loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:
-            with self._lock:
-                self._pending.clear()
-                self._scheduled = False
-            raise
-
-    def _drain(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, []
-            self._scheduled = False
-        for index, (settle, future, outcome) in enumerate(pending):
-            try:
-                settle(future, outcome)
-            except BaseException:  # KeyboardInterrupt from a woken task: settle the rest later
-                rest = pending[index + 1 :]
-                loop = self._loop()
-                if rest and loop is not None:
-                    loop.call_soon(self._settle_all, rest)
-                raise
-
-    @staticmethod
-    def _settle_all(pending: list[tuple[Callable[[Any, Any], None], Any, Any]]) -> None:
-        for settle, future, outcome in pending:
-            settle(future, outcome)
-
-
-_deliveries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deliveries] = (
-    weakref.WeakKeyDictionary()
-)
-_deliveries_lock = threading.Lock()
-_last: tuple[Callable[[], object], _Deliveries | None] = (lambda: None, None)
-
-
-def deliver(
-    loop: asyncio.AbstractEventLoop,
-    settle: Callable[[Any, Any], None],
-    future: Any,
-    outcome: Any,
-) -> None:
-    """Run ``settle(future, outcome)`` on ``loop``'s thread, soon.
-
-    Raises:
-        RuntimeError: the loop is closed.
-    """
-    global _last  # noqa: PLW0603 - a one-entry cache in front of the weak mapping
-    last_loop, queue = _last
-    if queue is None or last_loop() is not loop:
-        with _deliveries_lock:
-            queue = _deliveries.get(loop)
-            if queue is None:
-                queue = _deliveries[loop] = _Deliveries(loop)
-        _last = (weakref.ref(loop), queue)
-    queue.add(settle, future, outcome)
 
 
 def _outcome(error: BaseException | None, cancelled: bool = False) -> str:
@@ -236,7 +155,7 @@ def run_in_executor(
         if executor is None:
             return _run_through_loop(loop, func, probe, on_finish)
         future: CallFuture[T] = CallFuture(loop=loop)
-        call = _Call(loop, future, func, probe, on_finish)
+        call = _Call(inbox_for(loop), future, func, probe, on_finish)
         if type(executor) is WorkerPool:
             executor.run(call)
         else:
@@ -363,7 +282,7 @@ def run_in_new_thread(
         on_finish: Called in the thread once the call ran (limits use it).
     """
     future: CallFuture[T] = CallFuture(loop=loop)
-    call = _Call(loop, future, func, probe, on_finish)
+    call = _Call(inbox_for(loop), future, func, probe, on_finish)
     thread = threading.Thread(target=call, name=name, daemon=detach)
     thread.start()
     return future

@@ -31,11 +31,9 @@ _Callback = tuple["Callable[[Any], object]", contextvars.Context]
 class CallFuture(asyncio.Future[T]):
     """An ``asyncio.Future`` whose waiters run as soon as a thread's outcome is delivered."""
 
-    __slots__ = ("_waiting",)
-
-    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop=loop)
-        self._waiting: list[_Callback] = []
+    # No __init__ of its own and no slots: a future is made per call, and this
+    # keeps making one as cheap as making a plain future.
+    _waiting: list[_Callback] = []  # noqa: RUF012 - never mutated: replaced per instance
 
     def add_done_callback(
         self, fn: Callable[[Any], object], *, context: contextvars.Context | None = None
@@ -43,9 +41,9 @@ class CallFuture(asyncio.Future[T]):
         """Call ``fn(future)`` once the future is done (at once if it is already)."""
         if self.done():
             super().add_done_callback(fn, context=context)
-        else:
-            context = context if context is not None else contextvars.copy_context()
-            self._waiting.append((fn, context))
+            return
+        entry = (fn, context if context is not None else contextvars.copy_context())
+        self._waiting = [*self._waiting, entry]
 
     def remove_done_callback(self, fn: Callable[[Any], object]) -> int:
         """Remove every registration of ``fn``; return how many there were."""

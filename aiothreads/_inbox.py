@@ -1,0 +1,184 @@
+"""Hand callbacks from threads to an event loop, with one wake-up per batch.
+
+Every thread-to-loop hand-off in aiothreads (a call's outcome, a channel item
+for a waiting consumer, a coroutine for ``sync_await``) goes through the
+loop's :class:`LoopInbox`:
+
+* :meth:`LoopInbox.post` may be called from any thread. The loop runs posted
+  callbacks in the order they were posted, each as ``callback(*args)``.
+* The first post after the loop emptied the inbox wakes the loop; posts that
+  arrive before it gets round to it ride along.
+* On asyncio's selector loops on Linux the wake-up is an ``eventfd`` the loop
+  watches with ``add_reader``: one write from the thread, one read on the loop.
+  Elsewhere (uvloop, whose ``call_soon_threadsafe`` is already that; Windows;
+  macOS), and once the loop began shutting down, it is
+  ``loop.call_soon_threadsafe``.
+* :meth:`LoopInbox.post` raises ``RuntimeError`` if the loop is closed, like
+  ``call_soon_threadsafe``.
+* A callback's exception is reported to the loop's exception handler, like
+  any loop callback's; ``KeyboardInterrupt`` and ``SystemExit`` propagate out
+  of the loop after the callbacks behind them were handed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Final
+
+from ._loops import on_loop_shutdown
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["LoopInbox", "inbox_for"]
+
+_Posted = tuple["Callable[..., object]", tuple[Any, ...]]
+
+_EVENTFD: Final = hasattr(os, "eventfd")
+
+
+class LoopInbox:
+    """Callbacks posted by threads, run on one event loop; see the module docstring."""
+
+    __slots__ = ("__weakref__", "_closer", "_fd", "_lock", "_loop", "_pending", "_signalled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # the inbox registry must not keep loops alive
+        self._lock = threading.Lock()
+        self._pending: list[_Posted] = []
+        self._signalled = False
+        self._fd: int | None = None
+        self._closer: weakref.finalize[..., Any] | None = None
+
+    def post(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop, soon; callable from any thread.
+
+        Raises:
+            RuntimeError: the loop is closed (or gone).
+        """
+        loop = self._loop()
+        if loop is None or loop.is_closed():
+            raise RuntimeError("Event loop is closed")
+        with self._lock:
+            self._pending.append((callback, args))
+            if self._signalled:
+                return
+            self._signalled = True
+            if self._fd is not None:
+                # Under the lock: the loop closes the descriptor under it too.
+                os.eventfd_write(self._fd, 1)
+                return
+        try:
+            loop.call_soon_threadsafe(self._run_posted)
+        except RuntimeError:
+            with self._lock:
+                self._pending.clear()
+                self._signalled = False
+            raise
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Switch to the ``eventfd`` wake-up where possible (on ``loop``'s thread, running)."""
+        if (
+            not _EVENTFD
+            or not isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+            or getattr(loop, "_asyncgens_shutdown_called", False)
+        ):
+            return
+        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        loop.add_reader(fd, self._on_wake_up, fd)
+        on_loop_shutdown(loop, self)
+        with self._lock:
+            self._fd = fd
+            # Closes the descriptor if the loop is collected without shutting down.
+            self._closer = weakref.finalize(loop, _close_quietly, fd)
+
+    def _abandon(self, reason: str = "loop_closed") -> None:
+        """Stop using the ``eventfd``: the loop is shutting down or closed."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+            closer, self._closer = self._closer, None
+            pending = self._signalled
+        if fd is None or closer is None:
+            return
+        loop = self._loop()
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(fd)
+            if pending:  # a wake-up written to the descriptor: hand it on
+                loop.call_soon(self._run_posted)
+        closer()  # closes the descriptor exactly once
+
+    def _on_wake_up(self, fd: int) -> None:
+        try:  # noqa: SIM105 - on every wake-up; contextlib.suppress costs more
+            os.eventfd_read(fd)
+        except BlockingIOError:  # a wake-up that a shutdown handed on already consumed
+            pass
+        self._run_posted()
+
+    def _run_posted(self) -> None:
+        with self._lock:
+            posted, self._pending = self._pending, []
+            self._signalled = False
+        self.run(posted)
+
+    def run(self, posted: list[_Posted]) -> None:
+        """Run ``posted`` callbacks in order, reporting errors as the loop would."""
+        for index, (callback, args) in enumerate(posted):
+            try:
+                callback(*args)
+            except (SystemExit, KeyboardInterrupt):
+                loop = self._loop()
+                rest = posted[index + 1 :]
+                if loop is not None and rest:
+                    loop.call_soon(self.run, rest)
+                raise
+            except BaseException as exc:
+                loop = self._loop()
+                if loop is not None:
+                    loop.call_exception_handler(
+                        {"message": f"Exception in callback {callback!r}", "exception": exc}
+                    )
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopInbox] = (
+    weakref.WeakKeyDictionary()
+)
+_inboxes_lock = threading.Lock()
+_last: tuple[Callable[[], object], LoopInbox | None] = (lambda: None, None)
+
+
+def inbox_for(loop: asyncio.AbstractEventLoop) -> LoopInbox:
+    """Return ``loop``'s inbox, creating it on first use (from any thread)."""
+    global _last  # noqa: PLW0603 - a one-entry cache in front of the weak mapping
+    last_loop, inbox = _last
+    if inbox is not None and last_loop() is loop:
+        return inbox
+    with _inboxes_lock:
+        inbox = _inboxes.get(loop)
+        created = inbox is None
+        if inbox is None:
+            inbox = _inboxes[loop] = LoopInbox(loop)
+    _last = (weakref.ref(loop), inbox)
+    if created and not loop.is_closed():
+        _start_watching(loop, inbox)
+    return inbox
+
+
+def _start_watching(loop: asyncio.AbstractEventLoop, inbox: LoopInbox) -> None:
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        inbox.watch(loop)
+    elif loop.is_running():
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(inbox.watch, loop)
