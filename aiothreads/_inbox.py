@@ -27,6 +27,7 @@ import contextlib
 import os
 import threading
 import weakref
+from asyncio.selector_events import BaseSelectorEventLoop
 from typing import TYPE_CHECKING, Any, Final
 
 from ._loops import on_loop_shutdown
@@ -84,7 +85,7 @@ class LoopInbox:
         """Switch to the ``eventfd`` wake-up where possible (on ``loop``'s thread, running)."""
         if (
             not _EVENTFD
-            or not isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+            or not isinstance(loop, BaseSelectorEventLoop)
             or getattr(loop, "_asyncgens_shutdown_called", False)
         ):
             return
