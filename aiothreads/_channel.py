@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import threading
 import time
 from collections import deque
@@ -48,11 +49,13 @@ class ChannelTimeout(asyncio.TimeoutError):
     """Raised by ``get()`` when no item arrived within the timeout."""
 
 
-class _Empty:
-    """Marker for "nothing buffered" on the non-blocking fast path."""
+class _Empty(enum.Enum):
+    """Marker for "nothing buffered" on the non-blocking fast path (compared with ``is``)."""
+
+    EMPTY = "empty"
 
 
-EMPTY: Final = _Empty()
+EMPTY: Final = _Empty.EMPTY
 
 
 def check_size(name: str, value: object) -> int:
@@ -105,8 +108,8 @@ class FromThreadChannel(Generic[T]):
         "_maxsize",
         "_not_full",
         "_on_blocked",
+        "_room_wanted",
         "_timeout",
-        "_waiting_putters",
     )
 
     def __init__(self, maxsize: int = 0, timeout: float = 0) -> None:
@@ -117,7 +120,7 @@ class FromThreadChannel(Generic[T]):
         self._not_full = threading.Condition(self._lock)
         self._items: deque[T] = deque()
         self._getters: deque[CallFuture[None]] = deque()
-        self._waiting_putters = 0
+        self._room_wanted = False
         self._closed = False
         self._close_reason: str | None = None
         self._error: BaseException | None = None
@@ -161,17 +164,26 @@ class FromThreadChannel(Generic[T]):
             RuntimeError: the channel is full and this is the event loop's own
                 thread, where blocking would deadlock.
         """
-        with self._lock:
-            while True:
-                if self._closed:
-                    raise ChannelClosed("put() on a closed channel")
-                if not self._maxsize or len(self._items) < self._maxsize:
-                    break
-                self._wait_for_room()
+        lock = self._lock
+        lock.acquire()  # not ``with``: this runs for every item, and ``with`` costs more
+        try:
+            if self._closed or (self._maxsize and len(self._items) >= self._maxsize):
+                self._wait_until_open_with_room()
             self._items.append(item)
             getter = self._getters.popleft() if self._getters else None
+        finally:
+            lock.release()
         if getter is not None:
             self._wake(getter)
+
+    def _wait_until_open_with_room(self) -> None:
+        """With the lock held: return once there is room, raise once closed."""
+        while True:
+            if self._closed:
+                raise ChannelClosed("put() on a closed channel")
+            if not self._maxsize or len(self._items) < self._maxsize:
+                return
+            self._wait_for_room()
 
     def _wait_for_room(self) -> None:
         loop = self._loop
@@ -180,12 +192,12 @@ class FromThreadChannel(Generic[T]):
                 "FromThreadChannel.put() would block the event loop's own thread: "
                 "the channel is full; call put() from a worker thread"
             )
-        self._waiting_putters += 1
+        # The consumer notifies once per request, not for every item it takes.
+        self._room_wanted = True
         started = time.perf_counter()
         try:
             woken = self._not_full.wait(LOOP_WATCHDOG_INTERVAL)
         finally:
-            self._waiting_putters -= 1
             if self._on_blocked is not None:
                 self._on_blocked(time.perf_counter() - started)
         if not woken and loop is not None and loop.is_closed():
@@ -260,17 +272,22 @@ class FromThreadChannel(Generic[T]):
             item = items.popleft()
         except IndexError:
             return self._take_when_empty()
-        if self._waiting_putters and len(items) <= self._low_water:
-            with self._lock:
-                self._not_full.notify()
+        if self._room_wanted and len(items) <= self._low_water:
+            self._make_room()
         return item
+
+    def _make_room(self) -> None:
+        with self._lock:
+            self._room_wanted = False
+            self._not_full.notify_all()
 
     def _take_when_empty(self) -> T | _Empty:
         with self._lock:
             if self._items:
                 return self._items.popleft()
-            if self._waiting_putters:  # a producer that raced the last pop
-                self._not_full.notify()
+            if self._room_wanted:  # a producer that raced the last pop
+                self._room_wanted = False
+                self._not_full.notify_all()
             if not self._closed:
                 return EMPTY
             error, self._error = self._error, None
@@ -306,7 +323,7 @@ class FromThreadChannel(Generic[T]):
         deadline = loop.time() + limit if limit else None
         while True:
             item = self._take()
-            if not isinstance(item, _Empty):
+            if item is not EMPTY:
                 return item
             getter = self._register_getter(loop)
             if getter is None:

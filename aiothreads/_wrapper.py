@@ -27,7 +27,7 @@ import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
 from ._cancellation import enter_stream_scope
-from ._channel import ChannelClosed, FromThreadChannel, _Empty
+from ._channel import EMPTY, ChannelClosed, FromThreadChannel
 from ._executor import run_in_executor, run_in_new_thread
 from ._log import logger
 from ._loops import on_loop_shutdown
@@ -191,7 +191,7 @@ class IteratorWrapper(Generic[P, T]):
                 await self._start_when_admitted(self._limiter)
         try:
             item = channel._take()
-            if isinstance(item, _Empty):
+            if item is EMPTY:
                 item = await channel.get()
         except ChannelClosed:
             raise StopAsyncIteration from None
@@ -353,30 +353,49 @@ def _pump(
     except BaseException as exc:
         channel._fail(exc)
         return ERROR, exc, "error"
-    pending = 0
+    counter = None if probe is None else _YieldCounter(channel, probe)
+    put = channel.put if counter is None else counter.put
+    consumer_left = False
     try:
-        while True:
+        for item in generator:
             try:
-                item = next(generator)
-            except StopIteration:
-                channel.close()
-                return OK, None, None
-            except BaseException as exc:
-                channel._fail(exc)
-                return ERROR, exc, "error"
-            try:
-                channel.put(item)
+                put(item)
             except ChannelClosed:
-                generator.close()
-                return CANCELLED, None, channel._close_reason or "closed"
-            pending += 1
-            if pending == _FLUSH_EVERY:
-                if probe is not None:
-                    probe.yielded(pending)
-                pending = 0
+                consumer_left = True
+                break
+    except BaseException as exc:  # raised by the generator
+        channel._fail(exc)
+        return ERROR, exc, "error"
     finally:
-        if pending and probe is not None:
-            probe.yielded(pending)
+        if counter is not None:
+            counter.flush()
+    if consumer_left:
+        generator.close()  # an error in its cleanup reaches whoever awaits the close
+        return CANCELLED, None, channel._close_reason or "closed"
+    channel.close()
+    return OK, None, None
+
+
+class _YieldCounter(Generic[T]):
+    """Puts items and reports them to the probe in batches of ``_FLUSH_EVERY``."""
+
+    __slots__ = ("_channel", "_pending", "_probe")
+
+    def __init__(self, channel: FromThreadChannel[T], probe: StreamProbe) -> None:
+        self._channel = channel
+        self._probe = probe
+        self._pending = 0
+
+    def put(self, item: T) -> None:
+        self._channel.put(item)
+        self._pending += 1
+        if self._pending == _FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._probe.yielded(self._pending)
+            self._pending = 0
 
 
 def _report_producer_failure(producer: asyncio.Future[None]) -> None:
