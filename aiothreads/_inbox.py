@@ -64,15 +64,20 @@ class LoopInbox:
         loop = self._loop()
         if loop is None or loop.is_closed():
             raise RuntimeError("Event loop is closed")
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with``: this runs for every hand-off, and ``with`` costs more
+        try:
             self._pending.append((callback, args))
             if self._signalled:
                 return
             self._signalled = True
-            if self._fd is not None:
+            fd = self._fd
+            if fd is not None:
                 # Under the lock: the loop closes the descriptor under it too.
-                os.eventfd_write(self._fd, 1)
+                os.eventfd_write(fd, 1)
                 return
+        finally:
+            lock.release()
         try:
             loop.call_soon_threadsafe(self._run_posted)
         except RuntimeError:
@@ -120,9 +125,11 @@ class LoopInbox:
         self._run_posted()
 
     def _run_posted(self) -> None:
-        with self._lock:
-            posted, self._pending = self._pending, []
-            self._signalled = False
+        lock = self._lock
+        lock.acquire()
+        posted, self._pending = self._pending, []
+        self._signalled = False
+        lock.release()  # nothing above can raise
         self.run(posted)
 
     def run(self, posted: list[_Posted]) -> None:
