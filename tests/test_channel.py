@@ -71,6 +71,41 @@ async def test_put_blocks_while_full_until_an_item_is_taken() -> None:
     await join(thread)
 
 
+class _CountingCondition(threading.Condition):
+    """Counts wake-ups; ``notify_all`` goes through ``notify``."""
+
+    notified = 0
+
+    def notify(self, n: int = 1) -> None:
+        self.notified += 1
+        super().notify(n)
+
+
+@pytest.mark.asyncio
+async def test_a_blocked_producer_is_woken_once_per_wait_not_once_per_item() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=8)
+    condition = _CountingCondition(channel._lock)
+    channel._not_full = condition
+    waits: list[float] = []
+    channel._on_blocked = waits.append
+
+    def produce() -> None:
+        with channel:
+            for number in range(2000):
+                channel.put(number)
+
+    thread = start_thread(produce)
+    received = []
+    with pytest.raises(ChannelClosed):
+        while True:
+            received.append(await channel.get())
+    await join(thread)
+
+    assert received == list(range(2000))
+    closing = 1
+    assert condition.notified <= len(waits) + closing
+
+
 @pytest.mark.asyncio
 async def test_close_wakes_a_blocked_producer() -> None:
     channel: FromThreadChannel[int] = FromThreadChannel(maxsize=1)
