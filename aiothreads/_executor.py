@@ -239,6 +239,10 @@ class _InThread(Generic[T]):
             self.on_finish()
 
 
+_PRIVATE_EXECUTOR_LOOPS: set[type[asyncio.AbstractEventLoop]] = set()
+"""Loop classes found not to expose their default executor."""
+
+
 def default_executor(loop: asyncio.AbstractEventLoop) -> Executor | None:
     """Return the loop's default executor, or ``None`` if the loop keeps it private.
 
@@ -250,9 +254,12 @@ def default_executor(loop: asyncio.AbstractEventLoop) -> Executor | None:
     Raises:
         RuntimeError: the loop already shut its default executor down.
     """
+    if type(loop) in _PRIVATE_EXECUTOR_LOOPS:
+        return None
     try:
         executor = cast("Executor | None", loop._default_executor)  # type: ignore[attr-defined]
     except AttributeError:
+        _PRIVATE_EXECUTOR_LOOPS.add(type(loop))  # spares later calls the exception
         return None
     if executor is None:
         if getattr(loop, "_executor_shutdown_called", False):
