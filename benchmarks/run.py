@@ -138,10 +138,10 @@ def measure(rounds: int, scale: float, loops: list[str], with_old: bool) -> Resu
     return results
 
 
-def render(results: Results, rounds: int, scale: float, memory_report: str) -> str:
-    """Return the Markdown report."""
+def render(results: Results, rounds: int, scale: float, memory_report: str, chart_name: str) -> str:
+    """Return the Markdown report; ``chart_name`` is the chart's file name beside it."""
     lines = [
-        "# Benchmarks",
+        f"# Benchmarks on {platform.python_implementation()} {platform.python_version()}",
         "",
         f"`python -m benchmarks.run` on {platform.python_implementation()} "
         f"{platform.python_version()}, {platform.system()} {platform.machine()}, "
@@ -166,7 +166,7 @@ def render(results: Results, rounds: int, scale: float, memory_report: str) -> s
                 lines.append(f"| {scenario} | {implementation} | {value:,.0f} {unit} | {ratio} |")
         lines.append("")
     lines += [
-        "![aiothreads against its peers](benchmarks.png)",
+        f"![aiothreads against its peers]({chart_name})",
         "",
         "## Targets (asyncio event loop)",
         "",
@@ -244,7 +244,7 @@ def main() -> None:
     with_old = not arguments.no_old and ensure_old_release()
     results = measure(arguments.rounds, arguments.scale, loops, with_old)
     memory_report = memory.report(scale=arguments.scale)
-    report = render(results, arguments.rounds, arguments.scale, memory_report)
+    report = render(results, arguments.rounds, arguments.scale, memory_report, arguments.chart.name)
     print(report)
     if not arguments.quick:
         arguments.output.write_text(report)
