@@ -72,7 +72,7 @@ class CallFuture(asyncio.Future[T]):
     def resolve(self, result: T) -> None:
         """Settle with ``result`` unless already done, and run the callbacks now."""
         if not self.done():
-            super().set_result(result)
+            asyncio.Future.set_result(self, result)  # not super(): this runs per call
             self._run_waiting()
 
     def fail(self, exception: BaseException) -> None:

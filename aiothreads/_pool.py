@@ -83,9 +83,15 @@ class WorkerPool(ThreadPoolExecutor):
         if self._closed:
             raise RuntimeError("cannot schedule new calls after shutdown")
         self._calls.put(call)
-        try:
-            self._idle.pop()
-        except IndexError:
+        idle = self._idle
+        if idle:
+            try:
+                idle.pop()
+            except IndexError:  # another submitting thread took the last one
+                pass
+            else:
+                return
+        if len(self._workers) < self._max_workers:
             self._add_worker()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
