@@ -29,7 +29,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar
 
-from ._cancellation import CallScope, StreamScope, current_scope
+from ._cancellation import Scope, StreamScope, current_scope
 from ._inbox import inbox_for
 from ._loops import LOOP_WATCHDOG_INTERVAL, running_loop_or_none
 from ._names import qualified_name
@@ -212,7 +212,7 @@ class _Waiter(Generic[T]):
 
     def __init__(
         self,
-        scope: CallScope | StreamScope | None,
+        scope: Scope | None,
         func: Callable[..., Awaitable[T]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],

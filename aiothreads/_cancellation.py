@@ -15,21 +15,50 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+
+from .types import EVENT_LOOP
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._channel import FromThreadChannel
 
-__all__ = ["CallScope", "StreamScope", "check_cancelled", "current_scope", "is_cancelled"]
+__all__ = [
+    "CallScope",
+    "Scope",
+    "StreamScope",
+    "check_cancelled",
+    "current_scope",
+    "enter_call",
+    "is_cancelled",
+    "run_as_call",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
+class Scope(Protocol):
+    """What threaded code can learn of whoever waits for it."""
+
+    @property
+    def future(self) -> asyncio.Future[Any] | None:
+        """The future the caller awaits, if there is one to watch."""
+        ...
+
+    def cancelled(self) -> bool:
+        """Whether the caller gave up."""
+        ...
+
+
 class CallScope:
-    """What a threaded call knows of its caller: the future the caller awaits."""
+    """What a threaded call knows of its caller: the future the caller awaits.
+
+    The executor's own call objects are scopes themselves; this one serves
+    calls that go through an executor aiothreads does not drive, where the
+    future only exists once the call was submitted.
+    """
 
     __slots__ = ("future",)
 
@@ -41,10 +70,23 @@ class CallScope:
         future = self.future
         return future is not None and future.cancelled()
 
-    def run(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Call ``func`` with this scope current (inside the call's own context)."""
-        _SCOPE.set(self)
-        return func(*args, **kwargs)
+
+def enter_call(scope: Scope, loop: asyncio.AbstractEventLoop) -> None:
+    """Inside a threaded call's own context: make ``scope`` and ``loop`` current."""
+    _SCOPE.set(scope)
+    EVENT_LOOP.set(loop)
+
+
+def run_as_call(
+    scope: Scope,
+    loop: asyncio.AbstractEventLoop,
+    func: Callable[P, T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """Call ``func`` with ``scope`` and ``loop`` current (inside the call's own context)."""
+    enter_call(scope, loop)
+    return func(*args, **kwargs)
 
 
 class StreamScope:
@@ -65,12 +107,12 @@ class StreamScope:
         return self._channel._close_reason is not None
 
 
-_SCOPE: contextvars.ContextVar[CallScope | StreamScope | None] = contextvars.ContextVar(
+_SCOPE: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
     "aiothreads_cancel_scope", default=None
 )
 
 
-def current_scope() -> CallScope | StreamScope | None:
+def current_scope() -> Scope | None:
     """Return the scope of the aiothreads call running in this context, if any."""
     return _SCOPE.get()
 

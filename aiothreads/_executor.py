@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar, cast
 
+from ._cancellation import CallScope, enter_call, run_as_call
 from ._future import CallFuture
-from ._inbox import LoopInbox, inbox_for
+from ._inbox import inbox_for
 from ._log import emit
 from ._names import qualified_name
 from ._pool import WorkerPool
@@ -31,7 +33,8 @@ from .instrumentation._hooks import CANCELLED, ERROR, OK
 
 if TYPE_CHECKING:
     import concurrent.futures
-    from collections.abc import Callable
+    import contextvars
+    from collections.abc import Callable, Mapping
     from concurrent.futures import Executor
 
     from .instrumentation._hooks import CallProbe
@@ -42,23 +45,46 @@ T = TypeVar("T")
 
 
 class _Call(Generic[T]):
-    """The unit of work handed to a thread: run ``func`` unless cancelled, report back."""
+    """The unit of work handed to a thread: run the function unless cancelled, report back.
 
-    __slots__ = ("func", "future", "inbox", "on_finish", "probe")
+    With a ``context`` the function runs inside it as an aiothreads call:
+    :data:`~aiothreads.EVENT_LOOP` is set to the loop and this object is the
+    call's cancel scope (see :mod:`aiothreads._cancellation`).
+    """
+
+    __slots__ = (
+        "args",
+        "context",
+        "func",
+        "future",
+        "inbox",
+        "kwargs",
+        "loop",
+        "on_finish",
+        "probe",
+    )
 
     def __init__(
         self,
-        inbox: LoopInbox,
+        loop: asyncio.AbstractEventLoop,
         future: CallFuture[T],
-        func: Callable[[], T],
+        func: Callable[..., T],
+        call: Arguments,
+        *,
         probe: CallProbe | None,
-        on_finish: Callable[[], None] | None = None,
+        on_finish: Callable[[], None] | None,
     ) -> None:
-        self.inbox = inbox
+        self.loop = loop
+        self.inbox = inbox_for(loop)
         self.future = future
         self.func = func
+        self.args, self.kwargs, self.context = call
         self.probe = probe
         self.on_finish = on_finish
+
+    def cancelled(self) -> bool:
+        """Whether the caller cancelled the call (the call's cancel scope)."""
+        return self.future.cancelled()
 
     def __call__(self) -> None:
         if self.future.cancelled():
@@ -70,7 +96,10 @@ class _Call(Generic[T]):
         settle: Callable[[CallFuture[T], Any], None]
         error: BaseException | None
         try:
-            outcome: object = self.func()
+            if self.context is None:
+                outcome: object = self.func(*self.args, **self.kwargs)
+            else:
+                outcome = self.context.run(self._run_as_call)
         except BaseException as exc:
             settle, outcome, error = _settle_exception, exc, exc
         else:
@@ -80,6 +109,10 @@ class _Call(Generic[T]):
         if self.on_finish is not None:
             self.on_finish()
         self._deliver(settle, outcome)
+
+    def _run_as_call(self) -> T:
+        enter_call(self, self.loop)
+        return self.func(*self.args, **self.kwargs)
 
     def _skip(self) -> None:
         """Report a call that never ran and give its limit place back."""
@@ -134,17 +167,30 @@ def _settle_exception(future: CallFuture[T], exc: BaseException) -> None:
     future.fail(_storable(exc))
 
 
+Arguments: TypeAlias = "tuple[tuple[Any, ...], Mapping[str, Any], contextvars.Context | None]"
+"""How to call a function in a thread: ``(args, kwargs, context)``.
+
+With a context, the function runs inside it as an aiothreads call (with
+``EVENT_LOOP`` and a cancel scope); with ``None``, it is just called.
+"""
+
+NO_ARGUMENTS: Final[Arguments] = ((), MappingProxyType({}), None)
+
+
 def run_in_executor(
     loop: asyncio.AbstractEventLoop,
     executor: Executor | None,
-    func: Callable[[], T],
+    func: Callable[..., T],
     probe: CallProbe | None = None,
     on_finish: Callable[[], None] | None = None,
+    *,
+    call: Arguments = NO_ARGUMENTS,
 ) -> asyncio.Future[T]:
-    """Run ``func()`` on ``executor``, or on the loop's default executor if ``None``.
+    """Run ``func`` on ``executor``, or on the loop's default executor if ``None``.
 
-    See :func:`default_executor` for which executor that is. ``on_finish`` is
-    called in the thread once the call ran or was dropped (limits use it).
+    See :func:`default_executor` for which executor that is, and
+    :data:`Arguments` for ``call``. ``on_finish`` is called in the thread once
+    the call ran or was dropped (limits use it).
 
     Raises:
         RuntimeError: through the future, if the executor was shut down.
@@ -153,13 +199,13 @@ def run_in_executor(
         if executor is None:
             executor = default_executor(loop)
         if executor is None:
-            return _run_through_loop(loop, func, probe, on_finish)
+            return _run_through_loop(loop, _Bound(loop, func, call), probe, on_finish)
         future: CallFuture[T] = CallFuture(loop=loop)
-        call = _Call(inbox_for(loop), future, func, probe, on_finish)
+        work = _Call(loop, future, func, call, probe=probe, on_finish=on_finish)
         if type(executor) is WorkerPool:
-            executor.run(call)
+            executor.run(work)
         else:
-            executor.submit(call).add_done_callback(call.abandon_if_cancelled)
+            executor.submit(work).add_done_callback(work.abandon_if_cancelled)
     except RuntimeError as exc:  # the executor was shut down: the call was not queued
         if on_finish is not None:
             on_finish()
@@ -169,9 +215,29 @@ def run_in_executor(
     return future
 
 
+class _Bound(Generic[T]):
+    """``func`` with its arguments, for executors that take a plain callable."""
+
+    __slots__ = ("call", "func", "loop", "scope")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, func: Callable[..., T], call: Arguments
+    ) -> None:
+        self.loop = loop
+        self.func = func
+        self.call = call
+        self.scope = CallScope()  # its future is known once the call was submitted
+
+    def __call__(self) -> T:
+        args, kwargs, context = self.call
+        if context is None:
+            return self.func(*args, **kwargs)
+        return context.run(run_as_call, self.scope, self.loop, self.func, *args, **kwargs)
+
+
 def _run_through_loop(
     loop: asyncio.AbstractEventLoop,
-    func: Callable[[], T],
+    func: _Bound[T],
     probe: CallProbe | None,
     on_finish: Callable[[], None] | None,
 ) -> asyncio.Future[T]:
@@ -182,7 +248,7 @@ def _run_through_loop(
     """
     runner = _InThread(func, probe, on_finish)
     future: asyncio.Future[T] = loop.run_in_executor(None, runner)
-    runner.future = future
+    runner.future = func.scope.future = future
     if probe is not None or on_finish is not None:
         future.add_done_callback(runner.report_if_skipped)
     return future
@@ -271,14 +337,15 @@ def default_executor(loop: asyncio.AbstractEventLoop) -> Executor | None:
 
 def run_in_new_thread(
     loop: asyncio.AbstractEventLoop,
-    func: Callable[[], T],
+    func: Callable[..., T],
     *,
     name: str,
     detach: bool = True,
     probe: CallProbe | None = None,
     on_finish: Callable[[], None] | None = None,
+    call: Arguments = NO_ARGUMENTS,
 ) -> asyncio.Future[T]:
-    """Run ``func()`` on a thread of its own.
+    """Run ``func`` on a thread of its own.
 
     Args:
         loop: The loop that receives the outcome.
@@ -287,9 +354,10 @@ def run_in_new_thread(
         detach: Make the thread a daemon, so it never blocks interpreter exit.
         probe: Observes the call, if instrumentation is on.
         on_finish: Called in the thread once the call ran (limits use it).
+        call: Its arguments and context; see :data:`Arguments`.
     """
     future: CallFuture[T] = CallFuture(loop=loop)
-    call = _Call(inbox_for(loop), future, func, probe, on_finish)
-    thread = threading.Thread(target=call, name=name, daemon=detach)
+    work = _Call(loop, future, func, call, probe=probe, on_finish=on_finish)
+    thread = threading.Thread(target=work, name=name, daemon=detach)
     thread.start()
     return future

@@ -27,6 +27,9 @@ T = TypeVar("T")
 
 _Callback = tuple["Callable[[Any], object]", contextvars.Context]
 
+# Called unbound on the hot path: cheaper than super().set_result() per call.
+_future_set_result: Callable[[asyncio.Future[Any], Any], None] = asyncio.Future.set_result  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+
 
 class CallFuture(asyncio.Future[T]):
     """An ``asyncio.Future`` whose waiters run as soon as a thread's outcome is delivered."""
@@ -72,7 +75,7 @@ class CallFuture(asyncio.Future[T]):
     def resolve(self, result: T) -> None:
         """Settle with ``result`` unless already done, and run the callbacks now."""
         if not self.done():
-            asyncio.Future.set_result(self, result)  # not super(): this runs per call
+            _future_set_result(self, result)
             self._run_waiting()
 
     def fail(self, exception: BaseException) -> None:

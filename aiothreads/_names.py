@@ -24,7 +24,7 @@ def qualified_name(func: Callable[..., Any]) -> str:
     of spans.
     """
     while isinstance(func, functools.partial):
-        # partial(context.run, scope.run, function, ...): name what the runners run.
+        # partial(context.run, function, ...): name what the runner runs.
         runners_skipped = [
             candidate
             for candidate in (func.func, *func.args)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable
 
+    from ._executor import Arguments
     from ._limits import CapacityLimiter
     from ._threaded import R
     from .instrumentation._hooks import CallProbe
@@ -39,7 +40,9 @@ class _NewThreadDispatch:
     def __call__(
         self,
         loop: asyncio.AbstractEventLoop,
-        func: Callable[[], R],
+        func: Callable[..., R],
+        call: Arguments,
+        *,
         name: str,
         probe: CallProbe | None,
         on_finish: Callable[[], None] | None,
@@ -51,6 +54,7 @@ class _NewThreadDispatch:
             detach=self.detach,
             probe=probe,
             on_finish=on_finish,
+            call=call,
         )
 
 

@@ -35,24 +35,23 @@ from typing import (
     ParamSpec,
     Protocol,
     TypeVar,
-    cast,
     overload,
 )
 
 from ._binding import MethodBinder, check_blocking_callable, unwrap_method
-from ._cancellation import CallScope
 from ._executor import run_in_executor
 from ._limits import CapacityLimiter
 from ._loops import running_loop_or_none
 from ._names import copy_metadata
 from .instrumentation._hooks import current as current_telemetry
-from .types import EVENT_LOOP, P, T
+from .types import P, T
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator, Mapping
 
     from typing_extensions import Self
 
+    from ._executor import Arguments
     from ._iterable import ThreadedIterable
     from .instrumentation._hooks import CallProbe
 
@@ -83,11 +82,15 @@ class Dispatch(Protocol):
     def __call__(
         self,
         loop: asyncio.AbstractEventLoop,
-        func: Callable[[], R],
+        func: Callable[..., R],
+        call: Arguments,
+        *,
         name: str,
         probe: CallProbe | None,
         on_finish: Callable[[], None] | None,
-    ) -> asyncio.Future[R]: ...
+    ) -> asyncio.Future[R]:
+        """Start ``func`` with ``call``'s arguments in its context; see :data:`Arguments`."""
+        ...
 
 
 class PoolDispatch:
@@ -102,12 +105,14 @@ class PoolDispatch:
     def __call__(
         self,
         loop: asyncio.AbstractEventLoop,
-        func: Callable[[], R],
+        func: Callable[..., R],
+        call: Arguments,
+        *,
         name: str,
         probe: CallProbe | None,
         on_finish: Callable[[], None] | None,
     ) -> asyncio.Future[R]:
-        return run_in_executor(loop, self.executor, func, probe, on_finish)
+        return run_in_executor(loop, self.executor, func, probe, on_finish, call=call)
 
 
 def check_executor(executor: object) -> Executor | None:
@@ -181,8 +186,6 @@ class ThreadedBase(Generic[P, T], ABC):
         limit_wait: float | None = None,
     ) -> asyncio.Future[T]:
         context = contextvars.copy_context()
-        if EVENT_LOOP.get(None) is not loop:
-            context.run(EVENT_LOOP.set, loop)
         telemetry = current_telemetry()
         probe = None
         if telemetry is not None:
@@ -190,14 +193,10 @@ class ThreadedBase(Generic[P, T], ABC):
             probe.bind(context)
             if limit_wait is not None:
                 probe.limit_waited(limit_wait)
-        scope = CallScope()
-        call = cast(
-            "Callable[[], T]",
-            functools.partial(context.run, scope.run, self.func, *args, **kwargs),
+        call = (args, kwargs, context)
+        return self._dispatch(
+            loop, self.func, call, name=self._name, probe=probe, on_finish=on_finish
         )
-        future = self._dispatch(loop, call, self._name, probe, on_finish)
-        scope.future = future
-        return future
 
     async def _submit_when_awaited(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> T:
         loop = asyncio.get_running_loop()
