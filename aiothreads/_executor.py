@@ -93,7 +93,7 @@ class _Call(Generic[T]):
         probe = self.probe
         if probe is not None:
             probe.running()
-        settle: Callable[[CallFuture[T], Any], None]
+        settle: Callable[[Any], None]
         error: BaseException | None
         try:
             if self.context is None:
@@ -101,9 +101,9 @@ class _Call(Generic[T]):
             else:
                 outcome = self.context.run(self._run_as_call)
         except BaseException as exc:
-            settle, outcome, error = _settle_exception, exc, exc
+            settle, outcome, error = self.future.fail, _storable(exc), exc
         else:
-            settle, error = _settle_result, None
+            settle, error = self.future.resolve, None
         if probe is not None:
             probe.finished(_outcome(error, self.future.cancelled()), error)
         if self.on_finish is not None:
@@ -125,16 +125,16 @@ class _Call(Generic[T]):
         """Fail the call: its executor dropped it unrun (shut down with ``cancel_futures``)."""
         self._skip()
         error = RuntimeError("the executor was shut down before the call ran")
-        self._deliver(_settle_exception, error)
+        self._deliver(self.future.fail, error)
 
     def abandon_if_cancelled(self, work: concurrent.futures.Future[None]) -> None:
         """Done callback for foreign executors: :meth:`abandon` if they dropped the call."""
         if work.cancelled():
             self.abandon()
 
-    def _deliver(self, settle: Callable[[CallFuture[T], Any], None], outcome: object) -> None:
+    def _deliver(self, settle: Callable[[Any], None], outcome: object) -> None:
         try:
-            self.inbox.post(settle, self.future, outcome)
+            self.inbox.post(settle, outcome)
         except RuntimeError:  # the loop is closed: nobody is left to receive it
             if self.probe is not None:
                 self.probe.dropped()
@@ -157,14 +157,6 @@ def _storable(exc: BaseException) -> BaseException:
         error.__cause__ = exc
         return error
     return exc
-
-
-def _settle_result(future: CallFuture[T], result: T) -> None:
-    future.resolve(result)
-
-
-def _settle_exception(future: CallFuture[T], exc: BaseException) -> None:
-    future.fail(_storable(exc))
 
 
 Arguments: TypeAlias = "tuple[tuple[Any, ...], Mapping[str, Any], contextvars.Context | None]"

@@ -22,7 +22,7 @@ import weakref
 from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Awaitable
+    from collections.abc import AsyncGenerator, Awaitable, Callable
 
 __all__ = ["LOOP_WATCHDOG_INTERVAL", "on_loop_shutdown", "running_loop_or_none"]
 
@@ -30,11 +30,12 @@ LOOP_WATCHDOG_INTERVAL: Final = 0.5
 """Seconds between checks that the loop a thread waits on is still open."""
 
 
-def running_loop_or_none() -> asyncio.AbstractEventLoop | None:
-    """Return the event loop running in this thread, or ``None``."""
-    # asyncio exports this for loop implementations; unlike get_running_loop()
-    # it does not raise in threads without a loop, which costs more per call.
-    return asyncio._get_running_loop()  # pyright: ignore[reportPrivateUsage]
+# asyncio exports this for loop implementations; unlike get_running_loop()
+# it does not raise in threads without a loop, which costs more per call.
+running_loop_or_none: Final[Callable[[], asyncio.AbstractEventLoop | None]] = (
+    asyncio._get_running_loop  # pyright: ignore[reportPrivateUsage]
+)
+"""Return the event loop running in this thread, or ``None``."""
 
 
 class Closable(Protocol):

@@ -173,9 +173,7 @@ class ThreadedBase(Generic[P, T], ABC):
             return self._submit(loop, args, kwargs, limiter.release)
         return loop.create_task(self._submit_when_admitted(limiter, args, kwargs))
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
-        """Alias of :meth:`async_call`."""
-        return self.async_call(*args, **kwargs)
+    __call__ = async_call  # the same function: calling the object costs no extra frame
 
     def _submit(
         self,
