@@ -5,7 +5,10 @@ Semantics, for every call that goes through :func:`run_in_executor` or
 
 * The returned future belongs to the loop; the thread hands the outcome to the
   loop's inbox (:mod:`aiothreads._inbox`), so no ``concurrent.futures`` round
-  trip is involved, and the caller resumes in the loop turn it arrives.
+  trip is involved, and the caller resumes in the loop turn it arrives
+  (:class:`~aiothreads._future.CallFuture`). Where the loop keeps its default
+  executor private (uvloop), the loop's own ``run_in_executor`` future is
+  returned instead.
 * A call whose future was cancelled before a thread picked it up never runs.
   Cancelling later does not interrupt the thread; its outcome is dropped.
 * Exceptions keep their type and their traceback frames from the thread.

@@ -35,8 +35,9 @@ class CallFuture(asyncio.Future[T]):
     """An ``asyncio.Future`` whose waiters run as soon as a thread's outcome is delivered."""
 
     # No __init__ of its own and no slots: a future is made per call, and this
-    # keeps making one as cheap as making a plain future.
-    _waiting: list[_Callback] = []  # noqa: RUF012 - never mutated: replaced per instance
+    # keeps making one as cheap as making a plain future. The tuple is replaced,
+    # never mutated.
+    _waiting: tuple[_Callback, ...] = ()
 
     def add_done_callback(
         self, fn: Callable[[Any], object], *, context: contextvars.Context | None = None
@@ -46,11 +47,11 @@ class CallFuture(asyncio.Future[T]):
             super().add_done_callback(fn, context=context)
             return
         entry = (fn, context if context is not None else contextvars.copy_context())
-        self._waiting = [*self._waiting, entry]
+        self._waiting = (*self._waiting, entry)
 
     def remove_done_callback(self, fn: Callable[[Any], object]) -> int:
         """Remove every registration of ``fn``; return how many there were."""
-        kept = [entry for entry in self._waiting if entry[0] != fn]
+        kept = tuple(entry for entry in self._waiting if entry[0] != fn)
         removed = len(self._waiting) - len(kept)
         self._waiting = kept
         return removed + super().remove_done_callback(fn)
@@ -92,14 +93,14 @@ class CallFuture(asyncio.Future[T]):
         self._run_waiting()
 
     def _schedule_waiting(self) -> None:
-        waiting, self._waiting = self._waiting, []
+        waiting, self._waiting = self._waiting, ()
         loop = self.get_loop()
         for fn, context in waiting:
             loop.call_soon(fn, self, context=context)
 
     def _run_waiting(self) -> None:
         """Run the callbacks here, reporting their errors as the loop would."""
-        waiting, self._waiting = self._waiting, []
+        waiting, self._waiting = self._waiting, ()
         for index, (fn, context) in enumerate(waiting):
             try:
                 context.run(fn, self)
