@@ -45,7 +45,7 @@ _EVENTFD: Final = hasattr(os, "eventfd")
 class LoopInbox:
     """Callbacks posted by threads, run on one event loop; see the module docstring."""
 
-    __slots__ = ("__weakref__", "_closer", "_fd", "_lock", "_loop", "_pending", "_signalled")
+    __slots__ = ("__weakref__", "_fd", "_lock", "_loop", "_pending", "_signalled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)  # the inbox registry must not keep loops alive
@@ -53,7 +53,6 @@ class LoopInbox:
         self._pending: list[_Posted] = []
         self._signalled = False
         self._fd: int | None = None
-        self._closer: weakref.finalize[..., Any] | None = None
 
     def post(self, callback: Callable[..., object], *args: Any) -> None:
         """Run ``callback(*args)`` on the loop, soon; callable from any thread.
@@ -72,12 +71,14 @@ class LoopInbox:
                 return
             self._signalled = True
             fd = self._fd
-            if fd is not None:
-                # Under the lock: the loop closes the descriptor under it too.
-                os.eventfd_write(fd, 1)
-                return
         finally:
             lock.release()
+        if fd is not None:
+            # Outside the lock, so the woken loop never waits for it. The
+            # descriptor stays open as long as this inbox exists, so a write
+            # racing a shutdown lands in a retired eventfd, never elsewhere.
+            os.eventfd_write(fd, 1)
+            return
         try:
             loop.call_soon_threadsafe(self._run_posted)
         except RuntimeError:
@@ -95,27 +96,28 @@ class LoopInbox:
         ):
             return
         fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        weakref.finalize(self, _close_quietly, fd)
         loop.add_reader(fd, self._on_wake_up, fd)
         on_loop_shutdown(loop, self)
         with self._lock:
             self._fd = fd
-            # Closes the descriptor if the loop is collected without shutting down.
-            self._closer = weakref.finalize(loop, _close_quietly, fd)
 
     def _abandon(self, reason: str = "loop_closed") -> None:
-        """Stop using the ``eventfd``: the loop is shutting down or closed."""
+        """Stop using the ``eventfd``: the loop is shutting down or closed.
+
+        The descriptor is closed when the inbox is collected, once no thread
+        can hold it any more.
+        """
         with self._lock:
             fd, self._fd = self._fd, None
-            closer, self._closer = self._closer, None
             pending = self._signalled
-        if fd is None or closer is None:
+        if fd is None:
             return
         loop = self._loop()
         if loop is not None and not loop.is_closed():
             loop.remove_reader(fd)
-            if pending:  # a wake-up written to the descriptor: hand it on
+            if pending:  # a wake-up may have gone to the descriptor: hand it on
                 loop.call_soon(self._run_posted)
-        closer()  # closes the descriptor exactly once
 
     def _on_wake_up(self, fd: int) -> None:
         try:  # noqa: SIM105 - on every wake-up; contextlib.suppress costs more
@@ -160,21 +162,26 @@ _inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopInbox] = (
     weakref.WeakKeyDictionary()
 )
 _inboxes_lock = threading.Lock()
-_last: tuple[Callable[[], object], LoopInbox | None] = (lambda: None, None)
+_last: tuple[Callable[[], object], Callable[[], LoopInbox | None]] = (
+    lambda: None,
+    lambda: None,
+)
 
 
 def inbox_for(loop: asyncio.AbstractEventLoop) -> LoopInbox:
     """Return ``loop``'s inbox, creating it on first use (from any thread)."""
     global _last  # noqa: PLW0603 - a one-entry cache in front of the weak mapping
-    last_loop, inbox = _last
-    if inbox is not None and last_loop() is loop:
-        return inbox
+    last_loop, last_inbox = _last
+    if last_loop() is loop:
+        inbox = last_inbox()
+        if inbox is not None:
+            return inbox
     with _inboxes_lock:
         inbox = _inboxes.get(loop)
         created = inbox is None
         if inbox is None:
             inbox = _inboxes[loop] = LoopInbox(loop)
-    _last = (weakref.ref(loop), inbox)
+    _last = (weakref.ref(loop), weakref.ref(inbox))  # weak: they close the descriptor
     if created and not loop.is_closed():
         _start_watching(loop, inbox)
     return inbox

@@ -90,7 +90,7 @@ def test_posting_to_a_closed_loop_raises_like_call_soon_threadsafe(
 
 
 @pytest.mark.skipif(not LINUX_SELECTOR_LOOP, reason="eventfd is Linux only")
-def test_asyncio_loops_are_woken_through_an_eventfd_closed_at_shutdown() -> None:
+def test_asyncio_loops_are_woken_through_an_eventfd_closed_once_the_loop_is_gone() -> None:
     async def main() -> int:
         inbox = inbox_for(asyncio.get_running_loop())
         fd = inbox._fd
@@ -99,6 +99,7 @@ def test_asyncio_loops_are_woken_through_an_eventfd_closed_at_shutdown() -> None
         return fd
 
     fd = asyncio.run(main())
+    gc.collect()
 
     assert not _fd_is_open(fd) or os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:[eventfd]"
 
@@ -131,7 +132,7 @@ def test_many_loops_leave_no_descriptors_behind() -> None:
 
 
 @pytest.mark.skipif(not LINUX_SELECTOR_LOOP, reason="eventfd is Linux only")
-def test_a_loop_closed_without_shutting_down_has_its_eventfd_closed_by_the_next_loop() -> None:
+def test_a_loop_closed_without_shutting_down_has_its_eventfd_closed_once_it_is_gone() -> None:
     loop = asyncio.new_event_loop()
 
     async def open_inbox() -> LoopInbox:
@@ -144,7 +145,9 @@ def test_a_loop_closed_without_shutting_down_has_its_eventfd_closed_by_the_next_
     async def another_loop() -> None:
         inbox_for(asyncio.get_running_loop())
 
-    asyncio.run(another_loop())
+    asyncio.run(another_loop())  # sweeps the closed loop
+    del loop
+    gc.collect()
 
     assert not _fd_is_open(fd) or os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:[eventfd]"
 
