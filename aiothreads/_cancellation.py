@@ -9,18 +9,23 @@ garbage collection, loop shutdown). :func:`check_cancelled` raises
 ``sync_await`` and friends called from such a call raise ``CancelledError``
 as soon as the call is cancelled, cancelling the coroutine they wait for.
 Outside any aiothreads call both report "not cancelled".
+
+The scope belongs to the thread running the call, not to its context: a
+thread-local costs a fraction of a context variable per call. Code the call
+runs elsewhere (a coroutine it awaits through ``sync_await``, a thread it
+starts) is outside the call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import threading
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from .types import EVENT_LOOP
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from ._channel import FromThreadChannel
 
@@ -30,9 +35,9 @@ __all__ = [
     "StreamScope",
     "check_cancelled",
     "current_scope",
-    "enter_call",
     "is_cancelled",
     "run_as_call",
+    "run_in_stream_scope",
 ]
 
 P = ParamSpec("P")
@@ -71,22 +76,25 @@ class CallScope:
         return future is not None and future.cancelled()
 
 
-def enter_call(scope: Scope, loop: asyncio.AbstractEventLoop) -> None:
-    """Inside a threaded call's own context: make ``scope`` and ``loop`` current."""
-    _SCOPE.set(scope)
-    EVENT_LOOP.set(loop)
-
-
 def run_as_call(
     scope: Scope,
     loop: asyncio.AbstractEventLoop,
-    func: Callable[P, T],
-    *args: P.args,
-    **kwargs: P.kwargs,
+    func: Callable[..., T],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
 ) -> T:
-    """Call ``func`` with ``scope`` and ``loop`` current (inside the call's own context)."""
-    enter_call(scope, loop)
-    return func(*args, **kwargs)
+    """Call ``func(*args, **kwargs)`` as a threaded call: ``scope`` current, ``EVENT_LOOP`` set.
+
+    Run it inside the call's own context (``EVENT_LOOP`` is set there).
+    """
+    EVENT_LOOP.set(loop)
+    local = _current
+    previous = local.scope
+    local.scope = scope
+    try:
+        return func(*args, **kwargs)
+    finally:
+        local.scope = previous
 
 
 class StreamScope:
@@ -107,19 +115,29 @@ class StreamScope:
         return self._channel._close_reason is not None
 
 
-_SCOPE: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
-    "aiothreads_cancel_scope", default=None
-)
+class _CurrentScope(threading.local):
+    scope: Scope | None = None
+
+
+_current = _CurrentScope()
 
 
 def current_scope() -> Scope | None:
-    """Return the scope of the aiothreads call running in this context, if any."""
-    return _SCOPE.get()
+    """Return the scope of the aiothreads call running in this thread, if any."""
+    return _current.scope
 
 
-def enter_stream_scope(channel: FromThreadChannel[Any]) -> None:
-    """Make ``channel``'s consumer the one :func:`is_cancelled` watches here."""
-    _SCOPE.set(StreamScope(channel))
+def run_in_stream_scope(
+    channel: FromThreadChannel[Any], func: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """Call ``func`` with ``channel``'s consumer the one :func:`is_cancelled` watches."""
+    local = _current
+    previous = local.scope
+    local.scope = StreamScope(channel)
+    try:
+        return func(*args, **kwargs)
+    finally:
+        local.scope = previous
 
 
 def is_cancelled() -> bool:
@@ -127,7 +145,7 @@ def is_cancelled() -> bool:
 
     ``False`` outside aiothreads calls.
     """
-    scope = _SCOPE.get()
+    scope = _current.scope
     return scope is not None and scope.cancelled()
 
 

@@ -26,7 +26,7 @@ import threading
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar, cast
 
-from ._cancellation import CallScope, enter_call, run_as_call
+from ._cancellation import CallScope, run_as_call
 from ._future import CallFuture
 from ._inbox import inbox_for
 from ._log import emit
@@ -102,7 +102,9 @@ class _Call(Generic[T]):
             if self.context is None:
                 outcome: object = self.func(*self.args, **self.kwargs)
             else:
-                outcome = self.context.run(self._run_as_call)
+                outcome = self.context.run(
+                    run_as_call, self, self.loop, self.func, self.args, self.kwargs
+                )
         except BaseException as exc:
             settle, outcome, error = self.future.fail, _storable(exc), exc
         else:
@@ -112,10 +114,6 @@ class _Call(Generic[T]):
         if self.on_finish is not None:
             self.on_finish()
         self._deliver(settle, outcome)
-
-    def _run_as_call(self) -> T:
-        enter_call(self, self.loop)
-        return self.func(*self.args, **self.kwargs)
 
     def _skip(self) -> None:
         """Report a call that never ran and give its limit place back."""
@@ -227,7 +225,7 @@ class _Bound(Generic[T]):
         args, kwargs, context = self.call
         if context is None:
             return self.func(*args, **kwargs)
-        return context.run(run_as_call, self.scope, self.loop, self.func, *args, **kwargs)
+        return context.run(run_as_call, self.scope, self.loop, self.func, args, kwargs)
 
 
 def _run_through_loop(

@@ -26,7 +26,7 @@ import functools
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
-from ._cancellation import enter_stream_scope
+from ._cancellation import run_in_stream_scope
 from ._channel import EMPTY, ChannelClosed, FromThreadChannel
 from ._executor import run_in_executor, run_in_new_thread
 from ._log import logger
@@ -323,7 +323,9 @@ def _produce(
         if probe is not None:
             probe.running()
         try:
-            outcome, error, reason = context.run(_pump, channel, gen_func, probe)
+            outcome, error, reason = context.run(
+                run_in_stream_scope, channel, _pump, channel, gen_func, probe
+            )
         except BaseException as exc:
             if probe is not None:
                 probe.ended(ERROR, exc, channel._close_reason)
@@ -347,7 +349,6 @@ def _pump(
     """Move the generator's items into ``channel``; return (outcome, error, stop reason)."""
     if channel.is_closed:
         return CANCELLED, None, channel._close_reason
-    enter_stream_scope(channel)
     try:
         generator = gen_func()
     except BaseException as exc:

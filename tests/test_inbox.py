@@ -136,7 +136,7 @@ def test_a_loop_closed_without_shutting_down_has_its_eventfd_closed_once_it_is_g
     loop = asyncio.new_event_loop()
 
     async def open_inbox() -> LoopInbox:
-        return inbox_for(loop)
+        return inbox_for(asyncio.get_running_loop())
 
     fd = loop.run_until_complete(open_inbox())._fd
     assert fd is not None

@@ -221,6 +221,34 @@ async def test_check_cancelled_raises_once_the_caller_gave_up() -> None:
     assert seen == [True]
 
 
+@pytest.mark.asyncio
+async def test_a_cancelled_call_leaves_nothing_behind_on_its_worker_thread() -> None:
+    started, proceed, done = threading.Event(), threading.Event(), threading.Event()
+    seen: list[bool] = []
+    one_worker = ThreadPoolExecutor(1)
+    loop = asyncio.get_running_loop()
+
+    @threaded(executor=one_worker)
+    def cancelled_while_running() -> None:
+        started.set()
+        proceed.wait(5)
+        seen.append(is_cancelled())
+        done.set()
+
+    try:
+        call = cancelled_while_running()
+        assert await in_own_thread(started)
+        call.cancel()
+        proceed.set()
+        assert await in_own_thread(done)
+        plain_function_on_that_thread = await loop.run_in_executor(one_worker, is_cancelled)
+    finally:
+        one_worker.shutdown(wait=True)
+
+    assert seen == [True]
+    assert plain_function_on_that_thread is False
+
+
 def test_outside_aiothreads_nothing_is_cancelled() -> None:
     assert not is_cancelled()
     check_cancelled()
