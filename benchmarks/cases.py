@@ -1,7 +1,7 @@
 """Benchmark cases: one coroutine per (scenario, implementation), returning seconds.
 
 The ``aiothreads`` cases use only the 1.x API, so the same code measures the
-current package and aiothreads 1.1.4 (run by ``benchmarks.old_child`` with the
+current package and aiothreads 1.1.4 (run by ``benchmarks.child`` with the
 old release first on ``sys.path``). Peer libraries are imported lazily.
 """
 

@@ -7,10 +7,11 @@ Usage::
     python -m benchmarks.run --quick         # tiny sizes, one round: a smoke test
 
 Each round measures every implementation of every scenario once, in turn, each
-on a fresh event loop (after a short warm-up on it), so that drift in machine
-speed hits them alike; the table shows the median of the rounds. aiothreads
-1.1.4 is installed into ``benchmarks/.peers`` and measured in a child process,
-so the two versions never shadow each other.
+in a fresh process on a fresh event loop (after a short warm-up on it), so that
+drift in machine speed hits them alike and no case inherits another's threads
+or heap; the table shows the median of the rounds. aiothreads 1.1.4 is
+installed into ``benchmarks/.peers`` and put first on its process's path, so
+the two versions never shadow each other.
 """
 
 from __future__ import annotations
@@ -85,15 +86,14 @@ def ensure_old_release() -> bool:
     return completed.returncode == 0
 
 
-def run_old(scenario: str, n: int, kind: str) -> float:
-    """Time aiothreads 1.1.4 on ``scenario`` in a child process."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.old_child", str(OLD_RELEASE), scenario, str(n), kind],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
+def run_isolated(
+    scenario: str, implementation: str, n: int, kind: str, old_release: Path | None = None
+) -> float:
+    """Time one case in a fresh process (on aiothreads 1.1.4 with ``old_release``)."""
+    command = [sys.executable, "-m", "benchmarks.child", scenario, implementation, str(n), kind]
+    if old_release is not None:
+        command.append(str(old_release))
+    completed = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
     return float(completed.stdout.strip().splitlines()[-1])
 
 
@@ -120,14 +120,14 @@ def measure(rounds: int, scale: float, loops: list[str], with_old: bool) -> Resu
         for kind in loops:
             for scenario, (_, size, implementations) in cases.SCENARIOS.items():
                 n = max(10, int(size * scale))
-                for implementation, case in implementations.items():
+                for implementation in implementations:
                     if not available(implementation):
                         continue
                     count = n // cases.SLOW_PEERS.get(implementation, 1)
-                    seconds = run_case(case, count, kind)
+                    seconds = run_isolated(scenario, implementation, count, kind)
                     samples.setdefault((kind, scenario, implementation), []).append(count / seconds)
                 if with_old and scenario in cases.OLD_RELEASE_SCENARIOS:
-                    seconds = run_old(scenario, n, kind)
+                    seconds = run_isolated(scenario, cases.AIOTHREADS, n, kind, OLD_RELEASE)
                     samples.setdefault((kind, scenario, cases.OLD), []).append(n / seconds)
         print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
     results: Results = {}
