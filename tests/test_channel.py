@@ -22,13 +22,12 @@ async def join(thread: threading.Thread) -> None:
     assert not thread.is_alive()
 
 
-@pytest.mark.asyncio
-async def test_items_arrive_in_order_then_closed() -> None:
-    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=3)
+async def stream_numbers(channel: FromThreadChannel[int], count: int) -> list[int]:
+    """Put ``range(count)`` from a thread that then closes; return what ``get()`` gave."""
 
     def produce() -> None:
         with channel:
-            for number in range(50):
+            for number in range(count):
                 channel.put(number)
 
     thread = start_thread(produce)
@@ -36,8 +35,15 @@ async def test_items_arrive_in_order_then_closed() -> None:
     with pytest.raises(ChannelClosed):
         while True:
             received.append(await channel.get())
-    assert received == list(range(50))
     await join(thread)
+    return received
+
+
+@pytest.mark.asyncio
+async def test_items_arrive_in_order_then_closed() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=3)
+
+    assert await stream_numbers(channel, 50) == list(range(50))
 
 
 @pytest.mark.asyncio
@@ -89,19 +95,7 @@ async def test_a_blocked_producer_is_woken_once_per_wait_not_once_per_item() -> 
     waits: list[float] = []
     channel._on_blocked = waits.append
 
-    def produce() -> None:
-        with channel:
-            for number in range(2000):
-                channel.put(number)
-
-    thread = start_thread(produce)
-    received = []
-    with pytest.raises(ChannelClosed):
-        while True:
-            received.append(await channel.get())
-    await join(thread)
-
-    assert received == list(range(2000))
+    assert await stream_numbers(channel, 2000) == list(range(2000))
     closing = 1
     assert condition.notified <= len(waits) + closing
 
