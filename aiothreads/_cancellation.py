@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from ._channel import FromThreadChannel
 
 __all__ = [
-    "CallScope",
     "Scope",
     "StreamScope",
     "check_cancelled",
@@ -55,25 +54,6 @@ class Scope(Protocol):
     def cancelled(self) -> bool:
         """Whether the caller gave up."""
         ...
-
-
-class CallScope:
-    """What a threaded call knows of its caller: the future the caller awaits.
-
-    The executor's own call objects are scopes themselves; this one serves
-    calls that go through an executor aiothreads does not drive, where the
-    future only exists once the call was submitted.
-    """
-
-    __slots__ = ("future",)
-
-    def __init__(self) -> None:
-        self.future: asyncio.Future[Any] | None = None
-
-    def cancelled(self) -> bool:
-        """Whether the caller cancelled the call."""
-        future = self.future
-        return future is not None and future.cancelled()
 
 
 def run_as_call(

@@ -26,7 +26,7 @@ import threading
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar, cast
 
-from ._cancellation import CallScope, run_as_call
+from ._cancellation import run_as_call
 from ._future import CallFuture
 from ._inbox import inbox_for
 from ._log import emit
@@ -192,7 +192,7 @@ def run_in_executor(
         if executor is None:
             executor = default_executor(loop)
         if executor is None:
-            return _run_through_loop(loop, _Bound(loop, func, call), probe, on_finish)
+            return _run_through_loop(loop, func, call, probe, on_finish)
         future: CallFuture[T] = CallFuture(loop=loop)
         work = _Call(loop, future, func, call, probe=probe, on_finish=on_finish)
         if type(executor) is WorkerPool:
@@ -208,29 +208,10 @@ def run_in_executor(
     return future
 
 
-class _Bound(Generic[T]):
-    """``func`` with its arguments, for executors that take a plain callable."""
-
-    __slots__ = ("call", "func", "loop", "scope")
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, func: Callable[..., T], call: Arguments
-    ) -> None:
-        self.loop = loop
-        self.func = func
-        self.call = call
-        self.scope = CallScope()  # its future is known once the call was submitted
-
-    def __call__(self) -> T:
-        args, kwargs, context = self.call
-        if context is None:
-            return self.func(*args, **kwargs)
-        return context.run(run_as_call, self.scope, self.loop, self.func, args, kwargs)
-
-
 def _run_through_loop(
     loop: asyncio.AbstractEventLoop,
-    func: _Bound[T],
+    func: Callable[..., T],
+    call: Arguments,
     probe: CallProbe | None,
     on_finish: Callable[[], None] | None,
 ) -> asyncio.Future[T]:
@@ -239,42 +220,58 @@ def _run_through_loop(
     The loop's own future carries the outcome; its cancellation reaches the
     executor, so a call cancelled before it started never runs.
     """
-    runner = _InThread(func, probe, on_finish)
+    runner = _InThread(loop, func, call, probe, on_finish)
     future: asyncio.Future[T] = loop.run_in_executor(None, runner)
-    runner.future = func.scope.future = future
+    runner.future = future
     if probe is not None or on_finish is not None:
         future.add_done_callback(runner.report_if_skipped)
     return future
 
 
 class _InThread(Generic[T]):
-    """Runs ``func`` for :func:`_run_through_loop`: reports to the probe, stores safely."""
+    """Runs ``func`` for :func:`_run_through_loop`: reports to the probe, stores safely.
 
-    __slots__ = ("func", "future", "on_finish", "probe", "started")
+    Like :class:`_Call`, it is the call's cancel scope when there is a context;
+    its future is known once the loop took the call.
+    """
+
+    __slots__ = ("call", "func", "future", "loop", "on_finish", "probe", "started")
 
     def __init__(
         self,
-        func: Callable[[], T],
+        loop: asyncio.AbstractEventLoop,
+        func: Callable[..., T],
+        call: Arguments,
         probe: CallProbe | None,
         on_finish: Callable[[], None] | None,
     ) -> None:
+        self.loop = loop
         self.func = func
+        self.call = call
         self.probe = probe
         self.on_finish = on_finish
         self.started = False
         self.future: asyncio.Future[T] | None = None
 
+    def cancelled(self) -> bool:
+        """Whether the caller cancelled the call (the call's cancel scope)."""
+        return self.future is not None and self.future.cancelled()
+
     def __call__(self) -> T:
         # The loop passes a cancellation on to the executor one loop turn late;
         # looking at the future itself honours it at once.
-        if self.future is not None and self.future.cancelled():
+        if self.cancelled():
             raise asyncio.CancelledError
         self.started = True
         probe = self.probe
         if probe is not None:
             probe.running()
+        args, kwargs, context = self.call
         try:
-            result = self.func()
+            if context is None:
+                result = self.func(*args, **kwargs)
+            else:
+                result = context.run(run_as_call, self, self.loop, self.func, args, kwargs)
         except BaseException as exc:
             error = _storable(exc)
             if probe is not None:
