@@ -22,7 +22,6 @@ loop's :class:`LoopInbox`:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import threading
@@ -30,9 +29,10 @@ import weakref
 from asyncio.selector_events import BaseSelectorEventLoop
 from typing import TYPE_CHECKING, Any, Final
 
-from ._loops import on_loop_shutdown
+from ._loops import on_loop_shutdown, running_loop_or_none
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable
 
 __all__ = ["LoopInbox", "inbox_for"]
@@ -188,11 +188,7 @@ def inbox_for(loop: asyncio.AbstractEventLoop) -> LoopInbox:
 
 
 def _start_watching(loop: asyncio.AbstractEventLoop, inbox: LoopInbox) -> None:
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
+    if running_loop_or_none() is loop:
         inbox.watch(loop)
     elif loop.is_running():
         with contextlib.suppress(RuntimeError):
