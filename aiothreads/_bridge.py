@@ -147,15 +147,16 @@ def _run_on_loop(
 
     ``func`` is called on the loop. A known ``coro`` is closed if it never gets to run.
     """
+    waiter = _Waiter(current_scope(), func, args, kwargs, coro)
     telemetry = current_telemetry()
     if telemetry is None:
-        return _submit(loop, _Waiter(current_scope(), func, args, kwargs, coro)).wait(loop)
+        return _submit(loop, waiter).wait(loop)
     name = _coroutine_name(coro) if coro is not None else qualified_name(func)
     probe = telemetry.call("sync_await", name)
     probe.running()
     token = probe.activate_here()  # the task copies this context: its spans nest in ours
     try:
-        waiter = _submit(loop, _Waiter(current_scope(), func, args, kwargs, coro))
+        _submit(loop, waiter)
     except BaseException as exc:
         probe.finished(ERROR, exc)
         raise
