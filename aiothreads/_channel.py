@@ -278,16 +278,19 @@ class FromThreadChannel(Generic[T]):
 
     def _make_room(self) -> None:
         with self._lock:
-            self._room_wanted = False
-            self._not_full.notify_all()
+            self._grant_room()
+
+    def _grant_room(self) -> None:
+        """With the lock held: answer the producers' request for room, once."""
+        self._room_wanted = False
+        self._not_full.notify_all()
 
     def _take_when_empty(self) -> T | _Empty:
         with self._lock:
             if self._items:
                 return self._items.popleft()
             if self._room_wanted:  # a producer that raced the last pop
-                self._room_wanted = False
-                self._not_full.notify_all()
+                self._grant_room()
             if not self._closed:
                 return EMPTY
             error, self._error = self._error, None
