@@ -47,86 +47,81 @@ __all__ = ["default_executor", "run_in_executor", "run_in_new_thread"]
 T = TypeVar("T")
 
 
-class _Call(Generic[T]):
-    """The unit of work handed to a thread: run the function unless cancelled, report back.
+class ThreadCall(CallFuture[T]):
+    """A call handed to a thread: the future its caller awaits, and the work the thread runs.
 
-    With a ``context`` the function runs inside it as an aiothreads call:
+    Called in the thread, it runs the function unless the future was cancelled
+    first, then hands the outcome to the loop's inbox, which settles the
+    future. One object per call serves as both, so starting a call allocates
+    nothing else. The arguments are let go once the function ran.
+
+    With a context the function runs inside it as an aiothreads call:
     :data:`~aiothreads.EVENT_LOOP` is set to the loop and this object is the
     call's cancel scope (see :mod:`aiothreads._cancellation`).
     """
 
-    __slots__ = (
-        "args",
-        "context",
-        "func",
-        "future",
-        "inbox",
-        "kwargs",
-        "loop",
-        "on_finish",
-        "probe",
-    )
+    __slots__ = ("_arguments", "_func", "_inbox", "_on_finish", "_probe")
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        future: CallFuture[T],
         func: Callable[..., T],
         call: Arguments,
-        *,
         probe: CallProbe | None,
         on_finish: Callable[[], None] | None,
     ) -> None:
-        self.loop = loop
-        self.inbox = inbox_for(loop)
-        self.future = future
-        self.func = func
-        self.args, self.kwargs, self.context = call
-        self.probe = probe
-        self.on_finish = on_finish
+        super().__init__(loop=loop)
+        self._inbox = inbox_for(loop)
+        self._func = func
+        self._arguments = call
+        self._probe = probe
+        self._on_finish = on_finish
 
-    def cancelled(self) -> bool:
-        """Whether the caller cancelled the call (the call's cancel scope)."""
-        return self.future.cancelled()
+    @property
+    def future(self) -> asyncio.Future[T]:
+        """The future the caller awaits: this call itself (the cancel scope's view)."""
+        return self
 
     def __call__(self) -> None:
-        if self.future.cancelled():
+        if self.cancelled():
             self._skip()
             return
-        probe = self.probe
+        probe = self._probe
         if probe is not None:
             probe.running()
+        args, kwargs, context = self._arguments
+        self._arguments = NO_ARGUMENTS
         settle: Callable[[Any], None]
         error: BaseException | None
         try:
-            if self.context is None:
-                outcome: object = self.func(*self.args, **self.kwargs)
+            if context is None:
+                outcome: object = self._func(*args, **kwargs)
             else:
-                outcome = self.context.run(
-                    run_as_call, self, self.loop, self.func, self.args, self.kwargs
-                )
+                outcome = context.run(run_as_call, self, self.get_loop(), self._func, args, kwargs)
         except BaseException as exc:
-            settle, outcome, error = self.future.fail, _storable(exc), exc
+            settle, outcome, error = self.fail, _storable(exc), exc
         else:
-            settle, error = self.future.resolve, None
+            settle, error = self.resolve, None
+        del args, kwargs, context
         if probe is not None:
-            probe.finished(_outcome(error, self.future.cancelled()), error)
-        if self.on_finish is not None:
-            self.on_finish()
+            probe.finished(_outcome(error, self.cancelled()), error)
+        if self._on_finish is not None:
+            self._on_finish()
         self._deliver(settle, outcome)
 
     def _skip(self) -> None:
         """Report a call that never ran and give its limit place back."""
-        if self.probe is not None:
-            self.probe.skipped()
-        if self.on_finish is not None:
-            self.on_finish()
+        self._arguments = NO_ARGUMENTS
+        if self._probe is not None:
+            self._probe.skipped()
+        if self._on_finish is not None:
+            self._on_finish()
 
     def abandon(self) -> None:
         """Fail the call: its executor dropped it unrun (shut down with ``cancel_futures``)."""
         self._skip()
         error = RuntimeError("the executor was shut down before the call ran")
-        self._deliver(self.future.fail, error)
+        self._deliver(self.fail, error)
 
     def abandon_if_cancelled(self, work: concurrent.futures.Future[None]) -> None:
         """Done callback for foreign executors: :meth:`abandon` if they dropped the call."""
@@ -135,12 +130,12 @@ class _Call(Generic[T]):
 
     def _deliver(self, settle: Callable[[Any], None], outcome: object) -> None:
         try:
-            self.inbox.post(settle, outcome)
+            self._inbox.post(settle, outcome)
         except RuntimeError:  # the loop is closed: nobody is left to receive it
-            if self.probe is not None:
-                self.probe.dropped()
+            if self._probe is not None:
+                self._probe.dropped()
             else:
-                fields = {"function": qualified_name(self.func)}
+                fields = {"function": qualified_name(self._func)}
                 emit("warning", "result dropped: event loop closed", fields)
 
 
@@ -174,10 +169,10 @@ def run_in_executor(
     loop: asyncio.AbstractEventLoop,
     executor: Executor | None,
     func: Callable[..., T],
+    call: Arguments = NO_ARGUMENTS,
+    *,
     probe: CallProbe | None = None,
     on_finish: Callable[[], None] | None = None,
-    *,
-    call: Arguments = NO_ARGUMENTS,
 ) -> asyncio.Future[T]:
     """Run ``func`` on ``executor``, or on the loop's default executor if ``None``.
 
@@ -193,12 +188,11 @@ def run_in_executor(
             executor = default_executor(loop)
         if executor is None:
             return _run_through_loop(loop, func, call, probe, on_finish)
-        future: CallFuture[T] = CallFuture(loop=loop)
-        work = _Call(loop, future, func, call, probe=probe, on_finish=on_finish)
+        future = ThreadCall(loop, func, call, probe, on_finish)
         if type(executor) is WorkerPool:
-            executor.run(work)
+            executor.run(future)
         else:
-            executor.submit(work).add_done_callback(work.abandon_if_cancelled)
+            executor.submit(future).add_done_callback(future.abandon_if_cancelled)
     except RuntimeError as exc:  # the executor was shut down: the call was not queued
         if on_finish is not None:
             on_finish()
@@ -231,7 +225,7 @@ def _run_through_loop(
 class _InThread(Generic[T]):
     """Runs ``func`` for :func:`_run_through_loop`: reports to the probe, stores safely.
 
-    Like :class:`_Call`, it is the call's cancel scope when there is a context;
+    Like :class:`ThreadCall`, it is the call's cancel scope when there is a context;
     its future is known once the loop took the call.
     """
 
@@ -346,8 +340,7 @@ def run_in_new_thread(
         on_finish: Called in the thread once the call ran (limits use it).
         call: Its arguments and context; see :data:`Arguments`.
     """
-    future: CallFuture[T] = CallFuture(loop=loop)
-    work = _Call(loop, future, func, call, probe=probe, on_finish=on_finish)
-    thread = threading.Thread(target=work, name=name, daemon=detach)
+    future = ThreadCall(loop, func, call, probe, on_finish)
+    thread = threading.Thread(target=future, name=name, daemon=detach)
     thread.start()
     return future

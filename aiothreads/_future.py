@@ -2,10 +2,12 @@
 
 A plain ``asyncio.Future`` settled from a loop callback schedules its done
 callbacks with ``call_soon``, so the task awaiting it resumes one loop turn
-after the outcome reached the loop. :class:`CallFuture` runs the callbacks
-registered before the outcome arrived at once, inside the callback that
-delivers it, which saves that turn on every threaded call. In every other
-respect it is an ``asyncio.Future``: cancelling it, or settling it through
+after the outcome reached the loop. :meth:`CallFuture.resolve` and
+:meth:`CallFuture.fail` run the callbacks registered before the outcome
+arrived at once, inside the callback that delivers it, which saves that turn
+on every threaded call. In every other respect it is an ``asyncio.Future``
+(callbacks are stored by asyncio itself, so registering one costs what it
+costs on any future); cancelling it, or settling it through
 ``set_result``/``set_exception``, schedules callbacks as usual.
 
 Every method runs on the loop's thread; worker threads only ever ask
@@ -15,69 +17,44 @@ Every method runs on the loop's thread; worker threads only ever ask
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    import contextvars
     from collections.abc import Callable
 
 __all__ = ["CallFuture"]
 
 T = TypeVar("T")
 
-_Callback = tuple["Callable[[Any], object]", contextvars.Context]
+_Callback = tuple["Callable[[Any], object]", "contextvars.Context"]
 
-# Called unbound on the hot path: cheaper than super().set_result() per call.
+# Called unbound on the hot path: cheaper than super() per call.
 _future_set_result: Callable[[asyncio.Future[Any], Any], None] = asyncio.Future.set_result  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+_future_unregister: Callable[[asyncio.Future[Any], Any], int] = asyncio.Future.remove_done_callback  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
 
 
 class CallFuture(asyncio.Future[T]):
     """An ``asyncio.Future`` whose waiters run as soon as a thread's outcome is delivered."""
 
-    # No __init__ of its own and no slots: a future is made per call, and this
-    # keeps making one as cheap as making a plain future. The tuple is replaced,
-    # never mutated.
-    _waiting: tuple[_Callback, ...] = ()
-
-    def add_done_callback(
-        self, fn: Callable[[Any], object], *, context: contextvars.Context | None = None
-    ) -> None:
-        """Call ``fn(future)`` once the future is done (at once if it is already)."""
-        if self.done():
-            super().add_done_callback(fn, context=context)
-            return
-        entry = (fn, context if context is not None else contextvars.copy_context())
-        self._waiting = (*self._waiting, entry)
-
-    def remove_done_callback(self, fn: Callable[[Any], object]) -> int:
-        """Remove every registration of ``fn``; return how many there were."""
-        kept = tuple(entry for entry in self._waiting if entry[0] != fn)
-        removed = len(self._waiting) - len(kept)
-        self._waiting = kept
-        return removed + super().remove_done_callback(fn)
-
-    def cancel(self, msg: Any | None = None) -> bool:
-        """Cancel the future and schedule its callbacks; ``False`` if it is done."""
-        if not super().cancel(msg):
-            return False
-        self._schedule_waiting()
-        return True
-
-    def set_result(self, result: T, /) -> None:
-        """Mark the future done with ``result`` and schedule its callbacks."""
-        super().set_result(result)
-        self._schedule_waiting()
-
-    def set_exception(self, exception: type | BaseException, /) -> None:
-        """Mark the future done with ``exception`` and schedule its callbacks."""
-        super().set_exception(exception)
-        self._schedule_waiting()
+    __slots__ = ()
 
     def resolve(self, result: T) -> None:
         """Settle with ``result`` unless already done, and run the callbacks now."""
-        if not self.done():
+        if self.done():
+            return
+        # ``_callbacks`` lists (callback, context) pairs in both the C and the
+        # pure-Python future. Unregistered first, they are not scheduled by
+        # settling; the C future may hand out its own list, hence the copy.
+        registered: list[_Callback] | None = self._callbacks
+        if not registered:
             _future_set_result(self, result)
-            self._run_waiting()
+            return
+        waiting = tuple(registered)
+        for fn, _ in waiting:
+            _future_unregister(self, fn)
+        _future_set_result(self, result)
+        self._run(waiting)
 
     def fail(self, exception: BaseException) -> None:
         """Settle with ``exception`` unless already done, and run the callbacks now.
@@ -86,27 +63,25 @@ class CallFuture(asyncio.Future[T]):
         """
         if self.done():
             return
+        registered: list[_Callback] | None = self._callbacks
+        waiting = tuple(registered) if registered else ()
+        for fn, _ in waiting:
+            _future_unregister(self, fn)
         if isinstance(exception, asyncio.CancelledError):
-            super().cancel()
+            self.cancel()
         else:
-            super().set_exception(exception)
-        self._run_waiting()
+            self.set_exception(exception)
+        self._run(waiting)
 
-    def _schedule_waiting(self) -> None:
-        waiting, self._waiting = self._waiting, ()
-        loop = self.get_loop()
-        for fn, context in waiting:
-            loop.call_soon(fn, self, context=context)
-
-    def _run_waiting(self) -> None:
+    def _run(self, waiting: tuple[_Callback, ...]) -> None:
         """Run the callbacks here, reporting their errors as the loop would."""
-        waiting, self._waiting = self._waiting, ()
         for index, (fn, context) in enumerate(waiting):
             try:
                 context.run(fn, self)
             except (SystemExit, KeyboardInterrupt):
-                self._waiting = waiting[index + 1 :]
-                self._schedule_waiting()
+                loop = self.get_loop()
+                for later, later_context in waiting[index + 1 :]:
+                    loop.call_soon(later, self, context=later_context)
                 raise
             except BaseException as exc:
                 self.get_loop().call_exception_handler(

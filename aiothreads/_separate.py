@@ -29,28 +29,28 @@ __all__ = ["ThreadedSeparate", "threaded_separate"]
 
 
 class _NewThreadDispatch:
-    """Starts every call on a fresh thread named after the function."""
+    """Starts every call on a fresh thread, named after the function."""
 
-    __slots__ = ("detach",)
+    __slots__ = ("detach", "thread_name")
     kind: ClassVar[str] = "separate"
 
-    def __init__(self, detach: bool) -> None:
+    def __init__(self, detach: bool, function_name: str) -> None:
         self.detach = detach
+        self.thread_name = f"aiothreads-{function_name}"
 
     def __call__(
         self,
         loop: asyncio.AbstractEventLoop,
         func: Callable[..., R],
         call: Arguments,
-        *,
-        name: str,
         probe: CallProbe | None,
         on_finish: Callable[[], None] | None,
+        /,
     ) -> asyncio.Future[R]:
         return run_in_new_thread(
             loop,
             func,
-            name=f"aiothreads-{name}",
+            name=self.thread_name,
             detach=self.detach,
             probe=probe,
             on_finish=on_finish,
@@ -75,7 +75,7 @@ class ThreadedSeparate(Threaded[P, T]):
         limit: int | CapacityLimiter | None = None,
     ) -> None:
         super().__init__(func, limit=limit)
-        self._new_thread = _NewThreadDispatch(detach)
+        self._new_thread = _NewThreadDispatch(detach, self._name)
         self._dispatch = self._new_thread
 
     @property

@@ -84,12 +84,14 @@ class Dispatch(Protocol):
         loop: asyncio.AbstractEventLoop,
         func: Callable[..., R],
         call: Arguments,
-        *,
-        name: str,
         probe: CallProbe | None,
         on_finish: Callable[[], None] | None,
+        /,
     ) -> asyncio.Future[R]:
-        """Start ``func`` with ``call``'s arguments in its context; see :data:`Arguments`."""
+        """Start ``func`` with ``call``'s arguments in its context; see :data:`Arguments`.
+
+        The parameters are positional only: this runs on every call.
+        """
         ...
 
 
@@ -107,12 +109,11 @@ class PoolDispatch:
         loop: asyncio.AbstractEventLoop,
         func: Callable[..., R],
         call: Arguments,
-        *,
-        name: str,
         probe: CallProbe | None,
         on_finish: Callable[[], None] | None,
+        /,
     ) -> asyncio.Future[R]:
-        return run_in_executor(loop, self.executor, func, probe, on_finish, call=call)
+        return run_in_executor(loop, self.executor, func, call, probe=probe, on_finish=on_finish)
 
 
 def check_executor(executor: object) -> Executor | None:
@@ -192,9 +193,7 @@ class ThreadedBase(Generic[P, T], ABC):
             if limit_wait is not None:
                 probe.limit_waited(limit_wait)
         call = (args, kwargs, context)
-        return self._dispatch(
-            loop, self.func, call, name=self._name, probe=probe, on_finish=on_finish
-        )
+        return self._dispatch(loop, self.func, call, probe, on_finish)
 
     async def _submit_when_awaited(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> T:
         loop = asyncio.get_running_loop()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -194,3 +196,55 @@ async def test_gather_wait_and_wait_for_work_with_threaded_calls() -> None:
     assert not pending
     assert sorted(task.result() for task in done) == [6, 8]
     assert await asyncio.wait_for(double(5), timeout=10) == 10
+
+
+@pytest.mark.asyncio
+async def test_resolved_callbacks_run_once_and_are_not_scheduled_again() -> None:
+    future: CallFuture[int] = CallFuture(loop=asyncio.get_running_loop())
+    seen: list[str] = []
+
+    def first(_: object) -> None:
+        seen.append("first")
+
+    future.add_done_callback(first)
+    future.add_done_callback(lambda _: seen.append("second"))
+    future.add_done_callback(lambda _: seen.append("third"))
+    future.remove_done_callback(first)  # asyncio keeps the rest in a list of its own now
+
+    future.resolve(1)
+    assert seen == ["second", "third"]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+    assert seen == ["second", "third"]
+
+
+@pytest.mark.asyncio
+async def test_a_failed_call_wakes_its_waiters_once() -> None:
+    future: CallFuture[int] = CallFuture(loop=asyncio.get_running_loop())
+    seen: list[BaseException | None] = []
+    future.add_done_callback(lambda done: seen.append(done.exception()))
+
+    future.fail(ValueError("boom"))
+    await asyncio.sleep(0)
+
+    assert [type(error) for error in seen] == [ValueError]
+
+
+@pytest.mark.asyncio
+async def test_a_threaded_call_lets_go_of_its_arguments_once_it_ran() -> None:
+    class Payload:
+        pass
+
+    @threaded
+    def consume(payload: Payload) -> None:
+        del payload
+
+    payload = Payload()
+    alive = weakref.ref(payload)
+    future = consume(payload)
+    del payload
+    await future
+    gc.collect()
+
+    assert alive() is None, "the finished call's future still holds its arguments"
