@@ -292,9 +292,10 @@ class _Waiter(Generic[T]):
         if self._signalled:
             return
         self._signalled = True
-        caller = self._scope.future if self._scope is not None else None
-        if caller is not None and self._task is not None:
-            caller.remove_done_callback(self._caller_gave_up)
+        if self._task is not None and self._scope is not None:
+            caller = self._scope.future
+            if caller is not None:
+                caller.remove_done_callback(self._caller_gave_up)
         self._done.release()
 
     def wait(self, loop: asyncio.AbstractEventLoop) -> T:

@@ -340,7 +340,7 @@ SCENARIOS: dict[str, tuple[str, int, dict[str, Case]]] = {
     "FromThreadChannel put/get": ("items/s", 200_000, {AIOTHREADS: channel_aiothreads}),
     "sync_await round trip": (
         "round trips/s",
-        5_000,
+        20_000,
         {
             AIOTHREADS: sync_await_aiothreads,
             "run_coroutine_threadsafe": sync_await_run_coroutine_threadsafe,
