@@ -69,6 +69,7 @@ def benchmarks(session: nox.Session) -> None:
     """A smoke run of the benchmark suite with tiny sizes (the full run is by hand)."""
     session.install("-e", ".[bench]")
     session.run("python", "-m", "benchmarks.run", "--quick", *session.posargs)
+    session.run("python", "-m", "benchmarks.handoff_floor", "--round-trips", "200", "--rounds", "1")
 
 
 @nox.session(python=PYTHONS[-1])

@@ -50,10 +50,12 @@ T = TypeVar("T")
 class ThreadCall(CallFuture[T]):
     """A call handed to a thread: the future its caller awaits, and the work the thread runs.
 
-    Called in the thread, it runs the function unless the future was cancelled
-    first, then hands the outcome to the loop's inbox, which settles the
-    future. One object per call serves as both, so starting a call allocates
-    nothing else. The arguments are let go once the function ran.
+    Its :meth:`run`, called in the thread, runs the function unless the
+    future was cancelled first, then hands the outcome to the loop's inbox,
+    which settles the future. One object per call serves as both, so starting
+    a call allocates nothing else. The arguments are let go once the function
+    ran. The future itself is not callable: calling it by mistake cannot run
+    the function a second time.
 
     With a context the function runs inside it as an aiothreads call:
     :data:`~aiothreads.EVENT_LOOP` is set to the loop and this object is the
@@ -82,7 +84,8 @@ class ThreadCall(CallFuture[T]):
         """The future the caller awaits: this call itself (the cancel scope's view)."""
         return self
 
-    def __call__(self) -> None:
+    def run(self) -> None:
+        """Run the function in this thread unless cancelled, and hand its outcome to the loop."""
         if self.cancelled():
             self._skip()
             return
@@ -190,9 +193,9 @@ def run_in_executor(
             return _run_through_loop(loop, func, call, probe, on_finish)
         future = ThreadCall(loop, func, call, probe, on_finish)
         if type(executor) is WorkerPool:
-            executor.run(future)
+            executor.enqueue(future)
         else:
-            executor.submit(future).add_done_callback(future.abandon_if_cancelled)
+            executor.submit(future.run).add_done_callback(future.abandon_if_cancelled)
     except RuntimeError as exc:  # the executor was shut down: the call was not queued
         if on_finish is not None:
             on_finish()
@@ -341,6 +344,6 @@ def run_in_new_thread(
         call: Its arguments and context; see :data:`Arguments`.
     """
     future = ThreadCall(loop, func, call, probe, on_finish)
-    thread = threading.Thread(target=future, name=name, daemon=detach)
+    thread = threading.Thread(target=future.run, name=name, daemon=detach)
     thread.start()
     return future

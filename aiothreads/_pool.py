@@ -33,7 +33,9 @@ T = TypeVar("T")
 class Work(Protocol):
     """What the pool runs: a call that never raises, and can be dropped unrun."""
 
-    def __call__(self) -> None: ...
+    def run(self) -> None:
+        """Run the call in this thread; it must not raise."""
+        ...
 
     def abandon(self) -> None:
         """Settle the call as dropped: the pool shut down before running it."""
@@ -74,8 +76,8 @@ class WorkerPool(ThreadPoolExecutor):
         # more (say, replaced as a loop's default executor) stops its workers.
         self._stop_workers = weakref.finalize(self, _stop, self._calls, self._workers)
 
-    def run(self, call: Work) -> None:
-        """Queue ``call()`` for a worker; it must not raise.
+    def enqueue(self, call: Work) -> None:
+        """Queue ``call`` for a worker, which will call its ``run()``.
 
         Raises:
             RuntimeError: the pool was shut down.
@@ -97,7 +99,7 @@ class WorkerPool(ThreadPoolExecutor):
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Schedule ``fn(*args, **kwargs)`` and return a ``concurrent.futures.Future``."""
         future: Future[T] = Future()
-        self.run(_Submitted(future, fn, args, kwargs))
+        self.enqueue(_Submitted(future, fn, args, kwargs))
         return future
 
     def _add_worker(self) -> None:
@@ -142,7 +144,7 @@ def _work(calls: SimpleQueue[Work | None], idle: deque[None]) -> None:
         call = calls.get()
         if call is None:  # the stop marker
             return
-        call()
+        call.run()
         del call
         idle.append(None)
 
@@ -173,7 +175,8 @@ class _Submitted:
         """Cancel the future: the call never ran."""
         self.future.cancel()
 
-    def __call__(self) -> None:
+    def run(self) -> None:
+        """Run the function and settle the future with its outcome."""
         if not self.future.set_running_or_notify_cancel():
             return
         try:

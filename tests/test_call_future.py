@@ -248,3 +248,18 @@ async def test_a_threaded_call_lets_go_of_its_arguments_once_it_ran() -> None:
     gc.collect()
 
     assert alive() is None, "the finished call's future still holds its arguments"
+
+
+@pytest.mark.asyncio
+async def test_the_future_of_a_call_cannot_be_called_to_run_it_again() -> None:
+    runs: list[int] = []
+
+    @threaded
+    def record() -> None:
+        runs.append(1)
+
+    future = record()
+    await future
+
+    assert not callable(future)
+    assert runs == [1]

@@ -1,0 +1,80 @@
+"""How close ``sync_await`` is to the cost of waking one thread from another (Linux).
+
+Run: ``python -m benchmarks.handoff_floor [--round-trips N] [--rounds R]``
+
+A ``sync_await`` round trip is two hand-offs between threads: the calling
+thread wakes the loop, and the loop wakes the calling thread. This measures,
+on the same loop, a bare round trip with nothing but those two wake-ups (an
+``eventfd`` the loop watches, a lock the thread waits on) beside
+``sync_await`` of a coroutine that returns at once, and reports both in
+microseconds per round trip. Run it once as is and once under
+``taskset -c 0``: on one CPU a wake-up is a local switch, so the gap between
+the two rows is the library's own cost; across CPUs the wake-ups themselves
+dominate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import threading
+import time
+
+from benchmarks import cases
+
+
+async def bare_round_trips(count: int) -> float:
+    """Seconds per round trip of an eventfd write answered by a lock release."""
+    loop = asyncio.get_running_loop()
+    wake_loop = os.eventfd(0, os.EFD_NONBLOCK)
+    waiting: list[threading.Lock] = []
+
+    def on_wake_up() -> None:
+        os.eventfd_read(wake_loop)
+        waiting.pop().release()
+
+    def round_trips() -> float:
+        started = time.perf_counter()
+        for _ in range(count):
+            answered = threading.Lock()
+            answered.acquire()
+            waiting.append(answered)
+            os.eventfd_write(wake_loop, 1)
+            answered.acquire()
+        return (time.perf_counter() - started) / count
+
+    loop.add_reader(wake_loop, on_wake_up)
+    try:
+        return await loop.run_in_executor(None, round_trips)
+    finally:
+        loop.remove_reader(wake_loop)
+        os.close(wake_loop)
+
+
+async def sync_await_round_trips(count: int) -> float:
+    """Seconds per ``sync_await`` round trip of a coroutine that returns at once."""
+    return await cases.sync_await_aiothreads(count) / count
+
+
+def main() -> None:
+    """Print the median microseconds per round trip of both, rounds interleaved."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--round-trips", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    arguments = parser.parse_args()
+    cases = {"bare eventfd + lock": bare_round_trips, "sync_await": sync_await_round_trips}
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(arguments.rounds):
+        for name, case in cases.items():
+            asyncio.run(case(arguments.round_trips // 20))  # warm-up
+            samples[name].append(asyncio.run(case(arguments.round_trips)))
+    cpus = len(os.sched_getaffinity(0))
+    print(f"round trip, median of {arguments.rounds} rounds, {cpus} CPU(s) allowed:")
+    for name, values in samples.items():
+        print(f"  {name:20s} {statistics.median(values) * 1e6:6.1f} µs")
+
+
+if __name__ == "__main__":
+    main()
