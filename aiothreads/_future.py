@@ -10,8 +10,8 @@ on every threaded call. In every other respect it is an ``asyncio.Future``
 costs on any future); cancelling it, or settling it through
 ``set_result``/``set_exception``, schedules callbacks as usual.
 
-Every method runs on the loop's thread; worker threads only ever ask
-``cancelled()`` and hand outcomes to the loop.
+Every method runs on the loop's thread; worker threads only ever call
+``cancelled()`` and ``get_loop()``, and hand outcomes to the loop.
 """
 
 from __future__ import annotations
@@ -43,18 +43,10 @@ class CallFuture(asyncio.Future[T]):
         """Settle with ``result`` unless already done, and run the callbacks now."""
         if self.done():
             return
-        # ``_callbacks`` lists (callback, context) pairs in both the C and the
-        # pure-Python future. Unregistered first, they are not scheduled by
-        # settling; the C future may hand out its own list, hence the copy.
-        registered: list[_Callback] | None = self._callbacks
-        if not registered:
-            _future_set_result(self, result)
-            return
-        waiting = tuple(registered)
-        for fn, _ in waiting:
-            _future_unregister(self, fn)
+        waiting = self._unregister_callbacks()
         _future_set_result(self, result)
-        self._run(waiting)
+        if waiting:
+            self._run(waiting)
 
     def fail(self, exception: BaseException) -> None:
         """Settle with ``exception`` unless already done, and run the callbacks now.
@@ -63,15 +55,25 @@ class CallFuture(asyncio.Future[T]):
         """
         if self.done():
             return
-        registered: list[_Callback] | None = self._callbacks
-        waiting = tuple(registered) if registered else ()
-        for fn, _ in waiting:
-            _future_unregister(self, fn)
+        waiting = self._unregister_callbacks()
         if isinstance(exception, asyncio.CancelledError):
             self.cancel()
         else:
             self.set_exception(exception)
-        self._run(waiting)
+        if waiting:
+            self._run(waiting)
+
+    def _unregister_callbacks(self) -> tuple[_Callback, ...]:
+        """Take the callbacks out of asyncio's hands, so settling schedules none."""
+        # ``_callbacks`` lists (callback, context) pairs in both the C and the
+        # pure-Python future; the C one may hand out its own list, hence the copy.
+        registered: list[_Callback] | None = self._callbacks
+        if not registered:
+            return ()
+        waiting = tuple(registered)
+        for fn, _ in waiting:
+            _future_unregister(self, fn)
+        return waiting
 
     def _run(self, waiting: tuple[_Callback, ...]) -> None:
         """Run the callbacks here, reporting their errors as the loop would."""
