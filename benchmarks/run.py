@@ -118,7 +118,7 @@ Samples = dict[tuple[str, str, str], list[float]]
 
 def measure(rounds: int, scale: float, loops: list[str], with_old: bool) -> Samples:
     """Run every case ``rounds`` times, interleaved; return each round's throughput."""
-    samples: dict[tuple[str, str, str], list[float]] = {}
+    samples: Samples = {}
     for round_number in range(rounds):
         for kind in loops:
             for scenario, (_, size, implementations) in cases.SCENARIOS.items():
