@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tarfile
+from pathlib import Path
+
 import nox
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
@@ -9,6 +12,7 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 nox.options.sessions = [
     "tests",
     "tests_without_extras",
+    "downstream",
     "e2e",
     "docs",
     "benchmarks",
@@ -46,6 +50,36 @@ def tests(session: nox.Session) -> None:
             *session.posargs,
             env={"AIOTHREADS_INSTRUMENTATION": "off"},
         )
+
+
+ROOT = Path(__file__).parent
+
+# A downstream client's own tests, against this checkout: aiomisc re-exports the
+# decorators, subclasses IteratorWrapper and runs calls on its own executor.
+AIOMISC = "aiomisc==18.0.37"
+AIOMISC_TEST_DEPENDENCIES = ["aiomisc-pytest==2.0.0", "async-timeout==5.0.1", "pytest==9.1.1"]
+AIOMISC_TESTS = ["tests/test_thread_pool.py", "tests/test_context_vars.py", "tests/test_io.py"]
+
+
+@nox.session(python=PYTHONS[-1])
+def downstream(session: nox.Session) -> None:
+    """aiomisc's tests of its thread pool, context variables and file I/O, on this checkout."""
+    work = Path(session.create_tmp()) / "downstream"
+    session.run(
+        "python", "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+        AIOMISC, "--dest", str(work),
+    )  # fmt: skip
+    (sdist,) = work.glob("aiomisc-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        archive.extractall(work, filter="data")
+    source = sdist.with_name(sdist.name.removesuffix(".tar.gz"))
+    # The sdist has no pytest configuration: without one, pytest would take ours.
+    (source / "pytest.ini").write_text("[pytest]\n")
+    session.install(str(sdist), "-e", str(ROOT), *AIOMISC_TEST_DEPENDENCIES)
+    session.chdir(source)
+    session.run(
+        "python", "-m", "pytest", "-p", "no:cacheprovider", *AIOMISC_TESTS, *session.posargs
+    )
 
 
 @nox.session(python=PYTHONS[-1])

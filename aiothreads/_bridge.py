@@ -30,6 +30,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar
 
 from ._cancellation import Scope, StreamScope, current_scope
+from ._errors import NoEventLoopError
 from ._inbox import inbox_for
 from ._loops import LOOP_WATCHDOG_INTERVAL, running_loop_or_none
 from ._names import qualified_name
@@ -126,7 +127,7 @@ def _loop_from_context(name: str) -> asyncio.AbstractEventLoop:
     try:
         return EVENT_LOOP.get()
     except LookupError:
-        raise RuntimeError(_NO_LOOP_HINT.format(name=name)) from None
+        raise NoEventLoopError(_NO_LOOP_HINT.format(name=name)) from None
 
 
 def _coroutine_name(coro: Coroutine[Any, Any, Any]) -> str:

@@ -41,8 +41,11 @@ __all__ = ["ChannelClosed", "ChannelTimeout", "FromThreadChannel"]
 T = TypeVar("T")
 
 
-class ChannelClosed(Exception):
-    """Raised by ``get()`` on a closed, drained channel and by ``put()`` after close."""
+class ChannelClosed(RuntimeError):
+    """Raised by ``get()`` on a closed, drained channel and by ``put()`` after close.
+
+    A ``RuntimeError``, as in aiothreads 1.x.
+    """
 
 
 class ChannelTimeout(asyncio.TimeoutError):

@@ -22,14 +22,19 @@ Semantics, for every call that goes through :func:`run_in_executor` or
 from __future__ import annotations
 
 import asyncio
+import functools
+import pickle
+import sys
 import threading
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar, cast
 
 from ._cancellation import run_as_call
+from ._errors import ExecutorRefused
 from ._future import CallFuture
 from ._inbox import inbox_for
 from ._log import emit
+from ._loops import running_loop_or_none
 from ._names import qualified_name
 from ._pool import WorkerPool
 from .instrumentation._hooks import CANCELLED, ERROR, OK
@@ -42,7 +47,7 @@ if TYPE_CHECKING:
 
     from .instrumentation._hooks import CallProbe
 
-__all__ = ["default_executor", "run_in_executor", "run_in_new_thread"]
+__all__ = ["default_executor", "refused_call", "run_in_executor", "run_in_new_thread"]
 
 T = TypeVar("T")
 
@@ -112,24 +117,25 @@ class ThreadCall(CallFuture[T]):
             self._on_finish()
         self._deliver(settle, outcome)
 
-    def _skip(self) -> None:
+    def _skip(self, outcome: str = CANCELLED, error: BaseException | None = None) -> None:
         """Report a call that never ran and give its limit place back."""
         self._arguments = NO_ARGUMENTS
         if self._probe is not None:
-            self._probe.skipped()
+            self._probe.skipped(outcome, error)
         if self._on_finish is not None:
             self._on_finish()
 
     def abandon(self) -> None:
         """Fail the call: its executor dropped it unrun (shut down with ``cancel_futures``)."""
-        self._skip()
-        error = RuntimeError("the executor was shut down before the call ran")
-        self._deliver(self.fail, error)
+        self.refuse(ExecutorRefused("the executor was shut down before the call ran"))
 
-    def abandon_if_cancelled(self, work: concurrent.futures.Future[None]) -> None:
-        """Done callback for foreign executors: :meth:`abandon` if they dropped the call."""
-        if work.cancelled():
-            self.abandon()
+    def refuse(self, error: BaseException) -> None:
+        """Settle a call that will never run with ``error`` (or as cancelled, if it was)."""
+        if self.cancelled():
+            self._skip()
+            return
+        self._skip(ERROR, error)
+        self._deliver(self.fail, error)
 
     def _deliver(self, settle: Callable[[Any], None], outcome: object) -> None:
         try:
@@ -189,20 +195,164 @@ def run_in_executor(
     try:
         if executor is None:
             executor = default_executor(loop)
-        if executor is None:
-            return _run_through_loop(loop, func, call, probe, on_finish)
-        future = ThreadCall(loop, func, call, probe, on_finish)
+            if executor is None:
+                return _run_through_loop(loop, func, call, probe, on_finish)
         if type(executor) is WorkerPool:
+            future = ThreadCall(loop, func, call, probe, on_finish)
             executor.enqueue(future)
-        else:
-            executor.submit(future.run).add_done_callback(future.abandon_if_cancelled)
-    except RuntimeError as exc:  # the executor was shut down: the call was not queued
-        if on_finish is not None:
-            on_finish()
-        failed: asyncio.Future[T] = loop.create_future()
-        failed.set_exception(exc)
+            return future
+        if is_process_pool(executor):
+            return _run_in_process(loop, executor, func, call, probe=probe, on_finish=on_finish)
+        future = ThreadCall(loop, func, call, probe, on_finish)
+        _ForeignWork(future).submit(executor)
+    except BaseException as exc:  # nothing was queued: settle the books here
+        failed = refused_call(loop, exc, probe, on_finish)
+        if not isinstance(exc, Exception):
+            raise
         return failed
     return future
+
+
+def refused_call(
+    loop: asyncio.AbstractEventLoop,
+    exc: BaseException,
+    probe: CallProbe | None,
+    on_finish: Callable[[], None] | None,
+) -> asyncio.Future[Any]:
+    """Settle a call that could not be started: a future failed with :class:`ExecutorRefused`.
+
+    The probe and the limit place are settled here, once.
+    """
+    error = exc
+    if not isinstance(exc, ExecutorRefused):
+        error = ExecutorRefused(f"the executor refused the call: {exc}")
+        error.__cause__ = exc
+    if probe is not None:
+        probe.skipped(ERROR, error)
+    if on_finish is not None:
+        on_finish()
+    failed: asyncio.Future[Any] = loop.create_future()
+    failed.set_exception(error)
+    return failed
+
+
+class _ForeignWork:
+    """A call on an executor that is not aiothreads' pool, chained both ways.
+
+    Like ``loop.run_in_executor``: whatever ``submit()`` returns (a
+    ``concurrent.futures.Future`` or an ``asyncio.Future``), its failure or
+    cancellation before the call ran settles the call, and the caller's
+    cancellation cancels it. Exactly one of running and dropping happens, so
+    the books are settled once; the executor's exception is always retrieved.
+    """
+
+    __slots__ = ("_call", "_claimed", "_lock", "_work")
+
+    def __init__(self, call: ThreadCall[Any]) -> None:
+        self._call = call
+        self._lock = threading.Lock()
+        self._claimed = False
+        self._work: concurrent.futures.Future[None] | asyncio.Future[None] | None = None
+
+    def submit(self, executor: Executor) -> None:
+        """Hand the call to ``executor``; ``submit()``'s own exception propagates."""
+        work = cast(
+            "concurrent.futures.Future[None] | asyncio.Future[None]", executor.submit(self.run)
+        )
+        self._work = work
+        on_loop_of(work, work.add_done_callback, self._work_done)
+        self._call.add_done_callback(self._call_done)
+
+    def run(self) -> None:
+        """Run the call in the executor's thread, unless it was dropped first."""
+        with self._lock:
+            if self._claimed:
+                return
+            self._claimed = True
+        self._call.run()
+
+    def _drop(self, error: BaseException) -> None:
+        with self._lock:
+            if self._claimed:
+                return  # running already: its own outcome will arrive
+            self._claimed = True
+        self._call.refuse(error)
+
+    def _work_done(self, work: concurrent.futures.Future[None] | asyncio.Future[None]) -> None:
+        if work.cancelled():
+            self._drop(
+                ExecutorRefused(
+                    "the executor dropped the call before it ran (shut down, or cancelled it)"
+                )
+            )
+            return
+        error = work.exception()  # retrieved here, so it is never reported as lost
+        if error is not None:
+            self._drop(error)
+
+    def _call_done(self, call: asyncio.Future[Any]) -> None:
+        work = self._work
+        if call.cancelled() and work is not None and not work.done():
+            on_loop_of(work, work.cancel)
+
+
+def is_process_pool(executor: Executor) -> bool:
+    """Whether ``executor`` runs work in other processes (a ``ProcessPoolExecutor``)."""
+    # Looked up only once something imported it: importing it costs multiprocessing.
+    process = sys.modules.get("concurrent.futures.process")
+    return process is not None and isinstance(executor, process.ProcessPoolExecutor)
+
+
+def on_loop_of(work: object, action: Callable[..., object], *args: Any) -> None:
+    """Run ``action(*args)`` where ``work`` may be touched (an asyncio future: on its loop)."""
+    if isinstance(work, asyncio.Future):
+        loop = work.get_loop()
+        if running_loop_or_none() is not loop:
+            loop.call_soon_threadsafe(action, *args)
+            return
+    action(*args)
+
+
+def _run_in_process(
+    loop: asyncio.AbstractEventLoop,
+    executor: Executor,
+    func: Callable[..., T],
+    call: Arguments,
+    *,
+    probe: CallProbe | None,
+    on_finish: Callable[[], None] | None,
+) -> asyncio.Future[T]:
+    """Run ``func`` in a worker process: it and its arguments must pickle.
+
+    Context variables and ``EVENT_LOOP`` do not cross processes, so
+    ``sync_await`` and ``is_cancelled`` are not available there.
+    """
+    args, kwargs, _ = call
+    try:
+        pickle.dumps((func, args, kwargs))
+    except Exception as exc:
+        error = ExecutorRefused(
+            f"{qualified_name(func)} cannot run on {type(executor).__name__}: the function "
+            f"or its arguments do not pickle ({exc}); use a thread executor, or a "
+            "module-level function with picklable arguments"
+        )
+        raise error from exc
+    future = asyncio.wrap_future(executor.submit(func, *args, **kwargs), loop=loop)
+    if probe is not None:
+        probe.running()
+    if probe is not None or on_finish is not None:
+        future.add_done_callback(functools.partial(_report_process_call, probe, on_finish))
+    return future
+
+
+def _report_process_call(
+    probe: CallProbe | None, on_finish: Callable[[], None] | None, future: asyncio.Future[Any]
+) -> None:
+    if on_finish is not None:
+        on_finish()
+    if probe is not None:
+        error = None if future.cancelled() else future.exception()
+        probe.finished(_outcome(error, future.cancelled()), error)
 
 
 def _run_through_loop(
@@ -272,7 +422,7 @@ class _InThread(Generic[T]):
         except BaseException as exc:
             error = _storable(exc)
             if probe is not None:
-                probe.finished(_outcome(error), error)
+                probe.finished(_outcome(error, self.cancelled()), error)
             if error is exc:
                 raise
             raise error from exc
@@ -280,7 +430,7 @@ class _InThread(Generic[T]):
             if self.on_finish is not None:
                 self.on_finish()
         if probe is not None:
-            probe.finished(OK)
+            probe.finished(_outcome(None, self.cancelled()))
         return result
 
     def report_if_skipped(self, future: asyncio.Future[T]) -> None:
@@ -345,5 +495,11 @@ def run_in_new_thread(
     """
     future = ThreadCall(loop, func, call, probe, on_finish)
     thread = threading.Thread(target=future.run, name=name, daemon=detach)
-    thread.start()
+    try:
+        thread.start()
+    except BaseException as exc:  # no thread could be started (limits, interpreter exit)
+        failed = refused_call(loop, exc, probe, on_finish)
+        if not isinstance(exc, Exception):
+            raise
+        return failed
     return future

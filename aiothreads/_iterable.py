@@ -10,14 +10,13 @@ generator on a dedicated thread instead of a pool worker.
 from __future__ import annotations
 
 import functools
-import inspect
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, overload
 
 from ._binding import MethodBinder, check_blocking_callable, unwrap_method
 from ._channel import check_size
 from ._names import copy_metadata
-from ._threaded import as_limiter, check_executor
+from ._threaded import as_limiter, check_thread_executor
 from ._wrapper import IteratorWrapper, IteratorWrapperSeparate
 from .types import P, T
 
@@ -66,6 +65,7 @@ class ThreadedIterableBase(Generic[P, T], ABC):
             max_size=self.max_size,
             executor=self._executor,
             limiter=self._limiter,
+            name=self._name,
         )
 
     def async_call(self, *args: P.args, **kwargs: P.kwargs) -> IteratorWrapper[P, T]:
@@ -100,19 +100,13 @@ class ThreadedIterable(ThreadedIterableBase[P, T]):
         executor: Executor | None = None,
     ) -> None:
         kind, function = unwrap_method(func)
-        if not inspect.isgeneratorfunction(function):
-            name = getattr(function, "__qualname__", repr(function))
-            raise TypeError(
-                f"{type(self).__name__} needs a generator function (one that yields), "
-                f"got {name}; use @threaded for plain functions"
-            )
-        _prepare(self, function, max_size)
         self.func = function
         self._limiter = as_limiter(limit)
-        self._executor = check_executor(executor)
+        self._executor = check_thread_executor(executor)
         if self._executor is not None and self._wrapper_class is not IteratorWrapper:
             raise TypeError(f"{type(self).__name__} runs on dedicated threads: no executor=")
         self._binder: MethodBinder[BoundThreadedIterable[..., T]] = MethodBinder(kind, self._bind)
+        _prepare(self, function, max_size)
 
     # See Threaded.__get__ for why the overloads look like this.
     @overload
@@ -172,12 +166,12 @@ class BoundThreadedIterable(ThreadedIterableBase[P, T]):
         limiter: CapacityLimiter | None = None,
         executor: Executor | None = None,
     ) -> None:
-        _prepare(self, func, max_size)
         self.func = functools.partial(func, instance)
         self.__self__ = instance
         self._wrapper_class = wrapper_class
         self._limiter = limiter
         self._executor = executor
+        _prepare(self, func, max_size)
 
 
 @overload
@@ -212,16 +206,19 @@ def threaded_iterable(
     ``@staticmethod`` or ``@classmethod``.
 
     Args:
-        func: The generator function.
+        func: The generator function, or any callable whose call returns an
+            iterable (a list, an iterator, a generator object); it is called
+            in the thread, so an error it raises reaches ``async for``.
         max_size: Items buffered ahead of the consumer; ``0`` is unbounded.
         limit: At most this many generators running at once (an int or a shared
             :class:`~aiothreads.CapacityLimiter`); iteration waits for a place.
         executor: Run the generator on this executor instead of the loop's
-            default one.
+            default one; it must run work in this process's threads.
 
     Raises:
-        TypeError: ``func`` is not a generator function, or an option has the
-            wrong type.
+        TypeError: ``func`` is not callable, is a coroutine or async generator
+            function; ``executor`` is a process pool; an option has the wrong
+            type.
         ValueError: ``max_size`` is negative, or ``limit`` less than 1.
     """
     check_size("max_size", max_size)
@@ -259,13 +256,14 @@ def threaded_iterable_separate(
     they never hold a pool worker.
 
     Args:
-        func: The generator function.
+        func: The generator function, or any callable whose call returns an
+            iterable.
         max_size: Items buffered ahead of the consumer; ``0`` is unbounded.
         limit: At most this many generators (so threads) running at once.
 
     Raises:
-        TypeError: ``func`` is not a generator function, or an option has the
-            wrong type.
+        TypeError: ``func`` is not callable, is a coroutine or async generator
+            function, or an option has the wrong type.
         ValueError: ``max_size`` is negative, or ``limit`` less than 1.
     """
     check_size("max_size", max_size)

@@ -120,6 +120,8 @@ def threaded_separate(
             function; ``detach`` is not a bool or ``limit`` has the wrong type.
         ValueError: ``limit`` is less than 1.
     """
+    if isinstance(func, bool):  # aiothreads 1.x: @threaded_separate(False)
+        func, detach = None, func
     if not isinstance(detach, bool):
         raise TypeError(f"detach must be a bool, got {type(detach).__name__}")
     limiter = as_limiter(limit)

@@ -39,7 +39,7 @@ from typing import (
 )
 
 from ._binding import MethodBinder, check_blocking_callable, unwrap_method
-from ._executor import run_in_executor
+from ._executor import is_process_pool, run_in_executor
 from ._limits import CapacityLimiter
 from ._loops import running_loop_or_none
 from ._names import copy_metadata
@@ -67,7 +67,7 @@ S = TypeVar("S")
 P2 = ParamSpec("P2")
 R = TypeVar("R")
 
-THREADED_ITERABLE_DEFAULT_MAX_SIZE: Final = "THREADED_ITERABLE_DEFAULT_MAX_SIZE"
+MAX_SIZE_VARIABLE: Final = "THREADED_ITERABLE_DEFAULT_MAX_SIZE"
 """The environment variable that sets ``max_size`` for generators under ``@threaded``."""
 
 _DEFAULT_MAX_SIZE: Final = 1024
@@ -123,6 +123,21 @@ def check_executor(executor: object) -> Executor | None:
             f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}"
         )
     return executor
+
+
+def check_thread_executor(executor: object) -> Executor | None:
+    """Like :func:`check_executor`, and reject process pools (generators need threads).
+
+    Raises:
+        TypeError: ``executor`` is not an ``Executor``, or runs work in other processes.
+    """
+    checked = check_executor(executor)
+    if checked is not None and is_process_pool(checked):
+        raise TypeError(
+            f"{type(checked).__name__} runs work in other processes, but a threaded "
+            "generator hands its items over in this process: use a thread executor"
+        )
+    return checked
 
 
 dispatch_to_pool: Final = PoolDispatch()
@@ -297,8 +312,12 @@ class BoundThreaded(ThreadedBase[P, T]):
 
 
 def default_max_size() -> int:
-    """Read ``THREADED_ITERABLE_DEFAULT_MAX_SIZE`` from the environment (default 1024)."""
-    raw = os.environ.get(THREADED_ITERABLE_DEFAULT_MAX_SIZE)
+    """Read ``THREADED_ITERABLE_DEFAULT_MAX_SIZE`` from the environment (default 1024).
+
+    Raises:
+        ValueError: the variable is set but not a non-negative integer.
+    """
+    raw = os.environ.get(MAX_SIZE_VARIABLE)
     if raw is None or not raw.strip():
         return _DEFAULT_MAX_SIZE
     try:
@@ -306,10 +325,17 @@ def default_max_size() -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise ValueError(
-            f"{THREADED_ITERABLE_DEFAULT_MAX_SIZE} must be a non-negative integer, got {raw!r}"
-        )
+        raise ValueError(f"{MAX_SIZE_VARIABLE} must be a non-negative integer, got {raw!r}")
     return value
+
+
+THREADED_ITERABLE_DEFAULT_MAX_SIZE: Final[int] = default_max_size()
+"""``max_size`` of generators under ``@threaded``, as the environment said at import.
+
+The ``THREADED_ITERABLE_DEFAULT_MAX_SIZE`` environment variable sets it (1024
+if unset), as in aiothreads 1.x; ``@threaded`` reads the variable again when
+it decorates, so a value set after import is honoured too.
+"""
 
 
 @overload

@@ -22,22 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
 from ._cancellation import run_in_stream_scope
 from ._channel import EMPTY, ChannelClosed, FromThreadChannel
-from ._executor import run_in_executor, run_in_new_thread
+from ._errors import ExecutorRefused
+from ._executor import refused_call, run_in_executor, run_in_new_thread
 from ._log import logger
 from ._loops import on_loop_shutdown
 from ._names import qualified_name
+from ._threaded import check_thread_executor
 from .instrumentation._hooks import CANCELLED, ERROR, OK
 from .instrumentation._hooks import current as current_telemetry
 from .types import EVENT_LOOP, P
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable
     from concurrent.futures import Executor
     from types import TracebackType
 
@@ -78,6 +79,14 @@ class IteratorWrapper(Generic[P, T]):
             default executor.
         limiter: A :class:`~aiothreads.CapacityLimiter` the generator holds a
             place of while it runs; iteration waits for a place first.
+        name: The name shown in reprs, thread names and telemetry; the
+            decorators pass the decorated function's qualified name.
+            Defaults to the qualified name of ``gen_func`` (through
+            ``functools.partial``).
+
+    Raises:
+        TypeError: ``gen_func`` is not callable, or ``executor`` is not a
+            thread executor.
 
     Subclasses may override :meth:`_run` to start :attr:`_in_thread` on a
     thread of their own; it must return an awaitable that completes when that
@@ -90,8 +99,10 @@ class IteratorWrapper(Generic[P, T]):
         "_channel",
         "_context",
         "_gen_func",
+        "_job",
         "_limiter",
         "_loop",
+        "_name",
         "_place",
         "_probe",
         "_producer",
@@ -108,12 +119,15 @@ class IteratorWrapper(Generic[P, T]):
         executor: Executor | None = None,
         *,
         limiter: CapacityLimiter | None = None,
+        name: str | None = None,
     ) -> None:
         if not callable(gen_func):
             raise TypeError(f"gen_func must be callable, got {type(gen_func).__name__}")
         self._gen_func = gen_func
+        self._name = qualified_name(gen_func) if name is None else name
         self._loop = loop
-        self.executor = executor
+        self.executor = check_thread_executor(executor)
+        self._job: _Producer[T] | None = None
         self._channel: FromThreadChannel[T] = FromThreadChannel(max_size)
         self._context = contextvars.copy_context()
         self._producer: asyncio.Future[None] | None = None
@@ -138,9 +152,15 @@ class IteratorWrapper(Generic[P, T]):
         It holds no reference to the iterator, so dropping the iterator still
         stops the generator while the thread runs.
         """
-        return functools.partial(
-            _produce, self._channel, self._gen_func, self._context, self._probe, self._place
-        )
+        return self._producer_job()
+
+    def _producer_job(self) -> _Producer[T]:
+        job = self._job
+        if job is None:
+            job = self._job = _Producer(
+                self._channel, self._gen_func, self._context, self._probe, self._place
+            )
+        return job
 
     def _run(self) -> Awaitable[Any]:
         """Start :attr:`_in_thread` on a worker thread; return its completion."""
@@ -158,8 +178,7 @@ class IteratorWrapper(Generic[P, T]):
         on_loop_shutdown(loop, channel)
         telemetry = current_telemetry()
         if telemetry is not None:
-            name = qualified_name(self._gen_func)
-            probe = telemetry.stream(self._KIND, name, channel.maxsize, channel.qsize)
+            probe = telemetry.stream(self._KIND, self._name, channel.maxsize, channel.qsize)
             probe.bind(self._context)
             if limit_wait is not None:
                 probe.limit_waited(limit_wait)
@@ -167,12 +186,18 @@ class IteratorWrapper(Generic[P, T]):
             self._probe = probe
         if self._limiter is not None:
             self._place = _Place(self._limiter)
-        producer = asyncio.ensure_future(self._run(), loop=loop)
-        producer.add_done_callback(_report_producer_failure)
-        if self._place is not None:
-            # Normally the producer thread gives the place back as it ends; this
-            # covers a producer that never ran.
-            producer.add_done_callback(self._place.give_back)
+        job = self._producer_job()
+        try:
+            producer = asyncio.ensure_future(self._run(), loop=loop)
+        except BaseException as exc:  # _run() raised: nothing was started
+            failed = refused_call(loop, exc, None, None)
+            producer = asyncio.ensure_future(failed, loop=loop)
+            if not isinstance(exc, Exception):
+                job.settle_unrun(failed)
+                raise
+        # Normally the producer thread settles everything as it ends; this
+        # covers a producer that never ran (refused or dropped by its executor).
+        producer.add_done_callback(job.settle_unrun)
         self._producer = producer
         return producer
 
@@ -223,12 +248,13 @@ class IteratorWrapper(Generic[P, T]):
         """Stop the generator; await the result to wait until its thread is done.
 
         Closing is immediate and idempotent; awaiting is optional. Awaiting
-        raises the exception the generator's cleanup raised, if any.
+        raises the exception the generator's cleanup raised, if any; when
+        nobody awaits, that exception is logged on the ``aiothreads`` logger.
         """
         self._channel._abandon("closed")
         if self._producer is None:
             return _DONE
-        return asyncio.shield(self._producer)
+        return _Closing(self._producer)
 
     async def aclose(self) -> None:
         """Stop the generator and wait until its thread is done."""
@@ -257,7 +283,23 @@ class IteratorWrapper(Generic[P, T]):
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running" if self._producer else "not started"
-        return f"<{type(self).__name__} {qualified_name(self._gen_func)} {state}>"
+        return f"<{type(self).__name__} {self._name} {state}>"
+
+
+class _Closing:
+    """Waits for a producer without changing it: cancelling the waiter leaves it running.
+
+    Unlike ``asyncio.shield``, it creates nothing until awaited, so a close
+    nobody awaits leaves no future with an unretrieved exception behind.
+    """
+
+    __slots__ = ("_producer",)
+
+    def __init__(self, producer: asyncio.Future[None]) -> None:
+        self._producer = producer
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return asyncio.shield(self._producer).__await__()
 
 
 class _Iteration(Generic[T]):
@@ -292,8 +334,9 @@ class IteratorWrapperSeparate(IteratorWrapper[P, T]):
     _KIND: ClassVar[str] = "iterable_separate"
 
     def _run(self) -> Awaitable[Any]:
-        name = f"aiothreads-{qualified_name(self._gen_func)}"
-        return run_in_new_thread(self._require_loop(), self._in_thread, name=name)
+        return run_in_new_thread(
+            self._require_loop(), self._in_thread, name=f"aiothreads-{self._name}"
+        )
 
 
 class _Place:
@@ -312,29 +355,76 @@ class _Place:
             limiter.release()
 
 
-def _produce(
-    channel: FromThreadChannel[T],
-    gen_func: Callable[[], Generator[T, None, None]],
-    context: contextvars.Context,
-    probe: StreamProbe | None,
-    place: _Place | None = None,
-) -> None:
-    try:
-        if probe is not None:
-            probe.running()
+class _Producer(Generic[T]):
+    """Runs the generator on its thread, and settles its iterator's books exactly once.
+
+    Either :meth:`__call__` runs (in the producer thread) or, if the
+    executor refused or dropped it, :meth:`settle_unrun` fails the channel,
+    ends the probe and gives the limit place back (on the loop).
+    """
+
+    __slots__ = ("_channel", "_context", "_gen_func", "_lock", "_place", "_probe", "_ran")
+
+    def __init__(
+        self,
+        channel: FromThreadChannel[T],
+        gen_func: Callable[[], Iterable[T]],
+        context: contextvars.Context,
+        probe: StreamProbe | None,
+        place: _Place | None,
+    ) -> None:
+        self._channel = channel
+        self._gen_func = gen_func
+        self._context = context
+        self._probe = probe
+        self._place = place
+        self._lock = threading.Lock()
+        self._ran = False
+
+    def _claim(self) -> bool:
+        with self._lock:
+            claimed, self._ran = not self._ran, True
+        return claimed
+
+    def __call__(self) -> None:
+        if not self._claim():
+            return
+        channel, probe = self._channel, self._probe
         try:
-            outcome, error, reason = context.run(
-                run_in_stream_scope, channel, _pump, channel, gen_func, probe
-            )
-        except BaseException as exc:
             if probe is not None:
-                probe.ended(ERROR, exc, channel._close_reason)
-            raise
-        if probe is not None:
-            probe.ended(outcome, error, reason)
-    finally:
-        if place is not None:
-            place.give_back()
+                probe.running()
+            try:
+                outcome, error, reason = self._context.run(
+                    run_in_stream_scope, channel, _pump, channel, self._gen_func, probe
+                )
+            except BaseException as exc:
+                if probe is not None:
+                    probe.ended(ERROR, exc, channel._close_reason)
+                raise
+            if probe is not None:
+                probe.ended(outcome, error, reason)
+        finally:
+            if self._place is not None:
+                self._place.give_back()
+
+    def settle_unrun(self, producer: asyncio.Future[Any]) -> None:
+        """Done callback of the producer's future: settle a producer that never ran."""
+        error = None if producer.cancelled() else producer.exception()
+        if not self._claim():  # it ran, and settled its books itself
+            if error is not None:
+                logger.error(
+                    "a threaded generator failed while it was being stopped", exc_info=error
+                )
+            return
+        if error is None:
+            error = ExecutorRefused(
+                "the executor dropped the generator before it ran (shut down, or cancelled it)"
+            )
+        self._channel._fail(error)
+        if self._probe is not None:
+            self._probe.skipped(ERROR, error)
+        if self._place is not None:
+            self._place.give_back()
 
 
 _FLUSH_EVERY: Final = 256
@@ -343,14 +433,14 @@ _FLUSH_EVERY: Final = 256
 
 def _pump(
     channel: FromThreadChannel[T],
-    gen_func: Callable[[], Generator[T, None, None]],
+    gen_func: Callable[[], Iterable[T]],
     probe: StreamProbe | None,
 ) -> tuple[str, BaseException | None, str | None]:
     """Move the generator's items into ``channel``; return (outcome, error, stop reason)."""
     if channel.is_closed:
         return CANCELLED, None, channel._close_reason
     try:
-        generator = gen_func()
+        generator = iter(gen_func())
     except BaseException as exc:
         channel._fail(exc)
         return ERROR, exc, "error"
@@ -371,7 +461,9 @@ def _pump(
         if counter is not None:
             counter.flush()
     if consumer_left:
-        generator.close()  # an error in its cleanup reaches whoever awaits the close
+        close = getattr(generator, "close", None)
+        if close is not None:
+            close()  # an error in its cleanup reaches whoever awaits the close
         return CANCELLED, None, channel._close_reason or "closed"
     channel.close()
     return OK, None, None
@@ -397,11 +489,3 @@ class _YieldCounter(Generic[T]):
         if self._pending:
             self._probe.yielded(self._pending)
             self._pending = 0
-
-
-def _report_producer_failure(producer: asyncio.Future[None]) -> None:
-    if producer.cancelled():
-        return
-    error = producer.exception()
-    if error is not None:
-        logger.error("a threaded generator failed while it was being stopped", exc_info=error)

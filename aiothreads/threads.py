@@ -1,6 +1,7 @@
 """Compatibility path for aiothreads 1.x: the threaded-call decorators."""
 
 from ._compat import run_in_executor, run_in_new_thread
+from ._errors import ThreadPoolException
 from ._iterable import threaded_iterable
 from ._separate import ThreadedSeparate, threaded_separate
 from ._threaded import (
@@ -18,6 +19,7 @@ __all__ = [
     "THREADED_ITERABLE_DEFAULT_MAX_SIZE",
     "BoundThreaded",
     "IteratorWrapper",
+    "ThreadPoolException",
     "Threaded",
     "ThreadedBase",
     "ThreadedSeparate",

@@ -13,15 +13,26 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["EVENT_LOOP", "GenType", "P", "T"]
+__all__ = ["BP", "EVENT_LOOP", "F", "FuncType", "GenType", "P", "R", "S", "T"]
 
 P = ParamSpec("P")
+"""The parameters of a decorated function."""
+BP = ParamSpec("BP")
+"""The parameters of a bound method, without ``self``."""
 T = TypeVar("T")
+"""What a decorated function returns (or its generator yields)."""
+S = TypeVar("S", bound=object)
+"""The instance a method is bound to."""
+F = TypeVar("F", bound=Callable[..., Any])
+"""Any callable."""
+R = TypeVar("R")
+"""Another return type."""
 
 GenType = Generator[T, None, None]
 """The generator type accepted by the threaded-iterable decorators."""
 
 FuncType = Callable[..., Any]
+"""Any callable (kept for code written for aiothreads 1.x)."""
 
 EVENT_LOOP: contextvars.ContextVar[asyncio.AbstractEventLoop] = contextvars.ContextVar("EVENT_LOOP")
 """The event loop that started the current threaded call.

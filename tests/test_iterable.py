@@ -9,6 +9,7 @@ import threading
 import time
 import traceback
 from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
@@ -378,12 +379,18 @@ def test_bad_max_size_is_rejected() -> None:
         threaded_iterable_separate(max_size=-5)
 
 
-def test_plain_functions_are_rejected() -> None:
-    def plain() -> int:
+def test_async_functions_are_rejected_at_decoration() -> None:
+    async def coroutine_function() -> int:
         return 1
 
-    with pytest.raises(TypeError, match="generator function"):
-        threaded_iterable(plain)  # type: ignore[arg-type]
+    async def async_generator_function() -> Any:
+        yield 1
+
+    for decorator in (threaded_iterable, threaded_iterable_separate):
+        with pytest.raises(TypeError, match="async function"):
+            decorator(coroutine_function)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="async function"):
+            decorator(async_generator_function)
 
 
 class Table:

@@ -207,13 +207,19 @@ class CallProbe:
         if tracing is not None and self._span is not None:
             _safely(tracing.end, self._span, outcome, error, attributes)
 
-    def skipped(self) -> None:
-        """Record that the call was cancelled before any thread ran it."""
+    def skipped(self, outcome: str = CANCELLED, error: BaseException | None = None) -> None:
+        """Record that the call ended before any thread ran it.
+
+        ``cancelled`` when its caller gave up; ``error`` (with the reason)
+        when the executor refused or dropped it.
+        """
         telemetry = self._telemetry
         if telemetry.metrics is not None:
-            _safely(telemetry.metrics.call_skipped, self._kind, self._function)
+            _safely(telemetry.metrics.call_skipped, self._kind, self._function, outcome)
+        if outcome == ERROR:
+            self._log("debug", "threaded call refused", error=error)
         if telemetry.tracing is not None and self._span is not None:
-            _safely(telemetry.tracing.end, self._span, CANCELLED, None, {})
+            _safely(telemetry.tracing.end, self._span, outcome, error, {})
 
     def dropped(self) -> None:
         """Record that the outcome could not be delivered: the event loop was closed."""
@@ -248,6 +254,12 @@ class StreamProbe(CallProbe):
             self._stream_token = _safely(
                 telemetry.metrics.stream_opened, kind, function, capacity, depth
             )
+
+    def skipped(self, outcome: str = CANCELLED, error: BaseException | None = None) -> None:
+        """Record that the generator ended before any thread ran it."""
+        super().skipped(outcome, error)
+        if self._telemetry.metrics is not None:
+            _safely(self._telemetry.metrics.stream_closed, self._stream_token)
 
     def yielded(self, count: int) -> None:
         """Record that the producer handed over ``count`` more items."""

@@ -140,11 +140,11 @@ class PrometheusMetrics:
         series.duration.observe(duration)
         self._finished.labels(function, kind, outcome).inc()
 
-    def call_skipped(self, kind: str, function: str) -> None:
-        """Record that a call was cancelled before a thread picked it up."""
+    def call_skipped(self, kind: str, function: str, outcome: str) -> None:
+        """Record that a call ended (``outcome``) before a thread picked it up."""
         series = self._for(kind, function)
         series.queued.dec()
-        self._finished.labels(function, kind, "cancelled").inc()
+        self._finished.labels(function, kind, outcome).inc()
 
     def limit_waited(self, kind: str, function: str, seconds: float) -> None:
         """Record that a call waited ``seconds`` for a place under its limit."""

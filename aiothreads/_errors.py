@@ -1,0 +1,28 @@
+"""The exceptions aiothreads raises, with the 1.x bases callers already catch."""
+
+from __future__ import annotations
+
+__all__ = ["ExecutorRefused", "NoEventLoopError", "ThreadPoolException"]
+
+
+class NoEventLoopError(RuntimeError, LookupError):
+    """No event loop is known to the calling thread.
+
+    Raised by :func:`~aiothreads.sync_await` and friends called outside any
+    aiothreads call without a loop. aiothreads 1.x raised ``LookupError``
+    here, so both ``except LookupError`` and ``except RuntimeError`` catch it.
+    """
+
+
+class ThreadPoolException(RuntimeError):
+    """Base of the errors about executors that cannot run a call (1.x name)."""
+
+
+class ExecutorRefused(ThreadPoolException):
+    """The executor refused or dropped a call before it ran.
+
+    Raised through the call's future (or the iteration) when ``submit()``
+    raised, the executor was shut down, or it cancelled the queued work
+    (``shutdown(cancel_futures=True)``). The executor's own error, if any,
+    is the ``__cause__``.
+    """

@@ -1,0 +1,285 @@
+"""Every 1.x behaviour a caller can observe still holds (aiomisc depends on them)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
+
+import pytest
+
+import aiothreads
+from aiothreads import (
+    ChannelClosed,
+    FromThreadChannel,
+    NoEventLoopError,
+    sync_await,
+    sync_wait_coroutine,
+    threaded,
+    threaded_iterable,
+    threaded_iterable_separate,
+    threaded_separate,
+    wait_coroutine,
+)
+from aiothreads import threads as threads_module
+from aiothreads import types as types_module
+
+ITERABLE_DECORATORS = [threaded_iterable, threaded_iterable_separate]
+
+
+def numbers_generator(count: int) -> Generator[int, None, None]:
+    yield from range(count)
+
+
+def logged(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A decorator of the kind applications stack under aiothreads' own."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+class Counting:
+    """A callable object whose call returns an iterator."""
+
+    def __call__(self, count: int) -> Iterator[int]:
+        return iter(range(count))
+
+
+ITERABLE_SOURCES: dict[str, Callable[[int], Any]] = {
+    "generator function": numbers_generator,
+    "wrapped generator function": logged(numbers_generator),
+    "function returning a list": lambda count: list(range(count)),
+    "function returning an iterator": lambda count: iter(range(count)),
+    "function returning a generator": lambda count: numbers_generator(count),
+    "callable object": Counting(),
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("decorator", ITERABLE_DECORATORS)
+@pytest.mark.parametrize("source", sorted(ITERABLE_SOURCES))
+async def test_iterable_decorators_accept_any_callable_returning_an_iterable(
+    decorator: Callable[..., Any], source: str
+) -> None:
+    decorated = decorator(ITERABLE_SOURCES[source], max_size=2)
+
+    assert [item async for item in decorated(5)] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("decorator", ITERABLE_DECORATORS)
+async def test_an_error_from_the_callable_surfaces_at_iteration_with_its_type(
+    decorator: Callable[..., Any],
+) -> None:
+    @decorator()
+    def errored() -> list[int]:
+        raise RuntimeError("no rows")
+
+    iterator = errored()  # calling does not run it yet
+    with pytest.raises(RuntimeError, match="no rows"):
+        async for _ in iterator:
+            pass
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("decorator", ITERABLE_DECORATORS)
+async def test_leaving_early_does_not_close_iterators_that_cannot_close(
+    decorator: Callable[..., Any],
+) -> None:
+    class Endless:
+        """An iterator with no close() method."""
+
+        def __init__(self) -> None:
+            self.value = 0
+
+        def __iter__(self) -> Endless:
+            return self
+
+        def __next__(self) -> int:
+            self.value += 1
+            return self.value
+
+    endless = decorator(Endless, max_size=1)
+
+    iterator = endless()
+    async for item in iterator:
+        if item == 3:
+            break
+    await iterator.close()  # raises if the producer called a close() that does not exist
+    assert iterator.closed
+
+
+@pytest.mark.asyncio
+async def test_threaded_on_a_generator_function_that_returns_a_value_still_iterates() -> None:
+    @threaded
+    def arange(*args: int) -> Generator[int, None, None]:
+        return (yield from range(*args))
+
+    assert [item async for item in arange(3)] == [0, 1, 2]
+
+
+def test_default_max_size_is_an_integer_read_from_the_environment() -> None:
+    script = (
+        "import aiothreads, aiothreads.threads as t; "
+        "print(t.THREADED_ITERABLE_DEFAULT_MAX_SIZE, aiothreads.THREADED_ITERABLE_DEFAULT_MAX_SIZE)"
+    )
+    default = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": ""},
+    )
+    assert default.stdout.split() == ["1024", "1024"]
+    configured = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"THREADED_ITERABLE_DEFAULT_MAX_SIZE": "7"},
+    )
+    assert configured.stdout.split() == ["7", "7"]
+
+
+def test_channel_closed_is_a_runtime_error() -> None:
+    assert issubclass(ChannelClosed, RuntimeError)
+    channel: FromThreadChannel[int] = FromThreadChannel()
+    channel.close()
+    with pytest.raises(RuntimeError):
+        channel.put(1)
+
+
+async def hello() -> str:
+    return "hello"
+
+
+@pytest.mark.parametrize("catch", [LookupError, RuntimeError])
+def test_no_known_loop_is_caught_as_lookup_error_and_as_runtime_error(
+    catch: type[Exception],
+) -> None:
+    caught: list[BaseException] = []
+
+    def outside_any_call() -> None:
+        for attempt in (
+            lambda: sync_await(hello),
+            lambda: sync_wait_coroutine(None, hello),
+            lambda: wait_coroutine(hello()),
+        ):
+            try:
+                attempt()
+            except catch as exc:
+                caught.append(exc)
+
+    thread = threading.Thread(target=outside_any_call)
+    thread.start()
+    thread.join()
+    assert len(caught) == 3
+    assert all(isinstance(exc, NoEventLoopError) for exc in caught)
+
+
+def test_the_names_other_libraries_import_exist() -> None:
+    for name in ("EVENT_LOOP", "P", "T", "F", "R", "S", "BP", "GenType"):
+        assert hasattr(types_module, name), name
+    assert issubclass(threads_module.ThreadPoolException, RuntimeError)
+    assert aiothreads.ThreadPoolException is threads_module.ThreadPoolException
+
+
+class Retry:
+    """A callable object with attributes that clash with the decorators' own."""
+
+    def __init__(self, func: Callable[[], Any]) -> None:
+        self.func = func
+        self.max_size = "not a size"
+        self.calls = 0
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        return self.func()
+
+
+@pytest.mark.asyncio
+async def test_decorating_an_object_with_attributes_still_calls_the_object() -> None:
+    retry = Retry(lambda: "done")
+    call_in_thread = threaded(retry)
+    call_on_new_thread = threaded_separate(retry)
+
+    assert await call_in_thread() == "done"
+    assert await call_on_new_thread() == "done"
+    assert retry.calls == 2
+    assert call_in_thread.func is retry
+    assert call_in_thread.__wrapped__ is retry  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("decorator", ITERABLE_DECORATORS)
+async def test_decorating_an_iterable_object_with_attributes_keeps_the_options(
+    decorator: Callable[..., Any],
+) -> None:
+    source = Retry(lambda: iter("ab"))
+    decorated = decorator(source, max_size=3)
+
+    assert decorated.max_size == 3
+    assert [item async for item in decorated()] == ["a", "b"]
+    assert source.calls == 1
+
+
+def test_a_functions_own_attributes_are_still_copied() -> None:
+    def tagged() -> None:
+        pass
+
+    tagged.route = "/health"  # type: ignore[attr-defined]
+
+    assert threaded(tagged).route == "/health"  # type: ignore[attr-defined]
+
+
+def run(anything: object) -> Generator[int, None, None]:
+    """A generator function whose name is that of context.run."""
+    yield 1
+
+
+class Job:
+    @threaded_iterable_separate
+    def run(self) -> Generator[str, None, None]:
+        yield threading.current_thread().name
+
+
+@pytest.mark.asyncio
+async def test_names_come_from_the_decorated_function_not_its_arguments() -> None:
+    iterator = threaded_iterable(run)(object())
+    assert f"{__name__}.run " in repr(iterator)
+    assert [item async for item in iterator] == [1]
+
+    thread_names = [name async for name in Job().run()]
+    assert thread_names == [f"aiothreads-{__name__}.Job.run"]
+
+
+@pytest.mark.asyncio
+async def test_threaded_separate_takes_detach_positionally_as_in_1x() -> None:
+    finished = threading.Event()
+
+    @threaded_separate(False)
+    def attached() -> bool:
+        finished.set()
+        return threading.current_thread().daemon
+
+    assert await attached() is False
+    assert finished.is_set()
+
+
+def test_version_stays_on_the_1x_line() -> None:
+    major, minor, _ = (int(part) for part in aiothreads.__version__.split("."))
+    assert (major, minor) >= (1, 2)
+    assert major == 1
+
+
+@pytest.mark.asyncio
+async def test_an_iterator_created_outside_any_loop_iterates_later() -> None:
+    iterator = await asyncio.to_thread(lambda: threaded_iterable(numbers_generator)(2))
+    assert [item async for item in iterator] == [0, 1]
