@@ -11,7 +11,7 @@ from . import threaded_iterable as _threaded_iterable_module  # noqa: F401  # py
 from ._bridge import sync_await, sync_wait_coroutine, wait_coroutine
 from ._cancellation import check_cancelled, is_cancelled
 from ._channel import ChannelClosed, ChannelTimeout, FromThreadChannel
-from ._errors import ExecutorRefused, NoEventLoopError, ThreadPoolException
+from ._errors import ExecutorRefused, LoopClosedError, NoEventLoopError, ThreadPoolException
 from ._iterable import (
     BoundThreadedIterable,
     ThreadedIterable,
@@ -44,6 +44,7 @@ __all__ = [
     "ExecutorRefused",
     "FromThreadChannel",
     "IteratorWrapper",
+    "LoopClosedError",
     "NoEventLoopError",
     "ThreadPoolException",
     "Threaded",

@@ -30,7 +30,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar
 
 from ._cancellation import Scope, StreamScope, current_scope
-from ._errors import NoEventLoopError
+from ._errors import LoopClosedError, NoEventLoopError
 from ._inbox import inbox_for
 from ._loops import LOOP_WATCHDOG_INTERVAL, running_loop_or_none
 from ._names import qualified_name
@@ -241,6 +241,12 @@ class _Waiter(Generic[T]):
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Create the task (on the loop's thread; the handle carries our context)."""
+        if self._scope is not None and self._scope.cancelled():
+            # The caller gave up while this was on its way: never start the coroutine.
+            self.close_unstarted()
+            self.cancelled = True
+            self._signal()
+            return
         drive = self._drive()
         try:
             task = start_task(loop, drive)
@@ -257,8 +263,16 @@ class _Waiter(Generic[T]):
         self._task = task
         task.add_done_callback(self._finish)
         caller = self._scope.future if self._scope is not None else None
-        if caller is not None:
+        if caller is None:
+            return
+        caller_loop = caller.get_loop()
+        if caller_loop is loop:
             caller.add_done_callback(self._caller_gave_up)
+            return
+        # The threaded call waiting here belongs to another loop: its future may
+        # only be touched on that loop's thread.
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody can cancel
+            caller_loop.call_soon_threadsafe(caller.add_done_callback, self._caller_gave_up)
 
     async def _drive(self) -> None:
         self._coro = None  # running now: awaiting it is ours to do
@@ -276,9 +290,19 @@ class _Waiter(Generic[T]):
             self._signal()
 
     def _caller_gave_up(self, caller: asyncio.Future[Any]) -> None:
-        """Cancel what we wait for once the threaded call's own caller cancelled it."""
-        if caller.cancelled() and self._task is not None:
-            self._task.cancel()
+        """Cancel what we wait for once the threaded call's own caller cancelled it.
+
+        Runs on the caller's loop; the task is cancelled on its own loop's thread.
+        """
+        task = self._task
+        if not caller.cancelled() or task is None or task.done():
+            return
+        task_loop = task.get_loop()
+        if task_loop is caller.get_loop():
+            task.cancel()
+            return
+        with contextlib.suppress(RuntimeError):  # that loop closed: the wait ends by itself
+            task_loop.call_soon_threadsafe(task.cancel)
 
     def _finish(self, task: asyncio.Task[None]) -> None:
         """Done callback: collect the task, and signal if it never ran (cancelled first)."""
@@ -293,9 +317,10 @@ class _Waiter(Generic[T]):
         if self._signalled:
             return
         self._signalled = True
-        if self._task is not None and self._scope is not None:
+        task = self._task
+        if task is not None and self._scope is not None:
             caller = self._scope.future
-            if caller is not None:
+            if caller is not None and caller.get_loop() is task.get_loop():
                 caller.remove_done_callback(self._caller_gave_up)
         self._done.release()
 
@@ -303,7 +328,8 @@ class _Waiter(Generic[T]):
         """Block until the task is done; return its result or raise its exception."""
         while not self._done.acquire(timeout=LOOP_WATCHDOG_INTERVAL):
             if loop.is_closed():  # nothing will run the task: do not touch the loop
-                raise RuntimeError("the event loop closed while a thread waited on it")
+                self.close_unstarted()
+                raise LoopClosedError("the event loop closed while a thread waited on it")
             if isinstance(self._scope, StreamScope) and self._scope.cancelled():
                 # A generator's consumer left: streams have no future to watch.
                 self._cancel_task(loop)
@@ -337,10 +363,10 @@ def _submit(loop: asyncio.AbstractEventLoop, waiter: _Waiter[T]) -> _Waiter[T]:
             )
         # The task runs in a copy of this thread's context, as call_soon_threadsafe would.
         inbox_for(loop).post(contextvars.copy_context().run, waiter.start, loop)
-    except RuntimeError as exc:
+    except RuntimeError:
         waiter.close_unstarted()
-        if "closed" in str(exc):
-            raise RuntimeError("the event loop is closed") from None
+        if loop.is_closed():
+            raise LoopClosedError("the event loop is closed") from None
         raise
     except BaseException:
         waiter.close_unstarted()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["ExecutorRefused", "NoEventLoopError", "ThreadPoolException"]
+__all__ = [
+    "ExecutorRefused",
+    "LoopClosedError",
+    "NoEventLoopError",
+    "ThreadPoolException",
+]
 
 
 class NoEventLoopError(RuntimeError, LookupError):
@@ -11,6 +16,13 @@ class NoEventLoopError(RuntimeError, LookupError):
     Raised by :func:`~aiothreads.sync_await` and friends called outside any
     aiothreads call without a loop. aiothreads 1.x raised ``LookupError``
     here, so both ``except LookupError`` and ``except RuntimeError`` catch it.
+    """
+
+
+class LoopClosedError(RuntimeError):
+    """The event loop a thread wants to run a coroutine on is closed (or closed meanwhile).
+
+    A ``RuntimeError``, like the one ``loop.call_soon_threadsafe`` raises.
     """
 
 

@@ -26,6 +26,7 @@ import functools
 import pickle
 import sys
 import threading
+import weakref
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar, cast
 
@@ -34,7 +35,7 @@ from ._errors import ExecutorRefused
 from ._future import CallFuture
 from ._inbox import inbox_for
 from ._log import emit
-from ._loops import running_loop_or_none
+from ._loops import release_if_closed, running_loop_or_none
 from ._names import qualified_name
 from ._pool import WorkerPool
 from .instrumentation._hooks import CANCELLED, ERROR, OK
@@ -468,6 +469,7 @@ def default_executor(loop: asyncio.AbstractEventLoop) -> Executor | None:
         if getattr(loop, "_executor_shutdown_called", False):
             raise RuntimeError("Executor shutdown has been called")
         executor = WorkerPool()
+        executor.call_on_shutdown(functools.partial(release_if_closed, weakref.ref(loop)))
         loop.set_default_executor(executor)
     return executor
 

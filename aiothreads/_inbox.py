@@ -29,7 +29,7 @@ import weakref
 from asyncio.selector_events import BaseSelectorEventLoop
 from typing import TYPE_CHECKING, Any, Final
 
-from ._loops import on_loop_shutdown, running_loop_or_none
+from ._loops import loop_state, on_loop_shutdown, running_loop_or_none
 
 if TYPE_CHECKING:
     import asyncio
@@ -158,10 +158,7 @@ def _close_quietly(fd: int) -> None:
         os.close(fd)
 
 
-_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopInbox] = (
-    weakref.WeakKeyDictionary()
-)
-_inboxes_lock = threading.Lock()
+_created_lock = threading.Lock()
 _last: tuple[Callable[[], object], Callable[[], LoopInbox | None]] = (
     lambda: None,
     lambda: None,
@@ -170,17 +167,18 @@ _last: tuple[Callable[[], object], Callable[[], LoopInbox | None]] = (
 
 def inbox_for(loop: asyncio.AbstractEventLoop) -> LoopInbox:
     """Return ``loop``'s inbox, creating it on first use (from any thread)."""
-    global _last  # noqa: PLW0603 - a one-entry cache in front of the weak mapping
+    global _last  # noqa: PLW0603 - a one-entry cache in front of the loop's state
     last_loop, last_inbox = _last
     if last_loop() is loop:
         inbox = last_inbox()
         if inbox is not None:
             return inbox
-    with _inboxes_lock:
-        inbox = _inboxes.get(loop)
-        created = inbox is None
-        if inbox is None:
-            inbox = _inboxes[loop] = LoopInbox(loop)
+    state = loop_state(loop)
+    with _created_lock:
+        known = state.inbox
+        inbox = known if isinstance(known, LoopInbox) else LoopInbox(loop)
+        created = inbox is not known
+        state.inbox = inbox
     _last = (weakref.ref(loop), weakref.ref(inbox))  # weak: they close the descriptor
     if created and not loop.is_closed():
         _start_watching(loop, inbox)

@@ -7,7 +7,9 @@ such waits:
   pytest-asyncio) call ``loop.shutdown_asyncgens()`` before they wait for the
   default executor. :func:`on_loop_shutdown` hooks into that step with a
   sentinel async generator, so producers blocked on a full channel are released
-  before the loop waits for their threads.
+  before the loop waits for their threads. The pool aiothreads installs as a
+  loop's default executor also releases them when the loop is closed by hand
+  (``loop.close()`` shuts the default executor down).
 * A loop closed by hand skips that step, so blocking waits also wake every
   :data:`LOOP_WATCHDOG_INTERVAL` seconds to check ``loop.is_closed()``. This is a
   liveness backstop, not the wake-up path: items and results wake waiters at
@@ -18,13 +20,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import weakref
 from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable
 
-__all__ = ["LOOP_WATCHDOG_INTERVAL", "on_loop_shutdown", "running_loop_or_none"]
+__all__ = [
+    "LOOP_WATCHDOG_INTERVAL",
+    "LoopState",
+    "loop_state",
+    "on_loop_shutdown",
+    "release_if_closed",
+    "running_loop_or_none",
+]
 
 LOOP_WATCHDOG_INTERVAL: Final = 0.5
 """Seconds between checks that the loop a thread waits on is still open."""
@@ -47,27 +57,75 @@ class Closable(Protocol):
 class _ShutdownWatch:
     """Holds a started sentinel async generator and the objects it releases.
 
-    The sentinel keeps its loop alive (the loop's finalizer hook is bound to
-    it), so the watch must go once the loop is done: the sentinel removes it at
-    ``shutdown_asyncgens()``, and loops closed without that step are swept the
-    next time any loop registers.
+    It lives in its loop's :class:`LoopState`, so a loop closed by hand, and
+    everything the watch holds, is collected with the loop.
     """
 
-    __slots__ = ("loop", "members", "sentinel")
+    __slots__ = ("__weakref__", "members", "sentinel")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:
         self.members: weakref.WeakSet[Closable] = weakref.WeakSet()
         self.sentinel = _release_on_shutdown(self)
         _drive(self.sentinel.__anext__())
 
-    def close(self) -> None:
-        """Finish the sentinel without its loop (which is closed) and release members."""
-        with contextlib.suppress(RuntimeError):
-            _drive(self.sentinel.aclose())
+    def release(self) -> None:
+        """Release every member now (once)."""
+        members, self.members = list(self.members), weakref.WeakSet()
+        for member in members:
+            member._abandon("loop_closed")
 
 
-_watches: dict[asyncio.AbstractEventLoop, _ShutdownWatch] = {}
+class LoopState:
+    """What aiothreads keeps for one event loop: its inbox and its shutdown watch."""
+
+    __slots__ = ("__weakref__", "inbox", "watch")
+
+    def __init__(self) -> None:
+        self.inbox: object = None
+        self.watch: _ShutdownWatch | None = None
+
+
+_STATE_ATTRIBUTE: Final = "_aiothreads_state"
+_states_lock = threading.Lock()
+# Loops that accept no attribute: a weak mapping (their state then lives as
+# long as they do, which is as long as nothing posted to them is pending).
+_fallback_states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def loop_state(loop: asyncio.AbstractEventLoop) -> LoopState:
+    """Return ``loop``'s state, creating it on first use; safe from any thread.
+
+    The state is stored on the loop itself, so nothing module-level keeps a
+    loop alive: a loop and everything aiothreads holds for it are collected
+    together, even with results still pending for it when it closed.
+    """
+    state: LoopState | None = getattr(loop, _STATE_ATTRIBUTE, None)
+    if state is not None:
+        return state
+    with _states_lock:
+        state = getattr(loop, _STATE_ATTRIBUTE, None) or _fallback_states.get(loop)
+        if state is None:
+            state = LoopState()
+            try:
+                setattr(loop, _STATE_ATTRIBUTE, state)
+            except AttributeError:
+                _fallback_states[loop] = state
+    return state
+
+
+def release_if_closed(loop_reference: weakref.ref[asyncio.AbstractEventLoop]) -> None:
+    """Release what waits on the loop if it was closed by hand (skipping its shutdown steps).
+
+    Called when the loop's default executor is shut down, which ``loop.close()`` does.
+    """
+    loop = loop_reference()
+    if loop is None or not loop.is_closed():
+        return
+    state = loop_state(loop)
+    if state.watch is not None:
+        state.watch.release()
 
 
 def on_loop_shutdown(loop: asyncio.AbstractEventLoop, member: Closable) -> None:
@@ -76,26 +134,18 @@ def on_loop_shutdown(loop: asyncio.AbstractEventLoop, member: Closable) -> None:
     Must be called on ``loop``'s own thread while it runs. ``member`` is held
     weakly.
     """
-    watch = _watches.get(loop)
+    state = loop_state(loop)
+    watch = state.watch
     if watch is None:
-        _sweep_closed_loops()
-        watch = _watches[loop] = _ShutdownWatch(loop)
+        watch = state.watch = _ShutdownWatch()
     watch.members.add(member)
-
-
-def _sweep_closed_loops() -> None:
-    for stale in [watch for watch in _watches.values() if watch.loop.is_closed()]:
-        _watches.pop(stale.loop, None)
-        stale.close()
 
 
 async def _release_on_shutdown(watch: _ShutdownWatch) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
-        _watches.pop(watch.loop, None)
-        for member in list(watch.members):
-            member._abandon("loop_closed")
+        watch.release()
 
 
 def _drive(step: Awaitable[None]) -> None:

@@ -14,6 +14,7 @@ it is; so is every executor on loops that do not expose theirs (uvloop).
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import weakref
@@ -72,9 +73,12 @@ class WorkerPool(ThreadPoolExecutor):
         self._workers: list[threading.Thread] = []
         self._lifecycle = threading.Lock()
         self._closed = False
+        self._on_shutdown: Callable[[], None] | None = None
         # Workers hold the queue, not the pool: a pool nobody references any
         # more (say, replaced as a loop's default executor) stops its workers.
         self._stop_workers = weakref.finalize(self, _stop, self._calls, self._workers)
+        with _live_lock:
+            _pools.add(self)
 
     def enqueue(self, call: Work) -> None:
         """Queue ``call`` for a worker, which will call its ``run()``.
@@ -84,6 +88,8 @@ class WorkerPool(ThreadPoolExecutor):
         """
         if self._closed:
             raise RuntimeError("cannot schedule new calls after shutdown")
+        if _exiting:
+            raise RuntimeError("cannot schedule new calls after interpreter shutdown")
         self._calls.put(call)
         idle = self._idle
         if idle:
@@ -110,6 +116,8 @@ class WorkerPool(ThreadPoolExecutor):
             worker = threading.Thread(
                 target=_work, args=(self._calls, self._idle), name=name, daemon=True
             )
+            with _live_lock:
+                _live_workers.add(worker)
             worker.start()
             self._workers.append(worker)
 
@@ -124,6 +132,9 @@ class WorkerPool(ThreadPoolExecutor):
         with self._lifecycle:
             self._closed = True
             workers = list(self._workers)
+            on_shutdown, self._on_shutdown = self._on_shutdown, None
+        if on_shutdown is not None:
+            on_shutdown()
         if cancel_futures:
             while not self._calls.empty():
                 dropped = self._calls.get_nowait()
@@ -134,19 +145,50 @@ class WorkerPool(ThreadPoolExecutor):
             for worker in workers:
                 worker.join()
 
+    def call_on_shutdown(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once, in the first :meth:`shutdown` (before it waits)."""
+        self._on_shutdown = callback
+
     def __repr__(self) -> str:
         state = "shut down" if self._closed else "running"
         return f"<WorkerPool {state} workers={len(self._workers)}/{self._max_workers}>"
 
 
 def _work(calls: SimpleQueue[Work | None], idle: deque[None]) -> None:
-    while True:
-        call = calls.get()
-        if call is None:  # the stop marker
-            return
-        call.run()
-        del call
-        idle.append(None)
+    try:
+        while True:
+            call = calls.get()
+            if call is None:  # the stop marker
+                return
+            call.run()
+            del call
+            idle.append(None)
+    finally:
+        with _live_lock:
+            _live_workers.discard(threading.current_thread())
+
+
+# Workers are daemon threads, so an idle pool never holds the interpreter up;
+# at exit, like the standard pool, work already queued or running finishes.
+_live_workers: set[threading.Thread] = set()
+_live_lock = threading.Lock()
+_exiting = False
+
+
+@atexit.register
+def _finish_work_at_exit() -> None:
+    global _exiting  # noqa: PLW0603 - set once, at interpreter exit
+    _exiting = True
+    with _live_lock:
+        workers = list(_live_workers)
+        pools = list(_pools)
+    for pool in pools:
+        pool._stop_workers()
+    for worker in workers:
+        worker.join()
+
+
+_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
 
 def _stop(calls: SimpleQueue[Work | None], workers: list[threading.Thread]) -> None:

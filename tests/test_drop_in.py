@@ -57,7 +57,7 @@ ITERABLE_SOURCES: dict[str, Callable[[int], Any]] = {
     "wrapped generator function": logged(numbers_generator),
     "function returning a list": lambda count: list(range(count)),
     "function returning an iterator": lambda count: iter(range(count)),
-    "function returning a generator": lambda count: numbers_generator(count),
+    "function returning a generator": functools.partial(numbers_generator),
     "callable object": Counting(),
 }
 
