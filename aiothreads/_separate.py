@@ -95,6 +95,10 @@ def threaded_separate(
 def threaded_separate(
     *, detach: bool = True, limit: int | CapacityLimiter | None = None
 ) -> Callable[[Callable[P, T]], ThreadedSeparate[P, T]]: ...
+@overload
+def threaded_separate(
+    detach: bool, /, *, limit: int | CapacityLimiter | None = None
+) -> Callable[[Callable[P, T]], ThreadedSeparate[P, T]]: ...
 def threaded_separate(
     func: Any = None,
     detach: bool = True,
@@ -105,8 +109,8 @@ def threaded_separate(
 
     Use it for calls that may block for long or forever (pipes, sockets,
     monitoring loops), so they never hold a pool worker. Usable bare or as
-    ``@threaded_separate(detach=False)``; put it above ``@staticmethod`` or
-    ``@classmethod``.
+    ``@threaded_separate(detach=False)`` (or ``@threaded_separate(False)``, as
+    in 1.x); put it above ``@staticmethod`` or ``@classmethod``.
 
     Args:
         func: The blocking function.
