@@ -7,6 +7,8 @@ module paths (``aiothreads.threads``, ``aiothreads.iterator_wrapper``,
 
 # Loaded first so that the 1.x submodule of the same name never shadows the
 # threaded_iterable decorator bound below (a later import would re-set it).
+# The 1.x submodules, loaded by ``import aiothreads`` as they were in 1.x.
+from . import coroutine_waiter, iterator_wrapper, new_thread, threads, types  # noqa: F401  # pyright: ignore[reportUnusedImport]
 from . import threaded_iterable as _threaded_iterable_module  # noqa: F401  # pyright: ignore[reportUnusedImport]
 from ._bridge import sync_await, sync_wait_coroutine, wait_coroutine
 from ._cancellation import check_cancelled, is_cancelled

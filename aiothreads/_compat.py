@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._executor import run_in_executor as _run_in_executor
 from ._executor import run_in_new_thread as _run_in_new_thread
+from ._loops import running_loop_or_none
 from ._names import qualified_name
 from .types import EVENT_LOOP
 
@@ -43,11 +44,24 @@ def run_in_executor(
 ) -> Awaitable[T]:
     """Run ``func(*args, **kwargs)`` on ``executor`` (the loop's default if ``None``).
 
-    The aiothreads 1.x helper behind ``@threaded``; must be called with a loop
-    running. The call sees the caller's context variables and ``EVENT_LOOP``.
+    The aiothreads 1.x helper behind ``@threaded``. The call sees the caller's
+    context variables and ``EVENT_LOOP``. Outside a running loop it returns a
+    coroutine that starts the call when awaited, as in 1.x.
     """
-    loop = asyncio.get_running_loop()
+    loop = running_loop_or_none()
+    if loop is None:
+        return _run_when_awaited(func, executor, tuple(args), kwargs)
     return _run_in_executor(loop, executor, _in_context(loop, func, tuple(args), kwargs))
+
+
+async def _run_when_awaited(
+    func: Callable[..., T],
+    executor: Executor | None,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+) -> T:
+    loop = asyncio.get_running_loop()
+    return await _run_in_executor(loop, executor, _in_context(loop, func, args, kwargs))
 
 
 def run_in_new_thread(

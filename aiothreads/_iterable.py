@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, overload
 
 from ._binding import MethodBinder, check_blocking_callable, unwrap_method
 from ._channel import check_size
-from ._names import copy_metadata
+from ._names import copy_metadata, qualified_name
 from ._threaded import as_limiter, check_thread_executor
 from ._wrapper import IteratorWrapper, IteratorWrapperSeparate
 from .types import P, T
@@ -75,6 +75,12 @@ class ThreadedIterableBase(Generic[P, T], ABC):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> IteratorWrapper[P, T]:
         """Alias of :meth:`async_call`."""
         return self.create_wrapper(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        # 1.x subclasses set only ``func`` and ``max_size``.
+        if name == "_name" and "func" in vars(self):
+            return qualified_name(self.func)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._name} max_size={self.max_size}>"

@@ -10,6 +10,7 @@ interpreter exit; with ``detach=False`` the interpreter waits for it.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from ._executor import run_in_new_thread
@@ -75,6 +76,11 @@ class ThreadedSeparate(Threaded[P, T]):
         limit: int | CapacityLimiter | None = None,
     ) -> None:
         super().__init__(func, limit=limit)
+        if inspect.isgeneratorfunction(self.func):
+            raise TypeError(
+                f"@threaded_separate cannot run the generator function {self._name}; "
+                "use @threaded_iterable_separate"
+            )
         self._new_thread = _NewThreadDispatch(detach, self._name)
         self._dispatch = self._new_thread
 

@@ -42,9 +42,9 @@ from ._binding import MethodBinder, check_blocking_callable, unwrap_method
 from ._executor import is_process_pool, run_in_executor
 from ._limits import CapacityLimiter
 from ._loops import running_loop_or_none
-from ._names import copy_metadata
+from ._names import copy_metadata, qualified_name
 from .instrumentation._hooks import current as current_telemetry
-from .types import P, T
+from .types import EVENT_LOOP, P, T
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -182,6 +182,10 @@ class ThreadedBase(Generic[P, T], ABC):
         loop = running_loop_or_none()
         if loop is None:
             return self._submit_when_awaited(args, kwargs)
+        if EVENT_LOOP.get(None) is not loop:
+            # As in 1.x, the caller's context learns its loop too, so threads it
+            # starts by other means (asyncio.to_thread) can use sync_await.
+            EVENT_LOOP.set(loop)
         limiter = self._limiter
         if limiter is None:
             return self._submit(loop, args, kwargs)
@@ -232,6 +236,14 @@ class ThreadedBase(Generic[P, T], ABC):
             limiter.release()
             raise
         return await future
+
+    def __getattr__(self, name: str) -> Any:
+        # 1.x subclasses set only ``func``; give them what the calls need.
+        if name == "_dispatch":
+            return dispatch_to_pool
+        if name == "_name" and "func" in vars(self):
+            return qualified_name(self.func)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._name}>"
@@ -355,7 +367,6 @@ def threaded(
 ) -> _ThreadedDecorator: ...
 def threaded(
     func: Any = None,
-    /,
     *,
     limit: int | CapacityLimiter | None = None,
     executor: Executor | None = None,

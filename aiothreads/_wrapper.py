@@ -152,7 +152,7 @@ class IteratorWrapper(Generic[P, T]):
         It holds no reference to the iterator, so dropping the iterator still
         stops the generator while the thread runs.
         """
-        return self._producer_job()
+        return self._producer_job().run
 
     def _producer_job(self) -> _Producer[T]:
         job = self._job
@@ -386,7 +386,8 @@ class _Producer(Generic[T]):
             claimed, self._ran = not self._ran, True
         return claimed
 
-    def __call__(self) -> None:
+    def run(self) -> None:
+        """Run the generator here, unless the producer was settled as unrun already."""
         if not self._claim():
             return
         channel, probe = self._channel, self._probe

@@ -7,11 +7,16 @@ completes when that thread is done.
 
 from ._channel import ChannelClosed, ChannelTimeout, FromThreadChannel
 from ._wrapper import IteratorWrapper, IteratorWrapperSeparate
+from .types import BP, P, S, T
 
 __all__ = [
+    "BP",
     "ChannelClosed",
     "ChannelTimeout",
     "FromThreadChannel",
     "IteratorWrapper",
     "IteratorWrapperSeparate",
+    "P",
+    "S",
+    "T",
 ]

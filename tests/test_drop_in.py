@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import subprocess
 import sys
 import threading
@@ -283,3 +284,90 @@ def test_version_stays_on_the_1x_line() -> None:
 async def test_an_iterator_created_outside_any_loop_iterates_later() -> None:
     iterator = await asyncio.to_thread(lambda: threaded_iterable(numbers_generator)(2))
     assert [item async for item in iterator] == [0, 1]
+
+
+@pytest.mark.asyncio
+async def test_a_subclass_may_run_the_producer_with_a_helper_that_reads_its_name() -> None:
+    from aiothreads.iterator_wrapper import IteratorWrapper
+
+    def run_named(func: Callable[[], None]) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def target() -> None:
+            func()
+            loop.call_soon_threadsafe(future.set_result, None)
+
+        threading.Thread(target=target, name=func.__name__).start()
+        return future
+
+    class OwnThread(IteratorWrapper[Any, int]):
+        def _run(self) -> Any:
+            return run_named(self._in_thread)
+
+    wrapper = OwnThread(functools.partial(numbers_generator, 3))
+    assert [item async for item in wrapper] == [0, 1, 2]
+    await wrapper.wait_closed()
+
+
+def test_importing_the_package_loads_the_1x_submodules() -> None:
+    script = (
+        "import aiothreads; "
+        "print(aiothreads.threads.THREADED_ITERABLE_DEFAULT_MAX_SIZE, "
+        "aiothreads.iterator_wrapper.IteratorWrapper.__name__, "
+        "aiothreads.coroutine_waiter.sync_await.__name__, "
+        "aiothreads.new_thread.run_in_new_thread.__name__, "
+        "aiothreads.threaded_iterable.__name__)"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.split() == [
+        "1024",
+        "IteratorWrapper",
+        "sync_await",
+        "run_in_new_thread",
+        "threaded_iterable",
+    ]
+
+
+@pytest.mark.asyncio
+async def test_threaded_takes_its_function_by_keyword() -> None:
+    doubled = threaded(func=lambda value: value * 2)
+    assert await doubled(4) == 8
+
+
+@pytest.mark.asyncio
+async def test_a_threaded_call_tells_the_callers_context_its_loop_as_in_1x() -> None:
+    @threaded
+    def nothing() -> None:
+        pass
+
+    def via_to_thread() -> str:
+        return sync_await(hello)
+
+    await nothing()
+    assert await asyncio.to_thread(via_to_thread) == "hello"
+
+
+@pytest.mark.asyncio
+async def test_the_1x_run_in_executor_outside_a_loop_returns_a_coroutine() -> None:
+    pending = await asyncio.to_thread(threads_module.run_in_executor, lambda: 5)
+    assert inspect.iscoroutine(pending)
+    assert await pending == 5
+
+
+@pytest.mark.asyncio
+async def test_a_1x_style_subclass_that_sets_only_func_still_calls() -> None:
+    class Legacy(aiothreads.ThreadedBase[[int], int]):
+        def __init__(self, func: Callable[[int], int]) -> None:
+            self.func = func
+
+    legacy = Legacy(lambda value: value + 1)
+    assert await legacy(1) == 2
+    assert "lambda" in repr(legacy)
+
+
+def test_threaded_separate_rejects_generator_functions_as_1x_did() -> None:
+    with pytest.raises(TypeError, match="threaded_iterable_separate"):
+        threaded_separate(numbers_generator)
