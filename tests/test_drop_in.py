@@ -126,27 +126,20 @@ async def test_threaded_on_a_generator_function_that_returns_a_value_still_itera
     assert [item async for item in arange(3)] == [0, 1, 2]
 
 
-def test_default_max_size_is_an_integer_read_from_the_environment() -> None:
+def default_max_sizes(environment: dict[str, str]) -> list[str]:
     script = (
         "import aiothreads, aiothreads.threads as t; "
         "print(t.THREADED_ITERABLE_DEFAULT_MAX_SIZE, aiothreads.THREADED_ITERABLE_DEFAULT_MAX_SIZE)"
     )
-    default = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PATH": ""},
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=environment
     )
-    assert default.stdout.split() == ["1024", "1024"]
-    configured = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"THREADED_ITERABLE_DEFAULT_MAX_SIZE": "7"},
-    )
-    assert configured.stdout.split() == ["7", "7"]
+    return completed.stdout.split()
+
+
+def test_default_max_size_is_an_integer_read_from_the_environment() -> None:
+    assert default_max_sizes({"PATH": ""}) == ["1024", "1024"]
+    assert default_max_sizes({"THREADED_ITERABLE_DEFAULT_MAX_SIZE": "7"}) == ["7", "7"]
 
 
 def test_channel_closed_is_a_runtime_error() -> None:
