@@ -28,7 +28,7 @@ import sys
 import threading
 import weakref
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, cast
 
 from ._cancellation import run_as_call
 from ._errors import ExecutorRefused
@@ -257,9 +257,11 @@ class _ForeignWork:
 
     def submit(self, executor: Executor) -> None:
         """Hand the call to ``executor``; ``submit()``'s own exception propagates."""
-        work = cast(
-            "concurrent.futures.Future[None] | asyncio.Future[None]", executor.submit(self.run)
-        )
+        self.submit_with(executor.submit)
+
+    def submit_with(self, submit: Callable[[Callable[[], None]], object]) -> None:
+        """Hand the call to ``submit(run)``, which returns a future of either kind."""
+        work = cast("concurrent.futures.Future[None] | asyncio.Future[None]", submit(self.run))
         self._work = work
         on_loop_of(work, work.add_done_callback, self._work_done)
         self._call.add_done_callback(self._call_done)
@@ -365,82 +367,12 @@ def _run_through_loop(
 ) -> asyncio.Future[T]:
     """Use ``loop.run_in_executor(None, ...)`` where the default executor is private.
 
-    The loop's own future carries the outcome; its cancellation reaches the
-    executor, so a call cancelled before it started never runs.
+    The call is chained to the loop's future like a call on any foreign
+    executor, so a cancellation reaches the executor and a drop fails the call.
     """
-    runner = _InThread(loop, func, call, probe, on_finish)
-    future: asyncio.Future[T] = loop.run_in_executor(None, runner)
-    runner.future = future
-    if probe is not None or on_finish is not None:
-        future.add_done_callback(runner.report_if_skipped)
+    future = ThreadCall(loop, func, call, probe, on_finish)
+    _ForeignWork(future).submit_with(functools.partial(loop.run_in_executor, None))
     return future
-
-
-class _InThread(Generic[T]):
-    """Runs ``func`` for :func:`_run_through_loop`: reports to the probe, stores safely.
-
-    Like :class:`ThreadCall`, it is the call's cancel scope when there is a context;
-    its future is known once the loop took the call.
-    """
-
-    __slots__ = ("call", "func", "future", "loop", "on_finish", "probe", "started")
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        func: Callable[..., T],
-        call: Arguments,
-        probe: CallProbe | None,
-        on_finish: Callable[[], None] | None,
-    ) -> None:
-        self.loop = loop
-        self.func = func
-        self.call = call
-        self.probe = probe
-        self.on_finish = on_finish
-        self.started = False
-        self.future: asyncio.Future[T] | None = None
-
-    def cancelled(self) -> bool:
-        """Whether the caller cancelled the call (the call's cancel scope)."""
-        return self.future is not None and self.future.cancelled()
-
-    def __call__(self) -> T:
-        # The loop passes a cancellation on to the executor one loop turn late;
-        # looking at the future itself honours it at once.
-        if self.cancelled():
-            raise asyncio.CancelledError
-        self.started = True
-        probe = self.probe
-        if probe is not None:
-            probe.running()
-        args, kwargs, context = self.call
-        try:
-            if context is None:
-                result = self.func(*args, **kwargs)
-            else:
-                result = context.run(run_as_call, self, self.loop, self.func, args, kwargs)
-        except BaseException as exc:
-            error = _storable(exc)
-            if probe is not None:
-                probe.finished(_outcome(error, self.cancelled()), error)
-            if error is exc:
-                raise
-            raise error from exc
-        finally:
-            if self.on_finish is not None:
-                self.on_finish()
-        if probe is not None:
-            probe.finished(_outcome(None, self.cancelled()))
-        return result
-
-    def report_if_skipped(self, future: asyncio.Future[T]) -> None:
-        if not future.cancelled() or self.started:
-            return
-        if self.probe is not None:
-            self.probe.skipped()
-        if self.on_finish is not None:
-            self.on_finish()
 
 
 _PRIVATE_EXECUTOR_LOOPS: set[type[asyncio.AbstractEventLoop]] = set()

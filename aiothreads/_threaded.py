@@ -227,7 +227,13 @@ class ThreadedBase(Generic[P, T], ABC):
         """Wait for a place under the limit, then run the call holding it."""
         loop = asyncio.get_running_loop()
         waited_since = loop.time()
-        await limiter.acquire()
+        try:
+            await limiter.acquire()
+        except asyncio.CancelledError:
+            telemetry = current_telemetry()
+            if telemetry is not None:  # counted once, as a call that never ran
+                telemetry.call(self._dispatch.kind, self._name).skipped()
+            raise
         try:
             future = self._submit(
                 loop, args, kwargs, limiter.release, limit_wait=loop.time() - waited_since

@@ -222,6 +222,7 @@ class IteratorWrapper(Generic[P, T]):
             raise StopAsyncIteration from None
         except asyncio.CancelledError:
             channel._abandon("cancelled")
+            self._drop_if_unstarted()
             raise
         return item
 
@@ -232,6 +233,10 @@ class IteratorWrapper(Generic[P, T]):
             await limiter.acquire()
         except asyncio.CancelledError:
             self._channel._abandon("cancelled")
+            telemetry = current_telemetry()
+            if telemetry is not None:  # counted once, as an iterator that never ran
+                channel = self._channel
+                telemetry.stream(self._KIND, self._name, channel.maxsize, channel.qsize).skipped()
             raise
         if self._channel.is_closed or self._producer is not None:
             limiter.release()  # closed, or another __anext__ started it meanwhile
@@ -252,9 +257,21 @@ class IteratorWrapper(Generic[P, T]):
         nobody awaits, that exception is logged on the ``aiothreads`` logger.
         """
         self._channel._abandon("closed")
-        if self._producer is None:
+        if self._producer is None or self._drop_if_unstarted():
             return _DONE
         return _Closing(self._producer)
+
+    def _drop_if_unstarted(self) -> bool:
+        """On the loop, after the consumer left: make sure a queued producer never runs.
+
+        Its executor's future is cancelled, so the work does not take a worker.
+        Returns whether it was dropped (it had not started).
+        """
+        job, producer = self._job, self._producer
+        if job is None or producer is None or not job.drop_unstarted():
+            return False
+        producer.cancel()
+        return True
 
     async def aclose(self) -> None:
         """Stop the generator and wait until its thread is done."""
@@ -407,6 +424,19 @@ class _Producer(Generic[T]):
         finally:
             if self._place is not None:
                 self._place.give_back()
+
+    def drop_unstarted(self) -> bool:
+        """Settle the books of a producer that has not started, so it never will.
+
+        Returns ``False`` if it has started (it settles them itself).
+        """
+        if not self._claim():
+            return False
+        if self._probe is not None:
+            self._probe.skipped()
+        if self._place is not None:
+            self._place.give_back()
+        return True
 
     def settle_unrun(self, producer: asyncio.Future[Any]) -> None:
         """Done callback of the producer's future: settle a producer that never ran."""

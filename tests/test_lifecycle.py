@@ -174,9 +174,11 @@ def loop_in_thread(factory: LoopFactory) -> Generator[asyncio.AbstractEventLoop,
         loop.close()
 
 
-def test_cancelling_a_call_frees_its_thread_blocked_on_another_loop() -> None:
-    # On asyncio's loops; a caller on uvloop is not covered yet (see CHANGELOG).
-    entered = threading.Event()
+@pytest.mark.asyncio
+async def test_cancelling_a_call_frees_its_thread_blocked_on_another_loop(
+    loop_factory: LoopFactory,
+) -> None:
+    entered, returned = threading.Event(), threading.Event()
     outcome: list[BaseException] = []
 
     async def forever() -> None:
@@ -189,9 +191,10 @@ def test_cancelling_a_call_frees_its_thread_blocked_on_another_loop() -> None:
             sync_wait_coroutine(other, forever)
         except BaseException as exc:
             outcome.append(exc)
+            returned.set()
             raise
 
-    async def cancel_while_blocked(other: asyncio.AbstractEventLoop) -> None:
+    with loop_in_thread(loop_factory) as other:
         call = bridge(other)
         await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
         call.cancel()
@@ -199,16 +202,8 @@ def test_cancelling_a_call_frees_its_thread_blocked_on_another_loop() -> None:
             await call
         # The thread returns once the other loop cancelled the coroutine, which
         # must have been asked to on its own thread (nothing else wakes it).
-        await asyncio.wait_for(_until(lambda: bool(outcome)), 5)
-
-    with loop_in_thread(asyncio.new_event_loop) as other:
-        asyncio.run(cancel_while_blocked(other))
+        assert await asyncio.get_running_loop().run_in_executor(None, returned.wait, 5)
     assert isinstance(outcome[0], asyncio.CancelledError)
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await asyncio.sleep(0.01)
 
 
 def test_a_coroutine_for_a_loop_that_closed_before_it_ran_is_closed(
