@@ -25,14 +25,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import sys
 import threading
 from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar
 
+from . import _loops
 from ._cancellation import Scope, StreamScope, current_scope
 from ._errors import LoopClosedError, NoEventLoopError
 from ._inbox import inbox_for
-from ._loops import LOOP_WATCHDOG_INTERVAL, running_loop_or_none
+from ._loops import loop_state, running_loop_or_none
 from ._names import qualified_name
 from .instrumentation._hooks import CANCELLED, ERROR, OK
 from .instrumentation._hooks import current as current_telemetry
@@ -205,6 +207,7 @@ class _Waiter(Generic[T]):
         "_error",
         "_func",
         "_kwargs",
+        "_loop_closed",
         "_result",
         "_scope",
         "_signalled",
@@ -231,6 +234,7 @@ class _Waiter(Generic[T]):
         self._args = args
         self._kwargs = kwargs
         self._coro = coro
+        self._loop_closed = False
         self.cancelled = False
 
     def close_unstarted(self) -> None:
@@ -326,13 +330,26 @@ class _Waiter(Generic[T]):
 
     def wait(self, loop: asyncio.AbstractEventLoop) -> T:
         """Block until the task is done; return its result or raise its exception."""
-        while not self._done.acquire(timeout=LOOP_WATCHDOG_INTERVAL):
-            if loop.is_closed():  # nothing will run the task: do not touch the loop
-                self.close_unstarted()
-                raise LoopClosedError("the event loop closed while a thread waited on it")
-            if isinstance(self._scope, StreamScope) and self._scope.cancelled():
-                # A generator's consumer left: streams have no future to watch.
-                self._cancel_task(loop)
+        state = loop_state(loop)
+        state.add_waiter(self)
+        scope = self._scope
+        consumer_left = None
+        if isinstance(scope, StreamScope):
+            # A generator's consumer left: streams have no future to watch.
+            consumer_left = functools.partial(self._cancel_task, loop)
+            scope.channel.call_when_abandoned(consumer_left)
+        try:
+            while not self._done.acquire(timeout=_loops.LOOP_WATCHDOG_INTERVAL):
+                if loop.is_closed():  # nothing announced it: see _loops
+                    self._loop_closed = True
+                    break
+        finally:
+            state.remove_waiter(self)
+            if consumer_left is not None and isinstance(scope, StreamScope):
+                scope.channel.forget_abandon_callback(consumer_left)
+        if self._loop_closed:  # nothing will run the task: do not touch the loop
+            self.close_unstarted()
+            raise LoopClosedError("the event loop closed while a thread waited on it")
         if self.cancelled:
             raise asyncio.CancelledError("the event loop cancelled the awaited task")
         if self._error is not None:
@@ -341,6 +358,14 @@ class _Waiter(Generic[T]):
             finally:
                 self._error = None
         return self._result  # type: ignore[return-value]
+
+    def _abandon(self, reason: str = "loop_closed") -> None:
+        """Stop waiting: the loop was closed by hand (called where it was closed)."""
+        if self._signalled:
+            return
+        self._signalled = True
+        self._loop_closed = True
+        self._done.release()
 
     def _cancel_task(self, loop: asyncio.AbstractEventLoop) -> None:
         task = self._task

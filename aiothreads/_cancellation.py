@@ -80,10 +80,10 @@ def run_as_call(
 class StreamScope:
     """What a threaded generator knows of its consumer: whether it went away."""
 
-    __slots__ = ("_channel",)
+    __slots__ = ("channel",)
 
     def __init__(self, channel: FromThreadChannel[Any]) -> None:
-        self._channel = channel
+        self.channel = channel
 
     @property
     def future(self) -> None:
@@ -92,7 +92,7 @@ class StreamScope:
 
     def cancelled(self) -> bool:
         """Whether the consumer closed or dropped the iterator."""
-        return self._channel._close_reason is not None
+        return self.channel._close_reason is not None
 
 
 class _CurrentScope(threading.local):

@@ -26,9 +26,10 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
+from . import _loops
 from ._future import CallFuture
 from ._inbox import inbox_for
-from ._loops import LOOP_WATCHDOG_INTERVAL, running_loop_or_none
+from ._loops import on_loop_shutdown, running_loop_or_none
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -100,6 +101,7 @@ class FromThreadChannel(Generic[T]):
 
     __slots__ = (
         "__weakref__",
+        "_abandon_callbacks",
         "_close_reason",
         "_closed",
         "_error",
@@ -128,7 +130,10 @@ class FromThreadChannel(Generic[T]):
         self._close_reason: str | None = None
         self._error: BaseException | None = None
         self._on_blocked: Callable[[float], None] | None = None
+        self._abandon_callbacks: list[Callable[[], object]] = []
         self._loop: asyncio.AbstractEventLoop | None = running_loop_or_none()
+        if self._loop is not None:
+            on_loop_shutdown(self._loop, self)
 
     @property
     def maxsize(self) -> int:
@@ -183,6 +188,8 @@ class FromThreadChannel(Generic[T]):
         """With the lock held: return once there is room, raise once closed."""
         while True:
             if self._closed:
+                if self._close_reason == "loop_closed":
+                    raise ChannelClosed("the event loop closed: put() on a closed channel")
                 raise ChannelClosed("put() on a closed channel")
             if not self._maxsize or len(self._items) < self._maxsize:
                 return
@@ -199,7 +206,7 @@ class FromThreadChannel(Generic[T]):
         self._room_wanted = True
         started = time.perf_counter()
         try:
-            woken = self._not_full.wait(LOOP_WATCHDOG_INTERVAL)
+            woken = self._not_full.wait(_loops.LOOP_WATCHDOG_INTERVAL)
         finally:
             if self._on_blocked is not None:
                 self._on_blocked(time.perf_counter() - started)
@@ -228,7 +235,26 @@ class FromThreadChannel(Generic[T]):
         with self._lock:
             self._items.clear()
             getters = self._close_locked(None, reason)
+            callbacks, self._abandon_callbacks = self._abandon_callbacks, []
         self._wake_all(getters)
+        for callback in callbacks:
+            callback()
+
+    def call_when_abandoned(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` once the consuming side abandons the channel (now, if it has).
+
+        It runs in the thread that abandons it; see :meth:`forget_abandon_callback`.
+        """
+        with self._lock:
+            if self._close_reason is None:
+                self._abandon_callbacks.append(callback)
+                return
+        callback()
+
+    def forget_abandon_callback(self, callback: Callable[[], object]) -> None:
+        """Undo :meth:`call_when_abandoned` (nothing happens if it already ran)."""
+        with self._lock, contextlib.suppress(ValueError):
+            self._abandon_callbacks.remove(callback)
 
     def _close_locked(
         self, error: BaseException | None, reason: str | None = None
@@ -259,6 +285,7 @@ class FromThreadChannel(Generic[T]):
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
+            on_loop_shutdown(loop, self)
         elif self._loop is not loop:
             raise RuntimeError("this FromThreadChannel is bound to another event loop")
         return loop

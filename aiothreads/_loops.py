@@ -10,10 +10,13 @@ such waits:
   before the loop waits for their threads. The pool aiothreads installs as a
   loop's default executor also releases them when the loop is closed by hand
   (``loop.close()`` shuts the default executor down).
-* A loop closed by hand skips that step, so blocking waits also wake every
-  :data:`LOOP_WATCHDOG_INTERVAL` seconds to check ``loop.is_closed()``. This is a
-  liveness backstop, not the wake-up path: items and results wake waiters at
-  once.
+* A loop closed by hand skips that step. Where aiothreads' pool is the loop's
+  default executor (asyncio's loops, unless the application set its own),
+  ``loop.close()`` shuts it down, and that releases blocked producers and
+  ``sync_await`` waiters at once. Elsewhere (uvloop, an application's
+  executor) nothing announces the close, so blocking waits also wake every
+  :data:`LOOP_WATCHDOG_INTERVAL` seconds to check ``loop.is_closed()``: a
+  liveness backstop for that one case, never the wake-up path.
 """
 
 from __future__ import annotations
@@ -36,8 +39,12 @@ __all__ = [
     "running_loop_or_none",
 ]
 
-LOOP_WATCHDOG_INTERVAL: Final = 0.5
-"""Seconds between checks that the loop a thread waits on is still open."""
+LOOP_WATCHDOG_INTERVAL = 0.5
+"""Seconds between checks that the loop a thread waits on is still open.
+
+Read at each wait, so the tests can raise it far above their timeout: then a
+missing wake-up fails a test instead of slowing it down.
+"""
 
 
 # asyncio exports this for loop implementations; unlike get_running_loop()
@@ -76,13 +83,29 @@ class _ShutdownWatch:
 
 
 class LoopState:
-    """What aiothreads keeps for one event loop: its inbox and its shutdown watch."""
+    """What aiothreads keeps for one event loop: its inbox, its shutdown watch, its waiters.
 
-    __slots__ = ("__weakref__", "inbox", "watch")
+    ``waiters`` are threads blocked on the loop (``sync_await``); they may come
+    and go from any thread, under ``lock``.
+    """
+
+    __slots__ = ("__weakref__", "inbox", "lock", "waiters", "watch")
 
     def __init__(self) -> None:
         self.inbox: object = None
         self.watch: _ShutdownWatch | None = None
+        self.lock = threading.Lock()
+        self.waiters: set[Closable] = set()
+
+    def add_waiter(self, waiter: Closable) -> None:
+        """Release ``waiter`` (``_abandon("loop_closed")``) if the loop is closed by hand."""
+        with self.lock:
+            self.waiters.add(waiter)
+
+    def remove_waiter(self, waiter: Closable) -> None:
+        """Forget ``waiter``: it is done waiting."""
+        with self.lock:
+            self.waiters.discard(waiter)
 
 
 _STATE_ATTRIBUTE: Final = "_aiothreads_state"
@@ -126,6 +149,10 @@ def release_if_closed(loop_reference: weakref.ref[asyncio.AbstractEventLoop]) ->
     state = loop_state(loop)
     if state.watch is not None:
         state.watch.release()
+    with state.lock:
+        waiters, state.waiters = state.waiters, set()
+    for waiter in waiters:
+        waiter._abandon("loop_closed")
 
 
 def on_loop_shutdown(loop: asyncio.AbstractEventLoop, member: Closable) -> None:

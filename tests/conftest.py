@@ -18,6 +18,10 @@ except ImportError:  # pragma: no cover - uvloop is not available on Windows
 
 THREAD_EXIT_GRACE = 5.0
 
+WATCHDOG_NEVER = 3600.0
+"""Far above any test's timeout: a test that needs the backstop poll fails."""
+WATCHDOG_FAST = 0.05
+
 LOOP_FACTORIES: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
 }
@@ -80,3 +84,17 @@ def no_asyncio_errors(request: pytest.FixtureRequest) -> Iterator[None]:
     finally:
         logger.removeHandler(collector)
     assert not collector.messages, f"asyncio logged errors: {collector.messages}"
+
+
+@pytest.fixture(autouse=True)
+def watchdog_never_fires(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the closed-loop backstop poll so rare that only real wake-ups make progress.
+
+    Tests of the backstop itself (a loop closed by hand that aiothreads cannot
+    observe, such as uvloop's) are marked ``watchdog`` and get a fast poll.
+    """
+    import aiothreads._loops
+
+    fast = request.node.get_closest_marker("watchdog") is not None
+    interval = WATCHDOG_FAST if fast else WATCHDOG_NEVER
+    monkeypatch.setattr(aiothreads._loops, "LOOP_WATCHDOG_INTERVAL", interval)

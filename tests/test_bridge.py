@@ -133,6 +133,7 @@ def test_closed_loop_is_reported(loop_factory: object) -> None:
 
 
 @pytest.mark.asyncio_errors_expected
+@pytest.mark.watchdog  # asyncio's own executor: nothing announces the close
 def test_loop_closing_while_a_thread_waits_ends_the_wait(loop_factory: object) -> None:
     loop = loop_factory()  # type: ignore[operator]
     submitted = threading.Event()

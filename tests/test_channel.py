@@ -221,6 +221,7 @@ async def test_channel_is_bound_to_one_loop() -> None:
     await join(thread)
 
 
+@pytest.mark.watchdog  # the application's executor: nothing announces the close
 def test_loop_closing_releases_a_blocked_producer_within_a_second(
     loop_factory: object,
 ) -> None:

@@ -58,6 +58,7 @@ def test_loop_closed_mid_call_drops_the_result_quietly(
     assert not future.done()
 
 
+@pytest.mark.watchdog  # the application's executor: nothing announces the close
 def test_loop_closed_mid_stream_releases_the_producer(
     loop_factory: Callable[[], asyncio.AbstractEventLoop],
 ) -> None:

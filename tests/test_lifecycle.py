@@ -206,6 +206,7 @@ async def test_cancelling_a_call_frees_its_thread_blocked_on_another_loop(
     assert isinstance(outcome[0], asyncio.CancelledError)
 
 
+@pytest.mark.watchdog  # the loop never ran: nothing announces its close
 def test_a_coroutine_for_a_loop_that_closed_before_it_ran_is_closed(
     loop_factory: LoopFactory,
 ) -> None:
@@ -291,3 +292,52 @@ def test_an_idle_pool_never_holds_the_interpreter_up() -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "done"
+
+
+@pytest.mark.asyncio_errors_expected  # the coroutine the closed loop never finished
+def test_closing_a_loop_by_hand_releases_its_waiting_threads_at_once() -> None:
+    # asyncio's loop with aiothreads' pool as its default executor: loop.close()
+    # shuts the pool down, which announces the close (no backstop poll needed).
+    loop = asyncio.new_event_loop()
+    blocked, submitted, finalized = threading.Event(), threading.Event(), threading.Event()
+    outcomes: dict[str, BaseException] = {}
+
+    @threaded_iterable(max_size=1)
+    def endless() -> Generator[int, None, None]:
+        try:
+            number = 0
+            while True:
+                if number == 2:
+                    blocked.set()
+                yield number
+                number += 1
+        finally:
+            finalized.set()
+
+    async def never_finishes() -> None:
+        submitted.set()
+        await asyncio.Event().wait()
+
+    def waiter() -> None:
+        try:
+            wait_coroutine(never_finishes(), loop)
+        except BaseException as exc:
+            outcomes["sync_await"] = exc
+
+    kept = []
+
+    async def start() -> None:
+        stream = endless()
+        kept.append(stream)
+        await stream.__anext__()
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        kept.append(thread)
+        await loop.run_in_executor(None, submitted.wait, 5)
+
+    loop.run_until_complete(start())
+    assert blocked.wait(5)
+    loop.close()
+    kept[1].join()
+    assert isinstance(outcomes["sync_await"], LoopClosedError)
+    assert finalized.wait(5), "the producer stayed blocked after the loop closed"
