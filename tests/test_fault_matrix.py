@@ -25,7 +25,8 @@ Every cell checks the same contract:
 2. Nothing stays counted or held once the work is released: the limiter has no
    place taken and nobody waiting; the queued, in-flight, active-iterator and
    separate-thread gauges are back to 0; every call is counted exactly once in
-   ``aiothreads_calls_finished_total`` with the fitting outcome.
+   ``aiothreads_calls_finished_total`` with the fitting outcome, and ends exactly
+   one span with that outcome.
 3. No exception goes unretrieved, nothing is logged as an error, no thread is
    left running (see also the fixtures in ``conftest.py``).
 
@@ -44,6 +45,7 @@ import multiprocessing
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,6 +53,9 @@ from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 from aiothreads import (
@@ -400,6 +405,7 @@ def settled(**finished: int) -> dict[str, object]:
     """The books once everything ended: only the finished calls, by outcome, remain."""
     return {
         "calls finished": finished,
+        "spans ended": finished,
         **dict.fromkeys(GAUGES.values(), 0.0),
         "limiter places taken": 0,
         "limiter waiters": 0,
@@ -427,9 +433,11 @@ def read_metrics(registry: CollectorRegistry) -> dict[str, float]:
 class Harness:
     """Creates the pieces of a cell, and tears them down so that nothing can hang."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, spans: InMemorySpanExporter) -> None:
         self.registry = registry
+        self.spans = spans
         self.baseline = read_metrics(registry)
+        self.spans_before = len(spans.get_finished_spans())
         self.threads_before = set(threading.enumerate())
         self.releases: list[threading.Event] = []
         self.executors: list[Executor] = []
@@ -518,8 +526,13 @@ class Harness:
             for key, value in change.items()
             if key.startswith("finished:") and value
         }
+        ended = Counter(
+            str((span.attributes or {}).get("aiothreads.outcome"))
+            for span in self.spans.get_finished_spans()[self.spans_before :]
+        )
         return {
             "calls finished": finished,
+            "spans ended": dict(ended),
             **{name: change.get(name, 0.0) for name in GAUGES.values()},
             "limiter places taken": 0 if limiter is None else limiter.borrowed_tokens,
             "limiter waiters": 0 if limiter is None else limiter.waiting,
@@ -540,11 +553,30 @@ def shared_registry() -> CollectorRegistry:
     return CollectorRegistry()
 
 
+@pytest.fixture(scope="module")
+def span_exporter() -> InMemorySpanExporter:
+    """Every span the module's cells end, in memory."""
+    return InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module")
+def tracer_provider(span_exporter: InMemorySpanExporter) -> TracerProvider:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+    return provider
+
+
 @pytest.fixture
-def registry(shared_registry: CollectorRegistry) -> Iterator[CollectorRegistry]:
-    """Prometheus metrics on for the cell."""
+def registry(
+    shared_registry: CollectorRegistry, tracer_provider: TracerProvider
+) -> Iterator[CollectorRegistry]:
+    """Prometheus metrics and OpenTelemetry spans on for the cell."""
     instrumentation.configure(
-        registry=shared_registry, prometheus=True, opentelemetry=False, structlog=False
+        registry=shared_registry,
+        tracer_provider=tracer_provider,
+        prometheus=True,
+        opentelemetry=True,
+        structlog=False,
     )
     try:
         yield shared_registry
@@ -553,9 +585,11 @@ def registry(shared_registry: CollectorRegistry) -> Iterator[CollectorRegistry]:
 
 
 @pytest_asyncio.fixture
-async def harness(registry: CollectorRegistry) -> AsyncIterator[Harness]:
+async def harness(
+    registry: CollectorRegistry, span_exporter: InMemorySpanExporter
+) -> AsyncIterator[Harness]:
     """For async cells: torn down on the loop, before the loop waits for its executor."""
-    harness = Harness(registry)
+    harness = Harness(registry, span_exporter)
     try:
         yield harness
     finally:
@@ -563,9 +597,11 @@ async def harness(registry: CollectorRegistry) -> AsyncIterator[Harness]:
 
 
 @pytest.fixture
-def loop_free_harness(registry: CollectorRegistry) -> Iterator[Harness]:
+def loop_free_harness(
+    registry: CollectorRegistry, span_exporter: InMemorySpanExporter
+) -> Iterator[Harness]:
     """For cells that drive (and close) loops of their own."""
-    harness = Harness(registry)
+    harness = Harness(registry, span_exporter)
     try:
         yield harness
     finally:
