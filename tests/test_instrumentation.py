@@ -533,10 +533,16 @@ def test_configure_off_and_enabled_backends(telemetry: Telemetry) -> None:
     assert telemetry.finished_spans() == []
 
 
-def test_unknown_backend_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_backend_in_the_environment_is_left_out_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("AIOTHREADS_INSTRUMENTATION", "prometheus,statsd")
-    with pytest.raises(ValueError, match="statsd"):
-        instrumentation.configure()
+    try:
+        with pytest.warns(RuntimeWarning, match="statsd"):
+            instrumentation.configure()
+        assert instrumentation.enabled_backends() == ["prometheus"]
+    finally:
+        instrumentation.reset()
 
 
 def test_environment_selects_backends(monkeypatch: pytest.MonkeyPatch) -> None:

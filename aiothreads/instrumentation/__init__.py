@@ -63,7 +63,11 @@ def configure(
 
     Raises:
         ImportError: a backend was switched on but its library is missing.
-        ValueError: ``AIOTHREADS_INSTRUMENTATION`` names an unknown backend.
+        Exception: building a backend that was asked for explicitly failed
+            (for example, its metric names are taken in ``registry``).
+            Backends chosen by the environment or auto-detection are left
+            out with a ``RuntimeWarning`` instead, as are unknown names in
+            ``AIOTHREADS_INSTRUMENTATION``.
     """
     if not enabled:
         _hooks.install(None, debug_logs=False)
@@ -75,6 +79,10 @@ def configure(
             return flag
         return True if given is not None else environment[backend]
 
+    explicit = any(
+        value is not None
+        for value in (opentelemetry, prometheus, structlog, tracer_provider, registry, logger)
+    )
     _hooks.install(
         build(
             opentelemetry=choose(opentelemetry, "opentelemetry", tracer_provider),
@@ -83,6 +91,7 @@ def configure(
             tracer_provider=tracer_provider,
             registry=registry,
             logger=logger,
+            tolerant=not explicit,
         )
     )
 

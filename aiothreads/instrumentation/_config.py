@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any, Final
+import warnings
+from typing import TYPE_CHECKING, Any, Final
 
 from ._hooks import Telemetry
 from ._logs import StdlibEvents, StructlogEvents, structlog_is_configured
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["BACKENDS", "ENVIRONMENT_VARIABLE", "build", "resolve_from_environment"]
 
@@ -46,8 +50,8 @@ def installed(backend: str) -> bool:
 def selection_from_environment() -> dict[str, bool | None]:
     """Read ``AIOTHREADS_INSTRUMENTATION``: per backend, on, off or ``None`` (auto).
 
-    Raises:
-        ValueError: the variable names an unknown backend.
+    Unknown backend names are left out with one ``RuntimeWarning`` that names
+    the valid values: a typo in the environment never breaks a call.
     """
     raw = os.environ.get(ENVIRONMENT_VARIABLE, "").strip().lower()
     if raw in ("", "auto", "all", "on"):
@@ -57,17 +61,26 @@ def selection_from_environment() -> dict[str, bool | None]:
     chosen = {name.strip() for name in raw.split(",") if name.strip()}
     unknown = chosen - set(BACKENDS)
     if unknown:
-        raise ValueError(
-            f"{ENVIRONMENT_VARIABLE} names unknown backends {sorted(unknown)}; "
-            f"use 'off', 'auto' or a comma-separated list of {', '.join(BACKENDS)}"
+        warnings.warn(
+            f"{ENVIRONMENT_VARIABLE} names unknown backends {sorted(unknown)}, which are "
+            f"left out; use 'off', 'auto' or a comma-separated list of {', '.join(BACKENDS)}",
+            RuntimeWarning,
+            stacklevel=2,
         )
     return {name: name in chosen for name in BACKENDS}
 
 
 def resolve_from_environment() -> Telemetry | None:
-    """Build the telemetry the environment asks for."""
-    selection = selection_from_environment()
-    return build(**selection)
+    """Build the telemetry the environment asks for; never raises.
+
+    A backend that cannot be built (a broken install, a tracer provider that
+    raises, a metric name already taken) is left out with one warning.
+    """
+    try:
+        return build(**selection_from_environment(), tolerant=True)
+    except Exception as exc:  # telemetry must never break a call
+        _left_out("every backend", exc)
+        return None
 
 
 def build(
@@ -78,20 +91,24 @@ def build(
     tracer_provider: Any = None,
     registry: Any = None,
     logger: Any = None,
+    tolerant: bool = False,
 ) -> Telemetry | None:
     """Build telemetry from the chosen backends; ``None`` means auto-detect.
 
+    With ``tolerant``, a backend that fails to build is left out with one
+    ``RuntimeWarning`` naming the fix, and the others stay on. Without it (an
+    explicit ``configure()``), the failure propagates.
+
     Raises:
         ImportError: a backend was switched on but its library is missing.
+        Exception: whatever building a backend raised, unless ``tolerant``.
     """
     tracing = None
-    if _wanted(opentelemetry, "opentelemetry", tracer_provider is not None):
-        from ._otel import OpenTelemetryTracing  # noqa: PLC0415 - imports opentelemetry
-
-        tracing = OpenTelemetryTracing(tracer_provider)
+    if _wanted(opentelemetry, "opentelemetry", tracer_provider is not None, tolerant):
+        tracing = _built(tolerant, "opentelemetry", _tracing_for, tracer_provider)
     metrics = None
-    if _wanted(prometheus, "prometheus", registry is not None):
-        metrics = _metrics_for(registry)
+    if _wanted(prometheus, "prometheus", registry is not None, tolerant):
+        metrics = _built(tolerant, "prometheus", _metrics_for, registry)
     use_structlog = structlog
     if use_structlog is None:
         use_structlog = logger is not None or (installed("structlog") and structlog_is_configured())
@@ -101,14 +118,55 @@ def build(
     return Telemetry(metrics=metrics, tracing=tracing, events=events)
 
 
-def _wanted(choice: bool | None, backend: str, given: bool) -> bool:
+def _wanted(choice: bool | None, backend: str, given: bool, tolerant: bool = False) -> bool:
     if choice is None:
         return given or installed(backend)
     if choice and not installed(backend):
-        raise ImportError(
+        error = ImportError(
             f"the {backend} backend needs its library: pip install 'aiothreads[{backend}]'"
         )
+        if not tolerant:
+            raise error
+        _left_out(backend, error)
+        return False
     return choice
+
+
+def _built(tolerant: bool, backend: str, make: Callable[[Any], Any], argument: Any) -> Any:
+    """``make(argument)``, or ``None`` with one warning if it fails and ``tolerant``."""
+    try:
+        return make(argument)
+    except Exception as exc:
+        if not tolerant:
+            raise
+        _left_out(backend, exc)
+        return None
+
+
+_FIXES: Final = {
+    "opentelemetry": "check the opentelemetry-api install and the tracer provider",
+    "prometheus": (
+        "an aiothreads_* metric is probably registered already: pass "
+        "configure(registry=...) or unregister it"
+    ),
+    "every backend": f"set {ENVIRONMENT_VARIABLE}=off to silence this",
+}
+
+
+def _left_out(backend: str, error: BaseException) -> None:
+    fix = _FIXES.get(backend, f"pip install 'aiothreads[{backend}]'")
+    warnings.warn(
+        f"aiothreads instrumentation: {backend} is left out, threaded calls run without it "
+        f"({type(error).__name__}: {error}); {fix}",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _tracing_for(tracer_provider: Any) -> Any:
+    from ._otel import OpenTelemetryTracing  # noqa: PLC0415 - imports opentelemetry
+
+    return OpenTelemetryTracing(tracer_provider)
 
 
 def _metrics_for(registry: Any) -> Any:

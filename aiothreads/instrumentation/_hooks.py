@@ -65,7 +65,7 @@ def _resolve() -> None:
 
     with _resolve_lock:
         if isinstance(_active, _Unresolved):
-            install(resolve_from_environment())
+            install(resolve_from_environment())  # never raises: resolved once
 
 
 def install(telemetry: Telemetry | None, *, debug_logs: bool = True) -> None:
