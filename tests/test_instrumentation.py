@@ -160,6 +160,9 @@ async def test_failed_call_metrics_span_and_event(telemetry: Telemetry) -> None:
     assert telemetry.value("aiothreads_calls_finished_total", outcome="error", **labels) == 1
     span = telemetry.span(f"threaded {name('broken')}")
     assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "no"  # the type is in error.type, not repeated
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == f"{__name__}._Broken"
     assert [event.name for event in span.events] == ["exception"]
     assert span.events[0].attributes is not None
     assert span.events[0].attributes["exception.type"].endswith("_Broken")
@@ -596,3 +599,24 @@ async def test_limit_waits_are_instrumented() -> None:
         "aiothreads_limit_wait_seconds_count", {"function": name, "kind": "threaded"}
     )
     assert count == 1
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("cannot print")
+
+
+@threaded
+def unprintable() -> None:
+    raise _Unprintable
+
+
+@pytest.mark.asyncio
+async def test_a_span_whose_exception_cannot_be_printed_still_ends(telemetry: Telemetry) -> None:
+    with pytest.raises(_Unprintable):
+        await unprintable()
+    span = telemetry.span(f"threaded {name('unprintable')}")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "<unprintable _Unprintable>"
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == f"{__name__}._Unprintable"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .._log import emit
+from .._log import describe_error, emit
 
 __all__ = ["StdlibEvents", "StructlogEvents", "structlog_is_configured"]
 
@@ -33,7 +33,7 @@ class StructlogEvents:
         fields.setdefault("thread", threading.current_thread().name)
         error = fields.pop("error", None)
         if error is not None:
-            fields["error"] = f"{type(error).__name__}: {error}"
+            fields["error"] = f"{type(error).__name__}: {describe_error(error)}"
         getattr(self._logger, level)(event, **fields)
 
 

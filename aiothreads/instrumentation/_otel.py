@@ -8,9 +8,11 @@ passed; it stays a no-op until the application installs an SDK.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 
+from .._log import describe_error, error_type
 from .._version import __version__
 from ._hooks import CANCELLED, ERROR
 
@@ -70,16 +72,25 @@ class OpenTelemetryTracing:
         error: BaseException | None,
         attributes: Mapping[str, Any],
     ) -> None:
-        """Set the outcome on ``span`` and end it."""
-        span.set_attribute("aiothreads.outcome", outcome)
-        if attributes:
-            span.set_attributes(dict(attributes))
-        if outcome == ERROR and error is not None:
-            span.record_exception(error)
-            span.set_status(self._status(self._error_code, f"{type(error).__name__}: {error}"))
-        elif outcome == CANCELLED:
-            span.add_event("cancelled")
-        span.end()
+        """Set the outcome on ``span`` and end it; the span ends whatever else fails.
+
+        A failed call's span carries ``error.type`` and an exception event, and
+        its status description is the error's message (the type is in
+        ``error.type``), as the semantic conventions ask.
+        """
+        try:
+            span.set_attribute("aiothreads.outcome", outcome)
+            if attributes:
+                span.set_attributes(dict(attributes))
+            if outcome == ERROR and error is not None:
+                span.set_attribute("error.type", error_type(error))
+                span.set_status(self._status(self._error_code, describe_error(error)))
+                with contextlib.suppress(Exception):  # an error that cannot be printed
+                    span.record_exception(error)
+            elif outcome == CANCELLED:
+                span.add_event("cancelled")
+        finally:
+            span.end()
 
     def ids(self, span: Any) -> tuple[str, str] | None:
         """Return the span's trace and span ids as hex, or ``None`` if not recording."""
