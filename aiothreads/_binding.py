@@ -11,14 +11,13 @@ alive.
 
 from __future__ import annotations
 
-import inspect
 import weakref
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["MethodBinder", "check_blocking_callable", "unwrap_method"]
+__all__ = ["MethodBinder", "unwrap_method"]
 
 
 class _Bound(Protocol):
@@ -75,13 +74,3 @@ def unwrap_method(func: object) -> tuple[str, Callable[..., Any]]:
     if not callable(func):
         raise TypeError(f"expected a function to decorate, got {type(func).__name__}")
     return "function", func
-
-
-def check_blocking_callable(decorator: str, func: Callable[..., Any]) -> None:
-    """Reject coroutine and async generator functions with a clear ``TypeError``."""
-    if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
-        name = getattr(func, "__qualname__", repr(func))
-        raise TypeError(
-            f"@{decorator} runs blocking code in threads, but {name} is an async function; "
-            "await it directly instead"
-        )

@@ -30,6 +30,7 @@ from . import _loops
 from ._future import CallFuture
 from ._inbox import inbox_for
 from ._loops import on_loop_shutdown, running_loop_or_none
+from ._validate import check_size, check_timeout
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -60,24 +61,6 @@ class _Empty(enum.Enum):
 
 
 EMPTY: Final = _Empty.EMPTY
-
-
-def check_size(name: str, value: object) -> int:
-    """Return ``value`` if it is a non-negative ``int``, else raise a clear error."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0 (0 means unbounded), got {value}")
-    return value
-
-
-def check_timeout(name: str, value: object) -> float:
-    """Return ``value`` as a float if it is a non-negative number, else raise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if not value >= 0:  # also rejects NaN
-        raise ValueError(f"{name} must be >= 0 seconds (0 means no timeout), got {value}")
-    return float(value)
 
 
 class FromThreadChannel(Generic[T]):

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import pickle
-import sys
 import threading
 import weakref
 from types import MappingProxyType
@@ -38,6 +37,7 @@ from ._log import emit
 from ._loops import release_if_closed, running_loop_or_none
 from ._names import qualified_name
 from ._pool import WorkerPool
+from ._validate import is_process_pool
 from .instrumentation._hooks import CANCELLED, ERROR, OK
 
 if TYPE_CHECKING:
@@ -297,13 +297,6 @@ class _ForeignWork:
         work = self._work
         if call.cancelled() and work is not None and not work.done():
             on_loop_of(work, work.cancel)
-
-
-def is_process_pool(executor: Executor) -> bool:
-    """Whether ``executor`` runs work in other processes (a ``ProcessPoolExecutor``)."""
-    # Looked up only once something imported it: importing it costs multiprocessing.
-    process = sys.modules.get("concurrent.futures.process")
-    return process is not None and isinstance(executor, process.ProcessPoolExecutor)
 
 
 def on_loop_of(work: object, action: Callable[..., object], *args: Any) -> None:

@@ -13,10 +13,16 @@ import functools
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, overload
 
-from ._binding import MethodBinder, check_blocking_callable, unwrap_method
-from ._channel import check_size
+from ._binding import MethodBinder, unwrap_method
+from ._limits import as_limiter
 from ._names import copy_metadata, qualified_name
-from ._threaded import as_limiter, check_thread_executor
+from ._validate import (
+    check_blocking_callable,
+    check_flag,
+    check_name,
+    check_size,
+    check_thread_executor,
+)
 from ._wrapper import IteratorWrapper, IteratorWrapperSeparate
 from .types import P, T
 
@@ -50,6 +56,7 @@ class ThreadedIterableBase(Generic[P, T], ABC):
     _wrapper_class: _WrapperClass = IteratorWrapper
     _limiter: CapacityLimiter | None = None
     _executor: Executor | None = None
+    _instrumented: bool = True
 
     @abstractmethod
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
@@ -66,6 +73,7 @@ class ThreadedIterableBase(Generic[P, T], ABC):
             executor=self._executor,
             limiter=self._limiter,
             name=self._name,
+            instrument=self._instrumented,
         )
 
     def async_call(self, *args: P.args, **kwargs: P.kwargs) -> IteratorWrapper[P, T]:
@@ -87,11 +95,17 @@ class ThreadedIterableBase(Generic[P, T], ABC):
 
 
 def _prepare(
-    target: ThreadedIterableBase[Any, Any], func: Callable[..., Any], max_size: int
+    target: ThreadedIterableBase[Any, Any],
+    func: Callable[..., Any],
+    max_size: int,
+    name: str | None,
+    instrument: bool,
 ) -> None:
     check_blocking_callable("threaded_iterable", func)
     target.max_size = check_size("max_size", max_size)
-    target._name = copy_metadata(target, func)
+    target._instrumented = check_flag("instrument", instrument)
+    copied = copy_metadata(target, func)
+    target._name = check_name(name) or copied
 
 
 class ThreadedIterable(ThreadedIterableBase[P, T]):
@@ -104,6 +118,8 @@ class ThreadedIterable(ThreadedIterableBase[P, T]):
         *,
         limit: int | CapacityLimiter | None = None,
         executor: Executor | None = None,
+        name: str | None = None,
+        instrument: bool = True,
     ) -> None:
         kind, function = unwrap_method(func)
         self.func = function
@@ -112,7 +128,7 @@ class ThreadedIterable(ThreadedIterableBase[P, T]):
         if self._executor is not None and self._wrapper_class is not IteratorWrapper:
             raise TypeError(f"{type(self).__name__} runs on dedicated threads: no executor=")
         self._binder: MethodBinder[BoundThreadedIterable[..., T]] = MethodBinder(kind, self._bind)
-        _prepare(self, function, max_size)
+        _prepare(self, function, max_size, name, instrument)
 
     # See Threaded.__get__ for why the overloads look like this.
     @overload
@@ -148,6 +164,8 @@ class ThreadedIterable(ThreadedIterableBase[P, T]):
             wrapper_class=self._wrapper_class,
             limiter=self._limiter,
             executor=self._executor,
+            name=self._name,
+            instrument=self._instrumented,
         )
 
 
@@ -171,13 +189,15 @@ class BoundThreadedIterable(ThreadedIterableBase[P, T]):
         wrapper_class: _WrapperClass = IteratorWrapper,
         limiter: CapacityLimiter | None = None,
         executor: Executor | None = None,
+        name: str | None = None,
+        instrument: bool = True,
     ) -> None:
         self.func = functools.partial(func, instance)
         self.__self__ = instance
         self._wrapper_class = wrapper_class
         self._limiter = limiter
         self._executor = executor
-        _prepare(self, func, max_size)
+        _prepare(self, func, max_size, name, instrument)
 
 
 @overload
@@ -187,6 +207,8 @@ def threaded_iterable(
     max_size: int = 0,
     limit: int | CapacityLimiter | None = None,
     executor: Executor | None = None,
+    name: str | None = None,
+    instrument: bool = True,
 ) -> ThreadedIterable[P, T]: ...
 @overload
 def threaded_iterable(
@@ -195,6 +217,8 @@ def threaded_iterable(
     max_size: int = 0,
     limit: int | CapacityLimiter | None = None,
     executor: Executor | None = None,
+    name: str | None = None,
+    instrument: bool = True,
 ) -> Callable[[Callable[P, Generator[T, None, None]]], ThreadedIterable[P, T]]: ...
 def threaded_iterable(
     func: Any = None,
@@ -202,6 +226,8 @@ def threaded_iterable(
     max_size: int = 0,
     limit: int | CapacityLimiter | None = None,
     executor: Executor | None = None,
+    name: str | None = None,
+    instrument: bool = True,
 ) -> Any:
     """Turn a blocking generator function into one that returns an async iterator.
 
@@ -220,6 +246,10 @@ def threaded_iterable(
             :class:`~aiothreads.CapacityLimiter`); iteration waits for a place.
         executor: Run the generator on this executor instead of the loop's
             default one; it must run work in this process's threads.
+        name: The name in metric labels, span names, reprs and thread names,
+            instead of the function's qualified name.
+        instrument: ``False`` keeps these iterators out of metrics, spans and
+            log events.
 
     Raises:
         TypeError: ``func`` is not callable, is a coroutine or async generator
@@ -227,13 +257,16 @@ def threaded_iterable(
             type.
         ValueError: ``max_size`` is negative, or ``limit`` less than 1.
     """
-    check_size("max_size", max_size)
-    limiter = as_limiter(limit)
+    options: dict[str, Any] = {
+        "max_size": check_size("max_size", max_size),
+        "limit": as_limiter(limit),
+        "executor": check_thread_executor(executor),
+        "name": check_name(name),
+        "instrument": check_flag("instrument", instrument),
+    }
     if func is None:
-        return functools.partial(
-            ThreadedIterable, max_size=max_size, limit=limiter, executor=executor
-        )
-    return ThreadedIterable(func, max_size=max_size, limit=limiter, executor=executor)
+        return functools.partial(ThreadedIterable, **options)
+    return ThreadedIterable(func, **options)
 
 
 @overload
@@ -242,6 +275,8 @@ def threaded_iterable_separate(
     *,
     max_size: int = 0,
     limit: int | CapacityLimiter | None = None,
+    name: str | None = None,
+    instrument: bool = True,
 ) -> ThreadedIterableSeparate[P, T]: ...
 @overload
 def threaded_iterable_separate(
@@ -249,12 +284,16 @@ def threaded_iterable_separate(
     *,
     max_size: int = 0,
     limit: int | CapacityLimiter | None = None,
+    name: str | None = None,
+    instrument: bool = True,
 ) -> Callable[[Callable[P, Generator[T, None, None]]], ThreadedIterableSeparate[P, T]]: ...
 def threaded_iterable_separate(
     func: Any = None,
     *,
     max_size: int = 0,
     limit: int | CapacityLimiter | None = None,
+    name: str | None = None,
+    instrument: bool = True,
 ) -> Any:
     """Like :func:`threaded_iterable`, but each iterator gets a dedicated thread.
 
@@ -266,14 +305,22 @@ def threaded_iterable_separate(
             iterable.
         max_size: Items buffered ahead of the consumer; ``0`` is unbounded.
         limit: At most this many generators (so threads) running at once.
+        name: The name in metric labels, span names, reprs and thread names,
+            instead of the function's qualified name.
+        instrument: ``False`` keeps these iterators out of metrics, spans and
+            log events.
 
     Raises:
         TypeError: ``func`` is not callable, is a coroutine or async generator
             function, or an option has the wrong type.
         ValueError: ``max_size`` is negative, or ``limit`` less than 1.
     """
-    check_size("max_size", max_size)
-    limiter = as_limiter(limit)
+    options: dict[str, Any] = {
+        "max_size": check_size("max_size", max_size),
+        "limit": as_limiter(limit),
+        "name": check_name(name),
+        "instrument": check_flag("instrument", instrument),
+    }
     if func is None:
-        return functools.partial(ThreadedIterableSeparate, max_size=max_size, limit=limiter)
-    return ThreadedIterableSeparate(func, max_size=max_size, limit=limiter)
+        return functools.partial(ThreadedIterableSeparate, **options)
+    return ThreadedIterableSeparate(func, **options)

@@ -18,12 +18,12 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING
 
-from ._channel import check_size
+from ._validate import check_size
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["CapacityLimiter"]
+__all__ = ["CapacityLimiter", "as_limiter"]
 
 
 class CapacityLimiter:
@@ -153,3 +153,17 @@ def _grant(waiter: asyncio.Future[None]) -> bool:
 def _settle(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+def as_limiter(limit: int | CapacityLimiter | None) -> CapacityLimiter | None:
+    """Turn a ``limit=`` argument into a limiter (``None`` stays unlimited).
+
+    Raises:
+        TypeError: ``limit`` is neither an int nor a :class:`CapacityLimiter`.
+        ValueError: ``limit`` is less than 1.
+    """
+    if limit is None or isinstance(limit, CapacityLimiter):
+        return limit
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int or a CapacityLimiter, got {type(limit).__name__}")
+    return CapacityLimiter(limit)

@@ -14,7 +14,9 @@ import inspect
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from ._executor import run_in_new_thread
-from ._threaded import Threaded, as_limiter
+from ._limits import as_limiter
+from ._threaded import Threaded
+from ._validate import check_flag, check_name
 from .types import P, T
 
 if TYPE_CHECKING:
@@ -66,6 +68,8 @@ class ThreadedSeparate(Threaded[P, T]):
         func: The blocking function.
         detach: Run it on daemon threads that never block interpreter exit.
         limit: At most this many calls (so threads) at once; see ``threaded``.
+        name: The name in metrics, spans, reprs and thread names.
+        instrument: ``False`` keeps the calls out of metrics, spans and events.
     """
 
     def __init__(
@@ -74,8 +78,10 @@ class ThreadedSeparate(Threaded[P, T]):
         detach: bool = True,
         *,
         limit: int | CapacityLimiter | None = None,
+        name: str | None = None,
+        instrument: bool = True,
     ) -> None:
-        super().__init__(func, limit=limit)
+        super().__init__(func, limit=limit, name=name, instrument=instrument)
         if inspect.isgeneratorfunction(self.func):
             raise TypeError(
                 f"@threaded_separate cannot run the generator function {self._name}; "
@@ -96,20 +102,33 @@ def threaded_separate(
     detach: bool = True,
     *,
     limit: int | CapacityLimiter | None = None,
+    name: str | None = None,
+    instrument: bool = True,
 ) -> ThreadedSeparate[P, T]: ...
 @overload
 def threaded_separate(
-    *, detach: bool = True, limit: int | CapacityLimiter | None = None
+    *,
+    detach: bool = True,
+    limit: int | CapacityLimiter | None = None,
+    name: str | None = None,
+    instrument: bool = True,
 ) -> Callable[[Callable[P, T]], ThreadedSeparate[P, T]]: ...
 @overload
 def threaded_separate(
-    detach: bool, /, *, limit: int | CapacityLimiter | None = None
+    detach: bool,
+    /,
+    *,
+    limit: int | CapacityLimiter | None = None,
+    name: str | None = None,
+    instrument: bool = True,
 ) -> Callable[[Callable[P, T]], ThreadedSeparate[P, T]]: ...
 def threaded_separate(
     func: Any = None,
     detach: bool = True,
     *,
     limit: int | CapacityLimiter | None = None,
+    name: str | None = None,
+    instrument: bool = True,
 ) -> Any:
     """Run each call of the decorated blocking function on a new thread.
 
@@ -124,6 +143,10 @@ def threaded_separate(
             exit. ``False`` makes the interpreter wait for running calls.
         limit: At most this many calls, so dedicated threads, at once (an int
             or a shared :class:`~aiothreads.CapacityLimiter`).
+        name: The name in metric labels, span names, reprs and thread names,
+            instead of the function's qualified name.
+        instrument: ``False`` keeps this function out of metrics, spans and
+            log events.
 
     Raises:
         TypeError: ``func`` is not callable, is a coroutine or async generator
@@ -132,9 +155,12 @@ def threaded_separate(
     """
     if isinstance(func, bool):  # aiothreads 1.x: @threaded_separate(False)
         func, detach = None, func
-    if not isinstance(detach, bool):
-        raise TypeError(f"detach must be a bool, got {type(detach).__name__}")
-    limiter = as_limiter(limit)
+    options: dict[str, Any] = {
+        "detach": check_flag("detach", detach),
+        "limit": as_limiter(limit),
+        "name": check_name(name),
+        "instrument": check_flag("instrument", instrument),
+    }
     if func is None:
-        return functools.partial(ThreadedSeparate, detach=detach, limit=limiter)
-    return ThreadedSeparate(func, detach=detach, limit=limiter)
+        return functools.partial(ThreadedSeparate, **options)
+    return ThreadedSeparate(func, **options)

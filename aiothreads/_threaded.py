@@ -24,7 +24,6 @@ import functools
 import inspect
 import os
 from abc import ABC, abstractmethod
-from concurrent.futures import Executor
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -32,22 +31,25 @@ from typing import (
     Concatenate,
     Final,
     Generic,
+    NamedTuple,
     ParamSpec,
     Protocol,
     TypeVar,
     overload,
 )
 
-from ._binding import MethodBinder, check_blocking_callable, unwrap_method
-from ._executor import is_process_pool, run_in_executor
-from ._limits import CapacityLimiter
+from ._binding import MethodBinder, unwrap_method
+from ._executor import run_in_executor
+from ._limits import CapacityLimiter, as_limiter
 from ._loops import running_loop_or_none
 from ._names import copy_metadata, qualified_name
+from ._validate import check_blocking_callable, check_executor, check_flag, check_name
 from .instrumentation._hooks import current as current_telemetry
 from .types import EVENT_LOOP, P, T
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator, Mapping
+    from concurrent.futures import Executor
 
     from typing_extensions import Self
 
@@ -116,45 +118,7 @@ class PoolDispatch:
         return run_in_executor(loop, self.executor, func, call, probe=probe, on_finish=on_finish)
 
 
-def check_executor(executor: object) -> Executor | None:
-    """Return ``executor`` if it is ``None`` or an ``Executor``, else raise ``TypeError``."""
-    if executor is not None and not isinstance(executor, Executor):
-        raise TypeError(
-            f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}"
-        )
-    return executor
-
-
-def check_thread_executor(executor: object) -> Executor | None:
-    """Like :func:`check_executor`, and reject process pools (generators need threads).
-
-    Raises:
-        TypeError: ``executor`` is not an ``Executor``, or runs work in other processes.
-    """
-    checked = check_executor(executor)
-    if checked is not None and is_process_pool(checked):
-        raise TypeError(
-            f"{type(checked).__name__} runs work in other processes, but a threaded "
-            "generator hands its items over in this process: use a thread executor"
-        )
-    return checked
-
-
 dispatch_to_pool: Final = PoolDispatch()
-
-
-def as_limiter(limit: int | CapacityLimiter | None) -> CapacityLimiter | None:
-    """Turn a ``limit=`` argument into a limiter (``None`` stays unlimited).
-
-    Raises:
-        TypeError: ``limit`` is neither an int nor a :class:`CapacityLimiter`.
-        ValueError: ``limit`` is less than 1.
-    """
-    if limit is None or isinstance(limit, CapacityLimiter):
-        return limit
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"limit must be an int or a CapacityLimiter, got {type(limit).__name__}")
-    return CapacityLimiter(limit)
 
 
 class ThreadedBase(Generic[P, T], ABC):
@@ -164,6 +128,7 @@ class ThreadedBase(Generic[P, T], ABC):
     _dispatch: Dispatch
     _name: str
     _limiter: CapacityLimiter | None = None
+    _instrumented: bool = True
 
     @abstractmethod
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
@@ -204,7 +169,7 @@ class ThreadedBase(Generic[P, T], ABC):
         limit_wait: float | None = None,
     ) -> asyncio.Future[T]:
         context = contextvars.copy_context()
-        telemetry = current_telemetry()
+        telemetry = current_telemetry() if self._instrumented else None
         probe = None
         if telemetry is not None:
             probe = telemetry.call(self._dispatch.kind, self._name)
@@ -230,7 +195,7 @@ class ThreadedBase(Generic[P, T], ABC):
         try:
             await limiter.acquire()
         except asyncio.CancelledError:
-            telemetry = current_telemetry()
+            telemetry = current_telemetry() if self._instrumented else None
             if telemetry is not None:  # counted once, as a call that never ran
                 telemetry.call(self._dispatch.kind, self._name).skipped()
             raise
@@ -264,14 +229,18 @@ class Threaded(ThreadedBase[P, T]):
         *,
         limit: int | CapacityLimiter | None = None,
         executor: Executor | None = None,
+        name: str | None = None,
+        instrument: bool = True,
     ) -> None:
         kind, function = unwrap_method(func)
         check_blocking_callable("threaded", function)
         self.func = function
         self._dispatch = dispatch_to_pool if executor is None else PoolDispatch(executor)
         self._limiter = as_limiter(limit)
+        self._instrumented = check_flag("instrument", instrument)
         self._binder: MethodBinder[BoundThreaded[..., T]] = MethodBinder(kind, self._bind)
-        self._name = copy_metadata(self, function)
+        copied = copy_metadata(self, function)
+        self._name = check_name(name) or copied
 
     @property
     def limiter(self) -> CapacityLimiter | None:
@@ -306,7 +275,14 @@ class Threaded(ThreadedBase[P, T]):
         return self._binder.resolve(self, instance, owner)
 
     def _bind(self, instance: object) -> BoundThreaded[..., T]:
-        return BoundThreaded(self.func, instance, dispatch=self._dispatch, limiter=self._limiter)
+        return BoundThreaded(
+            self.func,
+            instance,
+            dispatch=self._dispatch,
+            limiter=self._limiter,
+            name=self._name,
+            instrument=self._instrumented,
+        )
 
 
 class BoundThreaded(ThreadedBase[P, T]):
@@ -321,12 +297,16 @@ class BoundThreaded(ThreadedBase[P, T]):
         *,
         dispatch: Dispatch = dispatch_to_pool,
         limiter: CapacityLimiter | None = None,
+        name: str | None = None,
+        instrument: bool = True,
     ) -> None:
         self.func = functools.partial(func, instance)
         self.__self__ = instance
         self._dispatch = dispatch
         self._limiter = limiter
-        self._name = copy_metadata(self, func)
+        self._instrumented = instrument
+        copied = copy_metadata(self, func)
+        self._name = copied if name is None else name
 
 
 def default_max_size() -> int:
@@ -370,12 +350,16 @@ def threaded(
     *,
     limit: int | CapacityLimiter | None = None,
     executor: Executor | None = None,
+    name: str | None = None,
+    instrument: bool = True,
 ) -> _ThreadedDecorator: ...
 def threaded(
     func: Any = None,
     *,
     limit: int | CapacityLimiter | None = None,
     executor: Executor | None = None,
+    name: str | None = None,
+    instrument: bool = True,
 ) -> Any:
     """Run the decorated blocking function in the event loop's thread pool.
 
@@ -394,34 +378,62 @@ def threaded(
             waiting gives its place up.
         executor: Run on this ``concurrent.futures.Executor`` instead of the
             loop's default one.
+        name: The name in metric labels, span names, reprs and thread names,
+            instead of the function's qualified name (for lambdas and partials).
+        instrument: ``False`` keeps this function out of metrics, spans and
+            log events (for hot helpers); it costs nothing per call then.
 
     Raises:
         TypeError: ``func`` is not callable, is a coroutine or async generator
-            function; ``limit`` or ``executor`` has the wrong type.
+            function; ``limit``, ``executor``, ``name`` or ``instrument`` has
+            the wrong type.
         ValueError: ``limit`` is less than 1, or the
             ``THREADED_ITERABLE_DEFAULT_MAX_SIZE`` variable is not a
             non-negative integer (generator functions only).
     """
-    limiter = as_limiter(limit)
-    executor = check_executor(executor)
+    options = _Options(
+        as_limiter(limit),
+        check_executor(executor),
+        check_name(name),
+        check_flag("instrument", instrument),
+    )
     if func is None:
-        return _ThreadedDecorator(limiter, executor)
-    _, function = unwrap_method(func)
-    if inspect.isgeneratorfunction(function):
-        from ._iterable import ThreadedIterable  # noqa: PLC0415 - the modules import each other
+        return _ThreadedDecorator(options)
+    return options.decorate(func)
 
-        return ThreadedIterable(func, max_size=default_max_size(), limit=limiter, executor=executor)
-    return Threaded(func, limit=limiter, executor=executor)
+
+class _Options(NamedTuple):
+    """The options of ``threaded(...)``, checked."""
+
+    limiter: CapacityLimiter | None
+    executor: Executor | None
+    name: str | None
+    instrument: bool
+
+    def decorate(self, func: Any) -> Any:
+        _, function = unwrap_method(func)
+        limit, executor, name, instrument = self
+        if inspect.isgeneratorfunction(function):
+            from ._iterable import ThreadedIterable  # noqa: PLC0415 - they import each other
+
+            return ThreadedIterable(
+                func,
+                max_size=default_max_size(),
+                limit=limit,
+                executor=executor,
+                name=name,
+                instrument=instrument,
+            )
+        return Threaded(func, limit=limit, executor=executor, name=name, instrument=instrument)
 
 
 class _ThreadedDecorator:
-    """``threaded(limit=..., executor=...)``, waiting for its function."""
+    """``threaded(limit=..., executor=..., ...)``, waiting for its function."""
 
-    __slots__ = ("executor", "limiter")
+    __slots__ = ("options",)
 
-    def __init__(self, limiter: CapacityLimiter | None, executor: Executor | None) -> None:
-        self.limiter = limiter
-        self.executor = executor
+    def __init__(self, options: _Options) -> None:
+        self.options = options
 
     @overload
     def __call__(  # type: ignore[overload-overlap]
@@ -430,4 +442,4 @@ class _ThreadedDecorator:
     @overload
     def __call__(self, func: Callable[P, T]) -> Threaded[P, T]: ...
     def __call__(self, func: Any) -> Any:
-        return threaded(func, limit=self.limiter, executor=self.executor)
+        return self.options.decorate(func)

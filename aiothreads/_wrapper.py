@@ -32,7 +32,7 @@ from ._executor import refused_call, run_in_executor, run_in_new_thread
 from ._log import logger
 from ._loops import on_loop_shutdown
 from ._names import qualified_name
-from ._threaded import check_thread_executor
+from ._validate import check_flag, check_name, check_thread_executor
 from .instrumentation._hooks import CANCELLED, ERROR, OK
 from .instrumentation._hooks import current as current_telemetry
 from .types import EVENT_LOOP, P
@@ -83,6 +83,8 @@ class IteratorWrapper(Generic[P, T]):
             decorators pass the decorated function's qualified name.
             Defaults to the qualified name of ``gen_func`` (through
             ``functools.partial``).
+        instrument: ``False`` keeps this iterator out of metrics, spans and
+            log events.
 
     Raises:
         TypeError: ``gen_func`` is not callable, or ``executor`` is not a
@@ -99,6 +101,7 @@ class IteratorWrapper(Generic[P, T]):
         "_channel",
         "_context",
         "_gen_func",
+        "_instrumented",
         "_job",
         "_limiter",
         "_loop",
@@ -120,11 +123,13 @@ class IteratorWrapper(Generic[P, T]):
         *,
         limiter: CapacityLimiter | None = None,
         name: str | None = None,
+        instrument: bool = True,
     ) -> None:
         if not callable(gen_func):
             raise TypeError(f"gen_func must be callable, got {type(gen_func).__name__}")
         self._gen_func = gen_func
-        self._name = qualified_name(gen_func) if name is None else name
+        self._name = check_name(name) or qualified_name(gen_func)
+        self._instrumented = check_flag("instrument", instrument)
         self._loop = loop
         self.executor = check_thread_executor(executor)
         self._job: _Producer[T] | None = None
@@ -176,7 +181,7 @@ class IteratorWrapper(Generic[P, T]):
         channel = self._channel
         self._context.run(EVENT_LOOP.set, loop)
         on_loop_shutdown(loop, channel)
-        telemetry = current_telemetry()
+        telemetry = current_telemetry() if self._instrumented else None
         if telemetry is not None:
             probe = telemetry.stream(self._KIND, self._name, channel.maxsize, channel.qsize)
             probe.bind(self._context)
@@ -233,7 +238,7 @@ class IteratorWrapper(Generic[P, T]):
             await limiter.acquire()
         except asyncio.CancelledError:
             self._channel._abandon("cancelled")
-            telemetry = current_telemetry()
+            telemetry = current_telemetry() if self._instrumented else None
             if telemetry is not None:  # counted once, as an iterator that never ran
                 channel = self._channel
                 telemetry.stream(self._KIND, self._name, channel.maxsize, channel.qsize).skipped()

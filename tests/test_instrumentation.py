@@ -17,9 +17,10 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from aiothreads import (
+    ThreadedIterableBase,
     instrumentation,
     sync_await,
     threaded,
@@ -620,3 +621,78 @@ async def test_a_span_whose_exception_cannot_be_printed_still_ends(telemetry: Te
     assert span.status.description == "<unprintable _Unprintable>"
     assert span.attributes is not None
     assert span.attributes["error.type"] == f"{__name__}._Unprintable"
+
+
+def _named_and_opted_out() -> dict[str, tuple[Any, Any]]:
+    """Per decorator: a function named "loader" and one opted out of instrumentation."""
+
+    def rows() -> Generator[int, None, None]:
+        yield from range(2)
+
+    def value() -> int:
+        return 1
+
+    return {
+        "threaded": (threaded(value, name="loader"), threaded(value, instrument=False)),
+        "separate": (
+            threaded_separate(value, name="loader"),
+            threaded_separate(value, instrument=False),
+        ),
+        "iterable": (
+            threaded_iterable(rows, name="loader"),
+            threaded_iterable(rows, instrument=False),
+        ),
+        "iterable_separate": (
+            threaded_iterable_separate(rows, name="loader"),
+            threaded_iterable_separate(rows, instrument=False),
+        ),
+    }
+
+
+async def _use(decorated: Any) -> None:
+    if isinstance(decorated, ThreadedIterableBase):
+        assert [item async for item in decorated()] == [0, 1]
+    else:
+        assert await decorated() == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["threaded", "separate", "iterable", "iterable_separate"])
+async def test_name_replaces_the_function_name_everywhere(telemetry: Telemetry, kind: str) -> None:
+    named, _ = _named_and_opted_out()[kind]
+    await _use(named)
+    if kind.startswith("iterable"):
+        await telemetry.iterator_ended()
+    finished = telemetry.value(
+        "aiothreads_calls_finished_total", function="loader", kind=kind, outcome="ok"
+    )
+    assert finished == 1
+    assert telemetry.span(f"{kind} loader") is not None
+    assert "loader" in repr(named)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["threaded", "separate", "iterable", "iterable_separate"])
+async def test_a_function_opted_out_of_instrumentation_records_nothing(
+    telemetry: Telemetry, kind: str
+) -> None:
+    _, opted_out = _named_and_opted_out()[kind]
+    before = generate_latest(telemetry.registry)
+    await _use(opted_out)
+    assert telemetry.finished_spans() == []
+    assert generate_latest(telemetry.registry) == before
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [({"name": ""}, ValueError), ({"name": 3}, TypeError), ({"instrument": "no"}, TypeError)],
+)
+def test_bad_name_or_instrument_options_fail_at_decoration(
+    options: dict[str, Any], error: type[Exception]
+) -> None:
+    def value() -> int:
+        return 1
+
+    for decorator in (threaded, threaded_separate, threaded_iterable, threaded_iterable_separate):
+        with pytest.raises(error):
+            decorator(value, **options)

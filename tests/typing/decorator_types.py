@@ -163,3 +163,19 @@ async def channels() -> None:
     channel: FromThreadChannel[int] = FromThreadChannel(maxsize=4)
     assert_type(await channel.get(), int)
     assert_type(await channel, int)
+
+
+@threaded(name="loader", instrument=False)
+def load_named(key: str) -> bytes:
+    return key.encode()
+
+
+@threaded_iterable(max_size=2, name="rows", instrument=False)
+def named_rows(count: int) -> Generator[int, None, None]:
+    yield from range(count)
+
+
+async def named_and_opted_out() -> None:
+    assert_type(await load_named("k"), bytes)
+    async for row in named_rows(2):
+        assert_type(row, int)
