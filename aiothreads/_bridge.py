@@ -36,7 +36,7 @@ from ._errors import LoopClosedError, NoEventLoopError
 from ._inbox import inbox_for
 from ._loops import loop_state, running_loop_or_none
 from ._names import qualified_name
-from .instrumentation._hooks import CANCELLED, ERROR, OK
+from ._outcomes import CANCELLED, ERROR, OK
 from .instrumentation._hooks import current as current_telemetry
 from .types import EVENT_LOOP
 

@@ -36,9 +36,9 @@ from ._inbox import inbox_for
 from ._log import emit
 from ._loops import release_if_closed, running_loop_or_none
 from ._names import qualified_name
+from ._outcomes import CANCELLED, ERROR, OK
 from ._pool import WorkerPool
 from ._validate import is_process_pool
-from .instrumentation._hooks import CANCELLED, ERROR, OK
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from concurrent.futures import Executor
 
-    from .instrumentation._hooks import CallProbe
+    from .instrumentation._probes import CallProbe
 
 __all__ = ["default_executor", "refused_call", "run_in_executor", "run_in_new_thread"]
 

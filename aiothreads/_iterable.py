@@ -24,7 +24,7 @@ from ._validate import (
     check_thread_executor,
 )
 from ._wrapper import IteratorWrapper, IteratorWrapperSeparate
-from .types import P, T
+from .types import BP, P, R, S, T
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._limits import CapacityLimiter
-    from ._threaded import P2, R, S
 
 __all__ = [
     "BoundThreadedIterable",
@@ -133,24 +132,24 @@ class ThreadedIterable(ThreadedIterableBase[P, T]):
     # See Threaded.__get__ for why the overloads look like this.
     @overload
     def __get__(
-        self: ThreadedIterable[Concatenate[type[S], P2], R],
+        self: ThreadedIterable[Concatenate[type[S], BP], R],
         instance: None,
         owner: type[S],
-    ) -> BoundThreadedIterable[P2, R]: ...
+    ) -> BoundThreadedIterable[BP, R]: ...
     @overload
     def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
     @overload
     def __get__(
-        self: ThreadedIterable[Concatenate[type[S], P2], R],
+        self: ThreadedIterable[Concatenate[type[S], BP], R],
         instance: S,
         owner: type[Any] | None = None,
-    ) -> BoundThreadedIterable[P2, R]: ...
+    ) -> BoundThreadedIterable[BP, R]: ...
     @overload
     def __get__(
-        self: ThreadedIterable[Concatenate[S, P2], R],
+        self: ThreadedIterable[Concatenate[S, BP], R],
         instance: S,
         owner: type[Any] | None = None,
-    ) -> BoundThreadedIterable[P2, R]: ...
+    ) -> BoundThreadedIterable[BP, R]: ...
     @overload
     def __get__(self, instance: object, owner: type[Any] | None = None) -> Self: ...
     def __get__(self, instance: object, owner: type[Any] | None = None) -> Any:

@@ -17,7 +17,7 @@ from ._executor import run_in_new_thread
 from ._limits import as_limiter
 from ._threaded import Threaded
 from ._validate import check_flag, check_name
-from .types import P, T
+from .types import P, R, T
 
 if TYPE_CHECKING:
     import asyncio
@@ -25,8 +25,7 @@ if TYPE_CHECKING:
 
     from ._executor import Arguments
     from ._limits import CapacityLimiter
-    from ._threaded import R
-    from .instrumentation._hooks import CallProbe
+    from .instrumentation._probes import CallProbe
 
 __all__ = ["ThreadedSeparate", "threaded_separate"]
 

@@ -32,20 +32,19 @@ from typing import (
     Final,
     Generic,
     NamedTuple,
-    ParamSpec,
     Protocol,
-    TypeVar,
     overload,
 )
 
 from ._binding import MethodBinder, unwrap_method
 from ._executor import run_in_executor
+from ._iterable import ThreadedIterable
 from ._limits import CapacityLimiter, as_limiter
 from ._loops import running_loop_or_none
 from ._names import copy_metadata, qualified_name
 from ._validate import check_blocking_callable, check_executor, check_flag, check_name
 from .instrumentation._hooks import current as current_telemetry
-from .types import EVENT_LOOP, P, T
+from .types import BP, EVENT_LOOP, P, R, S, T
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -54,8 +53,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._executor import Arguments
-    from ._iterable import ThreadedIterable
-    from .instrumentation._hooks import CallProbe
+    from .instrumentation._probes import CallProbe
 
 __all__ = [
     "THREADED_ITERABLE_DEFAULT_MAX_SIZE",
@@ -65,9 +63,6 @@ __all__ = [
     "threaded",
 ]
 
-S = TypeVar("S")
-P2 = ParamSpec("P2")
-R = TypeVar("R")
 
 MAX_SIZE_VARIABLE: Final = "THREADED_ITERABLE_DEFAULT_MAX_SIZE"
 """The environment variable that sets ``max_size`` for generators under ``@threaded``."""
@@ -251,24 +246,24 @@ class Threaded(ThreadedBase[P, T]):
     # plain function even under @staticmethod/@classmethod.
     @overload
     def __get__(
-        self: Threaded[Concatenate[type[S], P2], R],
+        self: Threaded[Concatenate[type[S], BP], R],
         instance: None,
         owner: type[S],
-    ) -> BoundThreaded[P2, R]: ...
+    ) -> BoundThreaded[BP, R]: ...
     @overload
     def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
     @overload
     def __get__(
-        self: Threaded[Concatenate[type[S], P2], R],
+        self: Threaded[Concatenate[type[S], BP], R],
         instance: S,
         owner: type[Any] | None = None,
-    ) -> BoundThreaded[P2, R]: ...
+    ) -> BoundThreaded[BP, R]: ...
     @overload
     def __get__(
-        self: Threaded[Concatenate[S, P2], R],
+        self: Threaded[Concatenate[S, BP], R],
         instance: S,
         owner: type[Any] | None = None,
-    ) -> BoundThreaded[P2, R]: ...
+    ) -> BoundThreaded[BP, R]: ...
     @overload
     def __get__(self, instance: object, owner: type[Any] | None = None) -> Self: ...
     def __get__(self, instance: object, owner: type[Any] | None = None) -> Any:
@@ -414,8 +409,6 @@ class _Options(NamedTuple):
         _, function = unwrap_method(func)
         limit, executor, name, instrument = self
         if inspect.isgeneratorfunction(function):
-            from ._iterable import ThreadedIterable  # noqa: PLC0415 - they import each other
-
             return ThreadedIterable(
                 func,
                 max_size=default_max_size(),

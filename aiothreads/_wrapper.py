@@ -32,8 +32,8 @@ from ._executor import refused_call, run_in_executor, run_in_new_thread
 from ._log import logger
 from ._loops import on_loop_shutdown
 from ._names import qualified_name
+from ._outcomes import CANCELLED, ERROR, OK
 from ._validate import check_flag, check_name, check_thread_executor
-from .instrumentation._hooks import CANCELLED, ERROR, OK
 from .instrumentation._hooks import current as current_telemetry
 from .types import EVENT_LOOP, P
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._limits import CapacityLimiter
-    from .instrumentation._hooks import StreamProbe
+    from .instrumentation._probes import StreamProbe
 
 __all__ = ["IteratorWrapper", "IteratorWrapperSeparate"]
 

@@ -18,8 +18,8 @@ import os
 import warnings
 from typing import TYPE_CHECKING, Any, Final
 
-from ._hooks import Telemetry
 from ._logs import StdlibEvents, StructlogEvents, structlog_is_configured
+from ._probes import Telemetry
 
 if TYPE_CHECKING:
     from collections.abc import Callable

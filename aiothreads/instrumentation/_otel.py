@@ -13,8 +13,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .._log import describe_error, error_type
+from .._outcomes import CANCELLED, ERROR
 from .._version import __version__
-from ._hooks import CANCELLED, ERROR
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
