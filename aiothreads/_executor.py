@@ -29,6 +29,7 @@ import weakref
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, cast
 
+from ._asyncio_internals import default_executor_of, executor_shut_down
 from ._cancellation import run_as_call
 from ._errors import ExecutorRefused
 from ._future import CallFuture
@@ -385,13 +386,12 @@ def default_executor(loop: asyncio.AbstractEventLoop) -> Executor | None:
     """
     if type(loop) in _PRIVATE_EXECUTOR_LOOPS:
         return None
-    try:
-        executor = cast("Executor | None", loop._default_executor)  # type: ignore[attr-defined]
-    except AttributeError:
-        _PRIVATE_EXECUTOR_LOOPS.add(type(loop))  # spares later calls the exception
+    exposed, executor = default_executor_of(loop)
+    if not exposed:
+        _PRIVATE_EXECUTOR_LOOPS.add(type(loop))  # spares later calls the look-up
         return None
     if executor is None:
-        if getattr(loop, "_executor_shutdown_called", False):
+        if executor_shut_down(loop):
             raise RuntimeError("Executor shutdown has been called")
         executor = WorkerPool()
         executor.call_on_shutdown(functools.partial(release_if_closed, weakref.ref(loop)))

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._asyncio_internals import future_callbacks
+
 if TYPE_CHECKING:
     import contextvars
     from collections.abc import Callable
@@ -65,9 +67,7 @@ class CallFuture(asyncio.Future[T]):
 
     def _unregister_callbacks(self) -> tuple[_Callback, ...]:
         """Take the callbacks out of asyncio's hands, so settling schedules none."""
-        # ``_callbacks`` lists (callback, context) pairs in both the C and the
-        # pure-Python future; the C one may hand out its own list, hence the copy.
-        registered: list[_Callback] | None = self._callbacks
+        registered = future_callbacks(self)
         if not registered:
             return ()
         waiting = tuple(registered)

@@ -29,6 +29,7 @@ import weakref
 from asyncio.selector_events import BaseSelectorEventLoop
 from typing import TYPE_CHECKING, Any, Final
 
+from ._asyncio_internals import asyncgens_shut_down
 from ._loops import loop_state, on_loop_shutdown, running_loop_or_none
 
 if TYPE_CHECKING:
@@ -89,11 +90,7 @@ class LoopInbox:
 
     def watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Switch to the ``eventfd`` wake-up where possible (on ``loop``'s thread, running)."""
-        if (
-            not _EVENTFD
-            or not isinstance(loop, BaseSelectorEventLoop)
-            or getattr(loop, "_asyncgens_shutdown_called", False)
-        ):
+        if not _EVENTFD or not isinstance(loop, BaseSelectorEventLoop) or asyncgens_shut_down(loop):
             return
         fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         weakref.finalize(self, _close_quietly, fd)

@@ -21,14 +21,16 @@ such waits:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import weakref
 from typing import TYPE_CHECKING, Final, Protocol
 
+from ._asyncio_internals import running_loop_or_none
+
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Awaitable, Callable
+    import asyncio
+    from collections.abc import AsyncGenerator, Awaitable
 
 __all__ = [
     "LOOP_WATCHDOG_INTERVAL",
@@ -45,14 +47,6 @@ LOOP_WATCHDOG_INTERVAL = 0.5
 Read at each wait, so the tests can raise it far above their timeout: then a
 missing wake-up fails a test instead of slowing it down.
 """
-
-
-# asyncio exports this for loop implementations; unlike get_running_loop()
-# it does not raise in threads without a loop, which costs more per call.
-running_loop_or_none: Final[Callable[[], asyncio.AbstractEventLoop | None]] = (
-    asyncio._get_running_loop  # pyright: ignore[reportPrivateUsage]
-)
-"""Return the event loop running in this thread, or ``None``."""
 
 
 class Closable(Protocol):

@@ -32,7 +32,9 @@ LOOP_SETUP = """
 import asyncio, sys
 if sys.argv[1] == "uvloop":
     import uvloop
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    run, new_event_loop = uvloop.run, uvloop.new_event_loop
+else:
+    run, new_event_loop = asyncio.run, asyncio.new_event_loop
 """
 
 
@@ -55,7 +57,7 @@ async def main():
     hangs_forever()
     await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
 
-asyncio.run(main())
+run(main())
 print("done")
 """,
         loop,
@@ -99,7 +101,7 @@ async def main():
     await stream.__anext__()
     await asyncio.get_running_loop().run_in_executor(None, started.wait)
 
-loop = asyncio.new_event_loop()
+loop = new_event_loop()
 loop.run_until_complete(main())
 loop.close()
 release.set()
@@ -132,7 +134,7 @@ async def main():
     streams.append(stream)
     await stream.__anext__()
 
-asyncio.run(main())
+run(main())
 print("returned")
 """,
         loop,
