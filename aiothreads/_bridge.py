@@ -209,10 +209,10 @@ class _Waiter(Generic[T]):
         "_kwargs",
         "_loop_closed",
         "_result",
-        "_scope",
         "_signalled",
         "_task",
         "cancelled",
+        "scope",
     )
 
     def __init__(
@@ -229,7 +229,7 @@ class _Waiter(Generic[T]):
         self._task: asyncio.Task[None] | None = None
         self._result: T | None = None
         self._error: BaseException | None = None
-        self._scope = scope
+        self.scope = scope
         self._func = func
         self._args = args
         self._kwargs = kwargs
@@ -245,7 +245,7 @@ class _Waiter(Generic[T]):
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Create the task (on the loop's thread; the handle carries our context)."""
-        if self._scope is not None and self._scope.cancelled():
+        if self.scope is not None and self.scope.cancelled():
             # The caller gave up while this was on its way: never start the coroutine.
             self.close_unstarted()
             self.cancelled = True
@@ -266,7 +266,7 @@ class _Waiter(Generic[T]):
             return
         self._task = task
         task.add_done_callback(self._finish)
-        caller = self._scope.future if self._scope is not None else None
+        caller = self.scope.future if self.scope is not None else None
         if caller is None:
             return
         caller_loop = caller.get_loop()
@@ -322,8 +322,8 @@ class _Waiter(Generic[T]):
             return
         self._signalled = True
         task = self._task
-        if task is not None and self._scope is not None:
-            caller = self._scope.future
+        if task is not None and self.scope is not None:
+            caller = self.scope.future
             if caller is not None and caller.get_loop() is task.get_loop():
                 caller.remove_done_callback(self._caller_gave_up)
         self._done.release()
@@ -332,7 +332,7 @@ class _Waiter(Generic[T]):
         """Block until the task is done; return its result or raise its exception."""
         state = loop_state(loop)
         state.add_waiter(self)
-        scope = self._scope
+        scope = self.scope
         consumer_left = None
         if isinstance(scope, StreamScope):
             # A generator's consumer left: streams have no future to watch.
@@ -359,7 +359,7 @@ class _Waiter(Generic[T]):
                 self._error = None
         return self._result  # type: ignore[return-value]
 
-    def _abandon(self, reason: str = "loop_closed") -> None:
+    def loop_closed(self) -> None:
         """Stop waiting: the loop was closed by hand (called where it was closed)."""
         if self._signalled:
             return
@@ -375,7 +375,7 @@ class _Waiter(Generic[T]):
 
 
 def _submit(loop: asyncio.AbstractEventLoop, waiter: _Waiter[T]) -> _Waiter[T]:
-    scope = waiter._scope
+    scope = waiter.scope
     try:
         if scope is not None and scope.cancelled():
             raise asyncio.CancelledError("the caller of this threaded call was cancelled")

@@ -92,7 +92,7 @@ class StreamScope:
 
     def cancelled(self) -> bool:
         """Whether the consumer closed or dropped the iterator."""
-        return self.channel._close_reason is not None
+        return self.channel.close_reason is not None
 
 
 class _CurrentScope(threading.local):

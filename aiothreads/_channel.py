@@ -13,7 +13,13 @@ Semantics:
   once the channel has drained to half its size, so a fast producer refills it
   in a batch instead of waking up for every item: no polling on either side.
 * If the event loop closes while a producer is blocked, ``put()`` raises
-  :class:`ChannelClosed` within a second instead of blocking forever.
+  :class:`ChannelClosed` instead of blocking forever.
+
+Beyond ``put()``/``get()``, a threaded iterator drives the channel through a
+small interface: ``take_nowait()`` (an item, or ``EMPTY``, without waiting),
+``abandon(reason)`` (the consumer left: close and drop the items), ``fail(error)``
+(the producer raised), ``close_reason``, ``on_blocked`` (told how long each
+wait for room took) and ``call_when_abandoned()``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from . import _loops
 from ._future import CallFuture
 from ._inbox import inbox_for
 from ._loops import on_loop_shutdown, running_loop_or_none
+from ._outcomes import StopReason
 from ._validate import check_size, check_timeout
 
 if TYPE_CHECKING:
@@ -95,9 +102,9 @@ class FromThreadChannel(Generic[T]):
         "_low_water",
         "_maxsize",
         "_not_full",
-        "_on_blocked",
         "_room_wanted",
         "_timeout",
+        "on_blocked",
     )
 
     def __init__(self, maxsize: int = 0, timeout: float = 0) -> None:
@@ -110,9 +117,9 @@ class FromThreadChannel(Generic[T]):
         self._getters: deque[CallFuture[None]] = deque()
         self._room_wanted = False
         self._closed = False
-        self._close_reason: str | None = None
+        self._close_reason: StopReason | None = None
         self._error: BaseException | None = None
-        self._on_blocked: Callable[[float], None] | None = None
+        self.on_blocked: Callable[[float], None] | None = None
         self._abandon_callbacks: list[Callable[[], object]] = []
         self._loop: asyncio.AbstractEventLoop | None = running_loop_or_none()
         if self._loop is not None:
@@ -127,6 +134,11 @@ class FromThreadChannel(Generic[T]):
     def timeout(self) -> float:
         """The default ``get()`` timeout in seconds; ``0`` means none."""
         return self._timeout
+
+    @property
+    def close_reason(self) -> StopReason | None:
+        """Why the consuming side closed the channel, if it did."""
+        return self._close_reason
 
     @property
     def is_closed(self) -> bool:
@@ -171,7 +183,7 @@ class FromThreadChannel(Generic[T]):
         """With the lock held: return once there is room, raise once closed."""
         while True:
             if self._closed:
-                if self._close_reason == "loop_closed":
+                if self._close_reason is StopReason.LOOP_CLOSED:
                     raise ChannelClosed("the event loop closed: put() on a closed channel")
                 raise ChannelClosed("put() on a closed channel")
             if not self._maxsize or len(self._items) < self._maxsize:
@@ -191,10 +203,10 @@ class FromThreadChannel(Generic[T]):
         try:
             woken = self._not_full.wait(_loops.LOOP_WATCHDOG_INTERVAL)
         finally:
-            if self._on_blocked is not None:
-                self._on_blocked(time.perf_counter() - started)
+            if self.on_blocked is not None:
+                self.on_blocked(time.perf_counter() - started)
         if not woken and loop is not None and loop.is_closed():
-            self._close_locked(None, "loop_closed")
+            self._close_locked(None, StopReason.LOOP_CLOSED)
             raise ChannelClosed("the event loop closed while put() waited for room")
 
     def close(self) -> None:
@@ -207,13 +219,13 @@ class FromThreadChannel(Generic[T]):
             getters = self._close_locked(None)
         self._wake_all(getters)
 
-    def _fail(self, error: BaseException) -> None:
-        """Close the channel so that, once drained, ``get()`` raises ``error`` once."""
+    def fail(self, error: BaseException) -> None:
+        """Close the channel from the producing side; drained, ``get()`` raises ``error`` once."""
         with self._lock:
             getters = self._close_locked(error)
         self._wake_all(getters)
 
-    def _abandon(self, reason: str = "loop_closed") -> None:
+    def abandon(self, reason: StopReason = StopReason.LOOP_CLOSED) -> None:
         """Close the channel from the consuming side, for ``reason``, dropping its items."""
         with self._lock:
             self._items.clear()
@@ -222,6 +234,10 @@ class FromThreadChannel(Generic[T]):
         self._wake_all(getters)
         for callback in callbacks:
             callback()
+
+    def loop_closed(self) -> None:
+        """Abandon the channel: the loop it delivers to shut down or was closed."""
+        self.abandon(StopReason.LOOP_CLOSED)
 
     def call_when_abandoned(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` once the consuming side abandons the channel (now, if it has).
@@ -240,7 +256,7 @@ class FromThreadChannel(Generic[T]):
             self._abandon_callbacks.remove(callback)
 
     def _close_locked(
-        self, error: BaseException | None, reason: str | None = None
+        self, error: BaseException | None, reason: StopReason | None = None
     ) -> list[CallFuture[None]]:
         if not self._closed:
             self._closed = True
@@ -273,7 +289,7 @@ class FromThreadChannel(Generic[T]):
             raise RuntimeError("this FromThreadChannel is bound to another event loop")
         return loop
 
-    def _take(self) -> T | _Empty:
+    def take_nowait(self) -> T | _Empty:
         """Pop the next item, or return ``EMPTY``; raise once closed and drained.
 
         Only the consuming side pops, so an item is taken without the lock
@@ -338,7 +354,7 @@ class FromThreadChannel(Generic[T]):
         loop = self._bind()
         deadline = loop.time() + limit if limit else None
         while True:
-            item = self._take()
+            item = self.take_nowait()
             if item is not EMPTY:
                 return item
             getter = self._register_getter(loop)

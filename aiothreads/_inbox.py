@@ -99,7 +99,7 @@ class LoopInbox:
         with self._lock:
             self._fd = fd
 
-    def _abandon(self, reason: str = "loop_closed") -> None:
+    def loop_closed(self) -> None:
         """Stop using the ``eventfd``: the loop is shutting down or closed.
 
         The descriptor is closed when the inbox is collected, once no thread

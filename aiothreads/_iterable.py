@@ -92,19 +92,14 @@ class ThreadedIterableBase(Generic[P, T], ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._name} max_size={self.max_size}>"
 
-
-def _prepare(
-    target: ThreadedIterableBase[Any, Any],
-    func: Callable[..., Any],
-    max_size: int,
-    name: str | None,
-    instrument: bool,
-) -> None:
-    check_blocking_callable("threaded_iterable", func)
-    target.max_size = check_size("max_size", max_size)
-    target._instrumented = check_flag("instrument", instrument)
-    copied = copy_metadata(target, func)
-    target._name = check_name(name) or copied
+    def _prepare(
+        self, func: Callable[..., Any], max_size: int, name: str | None, instrument: bool
+    ) -> None:
+        check_blocking_callable("threaded_iterable", func)
+        self.max_size = check_size("max_size", max_size)
+        self._instrumented = check_flag("instrument", instrument)
+        copied = copy_metadata(self, func)
+        self._name = check_name(name) or copied
 
 
 class ThreadedIterable(ThreadedIterableBase[P, T]):
@@ -127,7 +122,7 @@ class ThreadedIterable(ThreadedIterableBase[P, T]):
         if self._executor is not None and self._wrapper_class is not IteratorWrapper:
             raise TypeError(f"{type(self).__name__} runs on dedicated threads: no executor=")
         self._binder: MethodBinder[BoundThreadedIterable[..., T]] = MethodBinder(kind, self._bind)
-        _prepare(self, function, max_size, name, instrument)
+        self._prepare(function, max_size, name, instrument)
 
     # See Threaded.__get__ for why the overloads look like this.
     @overload
@@ -196,7 +191,7 @@ class BoundThreadedIterable(ThreadedIterableBase[P, T]):
         self._wrapper_class = wrapper_class
         self._limiter = limiter
         self._executor = executor
-        _prepare(self, func, max_size, name, instrument)
+        self._prepare(func, max_size, name, instrument)
 
 
 @overload

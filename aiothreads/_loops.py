@@ -50,9 +50,11 @@ missing wake-up fails a test instead of slowing it down.
 
 
 class Closable(Protocol):
-    """Anything that must be released when its event loop shuts down."""
+    """Anything that must be released when its event loop shuts down or is closed."""
 
-    def _abandon(self, reason: str = ...) -> None: ...
+    def loop_closed(self) -> None:
+        """Stop waiting on the loop and release what is held: it shut down or was closed."""
+        ...
 
 
 class _ShutdownWatch:
@@ -73,7 +75,7 @@ class _ShutdownWatch:
         """Release every member now (once)."""
         members, self.members = list(self.members), weakref.WeakSet()
         for member in members:
-            member._abandon("loop_closed")
+            member.loop_closed()
 
 
 class LoopState:
@@ -92,7 +94,7 @@ class LoopState:
         self.waiters: set[Closable] = set()
 
     def add_waiter(self, waiter: Closable) -> None:
-        """Release ``waiter`` (``_abandon("loop_closed")``) if the loop is closed by hand."""
+        """Release ``waiter`` (``waiter.loop_closed()``) if the loop is closed by hand."""
         with self.lock:
             self.waiters.add(waiter)
 
@@ -146,11 +148,11 @@ def release_if_closed(loop_reference: weakref.ref[asyncio.AbstractEventLoop]) ->
     with state.lock:
         waiters, state.waiters = state.waiters, set()
     for waiter in waiters:
-        waiter._abandon("loop_closed")
+        waiter.loop_closed()
 
 
 def on_loop_shutdown(loop: asyncio.AbstractEventLoop, member: Closable) -> None:
-    """Call ``member._abandon()`` when ``loop`` shuts its async generators down.
+    """Call ``member.loop_closed()`` when ``loop`` shuts its async generators down.
 
     Must be called on ``loop``'s own thread while it runs. ``member`` is held
     weakly.

@@ -1,17 +1,55 @@
 """The outcomes of calls and the reasons generators stop: the core's words.
 
-The instrumentation layer borrows them for labels and span attributes.
+The instrumentation layer borrows them for labels and span attributes. Both
+are string enums: a member is equal to, hashes like and prints as its value.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Final
 
-__all__ = ["CANCELLED", "ERROR", "OK"]
+__all__ = ["CANCELLED", "ERROR", "OK", "Outcome", "StopReason"]
 
-OK: Final = "ok"
-"""The call returned (or the generator ran to its end)."""
-ERROR: Final = "error"
-"""The call raised, or could not be run."""
-CANCELLED: Final = "cancelled"
-"""The caller gave up (or the consumer left) before the outcome mattered."""
+
+class _Word(str, enum.Enum):
+    """A string enum that prints as its value on every supported Python."""
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, format_spec: str) -> str:
+        return str.__format__(self, format_spec)
+
+
+class Outcome(_Word):
+    """How a call or a generator ended."""
+
+    OK = "ok"
+    """The call returned (or the generator ran to its end)."""
+    ERROR = "error"
+    """The call raised, or could not be run."""
+    CANCELLED = "cancelled"
+    """The caller gave up (or the consumer left) before the outcome mattered."""
+
+
+class StopReason(_Word):
+    """Why a generator stopped before its end (the ``reason`` label)."""
+
+    BREAK = "break"
+    """The consumer left ``async for`` early."""
+    CLOSED = "closed"
+    """``close()``, ``aclose()`` or the end of ``async with``."""
+    CANCELLED = "cancelled"
+    """The consumer was cancelled while it waited for an item."""
+    COLLECTED = "collected"
+    """The iterator was garbage collected."""
+    LOOP_CLOSED = "loop_closed"
+    """The event loop shut down or was closed."""
+    ERROR = "error"
+    """The generator raised."""
+
+
+OK: Final = Outcome.OK
+ERROR: Final = Outcome.ERROR
+CANCELLED: Final = Outcome.CANCELLED

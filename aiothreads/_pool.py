@@ -76,7 +76,7 @@ class WorkerPool(ThreadPoolExecutor):
         self._on_shutdown: Callable[[], None] | None = None
         # Workers hold the queue, not the pool: a pool nobody references any
         # more (say, replaced as a loop's default executor) stops its workers.
-        self._stop_workers = weakref.finalize(self, _stop, self._calls, self._workers)
+        self.stop_workers = weakref.finalize(self, _stop, self._calls, self._workers)
         with _live_lock:
             _pools.add(self)
 
@@ -140,7 +140,7 @@ class WorkerPool(ThreadPoolExecutor):
                 dropped = self._calls.get_nowait()
                 if dropped is not None:
                     dropped.abandon()
-        self._stop_workers()
+        self.stop_workers()
         if wait:
             for worker in workers:
                 worker.join()
@@ -183,7 +183,7 @@ def _finish_work_at_exit() -> None:
         workers = list(_live_workers)
         pools = list(_pools)
     for pool in pools:
-        pool._stop_workers()
+        pool.stop_workers()
     for worker in workers:
         worker.join()
 

@@ -32,7 +32,7 @@ from ._executor import refused_call, run_in_executor, run_in_new_thread
 from ._log import logger
 from ._loops import on_loop_shutdown
 from ._names import qualified_name
-from ._outcomes import CANCELLED, ERROR, OK
+from ._outcomes import CANCELLED, ERROR, OK, Outcome, StopReason
 from ._validate import check_flag, check_name, check_thread_executor
 from .instrumentation._hooks import current as current_telemetry
 from .types import EVENT_LOOP, P
@@ -146,6 +146,11 @@ class IteratorWrapper(Generic[P, T]):
         return self._loop
 
     @property
+    def channel(self) -> FromThreadChannel[T]:
+        """The channel that carries the generator's items to the consumer."""
+        return self._channel
+
+    @property
     def closed(self) -> bool:
         """Whether the iterator was closed or ran to its end."""
         return self._channel.is_closed
@@ -187,7 +192,7 @@ class IteratorWrapper(Generic[P, T]):
             probe.bind(self._context)
             if limit_wait is not None:
                 probe.limit_waited(limit_wait)
-            channel._on_blocked = probe.blocked
+            channel.on_blocked = probe.blocked
             self._probe = probe
         if self._limiter is not None:
             self._place = _Place(self._limiter)
@@ -220,13 +225,13 @@ class IteratorWrapper(Generic[P, T]):
             else:
                 await self._start_when_admitted(self._limiter)
         try:
-            item = channel._take()
+            item = channel.take_nowait()
             if item is EMPTY:
                 item = await channel.get()
         except ChannelClosed:
             raise StopAsyncIteration from None
         except asyncio.CancelledError:
-            channel._abandon("cancelled")
+            channel.abandon(StopReason.CANCELLED)
             self._drop_if_unstarted()
             raise
         return item
@@ -237,7 +242,7 @@ class IteratorWrapper(Generic[P, T]):
         try:
             await limiter.acquire()
         except asyncio.CancelledError:
-            self._channel._abandon("cancelled")
+            self._channel.abandon(StopReason.CANCELLED)
             telemetry = current_telemetry() if self._instrumented else None
             if telemetry is not None:  # counted once, as an iterator that never ran
                 channel = self._channel
@@ -261,7 +266,7 @@ class IteratorWrapper(Generic[P, T]):
         raises the exception the generator's cleanup raised, if any; when
         nobody awaits, that exception is logged on the ``aiothreads`` logger.
         """
-        self._channel._abandon("closed")
+        self._channel.abandon(StopReason.CLOSED)
         if self._producer is None or self._drop_if_unstarted():
             return _DONE
         return _Closing(self._producer)
@@ -301,7 +306,7 @@ class IteratorWrapper(Generic[P, T]):
     def __del__(self) -> None:
         channel = getattr(self, "_channel", None)
         if channel is not None and not channel.is_closed:
-            channel._abandon("collected")
+            channel.abandon(StopReason.COLLECTED)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running" if self._producer else "not started"
@@ -332,10 +337,11 @@ class _Iteration(Generic[T]):
     producer thread that a subclass started with ``self`` in reach).
     """
 
-    __slots__ = ("_wrapper",)
+    __slots__ = ("_channel", "_wrapper")
 
     def __init__(self, wrapper: IteratorWrapper[Any, T]) -> None:
         self._wrapper = wrapper
+        self._channel = wrapper.channel
 
     def __aiter__(self) -> Self:
         return self
@@ -344,9 +350,9 @@ class _Iteration(Generic[T]):
         return self._wrapper.__anext__()
 
     def __del__(self) -> None:
-        channel = self._wrapper._channel
+        channel = self._channel
         if not channel.is_closed:
-            channel._abandon("break")
+            channel.abandon(StopReason.BREAK)
 
 
 class IteratorWrapperSeparate(IteratorWrapper[P, T]):
@@ -422,7 +428,7 @@ class _Producer(Generic[T]):
                 )
             except BaseException as exc:
                 if probe is not None:
-                    probe.ended(ERROR, exc, channel._close_reason)
+                    probe.ended(ERROR, exc, channel.close_reason)
                 raise
             if probe is not None:
                 probe.ended(outcome, error, reason)
@@ -456,7 +462,7 @@ class _Producer(Generic[T]):
             error = ExecutorRefused(
                 "the executor dropped the generator before it ran (shut down, or cancelled it)"
             )
-        self._channel._fail(error)
+        self._channel.fail(error)
         if self._probe is not None:
             self._probe.skipped(ERROR, error)
         if self._place is not None:
@@ -471,15 +477,15 @@ def _pump(
     channel: FromThreadChannel[T],
     gen_func: Callable[[], Iterable[T]],
     probe: StreamProbe | None,
-) -> tuple[str, BaseException | None, str | None]:
+) -> tuple[Outcome, BaseException | None, StopReason | None]:
     """Move the generator's items into ``channel``; return (outcome, error, stop reason)."""
     if channel.is_closed:
-        return CANCELLED, None, channel._close_reason
+        return CANCELLED, None, channel.close_reason
     try:
         generator = iter(gen_func())
     except BaseException as exc:
-        channel._fail(exc)
-        return ERROR, exc, "error"
+        channel.fail(exc)
+        return ERROR, exc, StopReason.ERROR
     counter = None if probe is None else _YieldCounter(channel, probe)
     put = channel.put if counter is None else counter.put
     consumer_left = False
@@ -491,8 +497,8 @@ def _pump(
                 consumer_left = True
                 break
     except BaseException as exc:  # raised by the generator
-        channel._fail(exc)
-        return ERROR, exc, "error"
+        channel.fail(exc)
+        return ERROR, exc, StopReason.ERROR
     finally:
         if counter is not None:
             counter.flush()
@@ -500,7 +506,7 @@ def _pump(
         close = getattr(generator, "close", None)
         if close is not None:
             close()  # an error in its cleanup reaches whoever awaits the close
-        return CANCELLED, None, channel._close_reason or "closed"
+        return CANCELLED, None, channel.close_reason or StopReason.CLOSED
     channel.close()
     return OK, None, None
 

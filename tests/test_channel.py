@@ -93,7 +93,7 @@ async def test_a_blocked_producer_is_woken_once_per_wait_not_once_per_item() -> 
     condition = _CountingCondition(channel._lock)
     channel._not_full = condition
     waits: list[float] = []
-    channel._on_blocked = waits.append
+    channel.on_blocked = waits.append
 
     assert await stream_numbers(channel, 2000) == list(range(2000))
     closing = 1

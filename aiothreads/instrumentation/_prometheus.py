@@ -106,6 +106,17 @@ class PrometheusMetrics:
         self._items = make(counter, "aiothreads_items_yielded_total")
         self._blocked = make(counter, "aiothreads_producer_blocked_seconds_total")
         self._cancellations = make(counter, "aiothreads_generator_cancellations_total", "reason")
+        self._per_series_families = (
+            self._started,
+            self._duration,
+            self._wait,
+            self._in_flight,
+            self._queued,
+            self._threads_alive,
+            self._threads_started,
+            self._items,
+            self._blocked,
+        )
         self._streams = _StreamCollector()
         registry.register(self._streams)
         self._series: dict[tuple[str, str], _Series] = {}
@@ -117,7 +128,9 @@ class PrometheusMetrics:
             with self._series_lock:
                 series = self._series.get((kind, function))
                 if series is None:
-                    series = self._series[(kind, function)] = _Series(self, function, kind)
+                    series = self._series[(kind, function)] = _Series(
+                        *(family.labels(function, kind) for family in self._per_series_families)
+                    )
         return series
 
     def call_submitted(self, kind: str, function: str) -> None:
@@ -198,16 +211,27 @@ class _Series:
         "wait",
     )
 
-    def __init__(self, metrics: PrometheusMetrics, function: str, kind: str) -> None:
-        self.started = metrics._started.labels(function, kind)
-        self.duration = metrics._duration.labels(function, kind)
-        self.wait = metrics._wait.labels(function, kind)
-        self.in_flight = metrics._in_flight.labels(function, kind)
-        self.queued = metrics._queued.labels(function, kind)
-        self.threads_alive = metrics._threads_alive.labels(function, kind)
-        self.threads_started = metrics._threads_started.labels(function, kind)
-        self.items = metrics._items.labels(function, kind)
-        self.blocked = metrics._blocked.labels(function, kind)
+    def __init__(  # noqa: PLR0917 - one child per family, in _per_series_families' order
+        self,
+        started: Any,
+        duration: Any,
+        wait: Any,
+        in_flight: Any,
+        queued: Any,
+        threads_alive: Any,
+        threads_started: Any,
+        items: Any,
+        blocked: Any,
+    ) -> None:
+        self.started = started
+        self.duration = duration
+        self.wait = wait
+        self.in_flight = in_flight
+        self.queued = queued
+        self.threads_alive = threads_alive
+        self.threads_started = threads_started
+        self.items = items
+        self.blocked = blocked
 
 
 class _StreamCollector:
