@@ -14,7 +14,7 @@ import pytest
 
 from aiothreads import threaded, threaded_iterable, threaded_separate
 
-ROUNDS = 3
+ROUNDS = 6
 
 
 @threaded
@@ -119,5 +119,8 @@ def test_thread_count_and_memory_return_to_baseline(
     finally:
         tracemalloc.stop()
     assert threading.active_count() <= threads_before
-    # A loop kept alive after it closed costs 15-300 KB a round: stay well below.
-    assert after - before < 32 * 1024, f"{(after - before) / 1024:.0f} KB kept over {ROUNDS} rounds"
+    # A loop kept alive after it closed costs 15-300 KB a round; the interpreter's
+    # own caches settle at a few KB over many rounds: allow 8 KB a round.
+    assert after - before < ROUNDS * 8 * 1024, (
+        f"{(after - before) / 1024:.0f} KB kept over {ROUNDS} rounds"
+    )
