@@ -14,7 +14,8 @@ import pytest
 
 from aiothreads import threaded, threaded_iterable, threaded_separate
 
-ROUNDS = 6
+ROUNDS = 3
+MEMORY_ROUNDS = 6
 
 
 @threaded
@@ -112,7 +113,7 @@ def test_thread_count_and_memory_return_to_baseline(
         run(workload())  # the first traced round settles per-process caches
         gc.collect()
         before, _ = tracemalloc.get_traced_memory()
-        for _ in range(ROUNDS):
+        for _ in range(MEMORY_ROUNDS):
             run(workload())
         gc.collect()
         after, _ = tracemalloc.get_traced_memory()
@@ -121,6 +122,6 @@ def test_thread_count_and_memory_return_to_baseline(
     assert threading.active_count() <= threads_before
     # A loop kept alive after it closed costs 15-300 KB a round; the interpreter's
     # own caches settle at a few KB over many rounds: allow 8 KB a round.
-    assert after - before < ROUNDS * 8 * 1024, (
-        f"{(after - before) / 1024:.0f} KB kept over {ROUNDS} rounds"
+    assert after - before < MEMORY_ROUNDS * 8 * 1024, (
+        f"{(after - before) / 1024:.0f} KB kept over {MEMORY_ROUNDS} rounds"
     )
