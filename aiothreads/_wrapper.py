@@ -101,12 +101,12 @@ class IteratorWrapper(Generic[P, T]):
         "_channel",
         "_context",
         "_gen_func",
+        "_held",
         "_instrumented",
         "_job",
         "_limiter",
         "_loop",
         "_name",
-        "_place",
         "_probe",
         "_producer",
         "executor",
@@ -138,7 +138,7 @@ class IteratorWrapper(Generic[P, T]):
         self._producer: asyncio.Future[None] | None = None
         self._probe: StreamProbe | None = None
         self._limiter = limiter
-        self._place: _Place | None = None
+        self._held: CapacityLimiter | None = None  # the limit place the producer holds
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -168,7 +168,7 @@ class IteratorWrapper(Generic[P, T]):
         job = self._job
         if job is None:
             job = self._job = _Producer(
-                self._channel, self._gen_func, self._context, self._probe, self._place
+                self._channel, self._gen_func, self._context, self._probe, self._held
             )
         return job
 
@@ -195,7 +195,7 @@ class IteratorWrapper(Generic[P, T]):
             channel.on_blocked = probe.blocked
             self._probe = probe
         if self._limiter is not None:
-            self._place = _Place(self._limiter)
+            self._held = self._limiter
         job = self._producer_job()
         try:
             producer = asyncio.ensure_future(self._run(), loop=loop)
@@ -367,31 +367,16 @@ class IteratorWrapperSeparate(IteratorWrapper[P, T]):
         )
 
 
-class _Place:
-    """An iterator's place under its limit, given back exactly once."""
-
-    __slots__ = ("_limiter", "_lock")
-
-    def __init__(self, limiter: CapacityLimiter) -> None:
-        self._limiter: CapacityLimiter | None = limiter
-        self._lock = threading.Lock()
-
-    def give_back(self, _: object = None) -> None:
-        with self._lock:
-            limiter, self._limiter = self._limiter, None
-        if limiter is not None:
-            limiter.release()
-
-
 class _Producer(Generic[T]):
     """Runs the generator on its thread, and settles its iterator's books exactly once.
 
-    Either :meth:`__call__` runs (in the producer thread) or, if the
-    executor refused or dropped it, :meth:`settle_unrun` fails the channel,
-    ends the probe and gives the limit place back (on the loop).
+    Exactly one of three settles them, whichever claims the producer first:
+    :meth:`run` (in the producer thread), :meth:`drop_unstarted` (the consumer
+    left before it started) or :meth:`settle_unrun` (the executor refused or
+    dropped it). So the limit place ``held`` is released exactly once.
     """
 
-    __slots__ = ("_channel", "_context", "_gen_func", "_lock", "_place", "_probe", "_ran")
+    __slots__ = ("_channel", "_context", "_gen_func", "_held", "_lock", "_probe", "_ran")
 
     def __init__(
         self,
@@ -399,13 +384,13 @@ class _Producer(Generic[T]):
         gen_func: Callable[[], Iterable[T]],
         context: contextvars.Context,
         probe: StreamProbe | None,
-        place: _Place | None,
+        held: CapacityLimiter | None,
     ) -> None:
         self._channel = channel
         self._gen_func = gen_func
         self._context = context
         self._probe = probe
-        self._place = place
+        self._held = held
         self._lock = threading.Lock()
         self._ran = False
 
@@ -433,8 +418,8 @@ class _Producer(Generic[T]):
             if probe is not None:
                 probe.ended(outcome, error, reason)
         finally:
-            if self._place is not None:
-                self._place.give_back()
+            if self._held is not None:
+                self._held.release()
 
     def drop_unstarted(self) -> bool:
         """Settle the books of a producer that has not started, so it never will.
@@ -445,8 +430,8 @@ class _Producer(Generic[T]):
             return False
         if self._probe is not None:
             self._probe.skipped()
-        if self._place is not None:
-            self._place.give_back()
+        if self._held is not None:
+            self._held.release()
         return True
 
     def settle_unrun(self, producer: asyncio.Future[Any]) -> None:
@@ -465,8 +450,8 @@ class _Producer(Generic[T]):
         self._channel.fail(error)
         if self._probe is not None:
             self._probe.skipped(ERROR, error)
-        if self._place is not None:
-            self._place.give_back()
+        if self._held is not None:
+            self._held.release()
 
 
 _FLUSH_EVERY: Final = 256
