@@ -96,11 +96,11 @@ class ThreadCall(CallFuture[T]):
         if self.cancelled():
             self._skip()
             return
-        probe = self._probe
-        if probe is not None:
-            probe.running()
         args, kwargs, context = self._arguments
         self._arguments = NO_ARGUMENTS
+        probe = self._probe
+        if probe is not None:
+            probe.running(context)
         settle: Callable[[Any], None]
         error: BaseException | None
         try:
@@ -121,9 +121,10 @@ class ThreadCall(CallFuture[T]):
 
     def _skip(self, outcome: str = CANCELLED, error: BaseException | None = None) -> None:
         """Report a call that never ran and give its limit place back."""
+        context = self._arguments[2]
         self._arguments = NO_ARGUMENTS
         if self._probe is not None:
-            self._probe.skipped(outcome, error)
+            self._probe.skipped(outcome, error, context)
         if self._on_finish is not None:
             self._on_finish()
 

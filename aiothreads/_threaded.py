@@ -168,7 +168,6 @@ class ThreadedBase(Generic[P, T], ABC):
         probe = None
         if telemetry is not None:
             probe = telemetry.call(self._dispatch.kind, self._name)
-            probe.bind(context)
             if limit_wait is not None:
                 probe.limit_waited(limit_wait)
         call = (args, kwargs, context)

@@ -38,7 +38,15 @@ from .instrumentation._hooks import current as current_telemetry
 from .types import EVENT_LOOP, P
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable
+    from collections.abc import (
+        AsyncIterator,
+        Awaitable,
+        Callable,
+        Coroutine,
+        Generator,
+        Iterable,
+        Iterator,
+    )
     from concurrent.futures import Executor
     from types import TracebackType
 
@@ -189,7 +197,6 @@ class IteratorWrapper(Generic[P, T]):
         telemetry = current_telemetry() if self._instrumented else None
         if telemetry is not None:
             probe = telemetry.stream(self._KIND, self._name, channel.maxsize, channel.qsize)
-            probe.bind(self._context)
             if limit_wait is not None:
                 probe.limit_waited(limit_wait)
             channel.on_blocked = probe.blocked
@@ -406,7 +413,7 @@ class _Producer(Generic[T]):
         channel, probe = self._channel, self._probe
         try:
             if probe is not None:
-                probe.running()
+                probe.running(self._context)
             try:
                 outcome, error, reason = self._context.run(
                     run_in_stream_scope, channel, _pump, channel, self._gen_func, probe
@@ -429,7 +436,7 @@ class _Producer(Generic[T]):
         if not self._claim():
             return False
         if self._probe is not None:
-            self._probe.skipped()
+            self._probe.skipped(context=self._context)
         if self._held is not None:
             self._held.release()
         return True
@@ -449,7 +456,7 @@ class _Producer(Generic[T]):
             )
         self._channel.fail(error)
         if self._probe is not None:
-            self._probe.skipped(ERROR, error)
+            self._probe.skipped(ERROR, error, self._context)
         if self._held is not None:
             self._held.release()
 
@@ -471,22 +478,14 @@ def _pump(
     except BaseException as exc:
         channel.fail(exc)
         return ERROR, exc, StopReason.ERROR
-    counter = None if probe is None else _YieldCounter(channel, probe)
-    put = channel.put if counter is None else counter.put
-    consumer_left = False
     try:
-        for item in generator:
-            try:
-                put(item)
-            except ChannelClosed:
-                consumer_left = True
-                break
+        if probe is None:
+            consumer_left = _put_all(channel, generator)
+        else:
+            consumer_left = _put_all_counted(channel, generator, probe)
     except BaseException as exc:  # raised by the generator
         channel.fail(exc)
         return ERROR, exc, StopReason.ERROR
-    finally:
-        if counter is not None:
-            counter.flush()
     if consumer_left:
         close = getattr(generator, "close", None)
         if close is not None:
@@ -496,23 +495,34 @@ def _pump(
     return OK, None, None
 
 
-class _YieldCounter(Generic[T]):
-    """Puts items and reports them to the probe in batches of ``_FLUSH_EVERY``."""
+def _put_all(channel: FromThreadChannel[T], generator: Iterator[T]) -> bool:
+    """Put every item into ``channel``; return whether the consumer left first."""
+    put = channel.put
+    for item in generator:
+        try:
+            put(item)
+        except ChannelClosed:
+            return True
+    return False
 
-    __slots__ = ("_channel", "_pending", "_probe")
 
-    def __init__(self, channel: FromThreadChannel[T], probe: StreamProbe) -> None:
-        self._channel = channel
-        self._probe = probe
-        self._pending = 0
-
-    def put(self, item: T) -> None:
-        self._channel.put(item)
-        self._pending += 1
-        if self._pending == _FLUSH_EVERY:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._pending:
-            self._probe.yielded(self._pending)
-            self._pending = 0
+def _put_all_counted(
+    channel: FromThreadChannel[T], generator: Iterator[T], probe: StreamProbe
+) -> bool:
+    """:func:`_put_all`, reporting items to ``probe`` every ``_FLUSH_EVERY`` and at the end."""
+    put = channel.put
+    pending = 0
+    try:
+        for item in generator:
+            try:
+                put(item)
+            except ChannelClosed:
+                return True
+            pending += 1
+            if pending == _FLUSH_EVERY:
+                probe.yielded(pending)
+                pending = 0
+    finally:
+        if pending:
+            probe.yielded(pending)
+    return False

@@ -164,9 +164,9 @@ async def test_failed_call_metrics_span_and_event(telemetry: Telemetry) -> None:
     assert span.status.description == "no"  # the type is in error.type, not repeated
     assert span.attributes is not None
     assert span.attributes["error.type"] == f"{__name__}._Broken"
-    assert [event.name for event in span.events] == ["exception"]
-    assert span.events[0].attributes is not None
-    assert span.events[0].attributes["exception.type"].endswith("_Broken")
+    assert [event.name for event in span.events] == ["started", "exception"]
+    assert span.events[1].attributes is not None
+    assert span.events[1].attributes["exception.type"].endswith("_Broken")
     (event,) = telemetry.events("threaded call failed")
     assert event["function"] == name("broken")
     assert event["kind"] == "threaded"

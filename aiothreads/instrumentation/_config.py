@@ -172,6 +172,10 @@ def _tracing_for(tracer_provider: Any) -> Any:
 def _metrics_for(registry: Any) -> Any:
     """One metrics object per registry: metric names can be registered only once."""
     from ._prometheus import PrometheusMetrics  # noqa: PLC0415 - imports prometheus_client
+    from ._prometheus_multiprocess import (  # noqa: PLC0415
+        MultiprocessMetrics,
+        multiprocess_mode,
+    )
 
     if registry is None:
         import prometheus_client  # noqa: PLC0415
@@ -179,6 +183,7 @@ def _metrics_for(registry: Any) -> Any:
         registry = prometheus_client.REGISTRY
     cached = _metrics_by_registry.get(id(registry))
     if cached is None or cached[0] is not registry:
-        cached = (registry, PrometheusMetrics(registry))
+        make = MultiprocessMetrics if multiprocess_mode() else PrometheusMetrics
+        cached = (registry, make(registry))
         _metrics_by_registry[id(registry)] = cached
     return cached[1]

@@ -1,9 +1,11 @@
 """OpenTelemetry tracing: one span per threaded call or iterator lifetime.
 
-Spans start in the caller's context and are made current where the work runs,
-so spans created inside the thread (an instrumented HTTP or database client)
-become their children. The global tracer provider is used unless one is
-passed; it stays a no-op until the application installs an SDK.
+A span is opened when the work starts in its thread, with the time the call
+was submitted as its start and the caller's context as its parent, and is
+made current where the work runs, so spans created inside the thread (an
+instrumented HTTP or database client) become its children. The global tracer
+provider is used unless one is passed; it stays a no-op until the application
+installs an SDK, and a span that does not record costs nothing more.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from .._outcomes import CANCELLED, ERROR
 from .._version import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    import contextvars
+    from collections.abc import Callable, Mapping
 
 __all__ = ["OpenTelemetryTracing"]
 
@@ -34,15 +37,81 @@ class OpenTelemetryTracing:
         self._internal = SpanKind.INTERNAL
         self._status = Status
         self._error_code = StatusCode.ERROR
-        self._tracer = trace.get_tracer("aiothreads", __version__, tracer_provider=tracer_provider)
+        self._tracer: Any = None
+        self._per_thread = threading.local()
+        self._provider_found = _global_provider_finder(trace, tracer_provider)
+        if self._provider_found is None:  # a provider was given, or this API is unknown
+            self._tracer = trace.get_tracer(
+                "aiothreads", __version__, tracer_provider=tracer_provider
+            )
+        else:
+            self._current_tracer()  # a provider installed already fails here, not per call
 
-    def start(self, kind: str, function: str) -> Any:
-        """Start a span in the current context, named ``"<kind> <function>"``."""
-        return self._tracer.start_span(
-            f"{kind} {function}",
-            kind=self._internal,
-            attributes={"code.function.name": function, "aiothreads.kind": kind},
+    def _current_tracer(self) -> Any:
+        """Return the global provider's tracer, or ``None`` while no SDK has installed one."""
+        tracer = self._tracer
+        if tracer is None:
+            assert self._provider_found is not None  # set whenever the tracer is not
+            provider = self._provider_found()
+            if provider is None:
+                return None
+            tracer = self._tracer = provider.get_tracer("aiothreads", __version__)
+        return tracer
+
+    def begin(
+        self,
+        name: str,
+        attributes: Mapping[str, Any],
+        start_ns: int,
+        context: contextvars.Context | None,
+    ) -> Any:
+        """Open a span that started at ``start_ns``; ``None`` if it is not recording.
+
+        With ``context`` the span's parent is the span current there and the
+        new span is made current in it; otherwise the running context gives
+        the parent and nothing is made current. A recording span gets the
+        thread that runs the work and a ``started`` event marking when it began.
+        """
+        tracer = self._current_tracer()
+        if tracer is None:
+            return None
+        if context is None:
+            return self._open(tracer, name, attributes, start_ns, False)
+        return context.run(self._open, tracer, name, attributes, start_ns, True)
+
+    def _open(
+        self,
+        tracer: Any,
+        name: str,
+        attributes: Mapping[str, Any],
+        start_ns: int,
+        make_current: bool,
+    ) -> Any:
+        if make_current:
+            attributes = self._with_thread(attributes)
+        span = tracer.start_span(
+            name, kind=self._internal, attributes=attributes, start_time=start_ns
         )
+        if not span.is_recording():
+            return None
+        if make_current:
+            span.add_event("started")
+            self._context.attach(self._trace.set_span_in_context(span))
+        return span
+
+    def _with_thread(self, attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``attributes`` and the current thread's id and name, remembered per thread."""
+        try:
+            remembered: dict[int, tuple[Mapping[str, Any], Mapping[str, Any]]]
+            remembered = self._per_thread.attributes
+        except AttributeError:
+            remembered = self._per_thread.attributes = {}
+        found = remembered.get(id(attributes))
+        if found is None or found[0] is not attributes:
+            thread = threading.current_thread()
+            merged = {**attributes, "thread.id": threading.get_ident(), "thread.name": thread.name}
+            found = remembered[id(attributes)] = (attributes, merged)
+        return found[1]
 
     def activate(self, span: Any) -> object:
         """Make ``span`` current in the running context; returns the detach token."""
@@ -51,11 +120,6 @@ class OpenTelemetryTracing:
     def deactivate(self, token: object) -> None:
         """Restore the context that :meth:`activate` replaced."""
         self._context.detach(token)  # type: ignore[arg-type]
-
-    def annotate_thread(self, span: Any) -> None:
-        """Record the thread the work runs in."""
-        thread = threading.current_thread()
-        span.set_attributes({"thread.id": threading.get_ident(), "thread.name": thread.name})
 
     def annotate(self, span: Any, attributes: Mapping[str, Any]) -> None:
         """Set ``attributes`` on ``span``."""
@@ -79,9 +143,7 @@ class OpenTelemetryTracing:
         ``error.type``), as the semantic conventions ask.
         """
         try:
-            span.set_attribute("aiothreads.outcome", outcome)
-            if attributes:
-                span.set_attributes(dict(attributes))
+            span.set_attributes({"aiothreads.outcome": outcome, **attributes})
             if outcome == ERROR and error is not None:
                 span.set_attribute("error.type", error_type(error))
                 span.set_status(self._status(self._error_code, describe_error(error)))
@@ -98,3 +160,27 @@ class OpenTelemetryTracing:
         if not context.is_valid:
             return None
         return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+def _global_provider_finder(trace: Any, tracer_provider: Any) -> Callable[[], Any] | None:
+    """Return a cheap look-up of the global tracer provider, ``None`` when it cannot be had.
+
+    Until an application installs a tracer provider, the API's global one is
+    a proxy whose spans never record; asking the API for the provider costs
+    more than the no-op span itself (it reads the environment every time).
+    So while none is installed this reads the API module's own global, which
+    ``set_tracer_provider`` sets once (checked on opentelemetry-api 1.20 to
+    1.45). Where that global is missing, or a provider was passed, or the
+    environment names a provider class to load, the proxy is used as is.
+    """
+    import os  # noqa: PLC0415
+
+    if tracer_provider is not None or not hasattr(trace, "_TRACER_PROVIDER"):
+        return None
+    if os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"):
+        return None
+
+    def installed_provider() -> Any:
+        return getattr(trace, "_TRACER_PROVIDER", None)
+
+    return installed_provider

@@ -2,29 +2,44 @@
 
 Probes are observers: they never change what the core does, and an error
 inside a backend is swallowed so that telemetry can never break a call.
+
+What a call costs is kept to the minimum each backend needs:
+
+* a function's metric series, span name and span attributes are looked up
+  once (:class:`FunctionTelemetry`), not per call;
+* a call's span is opened when its work starts, with the submit time as its
+  start, so queue time stays visible while only running calls hold a live
+  span; a span that is not recording (no SDK, or sampled out) costs nothing
+  more.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from .._outcomes import CANCELLED, ERROR
 
 if TYPE_CHECKING:
     import contextvars
+    from collections.abc import Callable, Mapping
 
-    from ._backends import Events, Metrics, Tracing
+    from ._backends import Events, Metrics, Series, Tracing
 
-__all__ = ["CallProbe", "StreamProbe", "Telemetry"]
+__all__ = ["CallProbe", "FunctionTelemetry", "StreamProbe", "Telemetry"]
 
 SEPARATE_KINDS: Final = frozenset({"separate", "iterable_separate"})
+LIMIT_WAIT_ATTRIBUTE: Final = "aiothreads.limit_wait_seconds"
+_NO_ATTRIBUTES: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
 class Telemetry:
     """The active backends; hands out one probe per call or stream."""
 
-    __slots__ = ("events", "metrics", "tracing")
+    __slots__ = ("_functions", "_lock", "events", "metrics", "tracing")
 
     def __init__(
         self,
@@ -35,185 +50,262 @@ class Telemetry:
         self.metrics = metrics
         self.tracing = tracing
         self.events = events
+        self._functions: dict[tuple[str, str], FunctionTelemetry] = {}
+        self._lock = threading.Lock()
+
+    def function(self, kind: str, function: str) -> FunctionTelemetry:
+        """Return what is looked up once for calls of ``function`` of ``kind``."""
+        found = self._functions.get((kind, function))
+        if found is None:
+            with self._lock:
+                found = self._functions.get((kind, function))
+                if found is None:
+                    found = self._functions[kind, function] = FunctionTelemetry(
+                        self, kind, function
+                    )
+        return found
 
     def call(self, kind: str, function: str) -> CallProbe:
         """Start observing one call; called where the call is submitted."""
-        return CallProbe(self, kind, function)
+        return CallProbe(self.function(kind, function))
 
-    def stream(self, kind: str, function: str, capacity: int, depth: Any) -> StreamProbe:
+    def stream(
+        self, kind: str, function: str, capacity: int, depth: Callable[[], int]
+    ) -> StreamProbe:
         """Start observing one iterator; ``depth()`` reports its buffered items."""
-        return StreamProbe(self, kind, function, capacity, depth)
+        return StreamProbe(self.function(kind, function), capacity, depth)
 
 
-def _safely(action: Any, *args: Any) -> Any:
-    try:
-        return action(*args)
-    except Exception:  # telemetry must never break the observed call
-        return None
+class FunctionTelemetry:
+    """What every call of one function needs from the backends, looked up once."""
+
+    __slots__ = (
+        "events",
+        "function",
+        "kind",
+        "metrics",
+        "separate",
+        "series",
+        "span_attributes",
+        "span_name",
+        "tracing",
+    )
+
+    def __init__(self, telemetry: Telemetry, kind: str, function: str) -> None:
+        self.kind = kind
+        self.function = function
+        self.separate = kind in SEPARATE_KINDS
+        self.metrics = telemetry.metrics
+        self.tracing = telemetry.tracing
+        self.events = telemetry.events
+        self.series: Series | None = None
+        if self.metrics is not None:
+            try:
+                self.series = self.metrics.series(kind, function)
+            except Exception:  # telemetry must never break a call: no metrics for it then
+                self.series = None
+        self.span_name = f"{kind} {function}"
+        self.span_attributes: Mapping[str, Any] = MappingProxyType(
+            {"code.function.name": function, "aiothreads.kind": kind}
+        )
 
 
 class CallProbe:
     """Follows one call: submitted, started in a thread, finished (or skipped)."""
 
-    __slots__ = ("_function", "_kind", "_span", "_started", "_submitted", "_telemetry")
+    __slots__ = ("_limit_wait", "_of", "_span", "_started", "_submitted", "_submitted_ns")
 
-    def __init__(self, telemetry: Telemetry, kind: str, function: str) -> None:
-        self._telemetry = telemetry
-        self._kind = kind
-        self._function = function
-        self._submitted = time.perf_counter()
-        self._started = self._submitted
-        metrics, tracing = telemetry.metrics, telemetry.tracing
-        if metrics is not None:
-            _safely(metrics.call_submitted, kind, function)
-        self._span = None if tracing is None else _safely(tracing.start, kind, function)
-
-    def bind(self, context: contextvars.Context) -> None:
-        """Make the call's span current in ``context``, where the work will run."""
-        tracing = self._telemetry.tracing
-        if tracing is not None and self._span is not None:
-            _safely(context.run, tracing.activate, self._span)
-
-    def activate_here(self) -> object:
-        """Make the span current in the running context; returns a token for ``restore``."""
-        tracing = self._telemetry.tracing
-        if tracing is None or self._span is None:
-            return None
-        return _safely(tracing.activate, self._span)
-
-    def restore(self, token: object) -> None:
-        """Undo :meth:`activate_here`."""
-        tracing = self._telemetry.tracing
-        if tracing is not None and token is not None:
-            _safely(tracing.deactivate, token)
+    def __init__(self, of: FunctionTelemetry) -> None:
+        self._of = of
+        self._span: Any = None
+        self._limit_wait: float | None = None
+        self._submitted = self._started = time.perf_counter()
+        self._submitted_ns = 0 if of.tracing is None else time.time_ns()
+        series = of.series
+        if series is not None:
+            series.submitted()
 
     def limit_waited(self, seconds: float) -> None:
         """Record that the call waited ``seconds`` for a place under its limit."""
-        telemetry = self._telemetry
-        if telemetry.metrics is not None:
-            _safely(telemetry.metrics.limit_waited, self._kind, self._function, seconds)
-        if telemetry.tracing is not None and self._span is not None:
-            _safely(
-                telemetry.tracing.annotate, self._span, {"aiothreads.limit_wait_seconds": seconds}
-            )
+        self._limit_wait = seconds
+        series = self._of.series
+        if series is not None:
+            series.limit_waited(seconds)
 
-    def running(self) -> None:
-        """Record that the work starts in the current thread."""
-        self._started = time.perf_counter()
-        telemetry = self._telemetry
-        if telemetry.metrics is not None:
-            _safely(
-                telemetry.metrics.call_started,
-                self._kind,
-                self._function,
-                self._started - self._submitted,
-            )
-        if telemetry.tracing is not None and self._span is not None:
-            _safely(telemetry.tracing.annotate_thread, self._span)
-        if self._kind in SEPARATE_KINDS:
-            if telemetry.metrics is not None:
-                _safely(telemetry.metrics.thread_started, self._kind, self._function)
+    def running(self, context: contextvars.Context | None = None) -> None:
+        """Record that the work starts in the current thread.
+
+        With ``context`` (the one the work runs in), the call's span is opened
+        there and made current, so spans the work creates become its children.
+        """
+        self._started = started = time.perf_counter()
+        of = self._of
+        series = of.series
+        if series is not None:
+            series.started(started - self._submitted)
+        if of.tracing is not None:
+            self._span = self._begin(context)
+        if of.separate:
+            if series is not None:
+                series.thread_started()
             self._log("debug", "separate thread started")
+
+    def _begin(self, context: contextvars.Context | None) -> Any:
+        """Open the call's span from its submit time, current in ``context`` if given.
+
+        Returns ``None`` if the span is not recording.
+        """
+        of = self._of
+        tracing = of.tracing
+        if tracing is None:
+            return None
+        try:
+            span = tracing.begin(of.span_name, of.span_attributes, self._submitted_ns, context)
+            if span is not None and self._limit_wait is not None:
+                tracing.annotate(span, {LIMIT_WAIT_ATTRIBUTE: self._limit_wait})
+        except Exception:  # telemetry must never break the observed call
+            return None
+        return span
+
+    def activate_here(self) -> object:
+        """Make the span current in the running context; returns a token for ``restore``."""
+        tracing = self._of.tracing
+        if tracing is None or self._span is None:
+            return None
+        try:
+            return tracing.activate(self._span)
+        except Exception:  # telemetry must never break the observed call
+            return None
+
+    def restore(self, token: object) -> None:
+        """Undo :meth:`activate_here`."""
+        tracing = self._of.tracing
+        if tracing is not None and token is not None:
+            with contextlib.suppress(Exception):  # a failing backend must not break the call
+                tracing.deactivate(token)
 
     def finished(self, outcome: str, error: BaseException | None = None) -> None:
         """Record that the work ended here with ``outcome`` (ok, error or cancelled)."""
         self._record_end(outcome, error)
-        self._end_span(outcome, error, {})
+        if self._span is not None:
+            self._end_span(outcome, error, _NO_ATTRIBUTES)
 
     def _record_end(self, outcome: str, error: BaseException | None) -> None:
-        telemetry = self._telemetry
-        duration = time.perf_counter() - self._started
-        if telemetry.metrics is not None:
-            _safely(telemetry.metrics.call_finished, self._kind, self._function, outcome, duration)
-        if outcome == ERROR:
+        of = self._of
+        series = of.series
+        if series is not None:
+            series.finished(outcome, time.perf_counter() - self._started)
+        if outcome == ERROR and of.events is not None:
             self._log("debug", "threaded call failed", error=error)
-        if self._kind in SEPARATE_KINDS:
-            if telemetry.metrics is not None:
-                _safely(telemetry.metrics.thread_finished, self._kind, self._function)
+        if of.separate:
+            if series is not None:
+                series.thread_finished()
             self._log("debug", "separate thread finished", outcome=outcome)
 
     def _end_span(
-        self, outcome: str, error: BaseException | None, attributes: dict[str, Any]
+        self, outcome: str, error: BaseException | None, attributes: Mapping[str, Any]
     ) -> None:
-        tracing = self._telemetry.tracing
+        tracing = self._of.tracing
         if tracing is not None and self._span is not None:
-            _safely(tracing.end, self._span, outcome, error, attributes)
+            with contextlib.suppress(Exception):  # a failing backend must not break the call
+                tracing.end(self._span, outcome, error, attributes)
 
-    def skipped(self, outcome: str = CANCELLED, error: BaseException | None = None) -> None:
+    def skipped(
+        self,
+        outcome: str = CANCELLED,
+        error: BaseException | None = None,
+        context: contextvars.Context | None = None,
+    ) -> None:
         """Record that the call ended before any thread ran it.
 
         ``cancelled`` when its caller gave up; ``error`` (with the reason)
-        when the executor refused or dropped it.
+        when the executor refused or dropped it. Its span, from submit to
+        now, is a child of the span current in ``context`` (the submitter's),
+        or in the running context if none is given.
         """
-        telemetry = self._telemetry
-        if telemetry.metrics is not None:
-            _safely(telemetry.metrics.call_skipped, self._kind, self._function, outcome)
+        of = self._of
+        if of.series is not None:
+            of.series.skipped(outcome)
         if outcome == ERROR:
             self._log("debug", "threaded call refused", error=error)
-        if telemetry.tracing is not None and self._span is not None:
-            _safely(telemetry.tracing.end, self._span, outcome, error, {})
+        if of.tracing is not None and self._span is None:
+            if context is None:
+                self._span = self._begin(None)
+            else:  # the submitter's span is current there: ours becomes its child
+                self._span = context.run(self._begin, None)
+            self._end_span(outcome, error, _NO_ATTRIBUTES)
 
     def dropped(self) -> None:
         """Record that the outcome could not be delivered: the event loop was closed."""
         self._log("warning", "result dropped: event loop closed")
 
     def _log(self, level: str, event: str, **fields: Any) -> None:
-        events = self._telemetry.events
+        of = self._of
+        events = of.events
         if events is None:
             return
-        fields.update(function=self._function, kind=self._kind)
-        tracing = self._telemetry.tracing
-        if tracing is not None and self._span is not None:
-            ids = _safely(tracing.ids, self._span)
-            if ids:
-                fields.update(trace_id=ids[0], span_id=ids[1])
-        _safely(events.emit, level, event, fields)
+        fields.update(function=of.function, kind=of.kind)
+        tracing = of.tracing
+        with contextlib.suppress(Exception):  # a failing backend must not break the call
+            if tracing is not None and self._span is not None:
+                ids = tracing.ids(self._span)
+                if ids:
+                    fields.update(trace_id=ids[0], span_id=ids[1])
+            events.emit(level, event, fields)
 
 
 class StreamProbe(CallProbe):
     """Follows one threaded iterator: its producer thread, items, stalls and end."""
 
-    __slots__ = ("_capacity", "_items", "_stream_token")
+    __slots__ = ("_items", "_stream_token")
 
-    def __init__(
-        self, telemetry: Telemetry, kind: str, function: str, capacity: int, depth: Any
-    ) -> None:
-        super().__init__(telemetry, kind, function)
-        self._capacity = capacity
+    def __init__(self, of: FunctionTelemetry, capacity: int, depth: Callable[[], int]) -> None:
+        super().__init__(of)
         self._items = 0
         self._stream_token: object = None
-        if telemetry.metrics is not None:
-            self._stream_token = _safely(
-                telemetry.metrics.stream_opened, kind, function, capacity, depth
-            )
+        if of.metrics is not None:
+            with contextlib.suppress(Exception):  # a failing backend must not break the call
+                self._stream_token = of.metrics.stream_opened(of.kind, of.function, capacity, depth)
 
-    def skipped(self, outcome: str = CANCELLED, error: BaseException | None = None) -> None:
+    def skipped(
+        self,
+        outcome: str = CANCELLED,
+        error: BaseException | None = None,
+        context: contextvars.Context | None = None,
+    ) -> None:
         """Record that the generator ended before any thread ran it."""
-        super().skipped(outcome, error)
-        if self._telemetry.metrics is not None:
-            _safely(self._telemetry.metrics.stream_closed, self._stream_token)
+        super().skipped(outcome, error, context)
+        self._stream_closed()
+
+    def _stream_closed(self) -> None:
+        metrics = self._of.metrics
+        if metrics is not None:
+            with contextlib.suppress(Exception):  # a failing backend must not break the call
+                metrics.stream_closed(self._stream_token)
 
     def yielded(self, count: int) -> None:
         """Record that the producer handed over ``count`` more items."""
         self._items += count
-        if self._telemetry.metrics is not None:
-            _safely(self._telemetry.metrics.items_yielded, self._kind, self._function, count)
+        series = self._of.series
+        if series is not None:
+            series.items_yielded(count)
 
     def blocked(self, seconds: float) -> None:
         """Record that the producer waited ``seconds`` for room in a full channel."""
-        if self._telemetry.metrics is not None:
-            _safely(self._telemetry.metrics.backpressure, self._kind, self._function, seconds)
+        series = self._of.series
+        if series is not None:
+            series.backpressure(seconds)
 
     def ended(self, outcome: str, error: BaseException | None, reason: str | None) -> None:
         """Record that the generator is done; ``reason`` says why it stopped early, if so."""
-        telemetry = self._telemetry
-        if telemetry.metrics is not None:
-            if reason is not None:
-                _safely(telemetry.metrics.generator_cancelled, self._kind, self._function, reason)
-            _safely(telemetry.metrics.stream_closed, self._stream_token)
+        of = self._of
         if reason is not None:
+            if of.series is not None:
+                of.series.generator_cancelled(reason)
             self._log("debug", "threaded generator cancelled", reason=reason, items=self._items)
-            if telemetry.tracing is not None and self._span is not None:
-                _safely(telemetry.tracing.event, self._span, "cancelled", {"reason": reason})
+            if of.tracing is not None and self._span is not None:
+                with contextlib.suppress(Exception):  # a failing backend must not break the call
+                    of.tracing.event(self._span, "cancelled", {"reason": reason})
+        self._stream_closed()
         self._record_end(outcome, error)
         self._end_span(outcome, error, {"aiothreads.items": self._items})

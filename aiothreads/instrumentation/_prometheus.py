@@ -2,8 +2,18 @@
 
 Every series carries ``function`` (the module-qualified name of the decorated
 function) and ``kind`` (threaded, separate, iterable, iterable_separate,
-sync_await); never an argument value. Channel depth and capacity are read when
-Prometheus scrapes, so streaming items costs nothing for them.
+sync_await); never an argument value.
+
+A call costs a few integer additions: each thread counts into tallies of its
+own (one per series), which no other thread writes, so counting needs no
+lock. A scrape adds the tallies up and derives the gauges from the counters
+(queued = submitted - started - skipped, in flight = started - finished).
+Because a scrape reads the counters of later stages first, a derived gauge is
+never negative and counts are exact. Channel depth and capacity are read at
+scrape time too, so streaming items costs nothing for them.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (prometheus-client's multiprocess mode),
+see :mod:`._prometheus_multiprocess` instead.
 """
 
 from __future__ import annotations
@@ -11,13 +21,16 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+from bisect import bisect_left
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Final
+
+from .._outcomes import Outcome, StopReason
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["METRICS", "PrometheusMetrics"]
+__all__ = ["DURATION_BUCKETS", "LABELS", "METRICS", "PrometheusMetrics"]
 
 LABELS: Final = ("function", "kind")
 
@@ -67,10 +80,192 @@ METRICS: Final = {
     "aiothreads_iterators_active": "Threaded iterators whose generator has started and not ended.",
 }
 
+OUTCOMES: Final = tuple(Outcome)
+REASONS: Final = tuple(StopReason)
+_OUTCOME_INDEX: Final[dict[str, int]] = {str(o): index for index, o in enumerate(OUTCOMES)}
+_REASON_INDEX: Final[dict[str, int]] = {str(r): index for index, r in enumerate(REASONS)}
+_BUCKETS: Final = len(DURATION_BUCKETS) + 1
 
-def _name(full: str) -> str:
-    """prometheus-client adds ``_total`` to counters itself."""
-    return full.removesuffix("_total")
+
+class _Tally:
+    """What one thread counted for one series. Only that thread writes it."""
+
+    __slots__ = (
+        "blocked",
+        "cancellations",
+        "duration",
+        "duration_sum",
+        "finished",
+        "items",
+        "limit_wait",
+        "limit_wait_sum",
+        "skipped",
+        "started",
+        "submitted",
+        "thread",
+        "threads_finished",
+        "threads_started",
+        "wait",
+        "wait_sum",
+    )
+
+    def __init__(self, thread: threading.Thread | None) -> None:
+        self.thread = thread
+        self.submitted = 0
+        self.started = 0
+        self.finished = [0] * len(OUTCOMES)
+        self.skipped = [0] * len(OUTCOMES)
+        self.wait = [0] * _BUCKETS
+        self.wait_sum = 0.0
+        self.duration = [0] * _BUCKETS
+        self.duration_sum = 0.0
+        self.limit_wait = [0] * _BUCKETS
+        self.limit_wait_sum = 0.0
+        self.threads_started = 0
+        self.threads_finished = 0
+        self.items = 0
+        self.blocked = 0.0
+        self.cancellations = [0] * len(REASONS)
+
+    def add_ends(self, other: _Tally) -> None:
+        """Add what ``other`` counted at the ends of calls (read before their starts)."""
+        _add_into(self.finished, other.finished)
+        _add_into(self.skipped, other.skipped)
+        self.threads_finished += other.threads_finished
+
+    def add_middles(self, other: _Tally) -> None:
+        """Add what ``other`` counted between submission and end."""
+        self.started += other.started
+        self.threads_started += other.threads_started
+        _add_into(self.wait, other.wait)
+        self.wait_sum += other.wait_sum
+        _add_into(self.duration, other.duration)
+        self.duration_sum += other.duration_sum
+        _add_into(self.limit_wait, other.limit_wait)
+        self.limit_wait_sum += other.limit_wait_sum
+        self.items += other.items
+        self.blocked += other.blocked
+        _add_into(self.cancellations, other.cancellations)
+
+    def add_starts(self, other: _Tally) -> None:
+        """Add what ``other`` counted at submission (read last)."""
+        self.submitted += other.submitted
+
+
+def _add_into(total: list[Any], part: list[Any]) -> None:
+    for index, value in enumerate(part):
+        total[index] += value
+
+
+class _Series:
+    """The counts of one (function, kind): a tally per thread that counted."""
+
+    __slots__ = ("_fold_at", "_local", "_lock", "_retired", "_tallies", "labels")
+
+    def __init__(self, function: str, kind: str) -> None:
+        self.labels = [function, kind]
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._tallies: list[_Tally] = []
+        self._retired = _Tally(None)
+        self._fold_at = 16
+
+    def _tally(self) -> _Tally:
+        try:
+            tally: _Tally = self._local.tally
+        except AttributeError:
+            tally = self._local.tally = _Tally(threading.current_thread())
+            with self._lock:
+                self._tallies.append(tally)
+                if len(self._tallies) >= self._fold_at:
+                    self._fold_finished_threads()
+                    self._fold_at = max(16, 2 * len(self._tallies))
+        return tally
+
+    def _fold_finished_threads(self) -> None:
+        """Add the tallies of threads that ended into one (called holding the lock)."""
+        live: list[_Tally] = []
+        for tally in self._tallies:
+            thread = tally.thread
+            if thread is not None and not thread.is_alive():
+                self._retired.add_ends(tally)
+                self._retired.add_middles(tally)
+                self._retired.add_starts(tally)
+            else:
+                live.append(tally)
+        self._tallies = live
+
+    def totals(self) -> _Tally:
+        """Add every thread's tally up; later stages are read first (see the module)."""
+        total = _Tally(None)
+        with self._lock:  # no tally is folded into the retired one meanwhile
+            self._fold_finished_threads()
+            tallies = [self._retired, *self._tallies]
+            for tally in tallies:
+                total.add_ends(tally)
+            for tally in tallies:
+                total.add_middles(tally)
+            for tally in tallies:
+                total.add_starts(tally)
+        return total
+
+    def submitted(self) -> None:
+        """Count a call submitted, now waiting for a thread."""
+        try:
+            tally: _Tally = self._local.tally
+        except AttributeError:
+            tally = self._tally()
+        tally.submitted += 1
+
+    def started(self, waited: float) -> None:
+        """Count a call a thread picked up after ``waited`` seconds."""
+        try:
+            tally: _Tally = self._local.tally
+        except AttributeError:
+            tally = self._tally()
+        tally.started += 1
+        tally.wait[bisect_left(DURATION_BUCKETS, waited)] += 1
+        tally.wait_sum += waited
+
+    def finished(self, outcome: str, duration: float) -> None:
+        """Count a call that ran for ``duration`` seconds and ended with ``outcome``."""
+        try:
+            tally: _Tally = self._local.tally
+        except AttributeError:
+            tally = self._tally()
+        tally.finished[_OUTCOME_INDEX[outcome]] += 1
+        tally.duration[bisect_left(DURATION_BUCKETS, duration)] += 1
+        tally.duration_sum += duration
+
+    def skipped(self, outcome: str) -> None:
+        """Count a call that ended with ``outcome`` before a thread picked it up."""
+        self._tally().skipped[_OUTCOME_INDEX[outcome]] += 1
+
+    def limit_waited(self, seconds: float) -> None:
+        """Count ``seconds`` a call waited for a place under its limit."""
+        tally = self._tally()
+        tally.limit_wait[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        tally.limit_wait_sum += seconds
+
+    def thread_started(self) -> None:
+        """Count a dedicated thread started."""
+        self._tally().threads_started += 1
+
+    def thread_finished(self) -> None:
+        """Count a dedicated thread about to end."""
+        self._tally().threads_finished += 1
+
+    def items_yielded(self, count: int) -> None:
+        """Count ``count`` more items handed to the consumer."""
+        self._tally().items += count
+
+    def backpressure(self, seconds: float) -> None:
+        """Count ``seconds`` a producer waited on a full channel."""
+        self._tally().blocked += seconds
+
+    def generator_cancelled(self, reason: str) -> None:
+        """Count a generator stopped before its end for ``reason``."""
+        self._tally().cancellations[_REASON_INDEX[reason]] += 1
 
 
 class PrometheusMetrics:
@@ -81,97 +276,20 @@ class PrometheusMetrics:
 
         if registry is None:
             registry = prometheus_client.REGISTRY
-        counter, gauge, histogram = (
-            prometheus_client.Counter,
-            prometheus_client.Gauge,
-            prometheus_client.Histogram,
-        )
-
-        def make(kind: Any, full: str, *extra: str, **options: Any) -> Any:
-            return kind(_name(full), METRICS[full], [*LABELS, *extra], registry=registry, **options)
-
-        self._started = make(counter, "aiothreads_calls_started_total")
-        self._finished = make(counter, "aiothreads_calls_finished_total", "outcome")
-        self._duration = make(
-            histogram, "aiothreads_call_duration_seconds", buckets=DURATION_BUCKETS
-        )
-        self._wait = make(histogram, "aiothreads_call_wait_seconds", buckets=DURATION_BUCKETS)
-        self._limit_wait = make(
-            histogram, "aiothreads_limit_wait_seconds", buckets=DURATION_BUCKETS
-        )
-        self._in_flight = make(gauge, "aiothreads_calls_in_flight")
-        self._queued = make(gauge, "aiothreads_calls_queued")
-        self._threads_alive = make(gauge, "aiothreads_separate_threads_alive")
-        self._threads_started = make(counter, "aiothreads_separate_threads_started_total")
-        self._items = make(counter, "aiothreads_items_yielded_total")
-        self._blocked = make(counter, "aiothreads_producer_blocked_seconds_total")
-        self._cancellations = make(counter, "aiothreads_generator_cancellations_total", "reason")
-        self._per_series_families = (
-            self._started,
-            self._duration,
-            self._wait,
-            self._in_flight,
-            self._queued,
-            self._threads_alive,
-            self._threads_started,
-            self._items,
-            self._blocked,
-        )
-        self._streams = _StreamCollector()
-        registry.register(self._streams)
         self._series: dict[tuple[str, str], _Series] = {}
         self._series_lock = threading.Lock()
+        self._streams = _Streams()
+        registry.register(_Collector(self._series, self._series_lock, self._streams))
 
-    def _for(self, kind: str, function: str) -> _Series:
+    def series(self, kind: str, function: str) -> _Series:
+        """Return the series of ``function`` of ``kind``, created on first use."""
         series = self._series.get((kind, function))
         if series is None:
             with self._series_lock:
                 series = self._series.get((kind, function))
                 if series is None:
-                    series = self._series[(kind, function)] = _Series(
-                        *(family.labels(function, kind) for family in self._per_series_families)
-                    )
+                    series = self._series[kind, function] = _Series(function, kind)
         return series
-
-    def call_submitted(self, kind: str, function: str) -> None:
-        """Record that a call was submitted and waits for a thread."""
-        series = self._for(kind, function)
-        series.started.inc()
-        series.queued.inc()
-
-    def call_started(self, kind: str, function: str, waited: float) -> None:
-        """Record that a thread picked the call up after ``waited`` seconds."""
-        series = self._for(kind, function)
-        series.queued.dec()
-        series.in_flight.inc()
-        series.wait.observe(waited)
-
-    def call_finished(self, kind: str, function: str, outcome: str, duration: float) -> None:
-        """Record that a call that ran for ``duration`` seconds ended with ``outcome``."""
-        series = self._for(kind, function)
-        series.in_flight.dec()
-        series.duration.observe(duration)
-        self._finished.labels(function, kind, outcome).inc()
-
-    def call_skipped(self, kind: str, function: str, outcome: str) -> None:
-        """Record that a call ended (``outcome``) before a thread picked it up."""
-        series = self._for(kind, function)
-        series.queued.dec()
-        self._finished.labels(function, kind, outcome).inc()
-
-    def limit_waited(self, kind: str, function: str, seconds: float) -> None:
-        """Record that a call waited ``seconds`` for a place under its limit."""
-        self._limit_wait.labels(function, kind).observe(seconds)
-
-    def thread_started(self, kind: str, function: str) -> None:
-        """Record that a dedicated thread started."""
-        series = self._for(kind, function)
-        series.threads_started.inc()
-        series.threads_alive.inc()
-
-    def thread_finished(self, kind: str, function: str) -> None:
-        """Record that a dedicated thread is about to end."""
-        self._for(kind, function).threads_alive.dec()
 
     def stream_opened(
         self, kind: str, function: str, capacity: int, depth: Callable[[], int]
@@ -183,107 +301,164 @@ class PrometheusMetrics:
         """Record that the iterator's generator ended."""
         self._streams.remove(token)
 
-    def items_yielded(self, kind: str, function: str, count: int) -> None:
-        """``count`` more items were handed to the consumer."""
-        self._for(kind, function).items.inc(count)
 
-    def backpressure(self, kind: str, function: str, seconds: float) -> None:
-        """Record that a producer waited ``seconds`` on a full channel."""
-        self._for(kind, function).blocked.inc(seconds)
-
-    def generator_cancelled(self, kind: str, function: str, reason: str) -> None:
-        """Record that a generator was stopped before its end for ``reason``."""
-        self._cancellations.labels(function, kind, reason).inc()
-
-
-class _Series:
-    """The labelled children of one (function, kind), looked up once."""
-
-    __slots__ = (
-        "blocked",
-        "duration",
-        "in_flight",
-        "items",
-        "queued",
-        "started",
-        "threads_alive",
-        "threads_started",
-        "wait",
-    )
-
-    def __init__(  # noqa: PLR0917 - one child per family, in _per_series_families' order
-        self,
-        started: Any,
-        duration: Any,
-        wait: Any,
-        in_flight: Any,
-        queued: Any,
-        threads_alive: Any,
-        threads_started: Any,
-        items: Any,
-        blocked: Any,
-    ) -> None:
-        self.started = started
-        self.duration = duration
-        self.wait = wait
-        self.in_flight = in_flight
-        self.queued = queued
-        self.threads_alive = threads_alive
-        self.threads_started = threads_started
-        self.items = items
-        self.blocked = blocked
-
-
-class _StreamCollector:
-    """Reports depth and capacity of live channels when Prometheus scrapes."""
+class _Streams:
+    """The live channels, whose depth and capacity are read at scrape time."""
 
     def __init__(self) -> None:
-        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415 - optional extra
-
-        self._family = GaugeMetricFamily
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._tokens = itertools.count()
-        self._streams: dict[int, tuple[tuple[str, str], int, Callable[[], int]]] = {}
-        self._seen: set[tuple[str, str]] = set()
+        self.live: dict[int, tuple[tuple[str, str], int, Callable[[], int]]] = {}
+        self.seen: set[tuple[str, str]] = set()
 
     def add(self, function: str, kind: str, capacity: int, depth: Callable[[], int]) -> int:
         token = next(self._tokens)
-        with self._lock:
-            self._streams[token] = ((function, kind), capacity, depth)
-            self._seen.add((function, kind))
+        with self.lock:
+            self.live[token] = ((function, kind), capacity, depth)
+            self.seen.add((function, kind))
         return token
 
     def remove(self, token: object) -> None:
-        with self._lock:
-            self._streams.pop(token, None)  # type: ignore[call-overload]
+        with self.lock:
+            self.live.pop(token, None)  # type: ignore[call-overload]
+
+
+class _Collector:
+    """Turns the tallies and live channels into metric families when Prometheus scrapes."""
+
+    def __init__(
+        self, series: dict[tuple[str, str], _Series], lock: threading.Lock, streams: _Streams
+    ) -> None:
+        from prometheus_client import core  # noqa: PLC0415 - the extra is optional
+
+        self._core = core
+        self._bounds = [
+            str(bound) for bound in DURATION_BUCKETS
+        ]  # as prometheus-client writes them
+        self._series = series
+        self._lock = lock
+        self._streams = streams
+
+    def _family(self, kind: str, full: str, *extra: str) -> Any:
+        make = {
+            "counter": self._core.CounterMetricFamily,
+            "gauge": self._core.GaugeMetricFamily,
+            "histogram": self._core.HistogramMetricFamily,
+        }[kind]
+        return make(full.removesuffix("_total"), METRICS[full], labels=[*LABELS, *extra])
 
     def describe(self) -> Iterator[Any]:
-        for full in (
+        """Name the families, so the registry refuses a second owner of their names."""
+        return iter(self._empty_families().values())
+
+    def _empty_families(self) -> dict[str, Any]:
+        counters = (
+            "aiothreads_calls_started_total",
+            "aiothreads_separate_threads_started_total",
+            "aiothreads_items_yielded_total",
+            "aiothreads_producer_blocked_seconds_total",
+        )
+        gauges = (
+            "aiothreads_calls_in_flight",
+            "aiothreads_calls_queued",
+            "aiothreads_separate_threads_alive",
             "aiothreads_channel_depth",
             "aiothreads_channel_capacity",
             "aiothreads_iterators_active",
-        ):
-            yield self._family(full, METRICS[full], labels=LABELS)
+        )
+        histograms = (
+            "aiothreads_call_duration_seconds",
+            "aiothreads_call_wait_seconds",
+            "aiothreads_limit_wait_seconds",
+        )
+        families = {full: self._family("counter", full) for full in counters}
+        families["aiothreads_calls_finished_total"] = self._family(
+            "counter", "aiothreads_calls_finished_total", "outcome"
+        )
+        families["aiothreads_generator_cancellations_total"] = self._family(
+            "counter", "aiothreads_generator_cancellations_total", "reason"
+        )
+        families.update((full, self._family("gauge", full)) for full in gauges)
+        families.update((full, self._family("histogram", full)) for full in histograms)
+        return families
 
     def collect(self) -> Iterator[Any]:
+        """Add every series up and report it, with the live channels."""
+        families = self._empty_families()
         with self._lock:
-            streams = list(self._streams.values())
-            seen = sorted(self._seen)
+            all_series = list(self._series.values())
+        for series in all_series:
+            self._report(families, series.labels, series.totals())
+        self._report_streams(families)
+        return iter(families.values())
+
+    def _report(self, families: dict[str, Any], labels: list[str], total: _Tally) -> None:
+        families["aiothreads_calls_started_total"].add_metric(labels, total.submitted)
+        for index, outcome in enumerate(OUTCOMES):
+            families["aiothreads_calls_finished_total"].add_metric(
+                [*labels, outcome.value], total.finished[index] + total.skipped[index]
+            )
+        families["aiothreads_calls_queued"].add_metric(
+            labels, max(0, total.submitted - total.started - sum(total.skipped))
+        )
+        families["aiothreads_calls_in_flight"].add_metric(
+            labels, max(0, total.started - sum(total.finished))
+        )
+        self._histogram(
+            families, "aiothreads_call_wait_seconds", labels, total.wait, total.wait_sum
+        )
+        self._histogram(
+            families, "aiothreads_call_duration_seconds", labels, total.duration, total.duration_sum
+        )
+        if any(total.limit_wait):
+            self._histogram(
+                families,
+                "aiothreads_limit_wait_seconds",
+                labels,
+                total.limit_wait,
+                total.limit_wait_sum,
+            )
+        kind = labels[1]
+        if kind in ("separate", "iterable_separate"):
+            families["aiothreads_separate_threads_started_total"].add_metric(
+                labels, total.threads_started
+            )
+            families["aiothreads_separate_threads_alive"].add_metric(
+                labels, max(0, total.threads_started - total.threads_finished)
+            )
+        if kind in ("iterable", "iterable_separate"):
+            families["aiothreads_items_yielded_total"].add_metric(labels, total.items)
+            families["aiothreads_producer_blocked_seconds_total"].add_metric(labels, total.blocked)
+        for index, reason in enumerate(REASONS):
+            if total.cancellations[index]:
+                families["aiothreads_generator_cancellations_total"].add_metric(
+                    [*labels, reason.value], total.cancellations[index]
+                )
+
+    def _histogram(
+        self, families: dict[str, Any], full: str, labels: list[str], counts: list[int], sum_: float
+    ) -> None:
+        cumulative = list(itertools.accumulate(counts))
+        buckets = list(zip(self._bounds, cumulative, strict=False))
+        buckets.append(("+Inf", cumulative[-1]))
+        families[full].add_metric(labels, buckets, sum_)
+
+    def _report_streams(self, families: dict[str, Any]) -> None:
+        streams = self._streams
+        with streams.lock:
+            live = list(streams.live.values())
+            seen = sorted(streams.seen)
         depth: defaultdict[tuple[str, str], float] = defaultdict(float)
         capacity: defaultdict[tuple[str, str], float] = defaultdict(float)
         active: defaultdict[tuple[str, str], float] = defaultdict(float)
-        for labels, size, read_depth in streams:
+        for labels, size, read_depth in live:
             depth[labels] += read_depth()
             capacity[labels] += size if size else math.inf
             active[labels] += 1
-        families: list[Any] = []
         for full, values in (
             ("aiothreads_channel_depth", depth),
             ("aiothreads_channel_capacity", capacity),
             ("aiothreads_iterators_active", active),
         ):
-            family = self._family(full, METRICS[full], labels=LABELS)
             for labels in seen:
-                family.add_metric(list(labels), values.get(labels, 0.0))
-            families.append(family)
-        yield from families
+                families[full].add_metric(list(labels), values.get(labels, 0.0))

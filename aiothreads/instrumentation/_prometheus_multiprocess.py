@@ -1,0 +1,197 @@
+"""Prometheus metrics for pre-forking servers (prometheus-client's multiprocess mode).
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set, every worker process writes its values
+to files there and a ``MultiProcessCollector`` adds them up at scrape time.
+Only prometheus-client's own metric objects take part in that, so this backend
+counts through them (slower per call than :mod:`._prometheus`), and its gauges
+use the ``livesum`` mode: a worker that exited stops counting. Channel depth
+and capacity, read from live objects, are not available in this mode.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import TYPE_CHECKING, Any, ParamSpec
+
+from ._prometheus import DURATION_BUCKETS, LABELS, METRICS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["MultiprocessMetrics", "multiprocess_mode"]
+
+P = ParamSpec("P")
+
+
+def _never_raises(method: Callable[P, None]) -> Callable[P, None]:
+    """Swallow what ``method`` raises: probes call series methods unguarded.
+
+    In this mode a value is written to a file; a full disk must not break a call.
+    """
+
+    @functools.wraps(method)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            method(*args, **kwargs)
+        except Exception:  # telemetry must never break the observed call
+            return
+
+    return guarded
+
+
+def multiprocess_mode() -> bool:
+    """Whether prometheus-client runs in multiprocess mode in this process."""
+    import os  # noqa: PLC0415 - read when the backend is built
+
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class MultiprocessMetrics:
+    """aiothreads' metrics as prometheus-client metric objects on ``registry``."""
+
+    def __init__(self, registry: Any = None) -> None:
+        import prometheus_client  # noqa: PLC0415 - the extra is optional
+
+        if registry is None:
+            registry = prometheus_client.REGISTRY
+
+        def make(kind: Any, full: str, *extra: str, **options: Any) -> Any:
+            name = full.removesuffix("_total")
+            return kind(name, METRICS[full], [*LABELS, *extra], registry=registry, **options)
+
+        counter, gauge, histogram = (
+            prometheus_client.Counter,
+            prometheus_client.Gauge,
+            prometheus_client.Histogram,
+        )
+        live = {"multiprocess_mode": "livesum"}
+        self._families = (
+            make(counter, "aiothreads_calls_started_total"),
+            make(counter, "aiothreads_calls_finished_total", "outcome"),
+            make(histogram, "aiothreads_call_duration_seconds", buckets=DURATION_BUCKETS),
+            make(histogram, "aiothreads_call_wait_seconds", buckets=DURATION_BUCKETS),
+            make(histogram, "aiothreads_limit_wait_seconds", buckets=DURATION_BUCKETS),
+            make(gauge, "aiothreads_calls_in_flight", **live),
+            make(gauge, "aiothreads_calls_queued", **live),
+            make(gauge, "aiothreads_separate_threads_alive", **live),
+            make(counter, "aiothreads_separate_threads_started_total"),
+            make(counter, "aiothreads_items_yielded_total"),
+            make(counter, "aiothreads_producer_blocked_seconds_total"),
+            make(counter, "aiothreads_generator_cancellations_total", "reason"),
+        )
+        self._series: dict[tuple[str, str], _ClientSeries] = {}
+        self._lock = threading.Lock()
+
+    def series(self, kind: str, function: str) -> _ClientSeries:
+        """Return the series of ``function`` of ``kind``, created on first use."""
+        series = self._series.get((kind, function))
+        if series is None:
+            with self._lock:
+                series = self._series.get((kind, function))
+                if series is None:
+                    series = self._series[kind, function] = _ClientSeries(
+                        self._families, function, kind
+                    )
+        return series
+
+    def stream_opened(
+        self, kind: str, function: str, capacity: int, depth: Callable[[], int]
+    ) -> object:
+        """Channels are not reported in multiprocess mode."""
+        return None
+
+    def stream_closed(self, token: object) -> None:
+        """Channels are not reported in multiprocess mode."""
+
+
+class _ClientSeries:  # every counting method is @_never_raises
+    """The labelled metric objects of one (function, kind), looked up once."""
+
+    def __init__(self, families: tuple[Any, ...], function: str, kind: str) -> None:
+        (
+            started,
+            self._finished_family,
+            duration,
+            wait,
+            limit_wait,
+            in_flight,
+            queued,
+            threads_alive,
+            threads_started,
+            items,
+            blocked,
+            self._cancellations_family,
+        ) = families
+        self._labels = (function, kind)
+        self._started = started.labels(function, kind)
+        self._duration = duration.labels(function, kind)
+        self._wait = wait.labels(function, kind)
+        self._limit_wait = limit_wait.labels(function, kind)
+        self._in_flight = in_flight.labels(function, kind)
+        self._queued = queued.labels(function, kind)
+        self._threads_alive = threads_alive.labels(function, kind)
+        self._threads_started = threads_started.labels(function, kind)
+        self._items = items.labels(function, kind)
+        self._blocked = blocked.labels(function, kind)
+        self._finished = {
+            outcome: self._finished_family.labels(function, kind, outcome)
+            for outcome in ("ok", "error", "cancelled")
+        }
+
+    @_never_raises
+    def submitted(self) -> None:
+        """Count a call submitted, now waiting for a thread."""
+        self._started.inc()
+        self._queued.inc()
+
+    @_never_raises
+    def started(self, waited: float) -> None:
+        """Count a call a thread picked up after ``waited`` seconds."""
+        self._queued.dec()
+        self._in_flight.inc()
+        self._wait.observe(waited)
+
+    @_never_raises
+    def finished(self, outcome: str, duration: float) -> None:
+        """Count a call that ran for ``duration`` seconds and ended with ``outcome``."""
+        self._in_flight.dec()
+        self._duration.observe(duration)
+        self._finished[outcome].inc()
+
+    @_never_raises
+    def skipped(self, outcome: str) -> None:
+        """Count a call that ended with ``outcome`` before a thread picked it up."""
+        self._queued.dec()
+        self._finished[outcome].inc()
+
+    @_never_raises
+    def limit_waited(self, seconds: float) -> None:
+        """Count ``seconds`` a call waited for a place under its limit."""
+        self._limit_wait.observe(seconds)
+
+    @_never_raises
+    def thread_started(self) -> None:
+        """Count a dedicated thread started."""
+        self._threads_started.inc()
+        self._threads_alive.inc()
+
+    @_never_raises
+    def thread_finished(self) -> None:
+        """Count a dedicated thread about to end."""
+        self._threads_alive.dec()
+
+    @_never_raises
+    def items_yielded(self, count: int) -> None:
+        """Count ``count`` more items handed to the consumer."""
+        self._items.inc(count)
+
+    @_never_raises
+    def backpressure(self, seconds: float) -> None:
+        """Count ``seconds`` a producer waited on a full channel."""
+        self._blocked.inc(seconds)
+
+    @_never_raises
+    def generator_cancelled(self, reason: str) -> None:
+        """Count a generator stopped before its end for ``reason``."""
+        self._cancellations_family.labels(*self._labels, reason).inc()
