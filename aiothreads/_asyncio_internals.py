@@ -10,10 +10,16 @@ default executor private).
 internal                        fallback when missing
 =============================== ================================================
 ``asyncio._get_running_loop``   ``asyncio.get_running_loop`` with the exception
-``loop._default_executor``      the loop counts as one that keeps it private
-                                (calls go through ``loop.run_in_executor``)
-``loop._executor_shutdown_called`` treated as not shut down (submitting then
-                                fails inside the executor, which is reported)
+``loop._default_executor``      found among the loop's ``gc.get_referents()``
+                                (uvloop's loop, written in Cython, hides it
+                                but reports it to the garbage collector);
+                                where neither shows it, the loop counts as
+                                one that keeps it private (calls go through
+                                ``loop.run_in_executor``)
+``loop._executor_shutdown_called`` uvloop's ``loop._check_default_executor()``,
+                                which raises once it was called; else treated
+                                as not shut down (submitting then fails inside
+                                the executor, which is reported)
 ``loop._asyncgens_shutdown_called`` treated as running (the wake-up descriptor
                                 is used until the shutdown hook retires it)
 ``Future._callbacks``           callbacks are left to asyncio, which schedules
@@ -24,17 +30,19 @@ internal                        fallback when missing
 from __future__ import annotations
 
 import asyncio
+import gc
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from concurrent.futures import Executor
 
 __all__ = [
     "asyncgens_shut_down",
     "default_executor_of",
     "executor_shut_down",
     "future_callbacks",
+    "remember_default_executor",
     "running_loop_or_none",
 ]
 
@@ -55,19 +63,66 @@ running_loop_or_none: Final[Callable[[], asyncio.AbstractEventLoop | None]] = ge
 
 
 def default_executor_of(loop: asyncio.AbstractEventLoop) -> tuple[bool, Executor | None]:
-    """Return whether the loop exposes its default executor, and that executor (or ``None``)."""
-    executor: Any = getattr(loop, "_default_executor", _PRIVATE)
-    if executor is _PRIVATE:
+    """Return whether the loop's default executor can be known, and that executor (or ``None``).
+
+    ``(True, None)``: the loop has none yet. ``(False, None)``: the loop keeps
+    it out of sight; only ``loop.run_in_executor(None, ...)`` can reach it.
+    """
+    if type(loop) not in _WITHOUT_ATTRIBUTE:
+        executor: Any = getattr(loop, "_default_executor", _PRIVATE)
+        if executor is not _PRIVATE:
+            return True, executor
+        _WITHOUT_ATTRIBUTE.add(type(loop))  # spares later calls a failing look-up
+    if type(loop) in _OPAQUE:
         return False, None
-    return True, executor
+    referents = gc.get_referents(loop)
+    known = getattr(loop, _REMEMBERED, None)
+    if known is not None and known in referents:
+        return True, known
+    for referent in referents:
+        if isinstance(referent, Executor):
+            return remember_default_executor(loop, referent), referent
+    return True, None
+
+
+def remember_default_executor(loop: asyncio.AbstractEventLoop, executor: Executor) -> bool:
+    """Note ``executor``, just installed or found, as ``loop``'s default executor.
+
+    Returns ``False`` (and gives up on such loops) if it cannot be seen among
+    the loop's referents, where :func:`default_executor_of` looks for it.
+    """
+    if type(loop) not in _WITHOUT_ATTRIBUTE:
+        return True
+    try:
+        setattr(loop, _REMEMBERED, executor)
+    except AttributeError:  # a loop without a __dict__
+        _OPAQUE.add(type(loop))
+        return False
+    if executor not in gc.get_referents(loop):
+        _OPAQUE.add(type(loop))
+        return False
+    return True
 
 
 _PRIVATE: Final = object()
+_REMEMBERED: Final = "_aiothreads_default_executor"
+_WITHOUT_ATTRIBUTE: set[type[asyncio.AbstractEventLoop]] = set()
+_OPAQUE: set[type[asyncio.AbstractEventLoop]] = set()
 
 
 def executor_shut_down(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether ``loop.shutdown_default_executor()`` was called."""
-    return bool(getattr(loop, "_executor_shutdown_called", False))
+    called: Any = getattr(loop, "_executor_shutdown_called", None)
+    if called is not None:
+        return bool(called)
+    check: Any = getattr(loop, "_check_default_executor", None)  # uvloop
+    if check is None:
+        return False
+    try:
+        check()
+    except RuntimeError:
+        return True
+    return False
 
 
 def asyncgens_shut_down(loop: asyncio.AbstractEventLoop) -> bool:

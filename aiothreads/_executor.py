@@ -29,7 +29,11 @@ import weakref
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, cast
 
-from ._asyncio_internals import default_executor_of, executor_shut_down
+from ._asyncio_internals import (
+    default_executor_of,
+    executor_shut_down,
+    remember_default_executor,
+)
 from ._cancellation import run_as_call
 from ._errors import ExecutorRefused
 from ._future import CallFuture
@@ -370,26 +374,20 @@ def _run_through_loop(
     return future
 
 
-_PRIVATE_EXECUTOR_LOOPS: set[type[asyncio.AbstractEventLoop]] = set()
-"""Loop classes found not to expose their default executor."""
-
-
 def default_executor(loop: asyncio.AbstractEventLoop) -> Executor | None:
     """Return the loop's default executor, or ``None`` if the loop keeps it private.
 
-    On asyncio's own loops this is what ``loop.set_default_executor()``
-    installed; if nothing was, aiothreads installs a :class:`WorkerPool` there.
-    Loops that do not expose their default executor (uvloop) return ``None``:
-    calls then go through ``loop.run_in_executor(None, ...)``.
+    This is what ``loop.set_default_executor()`` installed; if nothing was,
+    aiothreads installs a :class:`WorkerPool` there, so that
+    ``loop.run_in_executor(None, ...)`` and ``asyncio.to_thread`` share its
+    threads. Loops that keep their default executor out of sight return
+    ``None``: calls then go through ``loop.run_in_executor(None, ...)``.
 
     Raises:
         RuntimeError: the loop already shut its default executor down.
     """
-    if type(loop) in _PRIVATE_EXECUTOR_LOOPS:
-        return None
     exposed, executor = default_executor_of(loop)
     if not exposed:
-        _PRIVATE_EXECUTOR_LOOPS.add(type(loop))  # spares later calls the look-up
         return None
     if executor is None:
         if executor_shut_down(loop):
@@ -397,6 +395,8 @@ def default_executor(loop: asyncio.AbstractEventLoop) -> Executor | None:
         executor = WorkerPool()
         executor.call_on_shutdown(functools.partial(release_if_closed, weakref.ref(loop)))
         loop.set_default_executor(executor)
+        if not remember_default_executor(loop, executor):
+            return None  # the loop runs it through run_in_executor from now on
     return executor
 
 

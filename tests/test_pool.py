@@ -60,18 +60,28 @@ def test_bad_size_is_rejected() -> None:
 
 
 @pytest.mark.asyncio
-async def test_installed_on_asyncio_loops_without_a_default_executor() -> None:
+async def test_installed_as_the_default_executor_of_loops_without_one() -> None:
     loop = asyncio.get_running_loop()
     name = await thread_name()
-    if hasattr(loop, "_default_executor"):
-        assert isinstance(default_executor(loop), WorkerPool)
-        assert name.startswith("aiothreads_")
-        # Code that uses the loop's executor directly shares the same pool.
-        assert (await asyncio.to_thread(lambda: threading.current_thread().name)).startswith(
-            "aiothreads_"
-        )
-    else:
-        assert default_executor(loop) is None
+    assert isinstance(default_executor(loop), WorkerPool)
+    assert name.startswith("aiothreads_")
+    # Code that uses the loop's executor directly shares the same pool.
+    assert (await asyncio.to_thread(lambda: threading.current_thread().name)).startswith(
+        "aiothreads_"
+    )
+
+
+@pytest.mark.asyncio
+async def test_an_executor_set_after_the_first_call_is_used_from_then_on() -> None:
+    loop = asyncio.get_running_loop()
+    assert (await thread_name()).startswith("aiothreads_")
+    executor = ThreadPoolExecutor(1, thread_name_prefix="set-later")
+    loop.set_default_executor(executor)
+    try:
+        assert default_executor(loop) is executor
+        assert (await thread_name()).startswith("set-later")
+    finally:
+        executor.shutdown(wait=True)
 
 
 @pytest.mark.asyncio
