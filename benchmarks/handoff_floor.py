@@ -5,9 +5,11 @@ Run: ``python -m benchmarks.handoff_floor [--round-trips N] [--rounds R]``
 A ``sync_await`` round trip is two hand-offs between threads: the calling
 thread wakes the loop, and the loop wakes the calling thread. This measures,
 on the same loop, a bare round trip with nothing but those two wake-ups (an
-``eventfd`` the loop watches, a lock the thread waits on) beside
-``sync_await`` of a coroutine that returns at once, and reports both in
-microseconds per round trip. Run it once as is and once under
+``eventfd`` the loop watches, a lock the thread waits on), the same through
+asyncio's public API (``loop.call_soon_threadsafe(lock.release)``), and
+``sync_await`` of a coroutine that returns at once, and reports each in
+microseconds per round trip, with ``sync_await``'s own work: what it costs
+beyond the ``call_soon_threadsafe`` floor. Run it once as is and once under
 ``taskset -c 0``: on one CPU a wake-up is a local switch, so the gap between
 the two rows is the library's own cost; across CPUs the wake-ups themselves
 dominate.
@@ -53,6 +55,26 @@ async def bare_round_trips(count: int) -> float:
         os.close(wake_loop)
 
 
+async def call_soon_threadsafe_round_trips(count: int) -> float:
+    """Seconds per round trip of ``loop.call_soon_threadsafe(lock.release)`` from a pool thread.
+
+    This is the floor that ``sync_await``'s own work is measured against:
+    what any thread-to-loop-and-back hand-off costs with asyncio's public API.
+    """
+    loop = asyncio.get_running_loop()
+
+    def round_trips() -> float:
+        started = time.perf_counter()
+        for _ in range(count):
+            answered = threading.Lock()
+            answered.acquire()
+            loop.call_soon_threadsafe(answered.release)
+            answered.acquire()
+        return (time.perf_counter() - started) / count
+
+    return await loop.run_in_executor(None, round_trips)
+
+
 async def sync_await_round_trips(count: int) -> float:
     """Seconds per ``sync_await`` round trip of a coroutine that returns at once."""
     return await cases.sync_await_aiothreads(count) / count
@@ -64,7 +86,11 @@ def main() -> None:
     parser.add_argument("--round-trips", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     arguments = parser.parse_args()
-    cases = {"bare eventfd + lock": bare_round_trips, "sync_await": sync_await_round_trips}
+    cases = {
+        "bare eventfd + lock": bare_round_trips,
+        "call_soon_threadsafe + lock": call_soon_threadsafe_round_trips,
+        "sync_await": sync_await_round_trips,
+    }
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(arguments.rounds):
         for name, case in cases.items():
@@ -73,7 +99,10 @@ def main() -> None:
     cpus = len(os.sched_getaffinity(0))
     print(f"round trip, median of {arguments.rounds} rounds, {cpus} CPU(s) allowed:")
     for name, values in samples.items():
-        print(f"  {name:20s} {statistics.median(values) * 1e6:6.1f} µs")
+        print(f"  {name:30s} {statistics.median(values) * 1e6:6.1f} µs")
+    floor = statistics.median(samples["call_soon_threadsafe + lock"])
+    own = statistics.median(samples["sync_await"]) - floor
+    print(f"  sync_await's own work beyond call_soon_threadsafe + lock: {own * 1e6:.1f} µs")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from time import time_ns
 from typing import Any
 
 import pytest
@@ -696,3 +697,150 @@ def test_bad_name_or_instrument_options_fail_at_decoration(
     for decorator in (threaded, threaded_separate, threaded_iterable, threaded_iterable_separate):
         with pytest.raises(error):
             decorator(value, **options)
+
+
+@pytest.mark.asyncio
+async def test_counts_stay_exact_under_10000_concurrent_calls_with_cancellations(
+    telemetry: Telemetry,
+) -> None:
+    executed: list[int] = []
+
+    @threaded
+    def work(value: int) -> int:
+        executed.append(value)
+        return value
+
+    loop = asyncio.get_running_loop()
+    calls = [work(value) for value in range(10_000)]
+    for call in calls[::7]:
+        call.cancel()
+    await asyncio.wait(calls)
+    # The workers report a call that was cancelled unrun when they dequeue it;
+    # shutting the pool down waits for them to dequeue everything.
+    await loop.shutdown_default_executor()
+    returned = {call.result() for call in calls if not call.cancelled()}
+    assert returned <= set(executed)
+    labels = {"function": name(QUALNAME + ".work"), "kind": "threaded"}
+
+    def finished(outcome: str) -> float:
+        return telemetry.value("aiothreads_calls_finished_total", outcome=outcome, **labels)
+
+    assert telemetry.value("aiothreads_calls_started_total", **labels) == 10_000
+    assert finished("ok") + finished("cancelled") == 10_000
+    assert finished("error") == 0
+    # A call that ran but whose caller cancelled before the result arrived is
+    # "ok" (the work succeeded) or "cancelled" (if it was cancelled while it
+    # ran); one that never ran is "cancelled".
+    assert len(returned) <= finished("ok") <= len(executed)
+    assert finished("cancelled") >= 10_000 - len(executed)
+    assert telemetry.value("aiothreads_call_duration_seconds_count", **labels) == len(executed)
+    assert telemetry.value("aiothreads_call_wait_seconds_count", **labels) == len(executed)
+    assert telemetry.value("aiothreads_calls_in_flight", **labels) == 0
+    assert telemetry.value("aiothreads_calls_queued", **labels) == 0
+    spans = [span for span in telemetry.finished_spans() if span.name.endswith("<locals>.work")]
+    assert len(spans) == 10_000
+    by_outcome = [(span.attributes or {}).get("aiothreads.outcome") for span in spans]
+    assert by_outcome.count("ok") == finished("ok")
+    assert by_outcome.count("cancelled") == finished("cancelled")
+
+
+QUALNAME = "test_counts_stay_exact_under_10000_concurrent_calls_with_cancellations.<locals>"
+
+
+class _CountStarts(SpanProcessor):
+    def __init__(self) -> None:
+        self.started = 0
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.started += 1
+
+
+@pytest.mark.asyncio
+async def test_a_queued_call_holds_no_span_and_its_span_starts_at_submission(
+    telemetry: Telemetry,
+) -> None:
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
+    starts = _CountStarts()
+    telemetry.provider.add_span_processor(starts)
+    started, release = threading.Event(), threading.Event()
+
+    @threaded
+    def hold() -> None:
+        started.set()
+        release.wait(5)
+
+    @threaded
+    def queued() -> None:
+        pass
+
+    first = hold()
+    assert await wait_in_own_thread(started)
+    submitted_at = trace.get_current_span().get_span_context()  # no span: nothing current
+    assert not submitted_at.is_valid
+    before = time_ns()
+    second = queued()
+    assert starts.started == 1  # only the running call has a span
+    release.set()
+    await asyncio.gather(first, second)
+    test = "test_a_queued_call_holds_no_span_and_its_span_starts_at_submission.<locals>"
+    span = telemetry.span(f"threaded {name(test + '.queued')}")
+    (event,) = span.events
+    assert event.name == "started"
+    assert span.start_time is not None
+    assert before <= span.start_time <= event.timestamp
+    holder = telemetry.span(f"threaded {name(test + '.hold')}")
+    assert holder.end_time is not None
+    assert span.start_time < holder.end_time  # its wait for the worker is inside its span
+
+
+@pytest.mark.asyncio
+async def test_no_span_is_made_current_when_the_tracer_does_not_record() -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    instrumentation.configure(tracer_provider=provider, prometheus=False, structlog=False)
+    try:
+        outer = trace.NonRecordingSpan(trace.SpanContext(trace_id=1, span_id=2, is_remote=False))
+
+        @threaded
+        def current_span() -> Any:
+            return trace.get_current_span()
+
+        with trace.use_span(outer):
+            assert await current_span() is outer
+    finally:
+        instrumentation.reset()
+        provider.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_counts_of_threads_that_ended_are_kept(telemetry: Telemetry) -> None:
+    @threaded_separate
+    def job() -> None:
+        pass
+
+    for _ in range(40):  # a thread each, more than a series keeps before folding
+        await job()
+    gc.collect()
+    labels = {
+        "function": name("test_counts_of_threads_that_ended_are_kept.<locals>.job"),
+        "kind": "separate",
+    }
+    assert telemetry.value("aiothreads_calls_started_total", **labels) == 40
+    assert telemetry.value("aiothreads_calls_finished_total", outcome="ok", **labels) == 40
+    assert telemetry.value("aiothreads_separate_threads_started_total", **labels) == 40
+    assert telemetry.value("aiothreads_separate_threads_alive", **labels) == 0
+    assert telemetry.value("aiothreads_call_duration_seconds_count", **labels) == 40
+
+
+@pytest.mark.asyncio
+async def test_healthy_functions_report_every_outcome_from_the_start(
+    telemetry: Telemetry,
+) -> None:
+    assert await add(1, 1) == 2
+    labels = {"function": name("add"), "kind": "threaded"}
+    for outcome in ("ok", "error", "cancelled"):
+        found = telemetry.registry.get_sample_value(
+            "aiothreads_calls_finished_total", {**labels, "outcome": outcome}
+        )
+        assert found is not None, outcome
