@@ -24,6 +24,9 @@ internal                        fallback when missing
                                 is used until the shutdown hook retires it)
 ``Future._callbacks``           callbacks are left to asyncio, which schedules
                                 them one loop turn later
+``asyncio.tasks._enter_task``,  (Python 3.10 and 3.11 only) tasks for
+``asyncio.tasks._leave_task``   ``sync_await`` start the usual way, one loop
+                                turn later
 =============================== ================================================
 """
 
@@ -40,8 +43,10 @@ if TYPE_CHECKING:
 __all__ = [
     "asyncgens_shut_down",
     "default_executor_of",
+    "enter_task",
     "executor_shut_down",
     "future_callbacks",
+    "leave_task",
     "remember_default_executor",
     "running_loop_or_none",
 ]
@@ -138,3 +143,14 @@ def future_callbacks(future: asyncio.Future[Any]) -> list[tuple[Callable[[Any], 
     """
     callbacks: Any = getattr(future, "_callbacks", None)
     return callbacks or []
+
+
+enter_task: Final[Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] | None] = getattr(
+    asyncio.tasks, "_enter_task", None
+)
+"""Make a task the loop's current one, as asyncio does around each of its steps."""
+
+leave_task: Final[Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] | None] = getattr(
+    asyncio.tasks, "_leave_task", None
+)
+"""Undo :data:`enter_task`."""

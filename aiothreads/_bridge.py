@@ -26,12 +26,12 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-import sys
 import threading
-from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import _loops
 from ._cancellation import Scope, StreamScope, current_scope
+from ._eager import start_task
 from ._errors import LoopClosedError, NoEventLoopError
 from ._inbox import inbox_for
 from ._loops import loop_state, running_loop_or_none
@@ -47,8 +47,6 @@ __all__ = ["sync_await", "sync_wait_coroutine", "wait_coroutine"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-_EAGER_TASKS: Final = sys.version_info >= (3, 12)
 
 _NO_LOOP_HINT = (
     "{name}() cannot find the event loop: it runs outside any aiothreads call. "
@@ -177,31 +175,19 @@ def _run_on_loop(
     return result
 
 
-def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-    """Create a task for ``coro`` on ``loop`` (from its own thread), eagerly if possible.
-
-    An eager task runs its first step at once; a coroutine that never
-    suspends is done before this returns. A task factory the application set
-    on the loop is always honoured.
-    """
-    if _EAGER_TASKS and loop.get_task_factory() is None:
-        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-    return loop.create_task(coro)
-
-
 class _Waiter(Generic[T]):
     """Carries one coroutine to the loop and its outcome back to the waiting thread.
 
     The task releases a plain lock the thread blocks on as soon as the
     coroutine finishes, from inside its last step: no done callback, no
-    ``concurrent.futures`` machinery in between. Where the runtime supports it
-    (Python 3.12+) the task also starts eagerly, in the very callback that
-    carried it to the loop, so a coroutine that does not suspend costs the loop
-    one turn.
+    ``concurrent.futures`` machinery in between. The task also starts eagerly
+    (:mod:`aiothreads._eager`), in the very callback that carried it to the
+    loop, so a coroutine that does not suspend is done in that loop turn.
     """
 
     __slots__ = (
         "_args",
+        "_body_ran",
         "_coro",
         "_done",
         "_error",
@@ -235,6 +221,7 @@ class _Waiter(Generic[T]):
         self._kwargs = kwargs
         self._coro = coro
         self._loop_closed = False
+        self._body_ran = False
         self.cancelled = False
 
     def close_unstarted(self) -> None:
@@ -260,12 +247,13 @@ class _Waiter(Generic[T]):
             self._error = exc
             self._signal()
             raise
-        if task.done():  # it ran to its end eagerly, and has signalled
-            if not self._signalled:
-                self._finish(task)
+        if self._signalled:  # it ran to its end eagerly
             return
         self._task = task
-        task.add_done_callback(self._finish)
+        if not self._body_ran:
+            # Started the usual way: only a done callback notices the task being
+            # cancelled before its coroutine ever runs (which then never signals).
+            task.add_done_callback(self._finish)
         caller = self.scope.future if self.scope is not None else None
         if caller is None:
             return
@@ -280,6 +268,7 @@ class _Waiter(Generic[T]):
 
     async def _drive(self) -> None:
         self._coro = None  # running now: awaiting it is ours to do
+        self._body_ran = True
         try:
             self._result = await self._func(*self._args, **self._kwargs)
         except asyncio.CancelledError:
@@ -287,7 +276,13 @@ class _Waiter(Generic[T]):
             raise
         except Exception as exc:
             self._error = exc
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit: the loop must see them too
+        except (KeyboardInterrupt, SystemExit) as exc:  # the loop must see them too
+            self._error = exc
+            task = asyncio.current_task()
+            if task is not None:  # the waiting thread reports it: the task need not
+                task.add_done_callback(_retrieve_exception)
+            raise
+        except BaseException as exc:  # GeneratorExit: closed unfinished, with its loop
             self._error = exc
             raise
         finally:
@@ -372,6 +367,11 @@ class _Waiter(Generic[T]):
         if task is not None:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(task.cancel)
+
+
+def _retrieve_exception(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _submit(loop: asyncio.AbstractEventLoop, waiter: _Waiter[T]) -> _Waiter[T]:
