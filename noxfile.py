@@ -104,6 +104,9 @@ def benchmarks(session: nox.Session) -> None:
     session.install("-e", ".[bench]")
     session.run("python", "-m", "benchmarks.run", "--quick", *session.posargs)
     session.run("python", "-m", "benchmarks.handoff_floor", "--round-trips", "200", "--rounds", "1")
+    session.run(
+        "python", "-m", "benchmarks.instrumentation_overhead", "--rounds", "1", "--calls", "1000"
+    )
     session.run("python", "-m", "benchmarks.fault_soak", "--seconds", "5", "--interval", "5")
 
 

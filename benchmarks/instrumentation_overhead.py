@@ -1,6 +1,6 @@
 """What instrumentation costs per threaded call, mode by mode, on asyncio and uvloop.
 
-Run: ``python -m benchmarks.instrumentation_overhead [--rounds R] [--calls N]``
+Run: ``python -m benchmarks.instrumentation_overhead [--rounds R] [--calls N] [--output F]``
 
 Each mode runs in a fresh process (so it is set up the way a service sets it
 up: by what is installed, the environment and a global tracer provider), and
@@ -254,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=10_000)
     parser.add_argument("--loops", default="asyncio,uvloop")
+    parser.add_argument("--output", type=Path, help="also write the tables to this file")
     parser.add_argument("--child", metavar="LOOP", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.child:
@@ -261,7 +262,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     loops = [kind for kind in arguments.loops.split(",") if kind]
     samples = run_rounds(arguments.rounds, arguments.calls, loops)
-    print(render(samples, arguments.rounds, arguments.calls, loops))
+    report = render(samples, arguments.rounds, arguments.calls, loops)
+    print(report)
+    if arguments.output is not None:
+        arguments.output.write_text(report)
 
 
 if __name__ == "__main__":

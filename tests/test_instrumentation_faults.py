@@ -83,6 +83,30 @@ def test_a_tracer_provider_that_raises_leaves_opentelemetry_out_once() -> None:
     assert "backends: prometheus" in stdout
 
 
+def test_a_tracer_provider_installed_later_that_raises_is_left_out_once() -> None:
+    _, stderr = run(
+        """
+        import asyncio, aiothreads
+        from opentelemetry import trace
+
+        @aiothreads.threaded
+        def first():
+            return 1
+
+        assert asyncio.run(first()) == 1  # resolved while no provider is installed
+
+        class Broken(trace.NoOpTracerProvider):
+            def get_tracer(self, *args, **kwargs):
+                raise RuntimeError("exporter broke later")
+
+        trace.set_tracer_provider(Broken())
+        """
+    )
+    assert stderr.count("RuntimeWarning") == 1, stderr
+    assert "opentelemetry is left out" in stderr
+    assert "exporter broke later" in stderr
+
+
 def test_a_broken_install_leaves_its_backend_out_once(tmp_path: Path) -> None:
     broken = tmp_path / "opentelemetry"
     broken.mkdir()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from .._log import describe_error, error_type
@@ -45,7 +46,9 @@ class OpenTelemetryTracing:
                 "aiothreads", __version__, tracer_provider=tracer_provider
             )
         else:
-            self._current_tracer()  # a provider installed already fails here, not per call
+            provider = self._provider_found()
+            if provider is not None:  # one installed already fails here, when it is built
+                self._tracer = provider.get_tracer("aiothreads", __version__)
 
     def _current_tracer(self) -> Any:
         """Return the global provider's tracer, or ``None`` while no SDK has installed one."""
@@ -55,8 +58,19 @@ class OpenTelemetryTracing:
             provider = self._provider_found()
             if provider is None:
                 return None
-            tracer = self._tracer = provider.get_tracer("aiothreads", __version__)
-        return tracer
+            try:
+                tracer = provider.get_tracer("aiothreads", __version__)
+            except Exception as exc:  # installed after aiothreads started, and broken
+                tracer = _NoTracer()
+                warnings.warn(
+                    "aiothreads instrumentation: opentelemetry is left out, threaded calls run "
+                    f"without spans (the tracer provider raised {type(exc).__name__}: {exc}); "
+                    "check the tracer provider's configuration",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            self._tracer = tracer
+        return None if isinstance(tracer, _NoTracer) else tracer
 
     def begin(
         self,
@@ -160,6 +174,10 @@ class OpenTelemetryTracing:
         if not context.is_valid:
             return None
         return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+class _NoTracer:
+    """Marks a global tracer provider that failed: no spans are opened any more."""
 
 
 def _global_provider_finder(trace: Any, tracer_provider: Any) -> Callable[[], Any] | None:
