@@ -150,10 +150,12 @@ def _run_on_loop(
     """
     waiter = _Waiter(current_scope(), func, args, kwargs, coro)
     telemetry = current_telemetry()
-    if telemetry is None:
+    probe = None
+    if telemetry is not None:
+        name = _coroutine_name(coro) if coro is not None else qualified_name(func)
+        probe = telemetry.call("sync_await", name)
+    if probe is None:
         return _submit(loop, waiter).wait(loop)
-    name = _coroutine_name(coro) if coro is not None else qualified_name(func)
-    probe = telemetry.call("sync_await", name)
     probe.running()
     token = probe.activate_here()  # the task copies this context: its spans nest in ours
     try:

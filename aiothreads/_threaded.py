@@ -168,7 +168,7 @@ class ThreadedBase(Generic[P, T], ABC):
         probe = None
         if telemetry is not None:
             probe = telemetry.call(self._dispatch.kind, self._name)
-            if limit_wait is not None:
+            if probe is not None and limit_wait is not None:
                 probe.limit_waited(limit_wait)
         call = (args, kwargs, context)
         return self._dispatch(loop, self.func, call, probe, on_finish)
@@ -190,8 +190,9 @@ class ThreadedBase(Generic[P, T], ABC):
             await limiter.acquire()
         except asyncio.CancelledError:
             telemetry = current_telemetry() if self._instrumented else None
-            if telemetry is not None:  # counted once, as a call that never ran
-                telemetry.call(self._dispatch.kind, self._name).skipped()
+            probe = None if telemetry is None else telemetry.call(self._dispatch.kind, self._name)
+            if probe is not None:  # counted once, as a call that never ran
+                probe.skipped()
             raise
         try:
             future = self._submit(

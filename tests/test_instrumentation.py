@@ -844,3 +844,24 @@ async def test_healthy_functions_report_every_outcome_from_the_start(
             "aiothreads_calls_finished_total", {**labels, "outcome": outcome}
         )
         assert found is not None, outcome
+
+
+@pytest.mark.asyncio
+async def test_the_duration_histogram_links_a_call_to_its_trace(telemetry: Telemetry) -> None:
+    from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
+
+    assert await add(2, 3) == 5
+    span = telemetry.span(f"threaded {name('add')}")
+    trace_id = format(span.context.trace_id, "032x")
+    span_id = format(span.context.span_id, "016x")
+    exposition = openmetrics(telemetry.registry).decode()
+    with_exemplar = [
+        line
+        for line in exposition.splitlines()
+        if line.startswith("aiothreads_call_duration_seconds_bucket")
+        and f'function="{name("add")}"' in line
+        and " # " in line
+    ]
+    assert len(with_exemplar) == 1, exposition
+    assert f'trace_id="{trace_id}"' in with_exemplar[0]
+    assert f'span_id="{span_id}"' in with_exemplar[0]

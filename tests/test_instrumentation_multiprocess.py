@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 SCRIPT = """
-import asyncio, multiprocessing, sys
+import asyncio, multiprocessing, os, signal, threading
 import aiothreads
 
 CALLS = 25
@@ -18,54 +21,86 @@ CALLS = 25
 def double(value):
     return value * 2
 
-def worker(ready=None, done=None):
+@aiothreads.threaded
+def hang(started):
+    started.set()
+    threading.Event().wait()
+
+@aiothreads.threaded_iterable(max_size=8)
+def numbers():
+    yield from range(1_000_000)
+
+def killed_in_a_call(started):
     async def main():
-        assert [await double(value) for value in range(CALLS)] == [2 * v for v in range(CALLS)]
+        assert [await double(v) for v in range(CALLS)] == [2 * v for v in range(CALLS)]
+        await hang(started)
     asyncio.run(main())
-    if ready is not None:
+
+def live(ready, done):
+    async def main():
+        assert [await double(v) for v in range(CALLS)] == [2 * v for v in range(CALLS)]
+        stopped = numbers()
+        async for _ in stopped:
+            break  # one generator stopped early, for reason "break"
+        await stopped.wait_closed()
+        iterator = numbers()  # stays open, its producer blocked on a full channel
+        await iterator.__anext__()
         ready.set()
-        done.wait(60)
+        await asyncio.get_running_loop().run_in_executor(None, done.wait, 60)
+        await iterator.aclose()
+    asyncio.run(main())
 
 if __name__ == "__main__":
-    from prometheus_client import CollectorRegistry, multiprocess
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
     context = multiprocessing.get_context("spawn")
-    ready, done = context.Event(), context.Event()
-    live = context.Process(target=worker, args=(ready, done))
-    live.start()
-    exited = [context.Process(target=worker) for _ in range(2)]
-    for process in exited:
-        process.start()
-    for process in exited:
-        process.join()
-        assert process.exitcode == 0
-        multiprocess.mark_process_dead(process.pid)
-    assert ready.wait(60)
+    started, ready, done = context.Event(), context.Event(), context.Event()
+    doomed = context.Process(target=killed_in_a_call, args=(started,))
+    survivor = context.Process(target=live, args=(ready, done))
+    doomed.start()
+    survivor.start()
+    assert started.wait(60) and ready.wait(60)
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.join()
+    multiprocess.mark_process_dead(doomed.pid)  # what gunicorn's child_exit hook does
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    labels = {"function": "__mp_main__.double", "kind": "threaded"}
-    for name, extra in (
-        ("aiothreads_calls_started_total", {}),
-        ("aiothreads_calls_finished_total", {"outcome": "ok"}),
-        ("aiothreads_call_duration_seconds_count", {}),
-        ("aiothreads_calls_in_flight", {}),
-        ("aiothreads_calls_queued", {}),
+    open("scrape.txt", "wb").write(generate_latest(registry))
+    calls = {"function": "__mp_main__.double", "kind": "threaded"}
+    hung = {"function": "__mp_main__.hang", "kind": "threaded"}
+    stream = {"function": "__mp_main__.numbers", "kind": "iterable"}
+    for name, labels in (
+        ("aiothreads_calls_started_total", calls),
+        ("aiothreads_calls_finished_total", {**calls, "outcome": "ok"}),
+        ("aiothreads_call_duration_seconds_count", calls),
+        ("aiothreads_calls_in_flight", calls),
+        ("aiothreads_calls_queued", calls),
+        ("aiothreads_calls_started_total", hung),
+        ("aiothreads_calls_in_flight", hung),
+        ("aiothreads_iterators_active", stream),
+        ("aiothreads_channel_capacity", stream),
+        ("aiothreads_generator_cancellations_total", {**stream, "reason": "break"}),
     ):
-        print(name, registry.get_sample_value(name, {**labels, **extra}))
+        print(name, labels["function"], registry.get_sample_value(name, labels))
     done.set()
-    live.join()
-    multiprocess.mark_process_dead(live.pid)
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    after = registry.get_sample_value("aiothreads_calls_in_flight", labels)
-    print("in_flight_after_all_exited", after)
+    survivor.join()
+    assert survivor.exitcode == 0
 """
 
 
-def test_worker_processes_add_up_in_one_scrape(tmp_path: Path) -> None:
-    directory = tmp_path / "metrics"
+@dataclass
+class Service:
+    values: list[list[str]]
+    scrape: Path
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Service:
+    """Run two workers, kill one in a call, scrape the survivor and the dead one's counts."""
+    folder = tmp_path_factory.mktemp("service")
+    directory = folder / "metrics"
     directory.mkdir()
-    script = tmp_path / "service.py"
+    script = folder / "service.py"
     script.write_text(textwrap.dedent(SCRIPT))
     env = {
         **os.environ,
@@ -79,17 +114,58 @@ def test_worker_processes_add_up_in_one_scrape(tmp_path: Path) -> None:
         timeout=120,
         check=False,
         env=env,
-        cwd=tmp_path,
+        cwd=folder,
     )
     assert completed.returncode == 0, completed.stderr
-    values = dict(line.split() for line in completed.stdout.splitlines())
-    assert values == {
-        "aiothreads_calls_started_total": "75.0",
-        "aiothreads_calls_finished_total": "75.0",
-        "aiothreads_call_duration_seconds_count": "75.0",
-        # Gauges add up over live workers only: the live one reports zero.
-        "aiothreads_calls_in_flight": "0.0",
-        "aiothreads_calls_queued": "0.0",
-        # Once every worker exited, no stale gauge is left behind.
-        "in_flight_after_all_exited": "None",
-    }
+    values = [line.rsplit(" ", 1) for line in completed.stdout.splitlines()]
+    return Service(values, folder / "scrape.txt")
+
+
+def test_worker_processes_add_up_and_a_killed_one_leaves_no_stale_gauge(
+    service: Service,
+) -> None:
+    values = service.values
+    assert values == [
+        # Counters and histograms add up over every worker, the killed one too.
+        ["aiothreads_calls_started_total __mp_main__.double", "50.0"],
+        ["aiothreads_calls_finished_total __mp_main__.double", "50.0"],
+        ["aiothreads_call_duration_seconds_count __mp_main__.double", "50.0"],
+        # Gauges add up over live workers only.
+        ["aiothreads_calls_in_flight __mp_main__.double", "0.0"],
+        ["aiothreads_calls_queued __mp_main__.double", "0.0"],
+        # The call the killed worker was running was counted, and is no longer in flight.
+        ["aiothreads_calls_started_total __mp_main__.hang", "1.0"],
+        ["aiothreads_calls_in_flight __mp_main__.hang", "None"],
+        # The survivor's open iterator: one active, its capacity, the one left by break.
+        ["aiothreads_iterators_active __mp_main__.numbers", "1.0"],
+        ["aiothreads_channel_capacity __mp_main__.numbers", "8.0"],
+        ["aiothreads_generator_cancellations_total __mp_main__.numbers", "1.0"],
+    ]
+    scrape = service.scrape.read_text()
+    for family in (
+        "aiothreads_calls_started_total",
+        "aiothreads_calls_finished_total",
+        "aiothreads_call_duration_seconds",
+        "aiothreads_call_wait_seconds",
+        "aiothreads_calls_in_flight",
+        "aiothreads_calls_queued",
+        "aiothreads_items_yielded_total",
+        "aiothreads_producer_blocked_seconds_total",
+        "aiothreads_generator_cancellations_total",
+        "aiothreads_channel_depth",
+        "aiothreads_channel_capacity",
+        "aiothreads_iterators_active",
+    ):
+        assert f"# TYPE {family.removesuffix('_total')}" in scrape, family
+
+
+@pytest.mark.e2e
+def test_promtool_accepts_the_aggregated_scrape(service: Service) -> None:
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=service.scrape.read_bytes(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr

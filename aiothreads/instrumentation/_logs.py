@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
-from .._log import describe_error, emit
+from .._log import describe_error, emit, logger
 
 __all__ = ["StdlibEvents", "StructlogEvents", "structlog_is_configured"]
 
 
 class StdlibEvents:
     """Events on the ``aiothreads`` stdlib logger (which has a ``NullHandler``)."""
+
+    def enabled(self) -> bool:
+        """Whether a call's events would be logged (they are DEBUG records)."""
+        return logger.isEnabledFor(logging.DEBUG)
 
     def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
         """Log ``event`` at ``level`` with ``fields``."""
@@ -27,6 +32,10 @@ class StructlogEvents:
 
             logger = structlog.get_logger("aiothreads")
         self._logger = logger
+
+    def enabled(self) -> bool:
+        """Structlog filters by level itself: events always go to it."""
+        return True
 
     def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
         """Log ``event`` at ``level`` with ``fields`` as key-value pairs."""

@@ -72,6 +72,10 @@ class OpenTelemetryTracing:
             self._tracer = tracer
         return None if isinstance(tracer, _NoTracer) else tracer
 
+    def recording_possible(self) -> bool:
+        """Whether a span could record: a tracer provider other than the API's proxy is in use."""
+        return self._current_tracer() is not None
+
     def begin(
         self,
         name: str,
@@ -167,6 +171,11 @@ class OpenTelemetryTracing:
                 span.add_event("cancelled")
         finally:
             span.end()
+
+    def trace_of(self, span: Any) -> tuple[int, int]:
+        """Return the trace id and span id of a recording span."""
+        context = span.get_span_context()
+        return context.trace_id, context.span_id
 
     def ids(self, span: Any) -> tuple[str, str] | None:
         """Return the span's trace and span ids as hex, or ``None`` if not recording."""

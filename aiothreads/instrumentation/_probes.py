@@ -65,9 +65,16 @@ class Telemetry:
                     )
         return found
 
-    def call(self, kind: str, function: str) -> CallProbe:
-        """Start observing one call; called where the call is submitted."""
-        return CallProbe(self.function(kind, function))
+    def call(self, kind: str, function: str) -> CallProbe | None:
+        """Start observing one call, where it is submitted; ``None`` if nothing would be recorded.
+
+        That is the case with tracing alone while no SDK is installed (and no
+        debug logging): the call then costs this look-up and nothing else.
+        """
+        of = self.function(kind, function)
+        if of.series is None and not of.recording_possible():
+            return None
+        return CallProbe(of)
 
     def stream(
         self, kind: str, function: str, capacity: int, depth: Callable[[], int]
@@ -78,6 +85,12 @@ class Telemetry:
 
 class FunctionTelemetry:
     """What every call of one function needs from the backends, looked up once."""
+
+    def recording_possible(self) -> bool:
+        """Whether a call could record anything but metrics: a span or a log event."""
+        if self.events is not None and self.events.enabled():
+            return True
+        return self.tracing is not None and self.tracing.recording_possible()
 
     __slots__ = (
         "events",
@@ -194,7 +207,11 @@ class CallProbe:
         of = self._of
         series = of.series
         if series is not None:
-            series.finished(outcome, time.perf_counter() - self._started)
+            trace = None
+            if self._span is not None and of.tracing is not None:
+                with contextlib.suppress(Exception):  # a failing backend must not break the call
+                    trace = of.tracing.trace_of(self._span)
+            series.finished(outcome, time.perf_counter() - self._started, trace)
         if outcome == ERROR and of.events is not None:
             self._log("debug", "threaded call failed", error=error)
         if of.separate:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import time
 from bisect import bisect_left
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Final
@@ -95,6 +96,7 @@ class _Tally:
         "cancellations",
         "duration",
         "duration_sum",
+        "exemplars",
         "finished",
         "items",
         "limit_wait",
@@ -119,6 +121,7 @@ class _Tally:
         self.wait_sum = 0.0
         self.duration = [0] * _BUCKETS
         self.duration_sum = 0.0
+        self.exemplars: list[_Exemplar | None] | None = None  # per duration bucket, if traced
         self.limit_wait = [0] * _BUCKETS
         self.limit_wait_sum = 0.0
         self.threads_started = 0
@@ -141,6 +144,8 @@ class _Tally:
         self.wait_sum += other.wait_sum
         _add_into(self.duration, other.duration)
         self.duration_sum += other.duration_sum
+        if other.exemplars is not None:
+            self.exemplars = _latest(self.exemplars, other.exemplars)
         _add_into(self.limit_wait, other.limit_wait)
         self.limit_wait_sum += other.limit_wait_sum
         self.items += other.items
@@ -150,6 +155,26 @@ class _Tally:
     def add_starts(self, other: _Tally) -> None:
         """Add what ``other`` counted at submission (read last)."""
         self.submitted += other.submitted
+
+
+_Exemplar = tuple[int, int, float, float]
+"""(trace id, span id, observed value, Unix time) of the latest call in a bucket."""
+
+
+def _latest(
+    mine: list[_Exemplar | None] | None, theirs: list[_Exemplar | None]
+) -> list[_Exemplar | None]:
+    """Per bucket, the newer of two exemplars."""
+    if mine is None:
+        return list(theirs)
+    return [
+        b if a is None or (b is not None and b[3] > a[3]) else a
+        for a, b in zip(mine, theirs, strict=True)
+    ]
+
+
+def _no_exemplars() -> list[_Exemplar | None]:
+    return [None] * _BUCKETS
 
 
 def _add_into(total: list[Any], part: list[Any]) -> None:
@@ -227,15 +252,25 @@ class _Series:
         tally.wait[bisect_left(DURATION_BUCKETS, waited)] += 1
         tally.wait_sum += waited
 
-    def finished(self, outcome: str, duration: float) -> None:
-        """Count a call that ran for ``duration`` seconds and ended with ``outcome``."""
+    def finished(self, outcome: str, duration: float, trace: tuple[int, int] | None = None) -> None:
+        """Count a call that ran for ``duration`` seconds and ended with ``outcome``.
+
+        ``trace`` (trace and span id of the call's span) becomes the exemplar
+        of the duration bucket the call falls in.
+        """
         try:
             tally: _Tally = self._local.tally
         except AttributeError:
             tally = self._tally()
         tally.finished[_OUTCOME_INDEX[outcome]] += 1
-        tally.duration[bisect_left(DURATION_BUCKETS, duration)] += 1
+        bucket = bisect_left(DURATION_BUCKETS, duration)
+        tally.duration[bucket] += 1
         tally.duration_sum += duration
+        if trace is not None:
+            exemplars = tally.exemplars
+            if exemplars is None:
+                exemplars = tally.exemplars = _no_exemplars()
+            exemplars[bucket] = (trace[0], trace[1], duration, time.time())
 
     def skipped(self, outcome: str) -> None:
         """Count a call that ended with ``outcome`` before a thread picked it up."""
@@ -332,6 +367,7 @@ class _Collector:
         from prometheus_client import core  # noqa: PLC0415 - the extra is optional
 
         self._core = core
+        self._exemplar = core.Exemplar
         self._bounds = [
             str(bound) for bound in DURATION_BUCKETS
         ]  # as prometheus-client writes them
@@ -408,7 +444,12 @@ class _Collector:
             families, "aiothreads_call_wait_seconds", labels, total.wait, total.wait_sum
         )
         self._histogram(
-            families, "aiothreads_call_duration_seconds", labels, total.duration, total.duration_sum
+            families,
+            "aiothreads_call_duration_seconds",
+            labels,
+            total.duration,
+            total.duration_sum,
+            total.exemplars,
         )
         if any(total.limit_wait):
             self._histogram(
@@ -435,12 +476,26 @@ class _Collector:
                     [*labels, reason.value], total.cancellations[index]
                 )
 
-    def _histogram(
-        self, families: dict[str, Any], full: str, labels: list[str], counts: list[int], sum_: float
+    def _histogram(  # noqa: PLR0917 - one histogram: its family, series and values
+        self,
+        families: dict[str, Any],
+        full: str,
+        labels: list[str],
+        counts: list[int],
+        sum_: float,
+        exemplars: list[_Exemplar | None] | None = None,
     ) -> None:
         cumulative = list(itertools.accumulate(counts))
-        buckets = list(zip(self._bounds, cumulative, strict=False))
-        buckets.append(("+Inf", cumulative[-1]))
+        bounds = [*self._bounds, "+Inf"]
+        buckets: list[Any] = []
+        for index, (bound, count) in enumerate(zip(bounds, cumulative, strict=True)):
+            exemplar = None if exemplars is None else exemplars[index]
+            if exemplar is None:
+                buckets.append((bound, count))
+                continue
+            trace_id, span_id, value, timestamp = exemplar
+            ids = {"trace_id": format(trace_id, "032x"), "span_id": format(span_id, "016x")}
+            buckets.append((bound, count, self._exemplar(ids, value, timestamp)))
         families[full].add_metric(labels, buckets, sum_)
 
     def _report_streams(self, families: dict[str, Any]) -> None:

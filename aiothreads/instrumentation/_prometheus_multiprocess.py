@@ -4,15 +4,17 @@ With ``PROMETHEUS_MULTIPROC_DIR`` set, every worker process writes its values
 to files there and a ``MultiProcessCollector`` adds them up at scrape time.
 Only prometheus-client's own metric objects take part in that, so this backend
 counts through them (slower per call than :mod:`._prometheus`), and its gauges
-use the ``livesum`` mode: a worker that exited stops counting. Channel depth
-and capacity, read from live objects, are not available in this mode.
+use the ``livesum`` mode: a worker that exited stops counting. Channel depth is
+written when producers report items (every 256) or block, since no scrape
+reaches a worker; capacity counts bounded channels only.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
-from typing import TYPE_CHECKING, Any, ParamSpec
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._prometheus import DURATION_BUCKETS, LABELS, METRICS
 
@@ -22,20 +24,21 @@ if TYPE_CHECKING:
 __all__ = ["MultiprocessMetrics", "multiprocess_mode"]
 
 P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def _never_raises(method: Callable[P, None]) -> Callable[P, None]:
+def _never_raises(method: Callable[P, R]) -> Callable[P, R | None]:
     """Swallow what ``method`` raises: probes call series methods unguarded.
 
     In this mode a value is written to a file; a full disk must not break a call.
     """
 
     @functools.wraps(method)
-    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R | None:
         try:
-            method(*args, **kwargs)
+            return method(*args, **kwargs)
         except Exception:  # telemetry must never break the observed call
-            return
+            return None
 
     return guarded
 
@@ -80,8 +83,13 @@ class MultiprocessMetrics:
             make(counter, "aiothreads_producer_blocked_seconds_total"),
             make(counter, "aiothreads_generator_cancellations_total", "reason"),
         )
+        self._depth = make(gauge, "aiothreads_channel_depth", **live)
+        self._capacity = make(gauge, "aiothreads_channel_capacity", **live)
+        self._active = make(gauge, "aiothreads_iterators_active", **live)
         self._series: dict[tuple[str, str], _ClientSeries] = {}
         self._lock = threading.Lock()
+        self._tokens = itertools.count()
+        self._streams: dict[int, tuple[tuple[str, str], int, Callable[[], int]]] = {}
 
     def series(self, kind: str, function: str) -> _ClientSeries:
         """Return the series of ``function`` of ``kind``, created on first use."""
@@ -91,24 +99,64 @@ class MultiprocessMetrics:
                 series = self._series.get((kind, function))
                 if series is None:
                     series = self._series[kind, function] = _ClientSeries(
-                        self._families, function, kind
+                        self._families, function, kind, self._refresh_depth
                     )
+                    for family in (self._depth, self._capacity, self._active):
+                        family.labels(function, kind)  # present, at zero, from the start
         return series
 
+    @_never_raises
     def stream_opened(
         self, kind: str, function: str, capacity: int, depth: Callable[[], int]
     ) -> object:
-        """Channels are not reported in multiprocess mode."""
-        return None
+        """Count an iterator whose generator started, and its capacity (if bounded)."""
+        token = next(self._tokens)
+        with self._lock:
+            self._streams[token] = ((function, kind), capacity, depth)
+        self._active.labels(function, kind).inc()
+        if capacity:
+            self._capacity.labels(function, kind).inc(capacity)
+        return token
 
+    @_never_raises
     def stream_closed(self, token: object) -> None:
-        """Channels are not reported in multiprocess mode."""
+        """Count the iterator's generator as ended."""
+        if not isinstance(token, int):
+            return
+        with self._lock:
+            stream = self._streams.pop(token, None)
+        if stream is None:
+            return
+        (function, kind), capacity, _ = stream
+        self._active.labels(function, kind).dec()
+        if capacity:
+            self._capacity.labels(function, kind).dec(capacity)
+        self._refresh_depth(function, kind)
+
+    def _refresh_depth(self, function: str, kind: str) -> None:
+        """Write this process's buffered items for (function, kind) to its gauge.
+
+        No scrape reaches a worker process here, so depth is written when its
+        producers report items (every 256) or block, and when one ends.
+        """
+        with self._lock:
+            readers = [
+                depth for labels, _, depth in self._streams.values() if labels == (function, kind)
+            ]
+        self._depth.labels(function, kind).set(sum(read() for read in readers))
 
 
 class _ClientSeries:  # every counting method is @_never_raises
     """The labelled metric objects of one (function, kind), looked up once."""
 
-    def __init__(self, families: tuple[Any, ...], function: str, kind: str) -> None:
+    def __init__(
+        self,
+        families: tuple[Any, ...],
+        function: str,
+        kind: str,
+        refresh_depth: Callable[[str, str], None],
+    ) -> None:
+        self._refresh_depth = refresh_depth
         (
             started,
             self._finished_family,
@@ -153,8 +201,11 @@ class _ClientSeries:  # every counting method is @_never_raises
         self._wait.observe(waited)
 
     @_never_raises
-    def finished(self, outcome: str, duration: float) -> None:
-        """Count a call that ran for ``duration`` seconds and ended with ``outcome``."""
+    def finished(self, outcome: str, duration: float, trace: tuple[int, int] | None = None) -> None:
+        """Count a call that ran for ``duration`` seconds and ended with ``outcome``.
+
+        Exemplars (``trace``) are not kept in multiprocess mode.
+        """
         self._in_flight.dec()
         self._duration.observe(duration)
         self._finished[outcome].inc()
@@ -185,11 +236,13 @@ class _ClientSeries:  # every counting method is @_never_raises
     def items_yielded(self, count: int) -> None:
         """Count ``count`` more items handed to the consumer."""
         self._items.inc(count)
+        self._refresh_depth(*self._labels)
 
     @_never_raises
     def backpressure(self, seconds: float) -> None:
         """Count ``seconds`` a producer waited on a full channel."""
         self._blocked.inc(seconds)
+        self._refresh_depth(*self._labels)
 
     @_never_raises
     def generator_cancelled(self, reason: str) -> None:
