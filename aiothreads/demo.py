@@ -8,7 +8,8 @@ and point Prometheus at ``http://127.0.0.1:9464/metrics``; the dashboard in
 The workload is an imaginary order service:
 
 * ``load_customer`` -- pooled blocking calls of varying latency, a few of which
-  fail, in bursts that sometimes saturate the pool;
+  (3%; a quarter under ``--overload``) fail, in bursts that sometimes saturate
+  the pool;
 * ``enrich_order`` -- pooled calls that call back into the loop with ``sync_await``;
 * ``render_invoice`` -- pooled calls limited to three at once (``limit=3``);
 * ``tail_audit_log`` -- long calls on dedicated threads;
@@ -70,12 +71,23 @@ class Settings:
     separate_threads: int = 3
     stream_consumers: int = 1
     slow_consumer_delay: float = 0.01
+    customer_failure_ratio: float = 0.03
+    """How often the imaginary database fails a customer look-up."""
+    scan_failure_every: int = 20
+    """One scan in this many rounds of stream endings fails (``1``: every round)."""
 
     @classmethod
     def for_mode(cls, overload: bool) -> Settings:
         """Return the normal settings, or ones that trip every alert."""
         if overload:
-            return cls(overload=True, burst=400, separate_threads=60, stream_consumers=12)
+            return cls(
+                overload=True,
+                burst=400,
+                separate_threads=60,
+                stream_consumers=12,
+                customer_failure_ratio=0.25,
+                scan_failure_every=1,
+            )
         return cls()
 
 
@@ -91,10 +103,10 @@ class Progress:
 
 
 @threaded
-def load_customer(customer_id: int) -> dict[str, Any]:
-    """Pretend to query a database: blocks for 2-40 ms, 5% of the time fails."""
+def load_customer(customer_id: int, failure_ratio: float = 0.03) -> dict[str, Any]:
+    """Pretend to query a database: blocks for 2-40 ms, fails ``failure_ratio`` of the time."""
     time.sleep(random.uniform(0.002, 0.04))
-    if random.random() < 0.05:
+    if random.random() < failure_ratio:
         raise CustomerNotFound(customer_id)
     return {"id": customer_id, "tier": random.choice(["gold", "silver"])}
 
@@ -181,7 +193,11 @@ class Demo:
 
     async def _calls(self) -> None:
         while not self.stopping.is_set():
-            burst = [load_customer(random.randint(1, 10_000)) for _ in range(self.settings.burst)]
+            failure_ratio = self.settings.customer_failure_ratio
+            burst = [
+                load_customer(random.randint(1, 10_000), failure_ratio)
+                for _ in range(self.settings.burst)
+            ]
             for outcome in await asyncio.gather(*burst, return_exceptions=True):
                 self.progress.calls += 1
                 if isinstance(outcome, Exception):
@@ -213,8 +229,12 @@ class Demo:
     async def _streams(self) -> None:
         """Consume scans in every way that can stop a generator."""
         endings = ["exhaust", "break", "close", "cancel", "drop", "fail"]
+        rounds = 0
         while not self.stopping.is_set():
+            rounds += 1
             for ending in endings:
+                if ending == "fail" and rounds % self.settings.scan_failure_every:
+                    continue
                 await getattr(self, f"_scan_{ending}")()
                 self.progress.streams += 1
             await self._pause(0.1)

@@ -14,9 +14,18 @@ HERE = Path(__file__).resolve().parent
 DASHBOARD = HERE / "aiothreads.json"
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-SELECTOR = 'job=~"$job", instance=~"$instance", function=~"$function"'
+SELECTOR = 'job=~"$job", instance=~"$instance", kind=~"$kind", function=~"$function"'
 RATE = "[$__rate_interval]"
 ERRORS = 'outcome="error"'
+POOLED = 'kind=~"threaded|iterable"'
+ABNORMAL = 'reason=~"cancelled|collected|loop_closed|error"'
+
+# The levels at which grafana/alerts.yml fires, drawn as lines on the panels.
+POOL_WAIT_ALERT = 0.25
+BACKLOG_ALERT = 50
+SEPARATE_THREADS_ALERT = 50
+ABNORMAL_STOPS_ALERT = 5
+ERROR_RATIO_ALERT = 0.10
 
 
 def series(metric: str, extra: str = "") -> str:
@@ -30,7 +39,55 @@ def quantile(q: float, metric: str, by: str = "function") -> str:
     return f"histogram_quantile({q}, sum by (le, {by}) (rate({series(metric + '_bucket')}{RATE})))"
 
 
-PANELS: list[dict[str, Any]] = [
+OVERVIEW: list[dict[str, Any]] = [
+    {
+        "title": "Calls per second",
+        "description": "Calls submitted to threads per second, every function and kind.",
+        "unit": "ops",
+        "targets": [(f"sum(rate({series('aiothreads_calls_started_total')}{RATE}))", "calls/s")],
+    },
+    {
+        "title": "Error ratio",
+        "description": "Share of finished calls that raised, every function; 0% when none did.",
+        "unit": "percentunit",
+        "threshold": ERROR_RATIO_ALERT,
+        "targets": [
+            (
+                f"sum(rate({series('aiothreads_calls_finished_total', ERRORS)}{RATE}))"
+                f" / sum(rate({series('aiothreads_calls_finished_total')}{RATE}))",
+                "errors",
+            )
+        ],
+    },
+    {
+        "title": "Calls queued",
+        "description": "Calls waiting for a worker thread now.",
+        "unit": "short",
+        "threshold": BACKLOG_ALERT,
+        "targets": [(f"sum({series('aiothreads_calls_queued')})", "queued")],
+    },
+    {
+        "title": "Calls in flight",
+        "description": "Calls running in threads now.",
+        "unit": "short",
+        "targets": [(f"sum({series('aiothreads_calls_in_flight')})", "running")],
+    },
+    {
+        "title": "Separate threads alive",
+        "description": "Dedicated threads alive now.",
+        "unit": "short",
+        "threshold": SEPARATE_THREADS_ALERT,
+        "targets": [(f"sum({series('aiothreads_separate_threads_alive')})", "alive")],
+    },
+    {
+        "title": "Active iterators",
+        "description": "Threaded iterators whose generator has started and not ended.",
+        "unit": "short",
+        "targets": [(f"sum({series('aiothreads_iterators_active')})", "active")],
+    },
+]
+
+CALLS: list[dict[str, Any]] = [
     {
         "title": "Call rate",
         "description": "Calls submitted to threads per second, by function and kind "
@@ -44,9 +101,11 @@ PANELS: list[dict[str, Any]] = [
         ],
     },
     {
-        "title": "Error ratio",
-        "description": "Share of finished calls that raised, by function.",
+        "title": "Error ratio by function",
+        "description": "Share of finished calls that raised, by function; the line is "
+        "where AiothreadsErrorRatioHigh fires.",
         "unit": "percentunit",
+        "threshold": ERROR_RATIO_ALERT,
         "targets": [
             (
                 "sum by (function) "
@@ -67,54 +126,52 @@ PANELS: list[dict[str, Any]] = [
         ],
     },
     {
-        "title": "Time waiting for a worker (p95)",
-        "description": "How long calls waited for a pool thread to pick them up; "
-        "growth means the pool is saturated.",
-        "unit": "s",
-        "targets": [(quantile(0.95, "aiothreads_call_wait_seconds"), "p95 {{function}}")],
-    },
-    {
         "title": "Time waiting under limit= (p95)",
         "description": "How long calls and iterators waited for a place under their "
         "limit= before they started.",
         "unit": "s",
         "targets": [(quantile(0.95, "aiothreads_limit_wait_seconds"), "p95 {{function}}")],
     },
+]
+
+POOL: list[dict[str, Any]] = [
+    {
+        "title": "Time waiting for a worker (p95)",
+        "description": "How long pooled calls waited for a pool thread to pick them up; "
+        "the line is where AiothreadsPoolSaturated fires.",
+        "unit": "s",
+        "threshold": POOL_WAIT_ALERT,
+        "targets": [
+            (
+                "histogram_quantile(0.95, sum by (le, function) (rate("
+                f"{series('aiothreads_call_wait_seconds_bucket', POOLED)}{RATE})))",
+                "p95 {{function}}",
+            )
+        ],
+    },
     {
         "title": "Calls in flight and queued",
-        "description": "Calls running in threads now, and calls waiting for a worker.",
+        "description": "Calls running in threads now, and calls waiting for a worker; "
+        "the line is the backlog at which AiothreadsCallBacklog fires (on its average).",
         "unit": "short",
+        "threshold": BACKLOG_ALERT,
         "targets": [
             (f"sum by (function) ({series('aiothreads_calls_in_flight')})", "running {{function}}"),
             (f"sum by (function) ({series('aiothreads_calls_queued')})", "queued {{function}}"),
         ],
     },
-    {
-        "title": "Separate threads",
-        "description": "Dedicated threads alive now, and started per second "
-        "(@threaded_separate, @threaded_iterable_separate).",
-        "unit": "short",
-        "targets": [
-            (
-                f"sum by (function) ({series('aiothreads_separate_threads_alive')})",
-                "alive {{function}}",
-            ),
-            (
-                "sum by (function) "
-                f"(rate({series('aiothreads_separate_threads_started_total')}{RATE}))",
-                "started/s {{function}}",
-            ),
-        ],
-    },
+]
+
+STREAMS: list[dict[str, Any]] = [
     {
         "title": "Channel depth vs capacity",
         "description": "Items buffered between generator threads and consumers, against "
-        "the channels' capacity (+Inf when unbounded).",
+        "the capacity of the bounded channels (unbounded ones have none to draw).",
         "unit": "short",
         "targets": [
             (f"sum by (function) ({series('aiothreads_channel_depth')})", "depth {{function}}"),
             (
-                f"sum by (function) ({series('aiothreads_channel_capacity')})",
+                f"sum by (function) ({series('aiothreads_channel_capacity')} < +Inf)",
                 "capacity {{function}}",
             ),
         ],
@@ -144,16 +201,22 @@ PANELS: list[dict[str, Any]] = [
         ],
     },
     {
-        "title": "Generator cancellations by reason",
-        "description": "Generators stopped before their end per second: break, closed, "
-        "cancelled, collected, loop_closed, error.",
+        "title": "Generators stopped early, by reason",
+        "description": "Generators stopped before their end per second. break and closed "
+        "are normal; the line is where AiothreadsGeneratorsStoppedAbnormally fires on "
+        "the sum of the others.",
         "unit": "ops",
+        "threshold": ABNORMAL_STOPS_ALERT,
         "targets": [
             (
                 "sum by (reason) "
                 f"(rate({series('aiothreads_generator_cancellations_total')}{RATE}))",
                 "{{reason}}",
-            )
+            ),
+            (
+                f"sum (rate({series('aiothreads_generator_cancellations_total', ABNORMAL)}{RATE}))",
+                "abnormal",
+            ),
         ],
     },
     {
@@ -165,6 +228,37 @@ PANELS: list[dict[str, Any]] = [
         ],
     },
 ]
+
+THREADS: list[dict[str, Any]] = [
+    {
+        "title": "Separate threads",
+        "description": "Dedicated threads alive now, and started per second "
+        "(@threaded_separate, @threaded_iterable_separate); the line is where "
+        "AiothreadsSeparateThreadsPilingUp fires (on its average).",
+        "unit": "short",
+        "threshold": SEPARATE_THREADS_ALERT,
+        "targets": [
+            (
+                f"sum by (function) ({series('aiothreads_separate_threads_alive')})",
+                "alive {{function}}",
+            ),
+            (
+                "sum by (function) "
+                f"(rate({series('aiothreads_separate_threads_started_total')}{RATE}))",
+                "started/s {{function}}",
+            ),
+        ],
+    },
+]
+
+ROWS: list[tuple[str, str, list[dict[str, Any]]]] = [
+    ("Overview", "stat", OVERVIEW),
+    ("Calls", "timeseries", CALLS),
+    ("Pool", "timeseries", POOL),
+    ("Streams", "timeseries", STREAMS),
+    ("Dedicated threads", "timeseries", THREADS),
+]
+"""(row title, panel type, panels): the dashboard from top to bottom."""
 
 
 def variable(name: str, label: str, query: str) -> dict[str, Any]:
@@ -185,34 +279,110 @@ def variable(name: str, label: str, query: str) -> dict[str, Any]:
     }
 
 
-def panel(number: int, spec: dict[str, Any]) -> dict[str, Any]:
-    """Return a time series panel placed in a two-column grid."""
+def thresholds(spec: dict[str, Any]) -> dict[str, Any]:
+    """Return green below the panel's alert level (if it has one), red from it."""
+    steps: list[dict[str, Any]] = [{"color": "green", "value": None}]
+    if "threshold" in spec:
+        steps.append({"color": "red", "value": spec["threshold"]})
+    return {"mode": "absolute", "steps": steps}
+
+
+def targets(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the panel's queries."""
+    return [
+        {
+            "refId": chr(ord("A") + index),
+            "datasource": DATASOURCE,
+            "expr": expr,
+            "legendFormat": legend,
+            "range": True,
+        }
+        for index, (expr, legend) in enumerate(spec["targets"])
+    ]
+
+
+def row(number: int, title: str, y: int) -> dict[str, Any]:
+    """Return an (expanded) row header at height ``y``."""
     return {
-        "id": number + 1,
+        "id": number,
+        "type": "row",
+        "title": title,
+        "collapsed": False,
+        "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+        "panels": [],
+    }
+
+
+def stat(number: int, spec: dict[str, Any], x: int, y: int) -> dict[str, Any]:
+    """Return a stat panel, 4 columns wide, coloured by its alert level."""
+    return {
+        "id": number,
+        "type": "stat",
+        "title": spec["title"],
+        "description": spec["description"],
+        "datasource": DATASOURCE,
+        "gridPos": {"h": 4, "w": 4, "x": x, "y": y},
+        "fieldConfig": {
+            "defaults": {"unit": spec["unit"], "thresholds": thresholds(spec)},
+            "overrides": [],
+        },
+        "options": {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "value",
+            "graphMode": "area",
+            "textMode": "value",
+        },
+        "targets": targets(spec),
+    }
+
+
+def timeseries(number: int, spec: dict[str, Any], x: int, y: int) -> dict[str, Any]:
+    """Return a time series panel, half the width; its alert level drawn as a line."""
+    line = "line" if "threshold" in spec else "off"
+    return {
+        "id": number,
         "type": "timeseries",
         "title": spec["title"],
         "description": spec["description"],
         "datasource": DATASOURCE,
-        "gridPos": {"h": 8, "w": 12, "x": (number % 2) * 12, "y": (number // 2) * 8},
+        "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
         "fieldConfig": {
-            "defaults": {"unit": spec["unit"], "custom": {"lineWidth": 1, "fillOpacity": 10}},
+            "defaults": {
+                "unit": spec["unit"],
+                "min": 0,
+                "thresholds": thresholds(spec),
+                "custom": {
+                    "lineWidth": 1,
+                    "fillOpacity": 10,
+                    "thresholdsStyle": {"mode": line},
+                },
+            },
             "overrides": [],
         },
         "options": {
-            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+            "legend": {"displayMode": "table", "placement": "right", "showLegend": True},
             "tooltip": {"mode": "multi", "sort": "desc"},
         },
-        "targets": [
-            {
-                "refId": chr(ord("A") + index),
-                "datasource": DATASOURCE,
-                "expr": expr,
-                "legendFormat": legend,
-                "range": True,
-            }
-            for index, (expr, legend) in enumerate(spec["targets"])
-        ],
+        "targets": targets(spec),
     }
+
+
+def panels() -> list[dict[str, Any]]:
+    """Return every row and its panels, laid out top to bottom."""
+    laid_out: list[dict[str, Any]] = []
+    y = 0
+    for title, kind, specs in ROWS:
+        laid_out.append(row(len(laid_out) + 1, title, y))
+        y += 1
+        width, height = (4, 4) if kind == "stat" else (12, 8)
+        per_line = 24 // width
+        for index, spec in enumerate(specs):
+            x = (index % per_line) * width
+            place_y = y + (index // per_line) * height
+            make = stat if kind == "stat" else timeseries
+            laid_out.append(make(len(laid_out) + 1, spec, x, place_y))
+        y += ((len(specs) + per_line - 1) // per_line) * height
+    return laid_out
 
 
 def dashboard() -> dict[str, Any]:
@@ -249,14 +419,20 @@ def dashboard() -> dict[str, Any]:
                     'label_values(aiothreads_calls_started_total{job=~"$job"}, instance)',
                 ),
                 variable(
+                    "kind",
+                    "kind",
+                    'label_values(aiothreads_calls_started_total{job=~"$job", '
+                    'instance=~"$instance"}, kind)',
+                ),
+                variable(
                     "function",
                     "function",
                     "label_values(aiothreads_calls_started_total"
-                    '{job=~"$job", instance=~"$instance"}, function)',
+                    '{job=~"$job", instance=~"$instance", kind=~"$kind"}, function)',
                 ),
             ]
         },
-        "panels": [panel(number, spec) for number, spec in enumerate(PANELS)],
+        "panels": panels(),
     }
 
 

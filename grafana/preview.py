@@ -35,6 +35,7 @@ def substitute(expression: str) -> str:
         "$__rate_interval": "15s",
         "$job": JOB,
         "$instance": ".*",
+        "$kind": ".*",
         "$function": ".*",
     }.items():
         expression = expression.replace(variable, value)
@@ -55,15 +56,47 @@ def render(base: str, start: float, end: float, output: Path) -> None:
 
     dashboard = json.loads((ROOT / "grafana" / "aiothreads.json").read_text())
     panels = dashboard["panels"]
-    rows = max(panel["gridPos"]["y"] // 8 for panel in panels) + 1
-    figure, axes = plt.subplots(rows, 2, figsize=(14, 3.0 * rows), squeeze=False)
+    title_space = 1.5  # grid units above the first row, for the figure's title
+    height = max(panel["gridPos"]["y"] + panel["gridPos"]["h"] for panel in panels) + title_space
+    figure = plt.figure(figsize=(16, 0.42 * height))
     figure.patch.set_facecolor("#181b1f")
+
+    def place(grid: dict[str, int], pad: float) -> list[float]:
+        return [
+            grid["x"] / 24 + pad / 2 / 16,
+            1 - (grid["y"] + title_space + grid["h"]) / height + pad / height,
+            grid["w"] / 24 - pad / 16,
+            grid["h"] / height - 1.6 * pad / height,
+        ]
+
     for panel in panels:
         grid = panel["gridPos"]
-        axis = axes[grid["y"] // 8][grid["x"] // 12]
+        if panel["type"] == "row":
+            figure.text(
+                0.005,
+                1 - (grid["y"] + title_space + 0.8) / height,
+                panel["title"],
+                color="white",
+                fontsize=11,
+            )
+            continue
+        axis = figure.add_axes(place(grid, 0.9))
         axis.set_facecolor("#111217")
         axis.set_title(panel["title"], color="white", fontsize=9, loc="left")
-        axis.tick_params(colors="#bbbbbb", labelsize=6)
+        unit = panel["fieldConfig"]["defaults"]["unit"]
+        if panel["type"] == "stat":
+            axis.set_xticks([])
+            axis.set_yticks([])
+            target = panel["targets"][0]
+            result = query_range(base, substitute(target["expr"]), start, end)
+            value = float(result[0]["values"][-1][1]) if result else float("nan")
+            shown = f"{value:.0%}" if unit == "percentunit" else f"{value:,.1f}"
+            levels = panel["fieldConfig"]["defaults"]["thresholds"]["steps"][1:]
+            alarming = any(value >= step["value"] for step in levels)
+            color = "#f2495c" if alarming else "#73bf69"
+            axis.text(0.5, 0.4, shown, color=color, fontsize=20, ha="center", va="center")
+            continue
+        axis.tick_params(colors="#bbbbbb", labelsize=7)
         for target in panel["targets"]:
             for series in query_range(base, substitute(target["expr"]), start, end)[:6]:
                 times = [float(t) - start for t, _ in series["values"]]
@@ -74,18 +107,23 @@ def render(base: str, start: float, end: float, output: Path) -> None:
                     linewidth=1,
                     label=legend(target["legendFormat"], series["metric"]),
                 )
-        axis.set_xlabel(
-            f"seconds  ({panel['fieldConfig']['defaults']['unit']})", color="#888888", fontsize=6
-        )
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        for step in steps[1:]:
+            axis.axhline(step["value"], color="#f2495c", linewidth=0.8, linestyle="--")
+        axis.set_xlabel("seconds", color="#888888", fontsize=7)
+        axis.set_ylabel(UNITS.get(unit, unit), color="#888888", fontsize=7)
         if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize=5, loc="upper left", framealpha=0.3)
-    for row in axes:
-        for axis in row:
-            if not axis.has_data():
-                axis.set_visible(False)
+            axis.legend(fontsize=7, loc="upper left", framealpha=0.5)
     figure.suptitle("aiothreads dashboard, rendered from the demo (--overload)", color="white")
-    figure.tight_layout()
-    figure.savefig(output, dpi=90, facecolor=figure.get_facecolor())
+    figure.savefig(output, dpi=80, facecolor=figure.get_facecolor())
+
+
+UNITS = {
+    "s": "seconds",
+    "ops": "per second",
+    "short": "count",
+    "percentunit": "share (1 = 100%)",
+}
 
 
 def main() -> None:
