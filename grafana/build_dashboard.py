@@ -388,6 +388,24 @@ def panels() -> list[dict[str, Any]]:
 def dashboard() -> dict[str, Any]:
     """Return the whole dashboard document."""
     return {
+        # Grafana's import dialog asks for these; provisioning falls back to
+        # the default Prometheus data source.
+        "__inputs": [
+            {
+                "name": "DS_PROMETHEUS",
+                "label": "Prometheus",
+                "description": "The Prometheus that scrapes the services using aiothreads",
+                "type": "datasource",
+                "pluginId": "prometheus",
+                "pluginName": "Prometheus",
+            }
+        ],
+        "__requires": [
+            {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.0.0"},
+            {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
+            {"type": "panel", "id": "timeseries", "name": "Time series", "version": ""},
+            {"type": "panel", "id": "stat", "name": "Stat", "version": ""},
+        ],
         "uid": "aiothreads",
         "title": "aiothreads",
         "description": "Threaded calls, separate threads and threaded generators of "
@@ -409,7 +427,11 @@ def dashboard() -> dict[str, Any]:
                     "label": "Data source",
                     "type": "datasource",
                     "query": "prometheus",
-                    "current": {},
+                    "current": {
+                        "selected": False,
+                        "text": "Prometheus",
+                        "value": "${DS_PROMETHEUS}",
+                    },
                     "hide": 0,
                 },
                 variable("job", "job", "label_values(aiothreads_calls_started_total, job)"),

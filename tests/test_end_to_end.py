@@ -232,3 +232,15 @@ def test_provisioning_points_at_the_dashboard() -> None:
         (GRAFANA / "provisioning" / "dashboards" / "aiothreads.yml").read_text()
     )
     assert providers["providers"][0]["type"] == "file"
+
+
+def test_the_import_dialog_asks_for_the_data_source() -> None:
+    document = dashboard()
+    (wanted,) = document["__inputs"]
+    assert wanted["type"] == "datasource"
+    assert wanted["pluginId"] == "prometheus"
+    variable = document["templating"]["list"][0]
+    assert variable["type"] == "datasource"
+    assert variable["current"]["value"] == "${" + wanted["name"] + "}"
+    kinds = [entry for entry in document["templating"]["list"] if entry["name"] == "kind"]
+    assert kinds, "no kind variable"

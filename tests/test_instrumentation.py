@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -865,3 +868,188 @@ async def test_the_duration_histogram_links_a_call_to_its_trace(telemetry: Telem
     assert len(with_exemplar) == 1, exposition
     assert f'trace_id="{trace_id}"' in with_exemplar[0]
     assert f'span_id="{span_id}"' in with_exemplar[0]
+
+
+class _CountingMeterProvider:
+    """An SDK meter provider whose synchronous instruments count their operations."""
+
+    def __init__(self, provider: Any) -> None:
+        self.provider = provider
+        self.operations = 0
+
+    def get_meter(self, *args: Any, **kwargs: Any) -> Any:
+        meter = self.provider.get_meter(*args, **kwargs)
+        counting = self
+
+        class _Meter:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(meter, name)
+
+            def create_histogram(self, *args: Any, **kwargs: Any) -> Any:
+                histogram = meter.create_histogram(*args, **kwargs)
+
+                class _Histogram:
+                    def record(self, *args: Any, **kwargs: Any) -> None:
+                        counting.operations += 1
+                        histogram.record(*args, **kwargs)
+
+                return _Histogram()
+
+        return _Meter()
+
+
+def _otel_points(reader: Any) -> dict[str, list[Any]]:
+    data = reader.get_metrics_data()
+    points: dict[str, list[Any]] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points[metric.name] = [(metric.unit, point) for point in metric.data.data_points]
+    return points
+
+
+def _value(points: dict[str, list[Any]], name: str, **attributes: str) -> float:
+    found = [
+        point
+        for _, point in points.get(name, [])
+        if all(point.attributes.get(key) == value for key, value in attributes.items())
+    ]
+    assert len(found) == 1, (name, attributes, points.get(name))
+    point = found[0]
+    return float(point.count if hasattr(point, "count") else point.value)
+
+
+@pytest.mark.asyncio
+async def test_opentelemetry_metrics_cost_two_instrument_operations_per_call() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = _CountingMeterProvider(MeterProvider(metric_readers=[reader]))
+    instrumentation.configure(
+        meter_provider=provider, prometheus=False, opentelemetry=False, structlog=False
+    )
+    try:
+        assert instrumentation.enabled_backends() == ["opentelemetry_metrics"]
+        assert [await add(index, 1) for index in range(3)] == [1, 2, 3]
+        with pytest.raises(_Broken):
+            await broken()
+        assert provider.operations == 8  # a wait and a duration for each of four calls
+        points = _otel_points(reader)
+        function = {"function": name("add"), "kind": "threaded"}
+        assert _value(points, "aiothreads.call.started", **function) == 3
+        assert _value(points, "aiothreads.call.finished", outcome="ok", **function) == 3
+        assert _value(points, "aiothreads.call.finished", outcome="error", **function) == 0
+        assert _value(points, "aiothreads.call.duration", outcome="ok", **function) == 3
+        assert _value(points, "aiothreads.call.wait.duration", **function) == 3
+        assert _value(points, "aiothreads.call.active", **function) == 0
+        assert _value(points, "aiothreads.call.queued", **function) == 0
+        failing = {"function": name("broken"), "kind": "threaded"}
+        assert _value(points, "aiothreads.call.duration", outcome="error", **failing) == 1
+        units = {metric: unit for metric, found in points.items() for unit, _ in found}
+        assert units["aiothreads.call.duration"] == "s"
+        assert units["aiothreads.call.started"] == "{call}"
+    finally:
+        instrumentation.reset()
+        provider.provider.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_opentelemetry_and_prometheus_metrics_agree() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    registry = CollectorRegistry()
+    instrumentation.configure(
+        meter_provider=provider, registry=registry, opentelemetry=False, structlog=False
+    )
+    try:
+        assert instrumentation.enabled_backends() == ["opentelemetry_metrics", "prometheus"]
+
+        @threaded_iterable(max_size=4)
+        def numbers() -> Iterator[int]:
+            yield from range(10)
+
+        assert [await add(1, 1) for _ in range(5)] == [2] * 5
+        assert [item async for item in numbers()] == list(range(10))
+        points = _otel_points(reader)
+        calls = {"function": name("add"), "kind": "threaded"}
+        stream = {
+            "function": name("test_opentelemetry_and_prometheus_metrics_agree.<locals>.numbers"),
+            "kind": "iterable",
+        }
+        assert _value(points, "aiothreads.call.started", **calls) == registry.get_sample_value(
+            "aiothreads_calls_started_total", calls
+        )
+        assert _value(points, "aiothreads.generator.items", **stream) == 10
+        assert registry.get_sample_value("aiothreads_items_yielded_total", stream) == 10
+        assert _value(points, "aiothreads.generator.active", **stream) == 0
+    finally:
+        instrumentation.reset()
+        provider.shutdown()
+
+
+def test_switching_opentelemetry_metrics_off_stops_their_reports() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    registry = CollectorRegistry()
+    instrumentation.configure(meter_provider=provider, registry=registry, opentelemetry=False)
+    try:
+        assert asyncio.run(add(1, 2)) == 3
+        instrumentation.configure(registry=registry, opentelemetry=False)
+        assert instrumentation.enabled_backends() == ["prometheus"]
+        assert asyncio.run(add(1, 2)) == 3
+        points = _otel_points(reader)
+        assert "aiothreads.call.started" not in points
+        labels = {"function": name("add"), "kind": "threaded"}
+        assert registry.get_sample_value("aiothreads_calls_started_total", labels) == 2
+    finally:
+        instrumentation.reset()
+        provider.shutdown()
+
+
+def test_opentelemetry_metrics_switch_on_when_the_application_installed_a_meter_provider() -> None:
+    script = """
+import asyncio, aiothreads
+from aiothreads import instrumentation
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+print(sorted(instrumentation.enabled_backends()))
+instrumentation.reset()
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+@aiothreads.threaded
+def one():
+    return 1
+
+assert asyncio.run(one()) == 1
+print(sorted(instrumentation.enabled_backends()))
+names = [
+    metric.name
+    for resource in reader.get_metrics_data().resource_metrics
+    for scope in resource.scope_metrics
+    for metric in scope.metrics
+]
+print("aiothreads.call.duration" in names)
+"""
+    completed = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "AIOTHREADS_INSTRUMENTATION": "auto"},
+    )
+    assert completed.returncode == 0, completed.stderr
+    before, after, recorded = completed.stdout.splitlines()
+    assert "opentelemetry_metrics" not in before
+    assert "opentelemetry_metrics" in after
+    assert recorded == "True"

@@ -37,29 +37,37 @@ def configure(
     opentelemetry: bool | None = None,
     prometheus: bool | None = None,
     structlog: bool | None = None,
+    opentelemetry_metrics: bool | None = None,
     tracer_provider: Any = None,
     registry: Any = None,
     logger: Any = None,
+    meter_provider: Any = None,
 ) -> None:
     """Choose the instrumentation backends for the whole process.
 
     Each backend flag is ``True`` (on), ``False`` (off) or ``None``: on if its
     object (``tracer_provider``, ``registry``, ``logger``) is passed, else
     what ``AIOTHREADS_INSTRUMENTATION`` says, else on when its library is
-    installed (structlog: when the application has configured structlog).
-    Arguments given here win over the environment variable.
+    installed (structlog: when the application has configured structlog;
+    OpenTelemetry metrics: when the application has installed a global meter
+    provider). Arguments given here win over the environment variable.
 
     Args:
         enabled: ``False`` switches every backend off.
         opentelemetry: Emit spans.
         prometheus: Record metrics.
         structlog: Emit structlog events instead of stdlib log records.
+        opentelemetry_metrics: Record metrics through OpenTelemetry's metrics
+            API too (or instead, with ``prometheus=False``).
         tracer_provider: The OpenTelemetry tracer provider; the global one if
             ``None``. Passing one switches spans on unless ``opentelemetry=False``.
         registry: The prometheus-client registry; the default one if ``None``.
             Passing one switches metrics on unless ``prometheus=False``.
         logger: The structlog logger to use. Passing one switches structlog
             events on unless ``structlog=False``.
+        meter_provider: The OpenTelemetry meter provider; the global one if
+            ``None``. Passing one switches OpenTelemetry metrics on unless
+            ``opentelemetry_metrics=False``.
 
     Raises:
         ImportError: a backend was switched on but its library is missing.
@@ -81,16 +89,29 @@ def configure(
 
     explicit = any(
         value is not None
-        for value in (opentelemetry, prometheus, structlog, tracer_provider, registry, logger)
+        for value in (
+            opentelemetry,
+            prometheus,
+            structlog,
+            opentelemetry_metrics,
+            tracer_provider,
+            registry,
+            logger,
+            meter_provider,
+        )
     )
     _hooks.install(
         build(
             opentelemetry=choose(opentelemetry, "opentelemetry", tracer_provider),
             prometheus=choose(prometheus, "prometheus", registry),
             structlog=choose(structlog, "structlog", logger),
+            opentelemetry_metrics=choose(
+                opentelemetry_metrics, "opentelemetry_metrics", meter_provider
+            ),
             tracer_provider=tracer_provider,
             registry=registry,
             logger=logger,
+            meter_provider=meter_provider,
             tolerant=not explicit,
         )
     )
@@ -104,8 +125,10 @@ def enabled_backends() -> list[str]:
     names: list[str] = []
     if telemetry.tracing is not None:
         names.append("opentelemetry")
-    if telemetry.metrics is not None:
-        names.append("prometheus")
+    metrics = telemetry.metrics
+    if metrics is not None:
+        exporters = getattr(metrics, "exporters", {"prometheus"})
+        names.extend(name for name in ("opentelemetry_metrics", "prometheus") if name in exporters)
     if isinstance(telemetry.events, StructlogEvents):
         names.append("structlog")
     return names

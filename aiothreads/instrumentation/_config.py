@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._logs import StdlibEvents, StructlogEvents, structlog_is_configured
 from ._probes import Telemetry
+from ._tallies import Tallies
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,15 +28,17 @@ if TYPE_CHECKING:
 __all__ = ["BACKENDS", "ENVIRONMENT_VARIABLE", "build", "resolve_from_environment"]
 
 ENVIRONMENT_VARIABLE: Final = "AIOTHREADS_INSTRUMENTATION"
-BACKENDS: Final = ("opentelemetry", "prometheus", "structlog")
+BACKENDS: Final = ("opentelemetry", "opentelemetry_metrics", "prometheus", "structlog")
 _MODULES: Final = {
     "opentelemetry": "opentelemetry.trace",
+    "opentelemetry_metrics": "opentelemetry.metrics",
     "prometheus": "prometheus_client",
     "structlog": "structlog",
 }
 _OFF: Final = frozenset({"off", "none", "0", "false", "no"})
 
 _metrics_by_registry: dict[int, tuple[Any, Any]] = {}
+_otel_metrics_by_key: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
 
 
 def installed(backend: str) -> bool:
@@ -88,9 +91,11 @@ def build(
     opentelemetry: bool | None = None,
     prometheus: bool | None = None,
     structlog: bool | None = None,
+    opentelemetry_metrics: bool | None = None,
     tracer_provider: Any = None,
     registry: Any = None,
     logger: Any = None,
+    meter_provider: Any = None,
     tolerant: bool = False,
 ) -> Telemetry | None:
     """Build telemetry from the chosen backends; ``None`` means auto-detect.
@@ -109,6 +114,16 @@ def build(
     metrics = None
     if _wanted(prometheus, "prometheus", registry is not None, tolerant):
         metrics = _built(tolerant, "prometheus", _metrics_for, registry)
+    if isinstance(metrics, Tallies):
+        metrics.detach()  # an earlier configuration's exporters, if any
+    if opentelemetry_metrics is None:
+        opentelemetry_metrics = meter_provider is not None or _meter_provider_installed()
+    if _wanted(opentelemetry_metrics, "opentelemetry_metrics", True, tolerant):
+        reported = _built(
+            tolerant, "opentelemetry_metrics", _otel_metrics_for, (metrics, meter_provider)
+        )
+        if reported is not None:
+            metrics = reported
     use_structlog = structlog
     if use_structlog is None:
         use_structlog = logger is not None or (installed("structlog") and structlog_is_configured())
@@ -116,6 +131,18 @@ def build(
         return None
     events = StructlogEvents(logger) if use_structlog else StdlibEvents()
     return Telemetry(metrics=metrics, tracing=tracing, events=events)
+
+
+def _meter_provider_installed() -> bool:
+    """Whether OpenTelemetry metrics are wanted by default: an SDK meter provider is global."""
+    if not installed("opentelemetry_metrics"):
+        return False
+    try:
+        from ._otel_metrics import global_meter_provider_installed  # noqa: PLC0415
+
+        return global_meter_provider_installed()
+    except Exception:  # a broken install: the tracing backend reports it
+        return False
 
 
 def _wanted(choice: bool | None, backend: str, given: bool, tolerant: bool = False) -> bool:
@@ -145,6 +172,10 @@ def _built(tolerant: bool, backend: str, make: Callable[[Any], Any], argument: A
 
 _FIXES: Final = {
     "opentelemetry": "check the opentelemetry-api install and the tracer provider",
+    "opentelemetry_metrics": (
+        "check the opentelemetry-api install and the meter provider; in prometheus-client's "
+        "multiprocess mode only Prometheus metrics are available"
+    ),
     "prometheus": (
         "an aiothreads_* metric is probably registered already: pass "
         "configure(registry=...) or unregister it"
@@ -187,3 +218,25 @@ def _metrics_for(registry: Any) -> Any:
         cached = (registry, make(registry))
         _metrics_by_registry[id(registry)] = cached
     return cached[1]
+
+
+def _otel_metrics_for(arguments: tuple[Any, Any]) -> Any:
+    """Report the tallies of ``metrics`` (new ones if ``None``) through a meter provider.
+
+    One reporter per (tallies, provider): its instruments can be created only once.
+    """
+    from ._otel_metrics import OpenTelemetryMetrics  # noqa: PLC0415 - imports opentelemetry
+
+    metrics, meter_provider = arguments
+    if metrics is None:
+        metrics = Tallies()
+    if not isinstance(metrics, Tallies):
+        raise RuntimeError("prometheus-client's multiprocess mode is on")
+    key = (id(metrics), id(meter_provider))
+    cached = _otel_metrics_by_key.get(key)
+    if cached is None or cached[0] is not metrics or cached[1] is not meter_provider:
+        cached = (metrics, meter_provider, OpenTelemetryMetrics(metrics, meter_provider))
+        _otel_metrics_by_key[key] = cached
+    else:
+        cached[2].reattach()
+    return metrics

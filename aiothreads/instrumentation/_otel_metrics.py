@@ -1,0 +1,209 @@
+"""OpenTelemetry metrics for threaded calls, separate threads and threaded iterators.
+
+For services that ship telemetry over OTLP rather than being scraped. The
+instruments follow the OpenTelemetry naming rules (dotted names, UCUM units,
+counts in curly braces) and carry the attributes ``function`` and ``kind``
+(``outcome`` and ``reason`` where they apply), never an argument value.
+
+A call costs two instrument operations: its wait for a thread and its
+duration are histogram records. Everything else is counted in the per-thread
+tallies of :mod:`._tallies` and read by observable instruments when the SDK
+collects, so it costs nothing per call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Final
+
+from .._version import __version__
+from ._tallies import DURATION_BUCKETS, OUTCOMES, REASONS, Tallies
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from ._tallies import Tally, TallySeries
+
+__all__ = ["INSTRUMENTS", "OpenTelemetryMetrics", "global_meter_provider_installed"]
+
+INSTRUMENTS: Final = {
+    "aiothreads.call.duration": ("s", "Time a call ran in its thread."),
+    "aiothreads.call.wait.duration": ("s", "Time a call waited for a thread to pick it up."),
+    "aiothreads.call.started": ("{call}", "Calls submitted to a thread."),
+    "aiothreads.call.finished": ("{call}", "Calls that ended, by outcome."),
+    "aiothreads.call.active": ("{call}", "Calls running in a thread now."),
+    "aiothreads.call.queued": ("{call}", "Calls waiting for a worker thread now."),
+    "aiothreads.thread.started": ("{thread}", "Dedicated threads started."),
+    "aiothreads.thread.active": ("{thread}", "Dedicated threads running now."),
+    "aiothreads.generator.items": ("{item}", "Items threaded generators handed over."),
+    "aiothreads.generator.blocked": ("s", "Time generator threads waited on a full channel."),
+    "aiothreads.generator.stopped": ("{generator}", "Generators stopped early, by reason."),
+    "aiothreads.channel.depth": ("{item}", "Items buffered in live channels."),
+    "aiothreads.channel.capacity": ("{item}", "Capacity of the live bounded channels."),
+    "aiothreads.generator.active": ("{generator}", "Generators started and not ended."),
+}
+"""Instrument name -> (unit, description)."""
+
+
+def global_meter_provider_installed() -> bool:
+    """Whether the application installed a meter provider (an SDK) as the global one."""
+    from opentelemetry import metrics  # noqa: PLC0415 - the extra is optional
+
+    provider = metrics.get_meter_provider()
+    return type(provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
+
+
+class OpenTelemetryMetrics:
+    """Reports ``tallies`` through an OpenTelemetry meter (the global provider's by default)."""
+
+    def __init__(self, tallies: Tallies, meter_provider: Any = None) -> None:
+        from opentelemetry import metrics  # noqa: PLC0415 - the extra is optional
+        from opentelemetry.metrics import Observation  # noqa: PLC0415
+
+        self._observation = Observation
+        self._tallies = tallies
+        meter = metrics.get_meter("aiothreads", __version__, meter_provider=meter_provider)
+
+        def histogram(name: str) -> Any:
+            unit, description = INSTRUMENTS[name]
+            try:
+                return meter.create_histogram(
+                    name,
+                    unit=unit,
+                    description=description,
+                    explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+                )
+            except TypeError:  # an API older than 1.23 takes no advice
+                return meter.create_histogram(name, unit=unit, description=description)
+
+        self._duration = histogram("aiothreads.call.duration")
+        self._wait = histogram("aiothreads.call.wait.duration")
+        observed: tuple[tuple[Callable[..., Any], str, Callable[[Any], Iterable[Any]]], ...] = (
+            (meter.create_observable_counter, "aiothreads.call.started", self._started),
+            (meter.create_observable_counter, "aiothreads.call.finished", self._finished),
+            (meter.create_observable_up_down_counter, "aiothreads.call.active", self._active),
+            (meter.create_observable_up_down_counter, "aiothreads.call.queued", self._queued),
+            (meter.create_observable_counter, "aiothreads.thread.started", self._threads),
+            (meter.create_observable_up_down_counter, "aiothreads.thread.active", self._alive),
+            (meter.create_observable_counter, "aiothreads.generator.items", self._items),
+            (meter.create_observable_counter, "aiothreads.generator.blocked", self._blocked),
+            (meter.create_observable_counter, "aiothreads.generator.stopped", self._stopped),
+            (meter.create_observable_gauge, "aiothreads.channel.depth", self._depth),
+            (meter.create_observable_gauge, "aiothreads.channel.capacity", self._capacity),
+            (meter.create_observable_up_down_counter, "aiothreads.generator.active", self._open),
+        )
+        for create, name, callback in observed:
+            unit, description = INSTRUMENTS[name]
+            create(name, callbacks=[callback], unit=unit, description=description)
+        self.reattach()
+
+    def reattach(self) -> None:
+        """Record into the histograms (again, after the tallies were detached)."""
+        self._tallies.attach(self._record_into)
+        self._tallies.exporters.add("opentelemetry_metrics")
+
+    def _record_into(self, series: TallySeries) -> None:
+        """Record each call's wait and duration of ``series`` in the histograms."""
+        base = {"function": series.function, "kind": series.kind}
+        by_outcome = {str(outcome): {**base, "outcome": str(outcome)} for outcome in OUTCOMES}
+        wait, duration = self._wait.record, self._duration.record
+
+        def started(waited: float) -> None:
+            wait(waited, base)
+
+        def finished(outcome: str, seconds: float) -> None:
+            duration(seconds, by_outcome[outcome])
+
+        series.on_started = started
+        series.on_finished = finished
+
+    def _reporting(self) -> bool:
+        """Whether this reporter is still on (``configure()`` may have switched it off)."""
+        return "opentelemetry_metrics" in self._tallies.exporters
+
+    def _totals(self) -> list[tuple[dict[str, str], Tally]]:
+        if not self._reporting():
+            return []
+        return [
+            ({"function": series.function, "kind": series.kind}, series.totals())
+            for series in self._tallies.snapshot()
+        ]
+
+    def _each(self, value: Callable[[Tally], float]) -> list[Any]:
+        return [self._observation(value(total), labels) for labels, total in self._totals()]
+
+    def _started(self, _: Any) -> list[Any]:
+        return self._each(lambda total: total.submitted)
+
+    def _finished(self, _: Any) -> list[Any]:
+        return [
+            self._observation(
+                total.finished[index] + total.skipped[index], {**labels, "outcome": str(outcome)}
+            )
+            for labels, total in self._totals()
+            for index, outcome in enumerate(OUTCOMES)
+        ]
+
+    def _active(self, _: Any) -> list[Any]:
+        return self._each(lambda total: max(0, total.started - sum(total.finished)))
+
+    def _queued(self, _: Any) -> list[Any]:
+        return self._each(
+            lambda total: max(0, total.submitted - total.started - sum(total.skipped))
+        )
+
+    def _threads(self, _: Any) -> list[Any]:
+        return self._each(lambda total: total.threads_started)
+
+    def _alive(self, _: Any) -> list[Any]:
+        return self._each(lambda total: max(0, total.threads_started - total.threads_finished))
+
+    def _items(self, _: Any) -> list[Any]:
+        return self._each(lambda total: total.items)
+
+    def _blocked(self, _: Any) -> list[Any]:
+        return self._each(lambda total: total.blocked)
+
+    def _stopped(self, _: Any) -> list[Any]:
+        return [
+            self._observation(total.cancellations[index], {**labels, "reason": str(reason)})
+            for labels, total in self._totals()
+            for index, reason in enumerate(REASONS)
+            if total.cancellations[index]
+        ]
+
+    def _streams(self) -> dict[str, defaultdict[tuple[str, str], float]]:
+        streams = self._tallies.streams
+        with streams.lock:
+            live = list(streams.live.values())
+            seen = sorted(streams.seen)
+        values: dict[str, defaultdict[tuple[str, str], float]] = {
+            name: defaultdict(float) for name in ("depth", "capacity", "open")
+        }
+        if not self._reporting():
+            return values
+        for labels in seen:
+            for counted in values.values():
+                counted[labels] += 0.0
+        for labels, size, read_depth in live:
+            values["depth"][labels] += read_depth()
+            if size and not math.isinf(size):
+                values["capacity"][labels] += size
+            values["open"][labels] += 1
+        return values
+
+    def _stream_values(self, name: str) -> list[Any]:
+        return [
+            self._observation(value, {"function": function, "kind": kind})
+            for (function, kind), value in self._streams()[name].items()
+        ]
+
+    def _depth(self, _: Any) -> list[Any]:
+        return self._stream_values("depth")
+
+    def _capacity(self, _: Any) -> list[Any]:
+        return self._stream_values("capacity")
+
+    def _open(self, _: Any) -> list[Any]:
+        return self._stream_values("open")
