@@ -249,7 +249,8 @@ class Demo:
                 break
 
     async def _scan_exhaust(self) -> None:
-        await self._consume(self.scan(2))
+        # Short scans stay on the pool even under overload, so both kinds show.
+        await self._consume(scan_orders(2))
 
     async def _scan_break(self) -> None:
         await self._consume(self.scan(50), limit=random.randint(5, 30))

@@ -17,6 +17,8 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 SELECTOR = 'job=~"$job", instance=~"$instance", kind=~"$kind", function=~"$function"'
 RATE = "[$__rate_interval]"
 ERRORS = 'outcome="error"'
+TINY = "1e-9"
+"""Divides a ratio whose every term is zero into 0, not NaN: no calls failed."""
 POOLED = 'kind=~"threaded|iterable"'
 ABNORMAL = 'reason=~"cancelled|collected|loop_closed|error"'
 
@@ -54,7 +56,8 @@ OVERVIEW: list[dict[str, Any]] = [
         "targets": [
             (
                 f"sum(rate({series('aiothreads_calls_finished_total', ERRORS)}{RATE}))"
-                f" / sum(rate({series('aiothreads_calls_finished_total')}{RATE}))",
+                f" / clamp_min(sum(rate({series('aiothreads_calls_finished_total')}{RATE})), "
+                f"{TINY})",
                 "errors",
             )
         ],
@@ -110,8 +113,8 @@ CALLS: list[dict[str, Any]] = [
             (
                 "sum by (function) "
                 f"(rate({series('aiothreads_calls_finished_total', ERRORS)}{RATE}))"
-                " / sum by (function) "
-                f"(rate({series('aiothreads_calls_finished_total')}{RATE}))",
+                " / clamp_min(sum by (function) "
+                f"(rate({series('aiothreads_calls_finished_total')}{RATE})), {TINY})",
                 "{{function}}",
             )
         ],

@@ -11,6 +11,8 @@ the dashboard. Both processes are stopped and the temporary folder removed.
 from __future__ import annotations
 
 import json
+import math
+import re
 import shutil
 import subprocess
 import sys
@@ -85,11 +87,18 @@ class Stack:
         return result
 
 
+SHORT_FOR = "5s"
+"""The rules' ``for:`` in this test, so that firing is seen in seconds, not 15 minutes."""
+
+
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if shutil.which("prometheus") is None:
         pytest.fail("the prometheus server is missing: .ci/run installs Debian's package")
-    with local_stack("--overload", "--duration", "300", rules=GRAFANA / "alerts.yml") as running:
+    rules = tmp_path_factory.mktemp("rules") / "alerts.yml"
+    shipped = (GRAFANA / "alerts.yml").read_text()
+    rules.write_text(re.sub(r"for: \d+m", f"for: {SHORT_FOR}", shipped))
+    with local_stack("--overload", "--duration", "300", rules=rules) as running:
         stack = Stack(running.demo_url, running.prometheus_url)
         deadline = time.monotonic() + DEADLINE
         wait_until(lambda: get(f"{stack.prometheus_url}/-/ready"), "Prometheus", deadline)
@@ -130,12 +139,35 @@ ALERT_RULES = alert_rules()
 
 
 @pytest.mark.parametrize(("name", "expression"), PANEL_QUERIES, ids=[n for n, _ in PANEL_QUERIES])
-def test_every_panel_query_returns_series(stack: Stack, name: str, expression: str) -> None:
+def test_every_panel_query_returns_numbers(stack: Stack, name: str, expression: str) -> None:
     query = substitute(expression)
-    result = wait_until(
-        lambda: stack.query(query), f"series for {name}: {query}", time.monotonic() + DEADLINE
-    )
-    assert result
+
+    def numbers() -> list[float]:
+        values = [float(entry["value"][1]) for entry in stack.query(query)]
+        return [value for value in values if not math.isnan(value)]
+
+    assert wait_until(numbers, f"numbers for {name}: {query}", time.monotonic() + DEADLINE)
+
+
+def test_the_error_ratio_is_a_number_for_every_function_with_calls(stack: Stack) -> None:
+    (expression,) = [
+        expression for name, expression in PANEL_QUERIES if name.startswith("Error ratio by")
+    ]
+    finished = f'sum by (function) (rate(aiothreads_calls_finished_total{{job="{JOB}"}}[15s])) > 0'
+
+    def ratios() -> dict[str, float] | None:
+        busy = {entry["metric"]["function"] for entry in stack.query(finished)}
+        found = {
+            entry["metric"]["function"]: float(entry["value"][1])
+            for entry in stack.query(substitute(expression))
+        }
+        if not busy or busy - set(found):
+            return None
+        return found
+
+    found = wait_until(ratios, "an error ratio for every function", time.monotonic() + DEADLINE)
+    assert not [function for function, ratio in found.items() if math.isnan(ratio)]
+    assert found["aiothreads.demo.render_invoice"] == 0.0  # healthy: 0%, not "no data"
 
 
 def test_template_variables_find_values(stack: Stack) -> None:
@@ -147,14 +179,17 @@ def test_template_variables_find_values(stack: Stack) -> None:
     functions = {entry["metric"]["function"] for entry in series}
     assert "aiothreads.demo.load_customer" in functions
     assert {entry["metric"]["instance"] for entry in series}
+    kinds = {entry["metric"]["kind"] for entry in series}
+    assert kinds == {"threaded", "separate", "iterable", "iterable_separate", "sync_await"}
 
 
 @pytest.mark.parametrize(("alert", "expression"), ALERT_RULES, ids=[a for a, _ in ALERT_RULES])
 def test_every_alert_fires_under_overload(stack: Stack, alert: str, expression: str) -> None:
     condition = expression.rsplit(">", 1)[0]  # the measured value, for the failure message
+    firing = f'ALERTS{{alertname="{alert}", alertstate="firing"}}'
     result = wait_until(
-        lambda: stack.query(expression),
-        f"{alert} to fire",
+        lambda: stack.query(firing),
+        f"{alert} to be firing (its for: shortened to {SHORT_FOR})",
         time.monotonic() + DEADLINE,
         explain=lambda: _safe_query(stack, condition),
     )
