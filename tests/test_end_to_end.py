@@ -216,27 +216,21 @@ def test_promtool_accepts_the_demo_exposition(stack: Stack) -> None:
     assert checked.stdout.strip() == b""
 
 
-def test_promtool_accepts_the_rules() -> None:
-    checked = subprocess.run(
-        ["promtool", "check", "rules", str(GRAFANA / "alerts.yml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+def promtool(*arguments: str) -> str:
+    """Run ``promtool *arguments``; return its output, failing the test if it fails."""
+    completed = subprocess.run(
+        ["promtool", *arguments], capture_output=True, text=True, timeout=60, check=False
     )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 5 rules found" in checked.stdout
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed.stdout
+
+
+def test_promtool_accepts_the_rules() -> None:
+    assert "SUCCESS: 5 rules found" in promtool("check", "rules", str(GRAFANA / "alerts.yml"))
 
 
 def test_every_rule_is_quiet_below_its_threshold_and_fires_after_its_for() -> None:
-    tested = subprocess.run(
-        ["promtool", "test", "rules", str(GRAFANA / "alerts_test.yml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert tested.returncode == 0, tested.stdout + tested.stderr
+    promtool("test", "rules", str(GRAFANA / "alerts_test.yml"))
     tests = yaml.safe_load((GRAFANA / "alerts_test.yml").read_text())["tests"]
     covered = {case["alertname"] for test in tests for case in test["alert_rule_test"]}
     assert covered == {alert for alert, _ in ALERT_RULES}

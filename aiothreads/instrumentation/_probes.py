@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from .._outcomes import CANCELLED, ERROR
+from ._tallies import made_once
 
 if TYPE_CHECKING:
     import contextvars
@@ -57,12 +58,12 @@ class Telemetry:
         """Return what is looked up once for calls of ``function`` of ``kind``."""
         found = self._functions.get((kind, function))
         if found is None:
-            with self._lock:
-                found = self._functions.get((kind, function))
-                if found is None:
-                    found = self._functions[kind, function] = FunctionTelemetry(
-                        self, kind, function
-                    )
+            found = made_once(
+                self._functions,
+                (kind, function),
+                self._lock,
+                lambda: FunctionTelemetry(self, kind, function),
+            )
         return found
 
     def call(self, kind: str, function: str) -> CallProbe | None:

@@ -17,6 +17,7 @@ import threading
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._prometheus import DURATION_BUCKETS, LABELS, METRICS
+from ._tallies import made_once
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -95,15 +96,15 @@ class MultiprocessMetrics:
         """Return the series of ``function`` of ``kind``, created on first use."""
         series = self._series.get((kind, function))
         if series is None:
-            with self._lock:
-                series = self._series.get((kind, function))
-                if series is None:
-                    series = self._series[kind, function] = _ClientSeries(
-                        self._families, function, kind, self._refresh_depth
-                    )
-                    for family in (self._depth, self._capacity, self._active):
-                        family.labels(function, kind)  # present, at zero, from the start
+            series = made_once(
+                self._series, (kind, function), self._lock, lambda: self._new(function, kind)
+            )
         return series
+
+    def _new(self, function: str, kind: str) -> _ClientSeries:
+        for family in (self._depth, self._capacity, self._active):
+            family.labels(function, kind)  # present, at zero, from the start
+        return _ClientSeries(self._families, function, kind, self._refresh_depth)
 
     @_never_raises
     def stream_opened(

@@ -16,7 +16,7 @@ import itertools
 import threading
 import time
 from bisect import bisect_left
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .._outcomes import Outcome, StopReason
 
@@ -32,6 +32,7 @@ __all__ = [
     "Tallies",
     "Tally",
     "TallySeries",
+    "made_once",
 ]
 
 DURATION_BUCKETS: Final = (
@@ -55,6 +56,22 @@ DURATION_BUCKETS: Final = (
     300.0,
 )
 """Upper bounds of the duration buckets, in seconds (a last one is +Inf)."""
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def made_once(found: dict[K, V], key: K, lock: threading.Lock, make: Callable[[], V]) -> V:
+    """Return ``found[key]``, made by ``make()`` (holding ``lock``) if no thread made it yet.
+
+    Callers look ``key`` up without the lock first; this is their slow path.
+    """
+    with lock:
+        value = found.get(key)
+        if value is None:
+            value = found[key] = make()
+    return value
+
 
 OUTCOMES: Final = tuple(Outcome)
 REASONS: Final = tuple(StopReason)
@@ -335,13 +352,15 @@ class Tallies:
         """Return the series of ``function`` of ``kind``, created on first use."""
         series = self.all_series.get((kind, function))
         if series is None:
-            with self.lock:
-                series = self.all_series.get((kind, function))
-                if series is None:
-                    series = TallySeries(function, kind)
-                    for attach in self._on_new_series:
-                        attach(series)
-                    self.all_series[kind, function] = series
+            series = made_once(
+                self.all_series, (kind, function), self.lock, lambda: self._new(function, kind)
+            )
+        return series
+
+    def _new(self, function: str, kind: str) -> TallySeries:
+        series = TallySeries(function, kind)
+        for attach in self._on_new_series:
+            attach(series)
         return series
 
     def attach(self, exporter: Callable[[TallySeries], None]) -> None:
