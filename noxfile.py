@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -23,6 +25,24 @@ def found(version: str) -> bool:
     except OSError:
         return False
     return completed.returncode == 0
+
+
+def needs(session: nox.Session, *commands: str | tuple[str, ...]) -> None:
+    """Skip ``session`` where a system tool it needs is missing; under CI, fail instead.
+
+    A tuple names alternatives, any one of which will do.
+    """
+    missing = [
+        " or ".join(names)
+        for names in (command if isinstance(command, tuple) else (command,) for command in commands)
+        if not any(shutil.which(name) for name in names)
+    ]
+    if not missing:
+        return
+    message = f"needs {', '.join(missing)} (Debian: apt-get install prometheus chromium)"
+    if "CI" in os.environ:
+        session.error(message)
+    session.skip(message)
 
 
 def preferably(version: str) -> str:
@@ -112,6 +132,7 @@ def downstream(session: nox.Session) -> None:
 @nox.session(python=preferably(PYTHONS[-1]))
 def e2e(session: nox.Session) -> None:
     """The demo and a real Prometheus: dashboard queries, alert rules, promtool."""
+    needs(session, "prometheus", "promtool")
     session.install("-e", ".[test]")
     session.run("pytest", "-m", "e2e", *session.posargs)
 
@@ -119,6 +140,7 @@ def e2e(session: nox.Session) -> None:
 @nox.session(python=preferably(PYTHONS[-1]))
 def docs(session: nox.Session) -> None:
     """Build the site strictly, run every code block, check the pages in Chromium."""
+    needs(session, ("chromium", "chromium-browser", "google-chrome"))
     session.install("-e", ".[docs]")
     session.run("pytest", "-q", "tests/test_docs.py", "tests/test_readme.py", *session.posargs)
     session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})

@@ -26,8 +26,9 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import inspect
 import threading
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from . import _loops
 from ._cancellation import Scope, StreamScope, current_scope
@@ -56,18 +57,29 @@ _NO_LOOP_HINT = (
 )
 
 
-def sync_await(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run ``await func(*args, **kwargs)`` on the event loop and return its result.
+@overload
+def sync_await(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T: ...
+@overload
+def sync_await(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T: ...
+def sync_await(func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> Any:
+    """Run ``func(*args, **kwargs)`` on the event loop, await what it returns, return that.
 
     Use it inside a function run by an aiothreads decorator, which makes the
     loop known through :data:`aiothreads.EVENT_LOOP`. The calling thread blocks
-    until the awaitable finishes.
+    until the awaitable finishes. ``func`` may also be a plain callable: it is
+    then called on the loop's own thread (where asyncio objects such as an
+    ``asyncio.Event`` may be touched) and its return value comes back::
+
+        @threaded
+        def worker(done: asyncio.Event) -> None:
+            ...  # blocking work
+            sync_await(done.set)  # event.set() is not thread-safe; on the loop it is
 
     Raises:
         RuntimeError: called on the loop's own thread, from a thread with no
             known loop, or the loop closed.
         asyncio.CancelledError: the loop cancelled the task (e.g. at shutdown).
-        BaseException: whatever the awaitable raised.
+        BaseException: whatever ``func`` or the awaitable raised.
     """
     loop = _loop_from_context("sync_await")
     return _run_on_loop(loop, func, args, kwargs)
@@ -272,7 +284,10 @@ class _Waiter(Generic[T]):
         self._coro = None  # running now: awaiting it is ours to do
         self._body_ran = True
         try:
-            self._result = await self._func(*self._args, **self._kwargs)
+            outcome: Any = self._func(*self._args, **self._kwargs)
+            if inspect.isawaitable(outcome):  # a plain callable's value is the result
+                outcome = await outcome
+            self._result = outcome
         except asyncio.CancelledError:
             self.cancelled = True
             raise

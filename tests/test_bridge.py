@@ -193,3 +193,34 @@ def test_asyncio_run_shutdown_cancels_the_wait() -> None:
 def test_wrong_loop_type_is_rejected() -> None:
     with pytest.raises(TypeError, match="event loop"):
         sync_wait_coroutine("loop", echo, "x")  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_sync_await_calls_a_plain_callable_on_the_loop_thread() -> None:
+    loop_thread = threading.get_ident()
+    done = asyncio.Event()
+
+    def where(label: str) -> tuple[str, int]:
+        return label, threading.get_ident()
+
+    @threaded
+    def work() -> tuple[str, int]:
+        answer = sync_await(where, "on the loop")
+        sync_await(done.set)  # asyncio.Event is not thread-safe: set it on the loop
+        return answer
+
+    assert await work() == ("on the loop", loop_thread)
+    assert done.is_set()
+
+
+@pytest.mark.asyncio
+async def test_a_plain_callable_that_raises_raises_in_the_thread() -> None:
+    def refuse() -> None:
+        raise _Failure("plain")
+
+    @threaded
+    def work() -> None:
+        sync_await(refuse)
+
+    with pytest.raises(_Failure, match="plain"):
+        await work()

@@ -152,11 +152,17 @@ async def fetch(key: str) -> bytes:
     return key.encode()
 
 
+def plain(count: int) -> str:
+    return "x" * count
+
+
 def bridge_calls(loop: asyncio.AbstractEventLoop) -> None:
     assert_type(sync_await(fetch, "k"), bytes)
+    assert_type(sync_await(plain, 3), str)  # a plain callable, called on the loop
+    assert_type(sync_await(asyncio.Event().set), None)
     assert_type(wait_coroutine(fetch("k")), bytes)
     assert_type(sync_wait_coroutine(loop, fetch, "k"), bytes)
-    sync_await(fetch, 1)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    sync_await(fetch, 1)  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue, reportArgumentType]
 
 
 async def channels() -> None:
