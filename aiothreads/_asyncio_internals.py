@@ -94,7 +94,7 @@ def remember_default_executor(loop: asyncio.AbstractEventLoop, executor: Executo
     """Note ``executor``, just installed or found, as ``loop``'s default executor.
 
     Returns ``False`` (and gives up on such loops) if it cannot be seen among
-    the loop's referents, where :func:`default_executor_of` looks for it.
+    the loop's referents, where ``default_executor_of`` looks for it.
     """
     if type(loop) not in _WITHOUT_ATTRIBUTE:
         return True
@@ -153,4 +153,4 @@ enter_task: Final[Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None]
 leave_task: Final[Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] | None] = getattr(
     asyncio.tasks, "_leave_task", None
 )
-"""Undo :data:`enter_task`."""
+"""Undo ``enter_task``."""

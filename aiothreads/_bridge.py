@@ -65,15 +65,38 @@ def sync_await(func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> Any
     """Run ``func(*args, **kwargs)`` on the event loop, await what it returns, return that.
 
     Use it inside a function run by an aiothreads decorator, which makes the
-    loop known through :data:`aiothreads.EVENT_LOOP`. The calling thread blocks
-    until the awaitable finishes. ``func`` may also be a plain callable: it is
+    loop known through [`aiothreads.EVENT_LOOP`][aiothreads.EVENT_LOOP]. The calling thread
+    blocks until the awaitable finishes. ``func`` may also be a plain callable: it is
     then called on the loop's own thread (where asyncio objects such as an
-    ``asyncio.Event`` may be touched) and its return value comes back::
+    ``asyncio.Event`` may be touched) and its return value comes back.
 
-        @threaded
-        def worker(done: asyncio.Event) -> None:
-            ...  # blocking work
-            sync_await(done.set)  # event.set() is not thread-safe; on the loop it is
+    ```python
+    import asyncio
+
+    from aiothreads import sync_await, threaded
+
+
+    async def lookup(key: str) -> str:
+        await asyncio.sleep(0)
+        return key.upper()
+
+
+    @threaded
+    def work(done: asyncio.Event) -> str:
+        found = sync_await(lookup, "a")  # awaited on the loop, result here
+        sync_await(done.set)  # not thread-safe: called on the loop instead
+        return found
+
+
+    async def main() -> str:
+        done = asyncio.Event()
+        found = await work(done)
+        assert done.is_set()
+        return found
+
+
+    assert asyncio.run(main()) == "A"
+    ```
 
     Raises:
         RuntimeError: called on the loop's own thread, from a thread with no
@@ -91,9 +114,28 @@ def wait_coroutine(
 ) -> T:
     """Run the coroutine object ``coro`` on ``loop`` and return its result.
 
+    ```python
+    import asyncio
+
+    from aiothreads import threaded, wait_coroutine
+
+
+    async def double(value: int) -> int:
+        await asyncio.sleep(0)
+        return value * 2
+
+
+    @threaded
+    def work() -> int:
+        return wait_coroutine(double(21))
+
+
+    assert asyncio.run(work()) == 42
+    ```
+
     Args:
         coro: The coroutine to run; it is closed unrun if it cannot be run.
-        loop: The target loop; defaults to :data:`aiothreads.EVENT_LOOP`.
+        loop: The target loop; defaults to [`aiothreads.EVENT_LOOP`][aiothreads.EVENT_LOOP].
 
     Raises:
         RuntimeError: called on the loop's own thread, from a thread with no
@@ -117,9 +159,29 @@ def sync_wait_coroutine(
 ) -> T:
     """Run ``await coro_func(*args, **kwargs)`` on ``loop`` and return its result.
 
-    The explicit-loop variant of :func:`sync_await`, for threads that aiothreads
+    The explicit-loop variant of [`sync_await`][aiothreads.sync_await], for threads that aiothreads
     did not start (``asyncio.to_thread``, ``threading.Thread``). ``loop=None``
-    falls back to :data:`aiothreads.EVENT_LOOP`.
+    falls back to [`aiothreads.EVENT_LOOP`][aiothreads.EVENT_LOOP].
+
+    ```python
+    import asyncio
+
+    from aiothreads import sync_wait_coroutine
+
+
+    async def double(value: int) -> int:
+        await asyncio.sleep(0)
+        return value * 2
+
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        # A thread aiothreads did not start knows no loop: pass it.
+        return await asyncio.to_thread(sync_wait_coroutine, loop, double, 21)
+
+
+    assert asyncio.run(main()) == 42
+    ```
 
     Raises:
         RuntimeError: called on the loop's own thread, with no known loop, or
@@ -195,7 +257,7 @@ class _Waiter(Generic[T]):
     The task releases a plain lock the thread blocks on as soon as the
     coroutine finishes, from inside its last step: no done callback, no
     ``concurrent.futures`` machinery in between. The task also starts eagerly
-    (:mod:`aiothreads._eager`), in the very callback that carried it to the
+    (``aiothreads._eager``), in the very callback that carried it to the
     loop, so a coroutine that does not suspend is done in that loop turn.
     """
 

@@ -1,10 +1,10 @@
 """Cooperative cancellation: threaded code can notice that its caller gave up.
 
 Threads cannot be interrupted, but a threaded function can poll. Inside a call
-made by an aiothreads decorator, :func:`is_cancelled` turns true once the
+made by an aiothreads decorator, [`is_cancelled`][aiothreads.is_cancelled] turns true once the
 awaiting task was cancelled (the call's future is cancelled), and inside a
 threaded generator once its consumer went away (break, close, cancellation,
-garbage collection, loop shutdown). :func:`check_cancelled` raises
+garbage collection, loop shutdown). [`check_cancelled`][aiothreads.check_cancelled] raises
 ``asyncio.CancelledError`` then, which cancels the call's future in turn.
 ``sync_await`` and friends called from such a call raise ``CancelledError``
 as soon as the call is cancelled, cancelling the coroutine they wait for.
@@ -87,7 +87,7 @@ class StreamScope:
 
     @property
     def future(self) -> None:
-        """Streams have no future to watch; waits re-check :meth:`cancelled`."""
+        """Streams have no future to watch; waits re-check ``cancelled``."""
         return None
 
     def cancelled(self) -> bool:
@@ -110,7 +110,7 @@ def current_scope() -> Scope | None:
 def run_in_stream_scope(
     channel: FromThreadChannel[Any], func: Callable[P, T], *args: P.args, **kwargs: P.kwargs
 ) -> T:
-    """Call ``func`` with ``channel``'s consumer the one :func:`is_cancelled` watches."""
+    """Call ``func`` with ``channel``'s consumer the one ``is_cancelled`` watches."""
     local = _current
     previous = local.scope
     local.scope = StreamScope(channel)

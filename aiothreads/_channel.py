@@ -4,16 +4,16 @@ Semantics:
 
 * ``put()`` is called from threads. It appends at once while there is room and
   blocks the calling thread while the channel is full (backpressure). It raises
-  :class:`ChannelClosed` once the channel is closed, also when the close
+  [`ChannelClosed`][aiothreads.ChannelClosed] once the channel is closed, also when the close
   happens while the thread is blocked.
 * ``get()`` is awaited on the event loop. Items come out in the order they were
   put. Once the channel is closed, the remaining items are still delivered and
-  then every ``get()`` raises :class:`ChannelClosed`.
+  then every ``get()`` raises [`ChannelClosed`][aiothreads.ChannelClosed].
 * The loop is woken only when a getter is waiting, and a blocked producer only
   once the channel has drained to half its size, so a fast producer refills it
   in a batch instead of waking up for every item: no polling on either side.
 * If the event loop closes while a producer is blocked, ``put()`` raises
-  :class:`ChannelClosed` instead of blocking forever.
+  [`ChannelClosed`][aiothreads.ChannelClosed] instead of blocking forever.
 
 Beyond ``put()``/``get()``, a threaded iterator drives the channel through a
 small interface: ``take_nowait()`` (an item, or ``EMPTY``, without waiting),
@@ -86,6 +86,35 @@ class FromThreadChannel(Generic[T]):
     otherwise to the loop of the first ``get()``. Use it as a context manager
     in the producing thread to close it when the producer is done, and await
     the channel itself as a shorthand for ``get()``.
+
+    ```python
+    import asyncio
+    import threading
+
+    from aiothreads import ChannelClosed, FromThreadChannel
+
+
+    async def main() -> list[int]:
+        channel: FromThreadChannel[int] = FromThreadChannel(maxsize=2)
+
+        def produce() -> None:
+            with channel:  # closes the channel once the producer is done
+                for number in range(5):
+                    channel.put(number)  # blocks while two items wait
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        received = []
+        try:
+            while True:
+                received.append(await channel.get())
+        except ChannelClosed:
+            producer.join()
+        return received
+
+
+    assert asyncio.run(main()) == [0, 1, 2, 3, 4]
+    ```
 
     """
 
@@ -212,8 +241,8 @@ class FromThreadChannel(Generic[T]):
     def close(self) -> None:
         """Close the channel; idempotent and safe to call from any thread.
 
-        Blocked producers raise :class:`ChannelClosed`; waiting getters receive
-        the remaining items and then :class:`ChannelClosed`.
+        Blocked producers raise [`ChannelClosed`][aiothreads.ChannelClosed]; waiting getters receive
+        the remaining items and then [`ChannelClosed`][aiothreads.ChannelClosed].
         """
         with self._lock:
             getters = self._close_locked(None)
@@ -242,7 +271,7 @@ class FromThreadChannel(Generic[T]):
     def call_when_abandoned(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` once the consuming side abandons the channel (now, if it has).
 
-        It runs in the thread that abandons it; see :meth:`forget_abandon_callback`.
+        It runs in the thread that abandons it; see ``forget_abandon_callback``.
         """
         with self._lock:
             if self._close_reason is None:
@@ -251,7 +280,7 @@ class FromThreadChannel(Generic[T]):
         callback()
 
     def forget_abandon_callback(self, callback: Callable[[], object]) -> None:
-        """Undo :meth:`call_when_abandoned` (nothing happens if it already ran)."""
+        """Undo ``call_when_abandoned`` (nothing happens if it already ran)."""
         with self._lock, contextlib.suppress(ValueError):
             self._abandon_callbacks.remove(callback)
 

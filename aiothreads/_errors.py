@@ -13,7 +13,7 @@ __all__ = [
 class NoEventLoopError(RuntimeError, LookupError):
     """No event loop is known to the calling thread.
 
-    Raised by :func:`~aiothreads.sync_await` and friends called outside any
+    Raised by [`sync_await`][aiothreads.sync_await] and friends called outside any
     aiothreads call without a loop. aiothreads 1.x raised ``LookupError``
     here, so both ``except LookupError`` and ``except RuntimeError`` catch it.
     """

@@ -1,12 +1,12 @@
 """Run a callable in a worker thread and resolve an asyncio future with its outcome.
 
-Semantics, for every call that goes through :func:`run_in_executor` or
-:func:`run_in_new_thread`:
+Semantics, for every call that goes through ``run_in_executor`` or
+``run_in_new_thread``:
 
 * The returned future belongs to the loop; the thread hands the outcome to the
-  loop's inbox (:mod:`aiothreads._inbox`), so no ``concurrent.futures`` round
+  loop's inbox (``aiothreads._inbox``), so no ``concurrent.futures`` round
   trip is involved, and the caller resumes in the loop turn it arrives
-  (:class:`~aiothreads._future.CallFuture`). Where the loop keeps its default
+  (``CallFuture``). Where the loop keeps its default
   executor private (uvloop), the loop's own ``run_in_executor`` future is
   returned instead.
 * A call whose future was cancelled before a thread picked it up never runs.
@@ -61,7 +61,7 @@ T = TypeVar("T")
 class ThreadCall(CallFuture[T]):
     """A call handed to a thread: the future its caller awaits, and the work the thread runs.
 
-    Its :meth:`run`, called in the thread, runs the function unless the
+    Its ``run``, called in the thread, runs the function unless the
     future was cancelled first, then hands the outcome to the loop's inbox,
     which settles the future. One object per call serves as both, so starting
     a call allocates nothing else. The arguments are let go once the function
@@ -69,8 +69,8 @@ class ThreadCall(CallFuture[T]):
     the function a second time.
 
     With a context the function runs inside it as an aiothreads call:
-    :data:`~aiothreads.EVENT_LOOP` is set to the loop and this object is the
-    call's cancel scope (see :mod:`aiothreads._cancellation`).
+    [`EVENT_LOOP`][aiothreads.EVENT_LOOP] is set to the loop and this object is the
+    call's cancel scope (see ``aiothreads._cancellation``).
     """
 
     __slots__ = ("_arguments", "_func", "_inbox", "_on_finish", "_probe")
@@ -192,8 +192,8 @@ def run_in_executor(
 ) -> asyncio.Future[T]:
     """Run ``func`` on ``executor``, or on the loop's default executor if ``None``.
 
-    See :func:`default_executor` for which executor that is, and
-    :data:`Arguments` for ``call``. ``on_finish`` is called in the thread once
+    See ``default_executor`` for which executor that is, and
+    ``Arguments`` for ``call``. ``on_finish`` is called in the thread once
     the call ran or was dropped (limits use it).
 
     Raises:
@@ -226,7 +226,7 @@ def refused_call(
     probe: CallProbe | None,
     on_finish: Callable[[], None] | None,
 ) -> asyncio.Future[Any]:
-    """Settle a call that could not be started: a future failed with :class:`ExecutorRefused`.
+    """Settle a call that could not be started: a future failed with ``ExecutorRefused``.
 
     The probe and the limit place are settled here, once.
     """
@@ -378,7 +378,7 @@ def default_executor(loop: asyncio.AbstractEventLoop) -> Executor | None:
     """Return the loop's default executor, or ``None`` if the loop keeps it private.
 
     This is what ``loop.set_default_executor()`` installed; if nothing was,
-    aiothreads installs a :class:`WorkerPool` there, so that
+    aiothreads installs a ``WorkerPool`` there, so that
     ``loop.run_in_executor(None, ...)`` and ``asyncio.to_thread`` share its
     threads. Loops that keep their default executor out of sight return
     ``None``: calls then go through ``loop.run_in_executor(None, ...)``.
@@ -419,7 +419,7 @@ def run_in_new_thread(
         detach: Make the thread a daemon, so it never blocks interpreter exit.
         probe: Observes the call, if instrumentation is on.
         on_finish: Called in the thread once the call ran (limits use it).
-        call: Its arguments and context; see :data:`Arguments`.
+        call: Its arguments and context; see ``Arguments``.
     """
     future = ThreadCall(loop, func, call, probe, on_finish)
     thread = threading.Thread(target=future.run, name=name, daemon=detach)

@@ -2,8 +2,8 @@
 
 A plain ``asyncio.Future`` settled from a loop callback schedules its done
 callbacks with ``call_soon``, so the task awaiting it resumes one loop turn
-after the outcome reached the loop. :meth:`CallFuture.resolve` and
-:meth:`CallFuture.fail` run the callbacks registered before the outcome
+after the outcome reached the loop. ``CallFuture.resolve`` and
+``CallFuture.fail`` run the callbacks registered before the outcome
 arrived at once, inside the callback that delivers it, which saves that turn
 on every threaded call. In every other respect it is an ``asyncio.Future``
 (callbacks are stored by asyncio itself, so registering one costs what it

@@ -2,9 +2,9 @@
 
 Every thread-to-loop hand-off in aiothreads (a call's outcome, a channel item
 for a waiting consumer, a coroutine for ``sync_await``) goes through the
-loop's :class:`LoopInbox`:
+loop's ``LoopInbox``:
 
-* :meth:`LoopInbox.post` may be called from any thread. The loop runs posted
+* ``LoopInbox.post`` may be called from any thread. The loop runs posted
   callbacks in the order they were posted, each as ``callback(*args)``.
 * The first post after the loop emptied the inbox wakes the loop; posts that
   arrive before it gets round to it ride along.
@@ -13,7 +13,7 @@ loop's :class:`LoopInbox`:
   Elsewhere (uvloop, whose ``call_soon_threadsafe`` is already that; Windows;
   macOS), and once the loop began shutting down, it is
   ``loop.call_soon_threadsafe``.
-* :meth:`LoopInbox.post` raises ``RuntimeError`` if the loop is closed, like
+* ``LoopInbox.post`` raises ``RuntimeError`` if the loop is closed, like
   ``call_soon_threadsafe``.
 * A callback's exception is reported to the loop's exception handler, like
   any loop callback's; ``KeyboardInterrupt`` and ``SystemExit`` propagate out

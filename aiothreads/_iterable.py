@@ -1,8 +1,8 @@
 """``@threaded_iterable``: consume a blocking generator with ``async for``.
 
 Calling the decorated generator function returns an
-:class:`~aiothreads.iterator_wrapper.IteratorWrapper`; see
-:mod:`aiothreads._wrapper` for when the generator starts, how backpressure
+``IteratorWrapper``; see
+``aiothreads._wrapper`` for when the generator starts, how backpressure
 works and what stops it. ``@threaded_iterable_separate`` runs each iterator's
 generator on a dedicated thread instead of a pool worker.
 """
@@ -80,7 +80,7 @@ class ThreadedIterableBase(Generic[P, T], ABC):
         return self.create_wrapper(*args, **kwargs)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> IteratorWrapper[P, T]:
-        """Alias of :meth:`async_call`."""
+        """Alias of ``async_call``."""
         return self.create_wrapper(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -231,13 +231,32 @@ def threaded_iterable(
     bare or as ``@threaded_iterable(max_size=N)``; put it above
     ``@staticmethod`` or ``@classmethod``.
 
+    ```python
+    import asyncio
+
+    from aiothreads import threaded_iterable
+
+
+    @threaded_iterable(max_size=8)
+    def lines(count: int):
+        for number in range(count):
+            yield f"line {number}"
+
+
+    async def main() -> list[str]:
+        return [line async for line in lines(3)]
+
+
+    assert asyncio.run(main()) == ["line 0", "line 1", "line 2"]
+    ```
+
     Args:
         func: The generator function, or any callable whose call returns an
             iterable (a list, an iterator, a generator object); it is called
             in the thread, so an error it raises reaches ``async for``.
         max_size: Items buffered ahead of the consumer; ``0`` is unbounded.
         limit: At most this many generators running at once (an int or a shared
-            :class:`~aiothreads.CapacityLimiter`); iteration waits for a place.
+            [`CapacityLimiter`][aiothreads.CapacityLimiter]); iteration waits for a place.
         executor: Run the generator on this executor instead of the loop's
             default one; it must run work in this process's threads.
         name: The name in metric labels, span names, reprs and thread names,
@@ -289,10 +308,36 @@ def threaded_iterable_separate(
     name: str | None = None,
     instrument: bool = True,
 ) -> Any:
-    """Like :func:`threaded_iterable`, but each iterator gets a dedicated thread.
+    """[`threaded_iterable`][aiothreads._iterable.threaded_iterable], a thread per iterator.
 
     Use it for generators that may block for long (pipes, sockets, tails), so
     they never hold a pool worker.
+
+    ```python
+    import asyncio
+
+    from aiothreads import threaded_iterable_separate
+
+
+    @threaded_iterable_separate(max_size=2)
+    def ticks():
+        number = 0
+        while True:  # runs until its consumer leaves
+            yield number
+            number += 1
+
+
+    async def main() -> list[int]:
+        taken = []
+        async for tick in ticks():
+            taken.append(tick)
+            if len(taken) == 3:
+                break  # stops the generator and ends its thread
+        return taken
+
+
+    assert asyncio.run(main()) == [0, 1, 2]
+    ```
 
     Args:
         func: The generator function, or any callable whose call returns an

@@ -159,7 +159,8 @@ def as_limiter(limit: int | CapacityLimiter | None) -> CapacityLimiter | None:
     """Turn a ``limit=`` argument into a limiter (``None`` stays unlimited).
 
     Raises:
-        TypeError: ``limit`` is neither an int nor a :class:`CapacityLimiter`.
+        TypeError: ``limit`` is neither an int nor a
+            [`CapacityLimiter`][aiothreads.CapacityLimiter].
         ValueError: ``limit`` is less than 1.
     """
     if limit is None or isinstance(limit, CapacityLimiter):

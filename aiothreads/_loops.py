@@ -5,7 +5,7 @@ such waits:
 
 * ``asyncio.run()`` (and ``asyncio.Runner``, uvloop's ``run`` and
   pytest-asyncio) call ``loop.shutdown_asyncgens()`` before they wait for the
-  default executor. :func:`on_loop_shutdown` hooks into that step with a
+  default executor. ``on_loop_shutdown`` hooks into that step with a
   sentinel async generator, so producers blocked on a full channel are released
   before the loop waits for their threads. The pool aiothreads installs as a
   loop's default executor also releases them when the loop is closed by hand
@@ -15,7 +15,7 @@ such waits:
   ``loop.close()`` shuts it down, and that releases blocked producers and
   ``sync_await`` waiters at once. Elsewhere (uvloop, an application's
   executor) nothing announces the close, so blocking waits also wake every
-  :data:`LOOP_WATCHDOG_INTERVAL` seconds to check ``loop.is_closed()``: a
+  ``LOOP_WATCHDOG_INTERVAL`` seconds to check ``loop.is_closed()``: a
   liveness backstop for that one case, never the wake-up path.
 """
 
@@ -60,7 +60,7 @@ class Closable(Protocol):
 class _ShutdownWatch:
     """Holds a started sentinel async generator and the objects it releases.
 
-    It lives in its loop's :class:`LoopState`, so a loop closed by hand, and
+    It lives in its loop's ``LoopState``, so a loop closed by hand, and
     everything the watch holds, is collected with the loop.
     """
 

@@ -1,7 +1,7 @@
 """The worker pool aiothreads installs as an asyncio loop's default executor.
 
 When a threaded call runs on an asyncio event loop that has no default
-executor yet, aiothreads installs a :class:`WorkerPool` with
+executor yet, aiothreads installs a ``WorkerPool`` with
 ``loop.set_default_executor()``. It is a ``ThreadPoolExecutor`` in every way
 asyncio and other code rely on (``submit``, ``shutdown``, ``map``, the same
 default size), and it also accepts aiothreads' own calls without creating a
@@ -127,7 +127,7 @@ class WorkerPool(ThreadPoolExecutor):
         Args:
             wait: Block until every worker has exited.
             cancel_futures: Drop the calls that no worker has started yet;
-                futures from :meth:`submit` among them are cancelled.
+                futures from ``submit`` among them are cancelled.
         """
         with self._lifecycle:
             self._closed = True
@@ -146,7 +146,7 @@ class WorkerPool(ThreadPoolExecutor):
                 worker.join()
 
     def call_on_shutdown(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` once, in the first :meth:`shutdown` (before it waits)."""
+        """Call ``callback()`` once, in the first ``shutdown`` (before it waits)."""
         self._on_shutdown = callback
 
     def __repr__(self) -> str:

@@ -1,6 +1,6 @@
 """``@threaded_separate``: run each call on a new, dedicated thread.
 
-Semantics are those of ``@threaded`` (see :mod:`aiothreads._threaded`), except
+Semantics are those of ``@threaded`` (see ``aiothreads._threaded``), except
 that every call starts its own thread instead of borrowing a pool worker, so a
 call that blocks for a long time or forever never starves the pool. With
 ``detach=True`` (the default) the thread is a daemon and never blocks
@@ -136,12 +136,27 @@ def threaded_separate(
     ``@threaded_separate(detach=False)`` (or ``@threaded_separate(False)``, as
     in 1.x); put it above ``@staticmethod`` or ``@classmethod``.
 
+    ```python
+    import asyncio
+    import threading
+
+    from aiothreads import threaded_separate
+
+
+    @threaded_separate
+    def where() -> str:
+        return threading.current_thread().name
+
+
+    assert asyncio.run(where()).startswith("aiothreads-")
+    ```
+
     Args:
         func: The blocking function.
         detach: Run calls on daemon threads, which never block interpreter
             exit. ``False`` makes the interpreter wait for running calls.
         limit: At most this many calls, so dedicated threads, at once (an int
-            or a shared :class:`~aiothreads.CapacityLimiter`).
+            or a shared [`CapacityLimiter`][aiothreads.CapacityLimiter]).
         name: The name in metric labels, span names, reprs and thread names,
             instead of the function's qualified name.
         instrument: ``False`` keeps this function out of metrics, spans and

@@ -7,8 +7,8 @@ Semantics:
   running loop it returns a coroutine that submits the call when awaited, so
   ``asyncio.run(func(x))`` works.
 * The function runs in a copy of the caller's context with
-  :data:`aiothreads.EVENT_LOOP` set, so context variables and
-  :func:`aiothreads.sync_await` work inside it.
+  [`aiothreads.EVENT_LOOP`][aiothreads.EVENT_LOOP] set, so context variables and
+  [`aiothreads.sync_await`][aiothreads.sync_await] work inside it.
 * Cancelling the future before a worker picks the call up means it never
   runs; cancelling later abandons its result (threads cannot be interrupted).
 * Exceptions propagate to the awaiting task with the thread's frames in the
@@ -85,7 +85,7 @@ class Dispatch(Protocol):
         on_finish: Callable[[], None] | None,
         /,
     ) -> asyncio.Future[R]:
-        """Start ``func`` with ``call``'s arguments in its context; see :data:`Arguments`.
+        """Start ``func`` with ``call``'s arguments in its context; see ``Arguments``.
 
         The parameters are positional only: this runs on every call.
         """
@@ -365,10 +365,26 @@ def threaded(
     iterable whose ``max_size`` comes from ``THREADED_ITERABLE_DEFAULT_MAX_SIZE``
     (default 1024). Usable bare or with options: ``@threaded(limit=4)``.
 
+    ```python
+    import asyncio
+    import time
+
+    from aiothreads import threaded
+
+
+    @threaded
+    def checksum(data: bytes) -> int:
+        time.sleep(0.01)  # blocking work, off the event loop
+        return sum(data) % 256
+
+
+    assert asyncio.run(checksum(b"abc")) == 38
+    ```
+
     Args:
         func: The blocking function.
         limit: At most this many executions at once (an int, or a
-            :class:`~aiothreads.CapacityLimiter` shared by several functions);
+            [`CapacityLimiter`][aiothreads.CapacityLimiter] shared by several functions);
             further callers wait asynchronously, and one cancelled while
             waiting gives its place up.
         executor: Run on this ``concurrent.futures.Executor`` instead of the

@@ -73,7 +73,7 @@ def check_executor(executor: object) -> Executor | None:
 
 
 def check_thread_executor(executor: object) -> Executor | None:
-    """Like :func:`check_executor`, and reject process pools (generators need threads).
+    """Like ``check_executor``, and reject process pools (generators need threads).
 
     Raises:
         TypeError: ``executor`` is not an ``Executor``, or runs work in other processes.

@@ -5,8 +5,8 @@ Semantics:
 * Nothing runs until the first ``__anext__()``: an iterator that is never
   iterated starts no thread and never calls the generator function.
 * The generator runs in a worker thread, inside a copy of the context the
-  iterator was created in (with :data:`aiothreads.EVENT_LOOP` set), and hands
-  items over through a :class:`~aiothreads.FromThreadChannel` of ``max_size``
+  iterator was created in (with [`aiothreads.EVENT_LOOP`][aiothreads.EVENT_LOOP] set), and hands
+  items over through a [`FromThreadChannel`][aiothreads.FromThreadChannel] of ``max_size``
   items; it blocks while the channel is full.
 * The generator is stopped (``GeneratorExit`` at its ``yield``, so its
   ``finally`` runs) when the consumer calls ``close()``/``aclose()``, leaves
@@ -85,7 +85,7 @@ class IteratorWrapper(Generic[P, T]):
             ``0`` means unbounded.
         executor: Where the thread comes from; ``None`` means the loop's
             default executor.
-        limiter: A :class:`~aiothreads.CapacityLimiter` the generator holds a
+        limiter: A [`CapacityLimiter`][aiothreads.CapacityLimiter] the generator holds a
             place of while it runs; iteration waits for a place first.
         name: The name shown in reprs, thread names and telemetry; the
             decorators pass the decorated function's qualified name.
@@ -98,7 +98,7 @@ class IteratorWrapper(Generic[P, T]):
         TypeError: ``gen_func`` is not callable, or ``executor`` is not a
             thread executor.
 
-    Subclasses may override :meth:`_run` to start :attr:`_in_thread` on a
+    Subclasses may override ``_run`` to start ``_in_thread`` on a
     thread of their own; it must return an awaitable that completes when that
     thread is done.
 
@@ -181,7 +181,7 @@ class IteratorWrapper(Generic[P, T]):
         return job
 
     def _run(self) -> Awaitable[Any]:
-        """Start :attr:`_in_thread` on a worker thread; return its completion."""
+        """Start ``_in_thread`` on a worker thread; return its completion."""
         return run_in_executor(self._require_loop(), self.executor, self._in_thread)
 
     def _require_loop(self) -> asyncio.AbstractEventLoop:
@@ -363,7 +363,7 @@ class _Iteration(Generic[T]):
 
 
 class IteratorWrapperSeparate(IteratorWrapper[P, T]):
-    """An :class:`IteratorWrapper` whose generator runs on a dedicated thread."""
+    """An [`IteratorWrapper`][aiothreads.IteratorWrapper] with a thread of its own per generator."""
 
     __slots__ = ()
     _KIND: ClassVar[str] = "iterable_separate"
@@ -378,8 +378,8 @@ class _Producer(Generic[T]):
     """Runs the generator on its thread, and settles its iterator's books exactly once.
 
     Exactly one of three settles them, whichever claims the producer first:
-    :meth:`run` (in the producer thread), :meth:`drop_unstarted` (the consumer
-    left before it started) or :meth:`settle_unrun` (the executor refused or
+    ``run`` (in the producer thread), ``drop_unstarted`` (the consumer
+    left before it started) or ``settle_unrun`` (the executor refused or
     dropped it). So the limit place ``held`` is released exactly once.
     """
 
@@ -509,7 +509,7 @@ def _put_all(channel: FromThreadChannel[T], generator: Iterator[T]) -> bool:
 def _put_all_counted(
     channel: FromThreadChannel[T], generator: Iterator[T], probe: StreamProbe
 ) -> bool:
-    """:func:`_put_all`, reporting items to ``probe`` every ``_FLUSH_EVERY`` and at the end."""
+    """``_put_all``, reporting items to ``probe`` every ``_FLUSH_EVERY`` and at the end."""
     put = channel.put
     pending = 0
     try:

@@ -177,7 +177,7 @@ class Demo:
         self.scan = scan_orders_separate if settings.overload else scan_orders
 
     async def run(self) -> None:
-        """Run every workload until :attr:`stopping` is set."""
+        """Run every workload until ``stopping`` is set."""
         workers = [self._calls(), self._enrichment(), self._invoices(), self._inventory()]
         workers += [self._separate_thread() for _ in range(self.settings.separate_threads)]
         workers += [self._streams() for _ in range(self.settings.stream_consumers)]

@@ -1,6 +1,6 @@
 """Compatibility path for aiothreads 1.x: ``IteratorWrapper`` and the channel.
 
-Subclass :class:`IteratorWrapper` and override ``_run()`` to start
+Subclass [`IteratorWrapper`][aiothreads.IteratorWrapper] and override ``_run()`` to start
 ``self._in_thread`` on a thread of your own, returning an awaitable that
 completes when that thread is done.
 """

@@ -38,6 +38,6 @@ EVENT_LOOP: contextvars.ContextVar[asyncio.AbstractEventLoop] = contextvars.Cont
 """The event loop that started the current threaded call.
 
 Every aiothreads decorator sets it in the context the thread runs in, so
-:func:`aiothreads.sync_await` and :func:`aiothreads.wait_coroutine` find the
-loop without being told.
+[`aiothreads.sync_await`][aiothreads.sync_await] and
+[`aiothreads.wait_coroutine`][aiothreads.wait_coroutine] find the loop without being told.
 """

@@ -3,10 +3,10 @@
 Instrumentation turns itself on for every backend whose library is installed
 (``pip install 'aiothreads[all]'``) the first time aiothreads runs a call;
 with none installed it is a no-op and imports none of them. Use
-:func:`configure` or the ``AIOTHREADS_INSTRUMENTATION`` environment variable
+``configure`` or the ``AIOTHREADS_INSTRUMENTATION`` environment variable
 (``off``, ``auto``, or a list such as ``prometheus,structlog``) to choose.
 
-The core reports to one narrow interface (:mod:`._hooks`); each backend lives
+The core reports to one narrow interface (``._hooks``); each backend lives
 in its own module and imports its library only when it is switched on.
 """
 

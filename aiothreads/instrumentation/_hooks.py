@@ -1,9 +1,9 @@
 """The one interface the core calls: probes for calls and streams, or ``None`` when off.
 
-The core asks :func:`current` once per call or stream. With no backend active
+The core asks ``current`` once per call or stream. With no backend active
 it gets ``None`` and does nothing else, so instrumentation that is off costs a
 function call and a comparison. With backends active it gets a
-:class:`Telemetry`, whose probes fan each event out to the metrics, tracing and
+``Telemetry``, whose probes fan each event out to the metrics, tracing and
 log backends that are on. Probes are observers: they never change what the
 core does, and an error inside a backend is swallowed so that telemetry can
 never break a call.
@@ -68,7 +68,7 @@ def _resolve() -> None:
 
 
 def install(telemetry: Telemetry | None, *, debug_logs: bool = True) -> None:
-    """Make ``telemetry`` (or nothing, for ``None``) what :func:`current` returns.
+    """Make ``telemetry`` (or nothing, for ``None``) what ``current`` returns.
 
     ``debug_logs=False`` also silences the stdlib log events that otherwise
     flow without backends while the ``aiothreads`` logger is at DEBUG.
@@ -79,7 +79,7 @@ def install(telemetry: Telemetry | None, *, debug_logs: bool = True) -> None:
 
 
 def reset() -> None:
-    """Forget the resolved backends; the next :func:`current` looks them up again."""
+    """Forget the resolved backends; the next ``current`` looks them up again."""
     global _active, _debug_logs_allowed  # noqa: PLW0603
     _active = _UNRESOLVED
     _debug_logs_allowed = True

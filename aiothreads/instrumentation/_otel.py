@@ -136,7 +136,7 @@ class OpenTelemetryTracing:
         return self._context.attach(self._trace.set_span_in_context(span))
 
     def deactivate(self, token: object) -> None:
-        """Restore the context that :meth:`activate` replaced."""
+        """Restore the context that ``activate`` replaced."""
         self._context.detach(token)  # type: ignore[arg-type]
 
     def annotate(self, span: Any, attributes: Mapping[str, Any]) -> None:

@@ -7,7 +7,7 @@ counts in curly braces) and carry the attributes ``function`` and ``kind``
 
 A call costs two instrument operations: its wait for a thread and its
 duration are histogram records. Everything else is counted in the per-thread
-tallies of :mod:`._tallies` and read by observable instruments when the SDK
+tallies of ``._tallies`` and read by observable instruments when the SDK
 collects, so it costs nothing per call.
 """
 

@@ -6,7 +6,7 @@ inside a backend is swallowed so that telemetry can never break a call.
 What a call costs is kept to the minimum each backend needs:
 
 * a function's metric series, span name and span attributes are looked up
-  once (:class:`FunctionTelemetry`), not per call;
+  once (``FunctionTelemetry``), not per call;
 * a call's span is opened when its work starts, with the submit time as its
   start, so queue time stays visible while only running calls hold a live
   span; a span that is not recording (no SDK, or sampled out) costs nothing
@@ -192,7 +192,7 @@ class CallProbe:
             return None
 
     def restore(self, token: object) -> None:
-        """Undo :meth:`activate_here`."""
+        """Undo ``activate_here``."""
         tracing = self._of.tracing
         if tracing is not None and token is not None:
             with contextlib.suppress(Exception):  # a failing backend must not break the call

@@ -3,11 +3,11 @@
 Every series carries ``function`` (the module-qualified name of the decorated
 function) and ``kind`` (threaded, separate, iterable, iterable_separate,
 sync_await); never an argument value. Calls count into per-thread tallies
-(:mod:`._tallies`); a scrape adds them up, derives the gauges and reads the
+(``._tallies``); a scrape adds them up, derives the gauges and reads the
 live channels' depth and capacity, so streaming items costs nothing for them.
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set (prometheus-client's multiprocess mode),
-see :mod:`._prometheus_multiprocess` instead.
+see ``._prometheus_multiprocess`` instead.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 With ``PROMETHEUS_MULTIPROC_DIR`` set, every worker process writes its values
 to files there and a ``MultiProcessCollector`` adds them up at scrape time.
 Only prometheus-client's own metric objects take part in that, so this backend
-counts through them (slower per call than :mod:`._prometheus`), and its gauges
+counts through them (slower per call than ``._prometheus``), and its gauges
 use the ``livesum`` mode: a worker that exited stops counting. Channel depth is
 written when producers report items (every 256) or block, since no scrape
 reaches a worker; capacity counts bounded channels only.

@@ -371,7 +371,7 @@ class Tallies:
                 exporter(series)
 
     def detach(self) -> None:
-        """Forget the exporters :meth:`attach` was given, and their hooks."""
+        """Forget the exporters ``attach`` was given, and their hooks."""
         with self.lock:
             self.exporters.discard("opentelemetry_metrics")
             self._on_new_series.clear()
