@@ -157,7 +157,7 @@ def render(samples: Samples, rounds: int, scale: float, memory_report: str, char
     """Return the Markdown report; ``chart_name`` is the chart's file name beside it."""
     results = medians(samples)
     lines = [
-        f"# Benchmarks on {platform.python_implementation()} {platform.python_version()}",
+        f"## Benchmarks on {platform.python_implementation()} {platform.python_version()}",
         "",
         f"`python -m benchmarks.run` on {platform.python_implementation()} "
         f"{platform.python_version()}, {platform.system()} {platform.machine()}, "
@@ -169,7 +169,7 @@ def render(samples: Samples, rounds: int, scale: float, memory_report: str, char
         "",
     ]
     for kind, scenarios in results.items():
-        lines += [f"## {kind} event loop", ""]
+        lines += [f"### {kind} event loop", ""]
         lines += [
             "| scenario | implementation | throughput | aiothreads is |",
             "| --- | --- | ---: | ---: |",
@@ -184,7 +184,7 @@ def render(samples: Samples, rounds: int, scale: float, memory_report: str, char
     lines += [
         f"![aiothreads against its peers]({chart_name})",
         "",
-        "## Targets (asyncio event loop)",
+        "### Targets (asyncio event loop)",
         "",
         "The measured ratio compares the medians; the range is the lowest and the",
         "highest ratio of the two within one round.",
@@ -205,7 +205,7 @@ def render(samples: Samples, rounds: int, scale: float, memory_report: str, char
             )
         else:
             lines.append(f"| {scenario} | {peer} | {target:.1f}x | not measured | | |")
-    lines += ["", "## Memory", "", memory_report, ""]
+    lines += ["", "### Memory", "", memory_report, ""]
     return "\n".join(lines)
 
 
