@@ -8,6 +8,7 @@ import functools
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from ._executor import ThreadCall
 from ._executor import run_in_executor as _run_in_executor
 from ._executor import run_in_new_thread as _run_in_new_thread
 from ._loops import running_loop_or_none
@@ -51,7 +52,9 @@ def run_in_executor(
     loop = running_loop_or_none()
     if loop is None:
         return _run_when_awaited(func, executor, tuple(args), kwargs)
-    return _run_in_executor(loop, executor, _in_context(loop, func, tuple(args), kwargs))
+    return _run_in_executor(
+        executor, ThreadCall(loop, _in_context(loop, func, tuple(args), kwargs))
+    )
 
 
 async def _run_when_awaited(
@@ -61,7 +64,7 @@ async def _run_when_awaited(
     kwargs: Mapping[str, Any],
 ) -> T:
     loop = asyncio.get_running_loop()
-    return await _run_in_executor(loop, executor, _in_context(loop, func, args, kwargs))
+    return await _run_in_executor(executor, ThreadCall(loop, _in_context(loop, func, args, kwargs)))
 
 
 def run_in_new_thread(
@@ -83,8 +86,7 @@ def run_in_new_thread(
     """
     loop = asyncio.get_running_loop()
     future = _run_in_new_thread(
-        loop,
-        _in_context(loop, func, tuple(args), kwargs),
+        ThreadCall(loop, _in_context(loop, func, tuple(args), kwargs)),
         name=f"aiothreads-{qualified_name(func)}",
         detach=detach,
     )

@@ -58,6 +58,16 @@ __all__ = ["default_executor", "refused_call", "run_in_executor", "run_in_new_th
 T = TypeVar("T")
 
 
+Arguments: TypeAlias = "tuple[tuple[Any, ...], Mapping[str, Any], contextvars.Context | None]"
+"""How to call a function in a thread: ``(args, kwargs, context)``.
+
+With a context, the function runs inside it as an aiothreads call (with
+``EVENT_LOOP`` and a cancel scope); with ``None``, it is just called.
+"""
+
+NO_ARGUMENTS: Final[Arguments] = ((), MappingProxyType({}), None)
+
+
 class ThreadCall(CallFuture[T]):
     """A call handed to a thread: the future its caller awaits, and the work the thread runs.
 
@@ -79,9 +89,9 @@ class ThreadCall(CallFuture[T]):
         self,
         loop: asyncio.AbstractEventLoop,
         func: Callable[..., T],
-        call: Arguments,
-        probe: CallProbe | None,
-        on_finish: Callable[[], None] | None,
+        call: Arguments = NO_ARGUMENTS,
+        probe: CallProbe | None = None,
+        on_finish: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(loop=loop)
         self._inbox = inbox_for(loop)
@@ -132,6 +142,43 @@ class ThreadCall(CallFuture[T]):
         if self._on_finish is not None:
             self._on_finish()
 
+    def function_and_arguments(self) -> tuple[Callable[..., T], tuple[Any, ...], Mapping[str, Any]]:
+        """Return what to call, for an executor that runs it elsewhere (another process)."""
+        args, kwargs, _ = self._arguments
+        return self._func, args, kwargs
+
+    def running_elsewhere(self, work: asyncio.Future[T]) -> None:
+        """Settle this call from ``work``, which runs it elsewhere (in another process).
+
+        Called on the loop's thread. Cancelling the call cancels ``work``.
+        """
+        self._arguments = NO_ARGUMENTS
+        if self._probe is not None:
+            self._probe.running()
+        work.add_done_callback(self._settle_from)
+        self.add_done_callback(functools.partial(_cancel_if_cancelled, work))
+
+    def _settle_from(self, work: asyncio.Future[T]) -> None:
+        error = None if work.cancelled() else work.exception()
+        if self._on_finish is not None:
+            self._on_finish()
+        if self._probe is not None:
+            self._probe.finished(_outcome(error, work.cancelled() or self.cancelled()), error)
+        if self.done():
+            return
+        if work.cancelled():
+            self.cancel()
+        elif error is not None:
+            self.fail(error)
+        else:
+            self.resolve(work.result())
+
+    def refuse_here(self, error: BaseException) -> None:
+        """Fail the call with ``error`` on the loop's thread: it could not be started."""
+        self._skip(ERROR, error)
+        if not self.done():
+            self.fail(error)
+
     def abandon(self) -> None:
         """Fail the call: its executor dropped it unrun (shut down with ``cancel_futures``)."""
         self.refuse(ExecutorRefused("the executor was shut down before the call ran"))
@@ -155,6 +202,11 @@ class ThreadCall(CallFuture[T]):
                 emit("warning", "result dropped: event loop closed", fields)
 
 
+def _cancel_if_cancelled(work: asyncio.Future[Any], call: asyncio.Future[Any]) -> None:
+    if call.cancelled() and not work.done():
+        work.cancel()
+
+
 def _outcome(error: BaseException | None, cancelled: bool = False) -> str:
     """Return the outcome label of a call that raised ``error`` (or nothing)."""
     if cancelled or isinstance(error, asyncio.CancelledError):
@@ -171,76 +223,45 @@ def _storable(exc: BaseException) -> BaseException:
     return exc
 
 
-Arguments: TypeAlias = "tuple[tuple[Any, ...], Mapping[str, Any], contextvars.Context | None]"
-"""How to call a function in a thread: ``(args, kwargs, context)``.
+def run_in_executor(executor: Executor | None, call: ThreadCall[T]) -> asyncio.Future[T]:
+    """Start ``call`` on ``executor``, or on its loop's default executor if ``None``.
 
-With a context, the function runs inside it as an aiothreads call (with
-``EVENT_LOOP`` and a cancel scope); with ``None``, it is just called.
-"""
-
-NO_ARGUMENTS: Final[Arguments] = ((), MappingProxyType({}), None)
-
-
-def run_in_executor(
-    loop: asyncio.AbstractEventLoop,
-    executor: Executor | None,
-    func: Callable[..., T],
-    call: Arguments = NO_ARGUMENTS,
-    *,
-    probe: CallProbe | None = None,
-    on_finish: Callable[[], None] | None = None,
-) -> asyncio.Future[T]:
-    """Run ``func`` on ``executor``, or on the loop's default executor if ``None``.
-
-    See ``default_executor`` for which executor that is, and
-    ``Arguments`` for ``call``. ``on_finish`` is called in the thread once
-    the call ran or was dropped (limits use it).
-
-    Raises:
-        RuntimeError: through the future, if the executor was shut down.
+    See ``default_executor`` for which executor that is. Returns the call,
+    the future its caller awaits; if the executor refuses it, the call has
+    failed with ``ExecutorRefused`` already.
     """
     try:
         if executor is None:
-            executor = default_executor(loop)
+            executor = default_executor(call.get_loop())
             if executor is None:
-                return _run_through_loop(loop, func, call, probe, on_finish)
+                _ForeignWork(call).submit_with(
+                    functools.partial(call.get_loop().run_in_executor, None)
+                )
+                return call
         if type(executor) is WorkerPool:
-            future = ThreadCall(loop, func, call, probe, on_finish)
-            executor.enqueue(future)
-            return future
-        if is_process_pool(executor):
-            return _run_in_process(loop, executor, func, call, probe=probe, on_finish=on_finish)
-        future = ThreadCall(loop, func, call, probe, on_finish)
-        _ForeignWork(future).submit(executor)
+            executor.enqueue(call)
+        elif is_process_pool(executor):
+            _run_in_process(executor, call)
+        else:
+            _ForeignWork(call).submit(executor)
     except BaseException as exc:  # nothing was queued: settle the books here
-        failed = refused_call(loop, exc, probe, on_finish)
+        refused_call(call, exc)
         if not isinstance(exc, Exception):
             raise
-        return failed
-    return future
+    return call
 
 
-def refused_call(
-    loop: asyncio.AbstractEventLoop,
-    exc: BaseException,
-    probe: CallProbe | None,
-    on_finish: Callable[[], None] | None,
-) -> asyncio.Future[Any]:
-    """Settle a call that could not be started: a future failed with ``ExecutorRefused``.
+def refused_call(call: ThreadCall[T], exc: BaseException) -> asyncio.Future[T]:
+    """Fail ``call``, which could not be started, with ``ExecutorRefused``; return it.
 
-    The probe and the limit place are settled here, once.
+    Called on the loop's thread; the probe and the limit place are settled here, once.
     """
     error = exc
     if not isinstance(exc, ExecutorRefused):
         error = ExecutorRefused(f"the executor refused the call: {exc}")
         error.__cause__ = exc
-    if probe is not None:
-        probe.skipped(ERROR, error)
-    if on_finish is not None:
-        on_finish()
-    failed: asyncio.Future[Any] = loop.create_future()
-    failed.set_exception(error)
-    return failed
+    call.refuse_here(error)
+    return call
 
 
 class _ForeignWork:
@@ -315,21 +336,13 @@ def on_loop_of(work: object, action: Callable[..., object], *args: Any) -> None:
     action(*args)
 
 
-def _run_in_process(
-    loop: asyncio.AbstractEventLoop,
-    executor: Executor,
-    func: Callable[..., T],
-    call: Arguments,
-    *,
-    probe: CallProbe | None,
-    on_finish: Callable[[], None] | None,
-) -> asyncio.Future[T]:
-    """Run ``func`` in a worker process: it and its arguments must pickle.
+def _run_in_process(executor: Executor, call: ThreadCall[Any]) -> None:
+    """Run ``call``'s function in a worker process: it and its arguments must pickle.
 
     Context variables and ``EVENT_LOOP`` do not cross processes, so
     ``sync_await`` and ``is_cancelled`` are not available there.
     """
-    args, kwargs, _ = call
+    func, args, kwargs = call.function_and_arguments()
     try:
         pickle.dumps((func, args, kwargs))
     except Exception as exc:
@@ -339,39 +352,8 @@ def _run_in_process(
             "module-level function with picklable arguments"
         )
         raise error from exc
-    future = asyncio.wrap_future(executor.submit(func, *args, **kwargs), loop=loop)
-    if probe is not None:
-        probe.running()
-    if probe is not None or on_finish is not None:
-        future.add_done_callback(functools.partial(_report_process_call, probe, on_finish))
-    return future
-
-
-def _report_process_call(
-    probe: CallProbe | None, on_finish: Callable[[], None] | None, future: asyncio.Future[Any]
-) -> None:
-    if on_finish is not None:
-        on_finish()
-    if probe is not None:
-        error = None if future.cancelled() else future.exception()
-        probe.finished(_outcome(error, future.cancelled()), error)
-
-
-def _run_through_loop(
-    loop: asyncio.AbstractEventLoop,
-    func: Callable[..., T],
-    call: Arguments,
-    probe: CallProbe | None,
-    on_finish: Callable[[], None] | None,
-) -> asyncio.Future[T]:
-    """Use ``loop.run_in_executor(None, ...)`` where the default executor is private.
-
-    The call is chained to the loop's future like a call on any foreign
-    executor, so a cancellation reaches the executor and a drop fails the call.
-    """
-    future = ThreadCall(loop, func, call, probe, on_finish)
-    _ForeignWork(future).submit_with(functools.partial(loop.run_in_executor, None))
-    return future
+    work = asyncio.wrap_future(executor.submit(func, *args, **kwargs), loop=call.get_loop())
+    call.running_elsewhere(work)
 
 
 def default_executor(loop: asyncio.AbstractEventLoop) -> Executor | None:
@@ -400,34 +382,19 @@ def default_executor(loop: asyncio.AbstractEventLoop) -> Executor | None:
     return executor
 
 
-def run_in_new_thread(
-    loop: asyncio.AbstractEventLoop,
-    func: Callable[..., T],
-    *,
-    name: str,
-    detach: bool = True,
-    probe: CallProbe | None = None,
-    on_finish: Callable[[], None] | None = None,
-    call: Arguments = NO_ARGUMENTS,
-) -> asyncio.Future[T]:
-    """Run ``func`` on a thread of its own.
+def run_in_new_thread(call: ThreadCall[T], *, name: str, detach: bool = True) -> asyncio.Future[T]:
+    """Start ``call`` on a thread of its own; return it (failed if no thread could start).
 
     Args:
-        loop: The loop that receives the outcome.
-        func: What to run.
+        call: What to run, with its arguments, context, probe and completion hook.
         name: The thread's name, shown by debuggers and in logs.
         detach: Make the thread a daemon, so it never blocks interpreter exit.
-        probe: Observes the call, if instrumentation is on.
-        on_finish: Called in the thread once the call ran (limits use it).
-        call: Its arguments and context; see ``Arguments``.
     """
-    future = ThreadCall(loop, func, call, probe, on_finish)
-    thread = threading.Thread(target=future.run, name=name, daemon=detach)
+    thread = threading.Thread(target=call.run, name=name, daemon=detach)
     try:
         thread.start()
     except BaseException as exc:  # no thread could be started (limits, interpreter exit)
-        failed = refused_call(loop, exc, probe, on_finish)
+        refused_call(call, exc)
         if not isinstance(exc, Exception):
             raise
-        return failed
-    return future
+    return call

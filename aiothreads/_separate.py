@@ -23,9 +23,8 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable
 
-    from ._executor import Arguments
+    from ._executor import ThreadCall
     from ._limits import CapacityLimiter
-    from .instrumentation._probes import CallProbe
 
 __all__ = ["ThreadedSeparate", "threaded_separate"]
 
@@ -40,24 +39,8 @@ class _NewThreadDispatch:
         self.detach = detach
         self.thread_name = f"aiothreads-{function_name}"
 
-    def __call__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        func: Callable[..., R],
-        call: Arguments,
-        probe: CallProbe | None,
-        on_finish: Callable[[], None] | None,
-        /,
-    ) -> asyncio.Future[R]:
-        return run_in_new_thread(
-            loop,
-            func,
-            name=self.thread_name,
-            detach=self.detach,
-            probe=probe,
-            on_finish=on_finish,
-            call=call,
-        )
+    def __call__(self, call: ThreadCall[R], /) -> asyncio.Future[R]:
+        return run_in_new_thread(call, name=self.thread_name, detach=self.detach)
 
 
 class ThreadedSeparate(Threaded[P, T]):

@@ -37,7 +37,7 @@ from typing import (
 )
 
 from ._binding import MethodBinder, unwrap_method
-from ._executor import run_in_executor
+from ._executor import ThreadCall, run_in_executor
 from ._iterable import ThreadedIterable
 from ._limits import CapacityLimiter, as_limiter
 from ._loops import running_loop_or_none
@@ -52,8 +52,6 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-    from ._executor import Arguments
-    from .instrumentation._probes import CallProbe
 
 __all__ = [
     "THREADED_ITERABLE_DEFAULT_MAX_SIZE",
@@ -71,24 +69,13 @@ _DEFAULT_MAX_SIZE: Final = 1024
 
 
 class Dispatch(Protocol):
-    """Starts ``func()`` on some thread and returns a future for its outcome."""
+    """Starts a call on some thread; returns the call, the future its caller awaits."""
 
     kind: ClassVar[str]
     """The ``kind`` label of the calls it starts."""
 
-    def __call__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        func: Callable[..., R],
-        call: Arguments,
-        probe: CallProbe | None,
-        on_finish: Callable[[], None] | None,
-        /,
-    ) -> asyncio.Future[R]:
-        """Start ``func`` with ``call``'s arguments in its context; see ``Arguments``.
-
-        The parameters are positional only: this runs on every call.
-        """
+    def __call__(self, call: ThreadCall[R], /) -> asyncio.Future[R]:
+        """Start ``call`` (see ``aiothreads._executor.ThreadCall``)."""
         ...
 
 
@@ -101,16 +88,8 @@ class PoolDispatch:
     def __init__(self, executor: Executor | None = None) -> None:
         self.executor = check_executor(executor)
 
-    def __call__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        func: Callable[..., R],
-        call: Arguments,
-        probe: CallProbe | None,
-        on_finish: Callable[[], None] | None,
-        /,
-    ) -> asyncio.Future[R]:
-        return run_in_executor(loop, self.executor, func, call, probe=probe, on_finish=on_finish)
+    def __call__(self, call: ThreadCall[R], /) -> asyncio.Future[R]:
+        return run_in_executor(self.executor, call)
 
 
 dispatch_to_pool: Final = PoolDispatch()
@@ -170,8 +149,9 @@ class ThreadedBase(Generic[P, T], ABC):
             probe = telemetry.call(self._dispatch.kind, self._name)
             if probe is not None and limit_wait is not None:
                 probe.limit_waited(limit_wait)
-        call = (args, kwargs, context)
-        return self._dispatch(loop, self.func, call, probe, on_finish)
+        return self._dispatch(
+            ThreadCall(loop, self.func, (args, kwargs, context), probe, on_finish)
+        )
 
     async def _submit_when_awaited(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> T:
         loop = asyncio.get_running_loop()

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 from ._cancellation import run_in_stream_scope
 from ._channel import EMPTY, ChannelClosed, FromThreadChannel
 from ._errors import ExecutorRefused
-from ._executor import refused_call, run_in_executor, run_in_new_thread
+from ._executor import ThreadCall, refused_call, run_in_executor, run_in_new_thread
 from ._log import logger
 from ._loops import on_loop_shutdown
 from ._names import qualified_name
@@ -182,7 +182,7 @@ class IteratorWrapper(Generic[P, T]):
 
     def _run(self) -> Awaitable[Any]:
         """Start ``_in_thread`` on a worker thread; return its completion."""
-        return run_in_executor(self._require_loop(), self.executor, self._in_thread)
+        return run_in_executor(self.executor, ThreadCall(self._require_loop(), self._in_thread))
 
     def _require_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -207,7 +207,7 @@ class IteratorWrapper(Generic[P, T]):
         try:
             producer = asyncio.ensure_future(self._run(), loop=loop)
         except BaseException as exc:  # _run() raised: nothing was started
-            failed = refused_call(loop, exc, None, None)
+            failed = refused_call(ThreadCall(loop, self._in_thread), exc)
             producer = asyncio.ensure_future(failed, loop=loop)
             if not isinstance(exc, Exception):
                 job.settle_unrun(failed)
@@ -369,9 +369,8 @@ class IteratorWrapperSeparate(IteratorWrapper[P, T]):
     _KIND: ClassVar[str] = "iterable_separate"
 
     def _run(self) -> Awaitable[Any]:
-        return run_in_new_thread(
-            self._require_loop(), self._in_thread, name=f"aiothreads-{self._name}"
-        )
+        call = ThreadCall(self._require_loop(), self._in_thread)
+        return run_in_new_thread(call, name=f"aiothreads-{self._name}")
 
 
 class _Producer(Generic[T]):

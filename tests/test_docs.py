@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.python_process import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "docs").glob("*.md"))
@@ -25,12 +25,5 @@ def test_the_docs_have_code() -> None:
 
 @pytest.mark.parametrize("block", BLOCKS)
 def test_block_runs(block: str) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-W", "error", "-c", block],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=ROOT,
-    )
+    completed = run_python(block)
     assert completed.returncode == 0, completed.stderr

@@ -8,11 +8,11 @@ shows nothing.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.python_process import run_python
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 BLOCK = re.compile(r"```python\n(.*?)```", re.S)
@@ -53,22 +53,12 @@ def example(page: str, marker: str) -> str:
     return found
 
 
-def run(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-W", "error", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize("feature", sorted(CASES))
 def test_the_example_passes_with_the_feature_and_fails_without_it(feature: str) -> None:
     page, marker, breakage = CASES[feature]
     code = example(page, marker)
-    working = run(code)
+    working = run_python(code, timeout=90)
     assert working.returncode == 0, working.stderr
-    broken = run(breakage + code)
+    broken = run_python(breakage + code, timeout=90)
     assert broken.returncode != 0, f"the {feature} example passes without {feature}"
     assert "AssertionError" in broken.stderr, broken.stderr

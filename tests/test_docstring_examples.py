@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import inspect
 import re
-import subprocess
-import sys
 
 import pytest
 
 import aiothreads
 from aiothreads import _iterable
+from tests.python_process import run_python
 
 FENCED = re.compile(r"```python\n(.*?)```", re.S)
 DOCUMENTED = {name: getattr(aiothreads, name) for name in aiothreads.__all__}
@@ -39,11 +38,5 @@ def test_every_decorator_the_channel_and_the_bridge_have_an_example() -> None:
 
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_example_runs(example: str) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-W", "error", "-c", example],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    completed = run_python(example)
     assert completed.returncode == 0, completed.stderr

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +32,7 @@ from aiothreads import (
     wait_coroutine,
 )
 from aiothreads.instrumentation import METRICS
+from tests.python_process import run_python
 
 MODULE = __name__
 
@@ -1040,14 +1039,7 @@ names = [
 ]
 print("aiothreads.call.duration" in names)
 """
-    completed = subprocess.run(
-        [sys.executable, "-W", "error", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "AIOTHREADS_INSTRUMENTATION": "auto"},
-    )
+    completed = run_python(script, env={**os.environ, "AIOTHREADS_INSTRUMENTATION": "auto"})
     assert completed.returncode == 0, completed.stderr
     before, after, recorded = completed.stdout.splitlines()
     assert "opentelemetry_metrics" not in before
