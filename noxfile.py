@@ -89,11 +89,22 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("pytest", "-m", "not e2e", *session.posargs)
     if session.python == preferably(PYTHONS[-1]):
+        # Tests that choose their backends themselves learn nothing new here.
+        chooses_its_backends = [
+            "tests/test_instrumentation.py",
+            "tests/test_instrumentation_faults.py",
+            "tests/test_instrumentation_multiprocess.py",
+            "tests/test_fault_matrix.py",
+            "tests/test_docs.py",
+            "tests/test_docs_catch_breakage.py",
+            "tests/test_docstring_examples.py",
+        ]
         session.run(
             "pytest",
             "-q",
             "-m",
             "not e2e",
+            *(f"--ignore={path}" for path in chooses_its_backends),
             *session.posargs,
             env={"AIOTHREADS_INSTRUMENTATION": "off"},
         )
