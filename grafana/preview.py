@@ -53,19 +53,20 @@ def render(base: str, start: float, end: float, output: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
 
     dashboard = json.loads((ROOT / "grafana" / "aiothreads.json").read_text())
     panels = dashboard["panels"]
     title_space = 1.5  # grid units above the first row, for the figure's title
     height = max(panel["gridPos"]["y"] + panel["gridPos"]["h"] for panel in panels) + title_space
-    figure = plt.figure(figsize=(16, 0.42 * height))
+    figure = plt.figure(figsize=(10, 0.36 * height))  # about the width of a docs page
     figure.patch.set_facecolor("#181b1f")
 
     def place(grid: dict[str, int], pad: float) -> list[float]:
         return [
-            grid["x"] / 24 + pad / 2 / 16,
+            grid["x"] / 24 + pad / 2 / 10,
             1 - (grid["y"] + title_space + grid["h"]) / height + pad / height,
-            grid["w"] / 24 - pad / 16,
+            grid["w"] / 24 - pad / 10,
             grid["h"] / height - 1.6 * pad / height,
         ]
 
@@ -82,7 +83,7 @@ def render(base: str, start: float, end: float, output: Path) -> None:
             continue
         axis = figure.add_axes(place(grid, 0.9))
         axis.set_facecolor("#111217")
-        axis.set_title(panel["title"], color="white", fontsize=9, loc="left")
+        axis.set_title(panel["title"], color="white", fontsize=10, loc="left")
         unit = panel["fieldConfig"]["defaults"]["unit"]
         if panel["type"] == "stat":
             axis.set_xticks([])
@@ -94,9 +95,9 @@ def render(base: str, start: float, end: float, output: Path) -> None:
             levels = panel["fieldConfig"]["defaults"]["thresholds"]["steps"][1:]
             alarming = any(value >= step["value"] for step in levels)
             color = "#f2495c" if alarming else "#73bf69"
-            axis.text(0.5, 0.4, shown, color=color, fontsize=20, ha="center", va="center")
+            axis.text(0.5, 0.4, shown, color=color, fontsize=16, ha="center", va="center")
             continue
-        axis.tick_params(colors="#bbbbbb", labelsize=7)
+        axis.tick_params(colors="#bbbbbb", labelsize=8)
         for target in panel["targets"]:
             for series in query_range(base, substitute(target["expr"]), start, end)[:6]:
                 times = [float(t) - start for t, _ in series["values"]]
@@ -110,19 +111,21 @@ def render(base: str, start: float, end: float, output: Path) -> None:
         steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
         for step in steps[1:]:
             axis.axhline(step["value"], color="#f2495c", linewidth=0.8, linestyle="--")
-        axis.set_xlabel("seconds", color="#888888", fontsize=7)
-        axis.set_ylabel(UNITS.get(unit, unit), color="#888888", fontsize=7)
+        axis.set_xlabel("seconds", color="#aaaaaa", fontsize=8)
+        axis.set_ylabel(UNITS.get(unit, unit), color="#aaaaaa", fontsize=8)
+        if unit == "percentunit":
+            axis.yaxis.set_major_formatter(PercentFormatter(1.0))
         if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize=7, loc="upper left", framealpha=0.5)
+            axis.legend(fontsize=7.5, loc="upper left", framealpha=0.6)
     figure.suptitle("aiothreads dashboard, rendered from the demo (--overload)", color="white")
-    figure.savefig(output, dpi=80, facecolor=figure.get_facecolor())
+    figure.savefig(output, dpi=100, facecolor=figure.get_facecolor())
 
 
 UNITS = {
     "s": "seconds",
     "ops": "per second",
     "short": "count",
-    "percentunit": "share (1 = 100%)",
+    "percentunit": "percent",
 }
 
 
