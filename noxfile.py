@@ -119,6 +119,24 @@ AIOMISC_TEST_DEPENDENCIES = ["aiomisc-pytest==2.0.0", "async-timeout==5.0.1", "p
 AIOMISC_TESTS = ["tests/test_thread_pool.py", "tests/test_context_vars.py", "tests/test_io.py"]
 
 
+def unpack(archive_path: Path, into: Path) -> None:
+    """Unpack a source archive, refusing members that would land outside ``into``.
+
+    Pythons older than 3.11.4 (Debian 12 ships 3.11.2) have no extraction
+    filters, so the check is made here for them.
+    """
+    with tarfile.open(archive_path) as archive:
+        if hasattr(tarfile, "data_filter"):
+            archive.extractall(into, filter="data")
+            return
+        root = into.resolve()
+        for member in archive.getmembers():
+            target = (into / member.name).resolve()
+            if root not in target.parents or not (member.isfile() or member.isdir()):
+                raise ValueError(f"refusing to unpack {member.name!r} from {archive_path.name}")
+        archive.extractall(into)  # every member was checked above
+
+
 @nox.session(python=preferably(PYTHONS[-1]))
 def downstream(session: nox.Session) -> None:
     """aiomisc's tests of its thread pool, context variables and file I/O, on this checkout."""
@@ -128,8 +146,7 @@ def downstream(session: nox.Session) -> None:
         AIOMISC, "--dest", str(work),
     )  # fmt: skip
     (sdist,) = work.glob("aiomisc-*.tar.gz")
-    with tarfile.open(sdist) as archive:
-        archive.extractall(work, filter="data")
+    unpack(sdist, work)
     source = sdist.with_name(sdist.name.removesuffix(".tar.gz"))
     # The sdist has no pytest configuration: without one, pytest would take ours.
     (source / "pytest.ini").write_text("[pytest]\n")
