@@ -1045,3 +1045,23 @@ print("aiothreads.call.duration" in names)
     assert "opentelemetry_metrics" not in before
     assert "opentelemetry_metrics" in after
     assert recorded == "True"
+
+
+def test_configuring_opentelemetry_metrics_again_counts_each_call_once() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    settings: dict[str, Any] = {"prometheus": False, "opentelemetry": False, "structlog": False}
+    try:
+        for _ in range(2):
+            instrumentation.configure(meter_provider=provider, **settings)
+            assert asyncio.run(add(1, 2)) == 3
+        calls = {"function": name("add"), "kind": "threaded"}
+        assert _value(_otel_points(reader), "aiothreads.call.started", **calls) == 2
+        instrumentation.configure(opentelemetry_metrics=False, **settings)
+        assert "aiothreads.call.started" not in _otel_points(reader)
+    finally:
+        instrumentation.reset()
+        provider.shutdown()

@@ -39,6 +39,8 @@ _OFF: Final = frozenset({"off", "none", "0", "false", "no"})
 
 _metrics_by_registry: dict[int, tuple[Any, Any]] = {}
 _otel_metrics_by_key: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
+_tallies_by_meter_provider: dict[int, tuple[Any, Tallies]] = {}
+"""The counts reported through a meter provider while Prometheus is off."""
 
 
 def installed(backend: str) -> bool:
@@ -114,8 +116,7 @@ def build(
     metrics = None
     if _wanted(prometheus, "prometheus", registry is not None, tolerant):
         metrics = _built(tolerant, "prometheus", _metrics_for, registry)
-    if isinstance(metrics, Tallies):
-        metrics.detach()  # an earlier configuration's exporters, if any
+    _detach_every_reporter()  # an earlier configuration's, if any; attached again if wanted
     if opentelemetry_metrics is None:
         opentelemetry_metrics = meter_provider is not None or _meter_provider_installed()
     if _wanted(opentelemetry_metrics, "opentelemetry_metrics", True, tolerant):
@@ -220,8 +221,17 @@ def _metrics_for(registry: Any) -> Any:
     return cached[1]
 
 
+def _detach_every_reporter() -> None:
+    """Stop reporting through OpenTelemetry any counts an earlier configuration set up."""
+    for _, metrics in _metrics_by_registry.values():
+        if isinstance(metrics, Tallies):
+            metrics.detach()
+    for _, tallies in _tallies_by_meter_provider.values():
+        tallies.detach()
+
+
 def _otel_metrics_for(arguments: tuple[Any, Any]) -> Any:
-    """Report the tallies of ``metrics`` (new ones if ``None``) through a meter provider.
+    """Report the tallies of ``metrics`` (the provider's own if ``None``) through a meter provider.
 
     One reporter per (tallies, provider): its instruments can be created only once.
     """
@@ -229,7 +239,10 @@ def _otel_metrics_for(arguments: tuple[Any, Any]) -> Any:
 
     metrics, meter_provider = arguments
     if metrics is None:
-        metrics = Tallies()
+        own = _tallies_by_meter_provider.get(id(meter_provider))
+        if own is None or own[0] is not meter_provider:
+            own = _tallies_by_meter_provider[id(meter_provider)] = (meter_provider, Tallies())
+        metrics = own[1]
     if not isinstance(metrics, Tallies):
         raise RuntimeError("prometheus-client's multiprocess mode is on")
     key = (id(metrics), id(meter_provider))
