@@ -13,8 +13,6 @@ collects, so it costs nothing per call.
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Final
 
 from .._version import __version__
@@ -23,7 +21,7 @@ from ._tallies import DURATION_BUCKETS, OUTCOMES, REASONS, Tallies
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from ._tallies import Tally, TallySeries
+    from ._tallies import StreamTotals, Tally, TallySeries
 
 __all__ = ["INSTRUMENTS", "OpenTelemetryMetrics", "global_meter_provider_installed"]
 
@@ -138,26 +136,22 @@ class OpenTelemetryMetrics:
 
     def _finished(self, _: Any) -> list[Any]:
         return [
-            self._observation(
-                total.finished[index] + total.skipped[index], {**labels, "outcome": str(outcome)}
-            )
+            self._observation(total.ended(index), {**labels, "outcome": str(outcome)})
             for labels, total in self._totals()
             for index, outcome in enumerate(OUTCOMES)
         ]
 
     def _active(self, _: Any) -> list[Any]:
-        return self._each(lambda total: max(0, total.started - sum(total.finished)))
+        return self._each(lambda total: total.in_flight())
 
     def _queued(self, _: Any) -> list[Any]:
-        return self._each(
-            lambda total: max(0, total.submitted - total.started - sum(total.skipped))
-        )
+        return self._each(lambda total: total.queued())
 
     def _threads(self, _: Any) -> list[Any]:
         return self._each(lambda total: total.threads_started)
 
     def _alive(self, _: Any) -> list[Any]:
-        return self._each(lambda total: max(0, total.threads_started - total.threads_finished))
+        return self._each(lambda total: total.threads_alive())
 
     def _items(self, _: Any) -> list[Any]:
         return self._each(lambda total: total.items)
@@ -173,37 +167,19 @@ class OpenTelemetryMetrics:
             if total.cancellations[index]
         ]
 
-    def _streams(self) -> dict[str, defaultdict[tuple[str, str], float]]:
-        streams = self._tallies.streams
-        with streams.lock:
-            live = list(streams.live.values())
-            seen = sorted(streams.seen)
-        values: dict[str, defaultdict[tuple[str, str], float]] = {
-            name: defaultdict(float) for name in ("depth", "capacity", "open")
-        }
+    def _stream_values(self, value: Callable[[StreamTotals], float]) -> list[Any]:
         if not self._reporting():
-            return values
-        for labels in seen:
-            for counted in values.values():
-                counted[labels] += 0.0
-        for labels, size, read_depth in live:
-            values["depth"][labels] += read_depth()
-            if size and not math.isinf(size):
-                values["capacity"][labels] += size
-            values["open"][labels] += 1
-        return values
-
-    def _stream_values(self, name: str) -> list[Any]:
+            return []
         return [
-            self._observation(value, {"function": function, "kind": kind})
-            for (function, kind), value in self._streams()[name].items()
+            self._observation(value(total), {"function": function, "kind": kind})
+            for (function, kind), total in self._tallies.streams.totals().items()
         ]
 
     def _depth(self, _: Any) -> list[Any]:
-        return self._stream_values("depth")
+        return self._stream_values(lambda total: total.depth)
 
     def _capacity(self, _: Any) -> list[Any]:
-        return self._stream_values("capacity")
+        return self._stream_values(lambda total: total.capacity)
 
     def _open(self, _: Any) -> list[Any]:
-        return self._stream_values("open")
+        return self._stream_values(lambda total: total.active)

@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from .._outcomes import CANCELLED, ERROR
-from ._tallies import made_once
+from ._tallies import SEPARATE_KINDS, made_once
 
 if TYPE_CHECKING:
     import contextvars
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CallProbe", "FunctionTelemetry", "StreamProbe", "Telemetry"]
 
-SEPARATE_KINDS: Final = frozenset({"separate", "iterable_separate"})
 LIMIT_WAIT_ATTRIBUTE: Final = "aiothreads.limit_wait_seconds"
 _NO_ATTRIBUTES: Final[Mapping[str, Any]] = MappingProxyType({})
 
@@ -87,12 +86,6 @@ class Telemetry:
 class FunctionTelemetry:
     """What every call of one function needs from the backends, looked up once."""
 
-    def recording_possible(self) -> bool:
-        """Whether a call could record anything but metrics: a span or a log event."""
-        if self.events is not None and self.events.enabled():
-            return True
-        return self.tracing is not None and self.tracing.recording_possible()
-
     __slots__ = (
         "events",
         "function",
@@ -122,6 +115,12 @@ class FunctionTelemetry:
         self.span_attributes: Mapping[str, Any] = MappingProxyType(
             {"code.function.name": function, "aiothreads.kind": kind}
         )
+
+    def recording_possible(self) -> bool:
+        """Whether a call could record anything but metrics: a span or a log event."""
+        if self.events is not None and self.events.enabled():
+            return True
+        return self.tracing is not None and self.tracing.recording_possible()
 
 
 class CallProbe:

@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Final
 
-from ._tallies import DURATION_BUCKETS, OUTCOMES, REASONS, Tallies
+from ._tallies import (
+    DURATION_BUCKETS,
+    ITERABLE_KINDS,
+    OUTCOMES,
+    REASONS,
+    SEPARATE_KINDS,
+    Tallies,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -134,14 +140,10 @@ class _Collector:
         families["aiothreads_calls_started_total"].add_metric(labels, total.submitted)
         for index, outcome in enumerate(OUTCOMES):
             families["aiothreads_calls_finished_total"].add_metric(
-                [*labels, outcome.value], total.finished[index] + total.skipped[index]
+                [*labels, outcome.value], total.ended(index)
             )
-        families["aiothreads_calls_queued"].add_metric(
-            labels, max(0, total.submitted - total.started - sum(total.skipped))
-        )
-        families["aiothreads_calls_in_flight"].add_metric(
-            labels, max(0, total.started - sum(total.finished))
-        )
+        families["aiothreads_calls_queued"].add_metric(labels, total.queued())
+        families["aiothreads_calls_in_flight"].add_metric(labels, total.in_flight())
         self._histogram(
             families, "aiothreads_call_wait_seconds", labels, total.wait, total.wait_sum
         )
@@ -162,14 +164,12 @@ class _Collector:
                 total.limit_wait_sum,
             )
         kind = labels[1]
-        if kind in ("separate", "iterable_separate"):
+        if kind in SEPARATE_KINDS:
             families["aiothreads_separate_threads_started_total"].add_metric(
                 labels, total.threads_started
             )
-            families["aiothreads_separate_threads_alive"].add_metric(
-                labels, max(0, total.threads_started - total.threads_finished)
-            )
-        if kind in ("iterable", "iterable_separate"):
+            families["aiothreads_separate_threads_alive"].add_metric(labels, total.threads_alive())
+        if kind in ITERABLE_KINDS:
             families["aiothreads_items_yielded_total"].add_metric(labels, total.items)
             families["aiothreads_producer_blocked_seconds_total"].add_metric(labels, total.blocked)
         for index, reason in enumerate(REASONS):
@@ -201,21 +201,8 @@ class _Collector:
         families[full].add_metric(labels, buckets, sum_)
 
     def _report_streams(self, families: dict[str, Any]) -> None:
-        streams = self._tallies.streams
-        with streams.lock:
-            live = list(streams.live.values())
-            seen = sorted(streams.seen)
-        depth: defaultdict[tuple[str, str], float] = defaultdict(float)
-        capacity: defaultdict[tuple[str, str], float] = defaultdict(float)
-        active: defaultdict[tuple[str, str], float] = defaultdict(float)
-        for labels, size, read_depth in live:
-            depth[labels] += read_depth()
-            capacity[labels] += size if size else math.inf
-            active[labels] += 1
-        for full, values in (
-            ("aiothreads_channel_depth", depth),
-            ("aiothreads_channel_capacity", capacity),
-            ("aiothreads_iterators_active", active),
-        ):
-            for labels in seen:
-                families[full].add_metric(list(labels), values.get(labels, 0.0))
+        for labels, total in self._tallies.streams.totals().items():
+            capacity = math.inf if total.unbounded else total.capacity
+            families["aiothreads_channel_depth"].add_metric(list(labels), total.depth)
+            families["aiothreads_channel_capacity"].add_metric(list(labels), capacity)
+            families["aiothreads_iterators_active"].add_metric(list(labels), float(total.active))

@@ -16,7 +16,7 @@ import itertools
 import threading
 import time
 from bisect import bisect_left
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 from .._outcomes import Outcome, StopReason
 
@@ -25,9 +25,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DURATION_BUCKETS",
+    "ITERABLE_KINDS",
     "OUTCOMES",
     "REASONS",
+    "SEPARATE_KINDS",
     "Exemplar",
+    "StreamTotals",
     "Streams",
     "Tallies",
     "Tally",
@@ -78,6 +81,10 @@ REASONS: Final = tuple(StopReason)
 _OUTCOME_INDEX: Final[dict[str, int]] = {str(o): index for index, o in enumerate(OUTCOMES)}
 _REASON_INDEX: Final[dict[str, int]] = {str(r): index for index, r in enumerate(REASONS)}
 _BUCKETS: Final = len(DURATION_BUCKETS) + 1
+SEPARATE_KINDS: Final = frozenset({"separate", "iterable_separate"})
+"""Kinds whose every call or iterator has a thread of its own."""
+ITERABLE_KINDS: Final = frozenset({"iterable", "iterable_separate"})
+"""Kinds that stream items."""
 
 
 class Tally:
@@ -147,6 +154,22 @@ class Tally:
     def add_starts(self, other: Tally) -> None:
         """Add what ``other`` counted at submission (read last)."""
         self.submitted += other.submitted
+
+    def ended(self, outcome: int) -> int:
+        """Count the calls that ended with the outcome at index ``outcome``, run or not."""
+        return self.finished[outcome] + self.skipped[outcome]
+
+    def queued(self) -> int:
+        """Count the calls submitted, neither started nor skipped."""
+        return max(0, self.submitted - self.started - sum(self.skipped))
+
+    def in_flight(self) -> int:
+        """Count the calls started and not finished."""
+        return max(0, self.started - sum(self.finished))
+
+    def threads_alive(self) -> int:
+        """Count the dedicated threads started and not finished."""
+        return max(0, self.threads_started - self.threads_finished)
 
 
 Exemplar = tuple[int, int, float, float]
@@ -316,6 +339,19 @@ class TallySeries:
         self._tally().cancellations[_REASON_INDEX[reason]] += 1
 
 
+class StreamTotals(NamedTuple):
+    """The live channels of one (function, kind), added up."""
+
+    depth: float
+    """Items buffered."""
+    capacity: float
+    """Capacity of the bounded channels."""
+    unbounded: int
+    """How many channels have no bound."""
+    active: int
+    """How many iterators are running."""
+
+
 class Streams:
     """The live channels, whose depth and capacity are read at scrape time."""
 
@@ -335,6 +371,25 @@ class Streams:
     def remove(self, token: object) -> None:
         with self.lock:
             self.live.pop(token, None)  # type: ignore[call-overload]
+
+    def totals(self) -> dict[tuple[str, str], StreamTotals]:
+        """Per (function, kind) seen so far, its live channels added up (zeros if none)."""
+        with self.lock:
+            live = list(self.live.values())
+            seen = sorted(self.seen)
+        sums = {labels: [0.0, 0.0, 0, 0] for labels in seen}
+        for labels, capacity, read_depth in live:
+            counted = sums[labels]
+            counted[0] += read_depth()
+            if capacity:
+                counted[1] += capacity
+            else:
+                counted[2] += 1
+            counted[3] += 1
+        return {
+            labels: StreamTotals(float(depth), float(bounded), int(unbounded), int(active))
+            for labels, (depth, bounded, unbounded, active) in sums.items()
+        }
 
 
 class Tallies:
