@@ -114,7 +114,7 @@ class OpenTelemetryTracing:
             return None
         if make_current:
             span.add_event("started")
-            self._context.attach(self._trace.set_span_in_context(span))
+            self.activate(span)  # never detached: the context is the call's own copy
         return span
 
     def _with_thread(self, attributes: Mapping[str, Any]) -> Mapping[str, Any]:
