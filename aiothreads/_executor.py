@@ -173,23 +173,24 @@ class ThreadCall(CallFuture[T]):
         else:
             self.resolve(work.result())
 
-    def refuse_here(self, error: BaseException) -> None:
-        """Fail the call with ``error`` on the loop's thread: it could not be started."""
-        self._skip(ERROR, error)
-        if not self.done():
-            self.fail(error)
-
     def abandon(self) -> None:
         """Fail the call: its executor dropped it unrun (shut down with ``cancel_futures``)."""
         self.refuse(ExecutorRefused("the executor was shut down before the call ran"))
 
-    def refuse(self, error: BaseException) -> None:
-        """Settle a call that will never run with ``error`` (or as cancelled, if it was)."""
+    def refuse(self, error: BaseException, *, on_loop_thread: bool = False) -> None:
+        """Settle a call that will never run with ``error`` (or as cancelled, if it was).
+
+        On the loop's own thread (``on_loop_thread``) the call fails at once;
+        from any other thread the failure travels through the loop's inbox.
+        """
         if self.cancelled():
             self._skip()
             return
         self._skip(ERROR, error)
-        self._deliver(self.fail, error)
+        if on_loop_thread:
+            self.fail(error)
+        else:
+            self._deliver(self.fail, error)
 
     def _deliver(self, settle: Callable[[Any], None], outcome: object) -> None:
         try:
@@ -260,7 +261,7 @@ def refused_call(call: ThreadCall[T], exc: BaseException) -> asyncio.Future[T]:
     if not isinstance(exc, ExecutorRefused):
         error = ExecutorRefused(f"the executor refused the call: {exc}")
         error.__cause__ = exc
-    call.refuse_here(error)
+    call.refuse(error, on_loop_thread=True)
     return call
 
 
