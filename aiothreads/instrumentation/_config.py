@@ -37,10 +37,26 @@ _MODULES: Final = {
 }
 _OFF: Final = frozenset({"off", "none", "0", "false", "no"})
 
-_metrics_by_registry: dict[int, tuple[Any, Any]] = {}
-_otel_metrics_by_key: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
-_tallies_by_meter_provider: dict[int, tuple[Any, Tallies]] = {}
+_Remembered = dict[tuple[int, ...], tuple[tuple[Any, ...], Any]]
+"""Objects made once for their owners: (ids of the owners) -> (the owners, the object)."""
+
+_metrics_by_registry: _Remembered = {}
+_otel_metrics_by_key: _Remembered = {}
+_tallies_by_meter_provider: _Remembered = {}
 """The counts reported through a meter provider while Prometheus is off."""
+
+
+def _made_for(store: _Remembered, owners: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    """Return the object made for ``owners`` (by identity), making it with ``make()`` once.
+
+    Metric names and instruments can be registered only once per registry or
+    meter, so configuring again must find what the first time made.
+    """
+    key = tuple(id(owner) for owner in owners)
+    found = store.get(key)
+    if found is None or any(a is not b for a, b in zip(found[0], owners, strict=True)):
+        found = store[key] = (owners, make())
+    return found[1]
 
 
 def installed(backend: str) -> bool:
@@ -213,12 +229,8 @@ def _metrics_for(registry: Any) -> Any:
         import prometheus_client  # noqa: PLC0415
 
         registry = prometheus_client.REGISTRY
-    cached = _metrics_by_registry.get(id(registry))
-    if cached is None or cached[0] is not registry:
-        make = MultiprocessMetrics if multiprocess_mode() else PrometheusMetrics
-        cached = (registry, make(registry))
-        _metrics_by_registry[id(registry)] = cached
-    return cached[1]
+    make = MultiprocessMetrics if multiprocess_mode() else PrometheusMetrics
+    return _made_for(_metrics_by_registry, (registry,), lambda: make(registry))
 
 
 def _detach_every_reporter() -> None:
@@ -239,17 +251,13 @@ def _otel_metrics_for(arguments: tuple[Any, Any]) -> Any:
 
     metrics, meter_provider = arguments
     if metrics is None:
-        own = _tallies_by_meter_provider.get(id(meter_provider))
-        if own is None or own[0] is not meter_provider:
-            own = _tallies_by_meter_provider[id(meter_provider)] = (meter_provider, Tallies())
-        metrics = own[1]
+        metrics = _made_for(_tallies_by_meter_provider, (meter_provider,), Tallies)
     if not isinstance(metrics, Tallies):
         raise RuntimeError("prometheus-client's multiprocess mode is on")
-    key = (id(metrics), id(meter_provider))
-    cached = _otel_metrics_by_key.get(key)
-    if cached is None or cached[0] is not metrics or cached[1] is not meter_provider:
-        cached = (metrics, meter_provider, OpenTelemetryMetrics(metrics, meter_provider))
-        _otel_metrics_by_key[key] = cached
-    else:
-        cached[2].reattach()
+    reporter = _made_for(
+        _otel_metrics_by_key,
+        (metrics, meter_provider),
+        lambda: OpenTelemetryMetrics(metrics, meter_provider),
+    )
+    reporter.attach()  # every configuration detached all reporters first
     return metrics

@@ -94,10 +94,13 @@ class OpenTelemetryMetrics:
         for create, name, callback in observed:
             unit, description = INSTRUMENTS[name]
             create(name, callbacks=[callback], unit=unit, description=description)
-        self.reattach()
 
-    def reattach(self) -> None:
-        """Record into the histograms (again, after the tallies were detached)."""
+    def attach(self) -> None:
+        """Start reporting the tallies (again, after they were detached).
+
+        The instruments exist from construction; until this is called their
+        callbacks report nothing and no call is recorded into the histograms.
+        """
         self._tallies.attach(self._record_into)
         self._tallies.exporters.add("opentelemetry_metrics")
 
