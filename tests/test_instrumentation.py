@@ -33,6 +33,7 @@ from aiothreads import (
 )
 from aiothreads.instrumentation import METRICS
 from tests.python_process import run_python
+from tests.waiting import turns_until
 
 MODULE = __name__
 
@@ -593,7 +594,9 @@ async def test_limit_waits_are_instrumented() -> None:
             release.wait(5)
 
         first, second = hold(), hold()
-        await asyncio.sleep(0)  # one loop turn: the second call waits on the limiter
+        assert hold.limiter is not None
+        limiter = hold.limiter
+        await turns_until(lambda: limiter.waiting == 1, "the second call waits on the limiter")
         release.set()
         await asyncio.gather(first, second)
     finally:

@@ -28,7 +28,7 @@ from aiothreads import (
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 EXIT_SCRIPT = """
-import asyncio, sys, threading, time
+import asyncio, atexit, sys, threading
 import aiothreads
 
 if sys.argv[1] == "uvloop":
@@ -37,19 +37,18 @@ if sys.argv[1] == "uvloop":
 else:
     new_loop = asyncio.new_event_loop
 
-started, release = threading.Event(), threading.Event()
+started, exiting = threading.Event(), threading.Event()
+atexit.register(exiting.set)  # runs before aiothreads' own exit handler (registered earlier)
 
 @aiothreads.threaded
 def slow_write():
     started.set()
-    release.wait()
-    time.sleep(0.3)  # the work itself: still running when the interpreter exits
+    exiting.wait()  # still running when the interpreter exits
     print("threaded finished", flush=True)
 
 def plain_write():
     started.set()
-    release.wait()
-    time.sleep(0.3)
+    exiting.wait()
     print("executor finished", flush=True)
 
 async def start(kind):
@@ -66,7 +65,6 @@ loop = new_loop()
 loop.run_until_complete(start(sys.argv[2]))
 started.wait()
 loop.close()  # by hand, with the work still running
-release.set()
 """
 
 

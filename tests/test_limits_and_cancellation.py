@@ -19,6 +19,7 @@ from aiothreads import (
     threaded_iterable_separate,
     threaded_separate,
 )
+from tests.waiting import turns_until
 
 
 async def in_own_thread(event: threading.Event, timeout: float = 5) -> bool:
@@ -48,16 +49,18 @@ class Gauge:
 @pytest.mark.parametrize("decorate", [threaded, threaded_separate])
 async def test_limit_bounds_concurrent_executions(decorate: object) -> None:
     gauge = Gauge()
-    release = threading.Event()
+    release, two_running = threading.Event(), threading.Event()
 
     def work(value: int) -> int:
         with gauge:
+            if gauge.now == 2:
+                two_running.set()
             release.wait(5)
         return value
 
     limited = decorate(work, limit=2) if decorate is threaded_separate else threaded(limit=2)(work)  # type: ignore[operator]
     calls = [limited(value) for value in range(8)]
-    await asyncio.sleep(0)  # one loop turn: admitted calls are submitted
+    assert await in_own_thread(two_running)
     release.set()
     assert await asyncio.gather(*calls) == list(range(8))
     assert gauge.peak <= 2
@@ -102,8 +105,7 @@ async def test_caller_cancelled_while_waiting_frees_its_place() -> None:
     holder = work("holder")
     assert await in_own_thread(started)
     waiting = work("cancelled")
-    await asyncio.sleep(0)  # one loop turn: the waiter queues on the limiter
-    assert limiter.waiting == 1
+    await turns_until(lambda: limiter.waiting == 1, "the call queues on the limiter")
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting

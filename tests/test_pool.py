@@ -9,6 +9,7 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 import pytest
 
 from aiothreads import threaded
+from aiothreads._asyncio_internals import default_executor_of
 from aiothreads._executor import default_executor
 from aiothreads._pool import WorkerPool
 
@@ -100,18 +101,28 @@ async def test_executor_replaced_after_first_use_wins() -> None:
 
 
 def test_asyncio_run_waits_for_running_calls() -> None:
-    finished = threading.Event()
-    started = threading.Event()
+    started, shutting_down, finished = threading.Event(), threading.Event(), threading.Event()
 
     @threaded
     def slow() -> None:
         started.set()
-        threading.Event().wait(0.2)
+        shutting_down.wait(5)  # still running when asyncio.run shuts the pool down
         finished.set()
 
     async def main() -> None:
         slow()  # not awaited: asyncio.run still waits for it at shutdown
         await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+        known, pool = default_executor_of(asyncio.get_running_loop())
+        assert known
+        assert isinstance(pool, WorkerPool)
+        shut_down = pool.shutdown
+
+        def announce_then_shut_down(wait: bool = True, *, cancel_futures: bool = False) -> None:
+            shutting_down.set()
+            shut_down(wait, cancel_futures=cancel_futures)
+
+        pool.shutdown = announce_then_shut_down  # type: ignore[method-assign]
 
     asyncio.run(main())
+    assert shutting_down.is_set()
     assert finished.is_set()
