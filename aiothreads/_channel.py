@@ -41,7 +41,6 @@ from ._validate import check_size, check_timeout
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
-    from types import TracebackType
 
     from typing_extensions import Self
 
@@ -299,12 +298,7 @@ class FromThreadChannel(Generic[T]):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # -- consumer side ------------------------------------------------------

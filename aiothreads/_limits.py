@@ -16,12 +16,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from typing import TYPE_CHECKING
 
 from ._validate import check_size
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 __all__ = ["CapacityLimiter", "as_limiter"]
 
@@ -122,12 +118,7 @@ class CapacityLimiter:
     async def __aenter__(self) -> None:
         await self.acquire()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self.release()
 
     def __repr__(self) -> str:

@@ -48,7 +48,6 @@ if TYPE_CHECKING:
         Iterator,
     )
     from concurrent.futures import Executor
-    from types import TracebackType
 
     from typing_extensions import Self
 
@@ -302,12 +301,7 @@ class IteratorWrapper(Generic[P, T]):
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     def __del__(self) -> None:
@@ -421,8 +415,13 @@ class _Producer(Generic[T]):
                 if probe is not None:
                     probe.ended(ERROR, exc, channel.close_reason)
                 raise
+            # Reported before the consumer can see the end, so counts read then are final.
             if probe is not None:
                 probe.ended(outcome, error, reason)
+            if outcome is OK:
+                channel.close()
+            elif error is not None:
+                channel.fail(error)
         finally:
             if self._held is not None:
                 self._held.release()
@@ -469,13 +468,15 @@ def _pump(
     gen_func: Callable[[], Iterable[T]],
     probe: StreamProbe | None,
 ) -> tuple[Outcome, BaseException | None, StopReason | None]:
-    """Move the generator's items into ``channel``; return (outcome, error, stop reason)."""
+    """Move the generator's items into ``channel``; return (outcome, error, stop reason).
+
+    The channel is left open for the caller to close (or fail) once the end is reported.
+    """
     if channel.is_closed:
         return CANCELLED, None, channel.close_reason
     try:
         generator = iter(gen_func())
     except BaseException as exc:
-        channel.fail(exc)
         return ERROR, exc, StopReason.ERROR
     try:
         if probe is None:
@@ -483,14 +484,12 @@ def _pump(
         else:
             consumer_left = _put_all_counted(channel, generator, probe)
     except BaseException as exc:  # raised by the generator
-        channel.fail(exc)
         return ERROR, exc, StopReason.ERROR
     if consumer_left:
         close = getattr(generator, "close", None)
         if close is not None:
             close()  # an error in its cleanup reaches whoever awaits the close
         return CANCELLED, None, channel.close_reason or StopReason.CLOSED
-    channel.close()
     return OK, None, None
 
 

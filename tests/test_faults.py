@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import subprocess
-import sys
-import textwrap
 import threading
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,19 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from aiothreads import threaded, threaded_iterable
-
-
-def run_subprocess(source: str) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            [sys.executable, "-X", "dev", "-W", "error", "-c", textwrap.dedent(source)],
-            capture_output=True,
-            text=True,
-            timeout=45,  # a hang guard (below the test timeout), not a measure
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the interpreter never exited; it printed {exc.stdout!r} {exc.stderr!r}")
+from tests.python_process import run_dev_script
 
 
 def test_loop_closed_mid_call_drops_the_result_quietly(
@@ -207,7 +192,7 @@ def test_interrupts_raised_in_a_thread_reach_the_caller(
 
 
 def test_interpreter_exits_promptly_with_detached_threads_running() -> None:
-    completed = run_subprocess(
+    completed = run_dev_script(
         """
         import asyncio, threading
         from aiothreads import threaded_separate, threaded_iterable_separate

@@ -24,6 +24,7 @@ from aiothreads import (
     threaded_iterable,
     wait_coroutine,
 )
+from tests.python_process import run_dev_script
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
@@ -71,13 +72,7 @@ loop.close()  # by hand, with the work still running
 @pytest.mark.parametrize("kind", ["threaded", "executor"])
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_work_running_in_the_pool_finishes_at_interpreter_exit(loop: str, kind: str) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "-c", EXIT_SCRIPT, loop, kind],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    completed = run_dev_script(EXIT_SCRIPT, loop, kind)
     assert completed.returncode == 0, completed.stderr
     assert f"{kind} finished" in completed.stdout
     assert "Traceback" not in completed.stderr

@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import pytest
 
-HANG_GUARD = 45.0
-"""Seconds after which a script that has not exited counts as hung (a failure, not a measure)."""
-
-
-def run_script(source: str, *args: str) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            [sys.executable, "-X", "dev", "-W", "error", "-c", textwrap.dedent(source), *args],
-            capture_output=True,
-            text=True,
-            timeout=HANG_GUARD,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the interpreter never exited; it printed {exc.stdout!r} {exc.stderr!r}")
-
+from tests.python_process import run_dev_script
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -39,7 +20,7 @@ else:
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_detached_separate_threads_never_block_exit(loop: str) -> None:
-    completed = run_script(
+    completed = run_dev_script(
         LOOP_SETUP
         + """
 import threading
@@ -68,7 +49,7 @@ print("done")
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_loop_closing_while_threads_run_prints_nothing(loop: str) -> None:
-    completed = run_script(
+    completed = run_dev_script(
         LOOP_SETUP
         + """
 import threading
@@ -115,7 +96,7 @@ print("closed")
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_asyncio_run_returns_while_a_generator_is_suspended(loop: str) -> None:
-    completed = run_script(
+    completed = run_dev_script(
         LOOP_SETUP
         + """
 from aiothreads import threaded_iterable

@@ -80,41 +80,23 @@ def configure(
     if not enabled:
         _hooks.install(None, debug_logs=False)
         return
+    asked = {  # per backend: its flag, and the object passed for it
+        "opentelemetry": (opentelemetry, tracer_provider),
+        "prometheus": (prometheus, registry),
+        "structlog": (structlog, logger),
+        "opentelemetry_metrics": (opentelemetry_metrics, meter_provider),
+    }
     environment = selection_from_environment()
-
-    def choose(flag: bool | None, backend: str, given: object) -> bool | None:
+    chosen: dict[str, bool | None] = {}
+    given: dict[str, Any] = {}
+    for backend, (flag, passed) in asked.items():
+        given[backend] = passed
         if flag is not None:
-            return flag
-        return True if given is not None else environment[backend]
-
-    explicit = any(
-        value is not None
-        for value in (
-            opentelemetry,
-            prometheus,
-            structlog,
-            opentelemetry_metrics,
-            tracer_provider,
-            registry,
-            logger,
-            meter_provider,
-        )
-    )
-    _hooks.install(
-        build(
-            opentelemetry=choose(opentelemetry, "opentelemetry", tracer_provider),
-            prometheus=choose(prometheus, "prometheus", registry),
-            structlog=choose(structlog, "structlog", logger),
-            opentelemetry_metrics=choose(
-                opentelemetry_metrics, "opentelemetry_metrics", meter_provider
-            ),
-            tracer_provider=tracer_provider,
-            registry=registry,
-            logger=logger,
-            meter_provider=meter_provider,
-            tolerant=not explicit,
-        )
-    )
+            chosen[backend] = flag
+        else:
+            chosen[backend] = True if passed is not None else environment[backend]
+    explicit = any(flag is not None or passed is not None for flag, passed in asked.values())
+    _hooks.install(build(chosen, given, tolerant=not explicit))
 
 
 def enabled_backends() -> list[str]:

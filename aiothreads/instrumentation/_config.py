@@ -23,7 +23,7 @@ from ._probes import Telemetry
 from ._tallies import Tallies
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 __all__ = ["BACKENDS", "ENVIRONMENT_VARIABLE", "build", "resolve_from_environment"]
 
@@ -98,27 +98,20 @@ def resolve_from_environment() -> Telemetry | None:
     raises, a metric name already taken) is left out with one warning.
     """
     try:
-        return build(**selection_from_environment(), tolerant=True)
+        return build(selection_from_environment(), {}, tolerant=True)
     except Exception as exc:  # telemetry must never break a call
         _left_out("every backend", exc)
         return None
 
 
 def build(
-    *,
-    opentelemetry: bool | None = None,
-    prometheus: bool | None = None,
-    structlog: bool | None = None,
-    opentelemetry_metrics: bool | None = None,
-    tracer_provider: Any = None,
-    registry: Any = None,
-    logger: Any = None,
-    meter_provider: Any = None,
-    tolerant: bool = False,
+    chosen: Mapping[str, bool | None], given: Mapping[str, Any], *, tolerant: bool = False
 ) -> Telemetry | None:
-    """Build telemetry from the chosen backends; ``None`` means auto-detect.
+    """Build telemetry from the backends ``chosen`` (on, off, or ``None``: auto-detect).
 
-    With ``tolerant``, a backend that fails to build is left out with one
+    ``given`` holds, per backend name, the object the application passed for
+    it (tracer provider, registry, logger, meter provider). With
+    ``tolerant``, a backend that fails to build is left out with one
     ``RuntimeWarning`` naming the fix, and the others stay on. Without it (an
     explicit ``configure()``), the failure propagates.
 
@@ -126,11 +119,14 @@ def build(
         ImportError: a backend was switched on but its library is missing.
         Exception: whatever building a backend raised, unless ``tolerant``.
     """
+    opentelemetry_metrics = chosen.get("opentelemetry_metrics")
+    tracer_provider, meter_provider = given.get("opentelemetry"), given.get("opentelemetry_metrics")
+    registry, logger = given.get("prometheus"), given.get("structlog")
     tracing = None
-    if _wanted(opentelemetry, "opentelemetry", tracer_provider is not None, tolerant):
+    if _wanted(chosen.get("opentelemetry"), "opentelemetry", tracer_provider is not None, tolerant):
         tracing = _built(tolerant, "opentelemetry", _tracing_for, tracer_provider)
     metrics = None
-    if _wanted(prometheus, "prometheus", registry is not None, tolerant):
+    if _wanted(chosen.get("prometheus"), "prometheus", registry is not None, tolerant):
         metrics = _built(tolerant, "prometheus", _metrics_for, registry)
     _detach_every_reporter()  # an earlier configuration's, if any; attached again if wanted
     if opentelemetry_metrics is None:
@@ -141,7 +137,7 @@ def build(
         )
         if reported is not None:
             metrics = reported
-    use_structlog = structlog
+    use_structlog = chosen.get("structlog")
     if use_structlog is None:
         use_structlog = logger is not None or (installed("structlog") and structlog_is_configured())
     if tracing is None and metrics is None and not use_structlog:

@@ -55,15 +55,10 @@ class Telemetry:
 
     def function(self, kind: str, function: str) -> FunctionTelemetry:
         """Return what is looked up once for calls of ``function`` of ``kind``."""
-        found = self._functions.get((kind, function))
-        if found is None:
-            found = made_once(
-                self._functions,
-                (kind, function),
-                self._lock,
-                lambda: FunctionTelemetry(self, kind, function),
-            )
-        return found
+        return made_once(self._functions, (kind, function), self._lock, self._new_function)
+
+    def _new_function(self, key: tuple[str, str]) -> FunctionTelemetry:
+        return FunctionTelemetry(self, *key)
 
     def call(self, kind: str, function: str) -> CallProbe | None:
         """Start observing one call, where it is submitted; ``None`` if nothing would be recorded.
@@ -251,6 +246,10 @@ class CallProbe:
             else:  # the submitter's span is current there: ours becomes its child
                 self._span = context.run(self._begin, None)
             self._end_span(outcome, error, _NO_ATTRIBUTES)
+        self._stream_closed()
+
+    def _stream_closed(self) -> None:
+        """Report a stream's end; a plain call has none."""
 
     def dropped(self) -> None:
         """Record that the outcome could not be delivered: the event loop was closed."""
@@ -283,16 +282,6 @@ class StreamProbe(CallProbe):
         if of.metrics is not None:
             with contextlib.suppress(Exception):  # a failing backend must not break the call
                 self._stream_token = of.metrics.stream_opened(of.kind, of.function, capacity, depth)
-
-    def skipped(
-        self,
-        outcome: str = CANCELLED,
-        error: BaseException | None = None,
-        context: contextvars.Context | None = None,
-    ) -> None:
-        """Record that the generator ended before any thread ran it."""
-        super().skipped(outcome, error, context)
-        self._stream_closed()
 
     def _stream_closed(self) -> None:
         metrics = self._of.metrics

@@ -94,14 +94,10 @@ class MultiprocessMetrics:
 
     def series(self, kind: str, function: str) -> _ClientSeries:
         """Return the series of ``function`` of ``kind``, created on first use."""
-        series = self._series.get((kind, function))
-        if series is None:
-            series = made_once(
-                self._series, (kind, function), self._lock, lambda: self._new(function, kind)
-            )
-        return series
+        return made_once(self._series, (kind, function), self._lock, self._new)
 
-    def _new(self, function: str, kind: str) -> _ClientSeries:
+    def _new(self, key: tuple[str, str]) -> _ClientSeries:
+        kind, function = key
         for family in (self._depth, self._capacity, self._active):
             family.labels(function, kind)  # present, at zero, from the start
         return _ClientSeries(self._families, function, kind, self._refresh_depth)

@@ -64,15 +64,17 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-def made_once(found: dict[K, V], key: K, lock: threading.Lock, make: Callable[[], V]) -> V:
-    """Return ``found[key]``, made by ``make()`` (holding ``lock``) if no thread made it yet.
+def made_once(found: dict[K, V], key: K, lock: threading.Lock, make: Callable[[K], V]) -> V:
+    """Return ``found[key]``, made by ``make(key)`` (holding ``lock``) if no thread made it yet.
 
-    Callers look ``key`` up without the lock first; this is their slow path.
+    The look-up of what exists takes no lock.
     """
-    with lock:
-        value = found.get(key)
-        if value is None:
-            value = found[key] = make()
+    value = found.get(key)
+    if value is None:
+        with lock:
+            value = found.get(key)
+            if value is None:
+                value = found[key] = make(key)
     return value
 
 
@@ -405,14 +407,10 @@ class Tallies:
 
     def series(self, kind: str, function: str) -> TallySeries:
         """Return the series of ``function`` of ``kind``, created on first use."""
-        series = self.all_series.get((kind, function))
-        if series is None:
-            series = made_once(
-                self.all_series, (kind, function), self.lock, lambda: self._new(function, kind)
-            )
-        return series
+        return made_once(self.all_series, (kind, function), self.lock, self._new)
 
-    def _new(self, function: str, kind: str) -> TallySeries:
+    def _new(self, key: tuple[str, str]) -> TallySeries:
+        kind, function = key
         series = TallySeries(function, kind)
         for attach in self._on_new_series:
             attach(series)
