@@ -14,6 +14,7 @@ from ._bridge import sync_await, sync_wait_coroutine, wait_coroutine
 from ._cancellation import check_cancelled, is_cancelled
 from ._channel import ChannelClosed, ChannelTimeout, FromThreadChannel
 from ._errors import ExecutorRefused, LoopClosedError, NoEventLoopError, ThreadPoolException
+from ._inflight import CodeLocation, RunningWork, snapshot
 from ._iterable import (
     BoundThreadedIterable,
     ThreadedIterable,
@@ -43,11 +44,13 @@ __all__ = [
     "CapacityLimiter",
     "ChannelClosed",
     "ChannelTimeout",
+    "CodeLocation",
     "ExecutorRefused",
     "FromThreadChannel",
     "IteratorWrapper",
     "LoopClosedError",
     "NoEventLoopError",
+    "RunningWork",
     "ThreadPoolException",
     "Threaded",
     "ThreadedBase",
@@ -58,6 +61,7 @@ __all__ = [
     "__version__",
     "check_cancelled",
     "is_cancelled",
+    "snapshot",
     "sync_await",
     "sync_wait_coroutine",
     "threaded",

@@ -48,6 +48,8 @@ __all__ = ["ChannelClosed", "ChannelTimeout", "FromThreadChannel"]
 
 T = TypeVar("T")
 
+_monotonic: Final = time.monotonic
+
 
 class ChannelClosed(RuntimeError):
     """Raised by ``get()`` on a closed, drained channel and by ``put()`` after close.
@@ -125,13 +127,16 @@ class FromThreadChannel(Generic[T]):
         "_error",
         "_getters",
         "_items",
+        "_last_put_at",
         "_lock",
         "_loop",
         "_low_water",
         "_maxsize",
         "_not_full",
+        "_put_count",
         "_room_wanted",
         "_timeout",
+        "_waiting_for_room",
         "on_blocked",
     )
 
@@ -144,6 +149,9 @@ class FromThreadChannel(Generic[T]):
         self._items: deque[T] = deque()
         self._getters: deque[CallFuture[None]] = deque()
         self._room_wanted = False
+        self._waiting_for_room = False
+        self._put_count = 0
+        self._last_put_at = 0.0
         self._closed = False
         self._close_reason: StopReason | None = None
         self._error: BaseException | None = None
@@ -173,6 +181,21 @@ class FromThreadChannel(Generic[T]):
         """Whether ``close()`` was called (items may still be waiting)."""
         return self._closed
 
+    @property
+    def items_put(self) -> int:
+        """How many items producers have put so far."""
+        return self._put_count
+
+    @property
+    def last_put_at(self) -> float:
+        """When the last item was put, on ``time.monotonic()``'s clock (``0.0``: none yet)."""
+        return self._last_put_at
+
+    @property
+    def waiting_for_room(self) -> bool:
+        """Whether a producer is blocked in ``put()`` because the channel is full."""
+        return self._waiting_for_room
+
     def qsize(self) -> int:
         """Return how many items are waiting in the channel."""
         return len(self._items)
@@ -201,6 +224,8 @@ class FromThreadChannel(Generic[T]):
             if self._closed or (self._maxsize and len(self._items) >= self._maxsize):
                 self._wait_until_open_with_room()
             self._items.append(item)
+            self._put_count += 1
+            self._last_put_at = _monotonic()
             getter = self._getters.popleft() if self._getters else None
         finally:
             lock.release()
@@ -227,10 +252,12 @@ class FromThreadChannel(Generic[T]):
             )
         # The consumer notifies once per request, not for every item it takes.
         self._room_wanted = True
+        self._waiting_for_room = True
         started = time.perf_counter()
         try:
             woken = self._not_full.wait(_loops.LOOP_WATCHDOG_INTERVAL)
         finally:
+            self._waiting_for_room = False
             if self.on_blocked is not None:
                 self.on_blocked(time.perf_counter() - started)
         if not woken and loop is not None and loop.is_closed():

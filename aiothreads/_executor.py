@@ -25,6 +25,7 @@ import asyncio
 import functools
 import pickle
 import threading
+import time
 import weakref
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, cast
@@ -38,12 +39,14 @@ from ._cancellation import run_as_call
 from ._errors import ExecutorRefused
 from ._future import CallFuture
 from ._inbox import inbox_for
+from ._inflight import RUNNING
 from ._log import emit
 from ._loops import release_if_closed, running_loop_or_none
 from ._names import qualified_name
 from ._outcomes import CANCELLED, ERROR, OK
 from ._pool import WorkerPool
 from ._validate import is_process_pool
+from ._watchdog import WATCHDOG
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -51,11 +54,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from concurrent.futures import Executor
 
+    from ._inflight import About, SlowCallReporter
     from .instrumentation._probes import CallProbe
 
 __all__ = ["default_executor", "refused_call", "run_in_executor", "run_in_new_thread"]
 
 T = TypeVar("T")
+
+_monotonic: Final = time.monotonic
+_get_ident: Final = threading.get_ident
 
 
 Arguments: TypeAlias = "tuple[tuple[Any, ...], Mapping[str, Any], contextvars.Context | None]"
@@ -83,7 +90,16 @@ class ThreadCall(CallFuture[T]):
     call's cancel scope (see ``aiothreads._cancellation``).
     """
 
-    __slots__ = ("_arguments", "_func", "_inbox", "_on_finish", "_probe")
+    __slots__ = (
+        "_about",
+        "_arguments",
+        "_func",
+        "_inbox",
+        "_on_finish",
+        "_probe",
+        "_started",
+        "_submitted",
+    )
 
     def __init__(
         self,
@@ -92,6 +108,8 @@ class ThreadCall(CallFuture[T]):
         call: Arguments = NO_ARGUMENTS,
         probe: CallProbe | None = None,
         on_finish: Callable[[], None] | None = None,
+        *,
+        about: About | None = None,
     ) -> None:
         super().__init__(loop=loop)
         self._inbox = inbox_for(loop)
@@ -99,6 +117,35 @@ class ThreadCall(CallFuture[T]):
         self._arguments = call
         self._probe = probe
         self._on_finish = on_finish
+        self._about = about
+        self._submitted = self._started = _monotonic() if about is not None else 0.0
+
+    @property
+    def about(self) -> About:
+        """What runs: kind, function name, limit wait, channel (for ``snapshot()``)."""
+        return self._about or ("threaded", qualified_name(self._func), None, None, None)
+
+    @property
+    def submitted_at(self) -> float:
+        """When the call was made, on ``time.monotonic()``'s clock."""
+        return self._submitted
+
+    @property
+    def started_at(self) -> float:
+        """When a thread started running it, on ``time.monotonic()``'s clock."""
+        return self._started
+
+    def trace_ids(self) -> tuple[str, str] | None:
+        """Return the trace and span id of the call's (or its stream's) span, if it is traced."""
+        probe = self.probe
+        return None if probe is None else probe.trace_ids()
+
+    @property
+    def probe(self) -> SlowCallReporter | None:
+        """What records the telemetry of the call, or of the stream it produces."""
+        if self._probe is not None:
+            return self._probe
+        return None if self._about is None else self._about[4]
 
     @property
     def future(self) -> asyncio.Future[T]:
@@ -115,6 +162,7 @@ class ThreadCall(CallFuture[T]):
         probe = self._probe
         if probe is not None:
             probe.running(context)
+        thread = None if self._about is None else self._show_running()
         settle: Callable[[Any], None]
         error: BaseException | None
         try:
@@ -126,12 +174,27 @@ class ThreadCall(CallFuture[T]):
             settle, outcome, error = self.fail, _storable(exc), exc
         else:
             settle, error = self.resolve, None
+        if thread is not None:
+            RUNNING.pop(thread, None)
         del args, kwargs, context
         if probe is not None:
             probe.finished(_outcome(error, self.cancelled()), error)
         if self._on_finish is not None:
             self._on_finish()
         self._deliver(settle, outcome)
+
+    def _show_running(self) -> int:
+        """Note this call as what this thread runs (for ``snapshot()``); return the thread's id.
+
+        A call run inside another on the same thread (an executor that runs
+        work inline) replaces it there until it ends.
+        """
+        thread = _get_ident()
+        RUNNING[thread] = self
+        self._started = _monotonic()
+        if WATCHDOG.on:
+            WATCHDOG.work_started()
+        return thread
 
     def _skip(self, outcome: str = CANCELLED, error: BaseException | None = None) -> None:
         """Report a call that never ran and give its limit place back."""

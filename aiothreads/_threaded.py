@@ -149,8 +149,10 @@ class ThreadedBase(Generic[P, T], ABC):
             probe = telemetry.call(self._dispatch.kind, self._name)
             if probe is not None and limit_wait is not None:
                 probe.limit_waited(limit_wait)
-        return self._dispatch(
-            ThreadCall(loop, self.func, (args, kwargs, context), probe, on_finish)
+        dispatch = self._dispatch
+        about = (dispatch.kind, self._name, limit_wait, None, None)
+        return dispatch(
+            ThreadCall(loop, self.func, (args, kwargs, context), probe, on_finish, about=about)
         )
 
     async def _submit_when_awaited(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> T:

@@ -111,6 +111,7 @@ class IteratorWrapper(Generic[P, T]):
         "_held",
         "_instrumented",
         "_job",
+        "_limit_wait",
         "_limiter",
         "_loop",
         "_name",
@@ -146,6 +147,7 @@ class IteratorWrapper(Generic[P, T]):
         self._probe: StreamProbe | None = None
         self._limiter = limiter
         self._held: CapacityLimiter | None = None  # the limit place the producer holds
+        self._limit_wait: float | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -181,7 +183,12 @@ class IteratorWrapper(Generic[P, T]):
 
     def _run(self) -> Awaitable[Any]:
         """Start ``_in_thread`` on a worker thread; return its completion."""
-        return run_in_executor(self.executor, ThreadCall(self._require_loop(), self._in_thread))
+        return run_in_executor(self.executor, self._producer_call())
+
+    def _producer_call(self) -> ThreadCall[None]:
+        """Return the call that runs the generator (``snapshot()`` shows it while it runs)."""
+        about = (self._KIND, self._name, self._limit_wait, self._channel, self._probe)
+        return ThreadCall(self._require_loop(), self._in_thread, about=about)
 
     def _require_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -193,6 +200,7 @@ class IteratorWrapper(Generic[P, T]):
         channel = self._channel
         self._context.run(EVENT_LOOP.set, loop)
         on_loop_shutdown(loop, channel)
+        self._limit_wait = limit_wait
         telemetry = current_telemetry() if self._instrumented else None
         if telemetry is not None:
             probe = telemetry.stream(self._KIND, self._name, channel.maxsize, channel.qsize)
@@ -363,8 +371,7 @@ class IteratorWrapperSeparate(IteratorWrapper[P, T]):
     _KIND: ClassVar[str] = "iterable_separate"
 
     def _run(self) -> Awaitable[Any]:
-        call = ThreadCall(self._require_loop(), self._in_thread)
-        return run_in_new_thread(call, name=f"aiothreads-{self._name}")
+        return run_in_new_thread(self._producer_call(), name=f"aiothreads-{self._name}")
 
 
 class _Producer(Generic[T]):

@@ -11,11 +11,19 @@ import pytest
 
 
 def run_python(
-    code: str, *, env: Mapping[str, str] | None = None, timeout: float = 60
+    code: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+    warnings_as_errors: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` with ``python -W error -c`` and return what it did (never raises)."""
+    """Run ``code`` with ``python -W error -c`` and return what it did (never raises).
+
+    ``warnings_as_errors=False`` leaves out ``-W error``, for code that checks warnings.
+    """
+    options = ["-W", "error"] if warnings_as_errors else []
     return subprocess.run(
-        [sys.executable, "-W", "error", "-c", code],
+        [sys.executable, *options, "-c", code],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -14,8 +14,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._watchdog import WATCHDOG
 from . import _hooks
-from ._config import BACKENDS, ENVIRONMENT_VARIABLE, build, selection_from_environment
+from ._config import (
+    BACKENDS,
+    ENVIRONMENT_VARIABLE,
+    SLOW_CALL_VARIABLE,
+    build,
+    selection_from_environment,
+    threshold_from_environment,
+)
 from ._logs import StructlogEvents
 from ._prometheus import METRICS
 
@@ -23,12 +31,20 @@ __all__ = [
     "BACKENDS",
     "ENVIRONMENT_VARIABLE",
     "METRICS",
+    "SLOW_CALL_VARIABLE",
     "configure",
     "enabled_backends",
     "reset",
 ]
 
-reset = _hooks.reset
+
+def reset() -> None:
+    """Forget the configuration: the next call chooses again from the environment.
+
+    Also stops the slow-call watchdog until then.
+    """
+    WATCHDOG.configure(None)
+    _hooks.reset()
 
 
 def configure(
@@ -42,8 +58,9 @@ def configure(
     registry: Any = None,
     logger: Any = None,
     meter_provider: Any = None,
+    slow_call_threshold: float | None = None,
 ) -> None:
-    """Choose the instrumentation backends for the whole process.
+    """Choose the instrumentation backends (and the slow-call watchdog) for the whole process.
 
     Each backend flag is ``True`` (on), ``False`` (off) or ``None``: on if its
     object (``tracer_provider``, ``registry``, ``logger``) is passed, else
@@ -68,6 +85,11 @@ def configure(
         meter_provider: The OpenTelemetry meter provider; the global one if
             ``None``. Passing one switches OpenTelemetry metrics on unless
             ``opentelemetry_metrics=False``.
+        slow_call_threshold: Seconds after which a running call (or a
+            generator that has not handed over an item) is reported slow,
+            once: a warning event with its thread's stack, a span event and
+            ``aiothreads_calls_slow_total``. ``None``: what
+            ``AIOTHREADS_SLOW_CALL_THRESHOLD`` says, else off.
 
     Raises:
         ImportError: a backend was switched on but its library is missing.
@@ -76,10 +98,16 @@ def configure(
             Backends chosen by the environment or auto-detection are left
             out with a ``RuntimeWarning`` instead, as are unknown names in
             ``AIOTHREADS_INSTRUMENTATION``.
+        TypeError: ``slow_call_threshold`` is not a number.
+        ValueError: ``slow_call_threshold`` is not positive and finite.
     """
     if not enabled:
         _hooks.install(None, debug_logs=False)
+        WATCHDOG.configure(None)
         return
+    if slow_call_threshold is None:
+        slow_call_threshold = threshold_from_environment()
+    WATCHDOG.configure(slow_call_threshold)
     asked = {  # per backend: its flag, and the object passed for it
         "opentelemetry": (opentelemetry, tracer_provider),
         "prometheus": (prometheus, registry),

@@ -18,6 +18,7 @@ import os
 import warnings
 from typing import TYPE_CHECKING, Any, Final
 
+from .._watchdog import WATCHDOG, check_threshold
 from ._logs import StdlibEvents, StructlogEvents, structlog_is_configured
 from ._probes import Telemetry
 from ._tallies import Tallies
@@ -25,9 +26,18 @@ from ._tallies import Tallies
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-__all__ = ["BACKENDS", "ENVIRONMENT_VARIABLE", "build", "resolve_from_environment"]
+__all__ = [
+    "BACKENDS",
+    "ENVIRONMENT_VARIABLE",
+    "SLOW_CALL_VARIABLE",
+    "build",
+    "resolve_from_environment",
+    "threshold_from_environment",
+]
 
 ENVIRONMENT_VARIABLE: Final = "AIOTHREADS_INSTRUMENTATION"
+SLOW_CALL_VARIABLE: Final = "AIOTHREADS_SLOW_CALL_THRESHOLD"
+"""Seconds after which the watchdog reports a call slow; unset or empty: off."""
 BACKENDS: Final = ("opentelemetry", "opentelemetry_metrics", "prometheus", "structlog")
 _MODULES: Final = {
     "opentelemetry": "opentelemetry.trace",
@@ -91,12 +101,37 @@ def selection_from_environment() -> dict[str, bool | None]:
     return {name: name in chosen for name in BACKENDS}
 
 
+def threshold_from_environment() -> float | None:
+    """Read ``AIOTHREADS_SLOW_CALL_THRESHOLD``: seconds, or ``None`` (off).
+
+    A value that is not positive seconds gives one ``RuntimeWarning`` and
+    leaves the watchdog off: a typo in the environment never breaks a call.
+    """
+    raw = os.environ.get(SLOW_CALL_VARIABLE, "").strip()
+    if raw.lower() in ("", *_OFF):
+        return None
+    try:
+        return check_threshold(float(raw))
+    except ValueError:
+        warnings.warn(
+            f"{SLOW_CALL_VARIABLE}={raw!r} is not positive seconds: the slow-call watchdog "
+            "stays off",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+
+
 def resolve_from_environment() -> Telemetry | None:
-    """Build the telemetry the environment asks for; never raises.
+    """Build the telemetry the environment asks for, and start the watchdog; never raises.
 
     A backend that cannot be built (a broken install, a tracer provider that
     raises, a metric name already taken) is left out with one warning.
     """
+    try:
+        WATCHDOG.configure(threshold_from_environment())
+    except Exception as exc:  # telemetry must never break a call
+        _left_out("the slow-call watchdog", exc)
     try:
         return build(selection_from_environment(), {}, tolerant=True)
     except Exception as exc:  # telemetry must never break a call
@@ -194,6 +229,7 @@ _FIXES: Final = {
         "configure(registry=...) or unregister it"
     ),
     "every backend": f"set {ENVIRONMENT_VARIABLE}=off to silence this",
+    "the slow-call watchdog": f"set {SLOW_CALL_VARIABLE} to positive seconds, or unset it",
 }
 
 

@@ -32,6 +32,10 @@ INSTRUMENTS: Final = {
     "aiothreads.call.finished": ("{call}", "Calls that ended, by outcome."),
     "aiothreads.call.active": ("{call}", "Calls running in a thread now."),
     "aiothreads.call.queued": ("{call}", "Calls waiting for a worker thread now."),
+    "aiothreads.call.slow": (
+        "{call}",
+        "Calls (and generator stalls) that ran past the slow-call threshold.",
+    ),
     "aiothreads.thread.started": ("{thread}", "Dedicated threads started."),
     "aiothreads.thread.active": ("{thread}", "Dedicated threads running now."),
     "aiothreads.generator.items": ("{item}", "Items threaded generators handed over."),
@@ -82,6 +86,7 @@ class OpenTelemetryMetrics:
             (meter.create_observable_counter, "aiothreads.call.finished", self._finished),
             (meter.create_observable_up_down_counter, "aiothreads.call.active", self._active),
             (meter.create_observable_up_down_counter, "aiothreads.call.queued", self._queued),
+            (meter.create_observable_counter, "aiothreads.call.slow", self._slow),
             (meter.create_observable_counter, "aiothreads.thread.started", self._threads),
             (meter.create_observable_up_down_counter, "aiothreads.thread.active", self._alive),
             (meter.create_observable_counter, "aiothreads.generator.items", self._items),
@@ -149,6 +154,9 @@ class OpenTelemetryMetrics:
 
     def _queued(self, _: Any) -> list[Any]:
         return self._each(lambda total: total.queued())
+
+    def _slow(self, _: Any) -> list[Any]:
+        return self._each(lambda total: total.slow)
 
     def _threads(self, _: Any) -> list[Any]:
         return self._each(lambda total: total.threads_started)

@@ -251,6 +251,37 @@ class CallProbe:
     def _stream_closed(self) -> None:
         """Report a stream's end; a plain call has none."""
 
+    def slow(self, elapsed: float, fields: dict[str, Any]) -> None:
+        """Record that the work has run ``elapsed`` seconds, past the watchdog's threshold.
+
+        Called once, from the watchdog's thread, while the work still runs.
+        """
+        of = self._of
+        if of.series is not None:
+            of.series.slow()
+        tracing = of.tracing
+        if tracing is not None and self._span is not None:
+            attributes = {
+                "aiothreads.elapsed": elapsed,
+                "thread.id": fields["thread_id"],
+                "thread.name": fields["thread"],
+                "code.stacktrace": "\n".join(fields["stack"]),
+            }
+            with contextlib.suppress(Exception):  # a failing backend must not break the call
+                tracing.event(self._span, "aiothreads.slow", attributes)
+        fields = {key: value for key, value in fields.items() if key not in ("function", "kind")}
+        self._log("warning", "slow threaded call", **fields)
+
+    def trace_ids(self) -> tuple[str, str] | None:
+        """Return the trace id and span id of the call's span, if it records one."""
+        tracing = self._of.tracing
+        if tracing is None or self._span is None:
+            return None
+        try:
+            return tracing.ids(self._span)
+        except Exception:  # a failing backend must not break the call
+            return None
+
     def dropped(self) -> None:
         """Record that the outcome could not be delivered: the event loop was closed."""
         self._log("warning", "result dropped: event loop closed")

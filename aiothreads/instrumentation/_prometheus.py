@@ -38,6 +38,10 @@ LABELS: Final = ("function", "kind")
 METRICS: Final = {
     "aiothreads_calls_started_total": "Calls submitted to a thread, by function and kind.",
     "aiothreads_calls_finished_total": "Calls that ended, by function, kind and outcome.",
+    "aiothreads_calls_slow_total": (
+        "Calls that ran, and generators that went without an item, longer than the "
+        "slow-call threshold (counted once each)."
+    ),
     "aiothreads_call_duration_seconds": "Time a call ran in its thread.",
     "aiothreads_call_wait_seconds": "Time a call waited for a worker thread to pick it up.",
     "aiothreads_limit_wait_seconds": (
@@ -100,6 +104,7 @@ class _Collector:
     def _empty_families(self) -> dict[str, Any]:
         counters = (
             "aiothreads_calls_started_total",
+            "aiothreads_calls_slow_total",
             "aiothreads_separate_threads_started_total",
             "aiothreads_items_yielded_total",
             "aiothreads_producer_blocked_seconds_total",
@@ -142,6 +147,7 @@ class _Collector:
             families["aiothreads_calls_finished_total"].add_metric(
                 [*labels, outcome.value], total.ended(index)
             )
+        families["aiothreads_calls_slow_total"].add_metric(labels, total.slow)
         families["aiothreads_calls_queued"].add_metric(labels, total.queued())
         families["aiothreads_calls_in_flight"].add_metric(labels, total.in_flight())
         self._histogram(

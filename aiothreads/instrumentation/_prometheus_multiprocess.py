@@ -83,6 +83,7 @@ class MultiprocessMetrics:
             make(counter, "aiothreads_items_yielded_total"),
             make(counter, "aiothreads_producer_blocked_seconds_total"),
             make(counter, "aiothreads_generator_cancellations_total", "reason"),
+            make(counter, "aiothreads_calls_slow_total"),
         )
         self._depth = make(gauge, "aiothreads_channel_depth", **live)
         self._capacity = make(gauge, "aiothreads_channel_capacity", **live)
@@ -167,6 +168,7 @@ class _ClientSeries:  # every counting method is @_never_raises
             items,
             blocked,
             self._cancellations_family,
+            slow,
         ) = families
         self._labels = (function, kind)
         self._started = started.labels(function, kind)
@@ -179,6 +181,7 @@ class _ClientSeries:  # every counting method is @_never_raises
         self._threads_started = threads_started.labels(function, kind)
         self._items = items.labels(function, kind)
         self._blocked = blocked.labels(function, kind)
+        self._slow = slow.labels(function, kind)
         self._finished = {
             outcome: self._finished_family.labels(function, kind, outcome)
             for outcome in ("ok", "error", "cancelled")
@@ -245,3 +248,8 @@ class _ClientSeries:  # every counting method is @_never_raises
     def generator_cancelled(self, reason: str) -> None:
         """Count a generator stopped before its end for ``reason``."""
         self._cancellations_family.labels(*self._labels, reason).inc()
+
+    @_never_raises
+    def slow(self) -> None:
+        """Count a call (or a generator's stall) the watchdog found running too long."""
+        self._slow.inc()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import weakref
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
@@ -103,6 +104,7 @@ class Tally:
         "limit_wait",
         "limit_wait_sum",
         "skipped",
+        "slow",
         "started",
         "submitted",
         "thread",
@@ -113,7 +115,8 @@ class Tally:
     )
 
     def __init__(self, thread: threading.Thread | None) -> None:
-        self.thread = thread
+        self.thread = None if thread is None else weakref.ref(thread)
+        """The thread that counts into this tally (weakly: it may end and go)."""
         self.submitted = 0
         self.started = 0
         self.finished = [0] * len(OUTCOMES)
@@ -130,6 +133,7 @@ class Tally:
         self.items = 0
         self.blocked = 0.0
         self.cancellations = [0] * len(REASONS)
+        self.slow = 0
 
     def add_ends(self, other: Tally) -> None:
         """Add what ``other`` counted at the ends of calls (read before their starts)."""
@@ -152,6 +156,7 @@ class Tally:
         self.items += other.items
         self.blocked += other.blocked
         _add_into(self.cancellations, other.cancellations)
+        self.slow += other.slow
 
     def add_starts(self, other: Tally) -> None:
         """Add what ``other`` counted at submission (read last)."""
@@ -245,8 +250,8 @@ class TallySeries:
         """Add the tallies of threads that ended into one (called holding the lock)."""
         live: list[Tally] = []
         for tally in self._tallies:
-            thread = tally.thread
-            if thread is not None and not thread.is_alive():
+            thread = None if tally.thread is None else tally.thread()
+            if tally.thread is not None and (thread is None or not thread.is_alive()):
                 self._retired.add_ends(tally)
                 self._retired.add_middles(tally)
                 self._retired.add_starts(tally)
@@ -339,6 +344,10 @@ class TallySeries:
     def generator_cancelled(self, reason: str) -> None:
         """Count a generator stopped before its end for ``reason``."""
         self._tally().cancellations[_REASON_INDEX[reason]] += 1
+
+    def slow(self) -> None:
+        """Count a call (or a generator's stall) the watchdog found running too long."""
+        self._tally().slow += 1
 
 
 class StreamTotals(NamedTuple):

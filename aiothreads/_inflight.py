@@ -1,0 +1,266 @@
+"""Work running in threads right now: what it is, who runs it, since when, and where it is.
+
+Each thread that runs a decorated function or a threaded generator notes it in
+``RUNNING`` (thread id to work) as it starts and takes it out as it ends: two
+dictionary writes per call, and nothing else until someone asks.
+``snapshot()`` then reads the notes, the threads and, on request, their
+stacks. It reports function names, code locations and timings, never
+argument values, results or local variables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
+    from types import FrameType
+
+__all__ = [
+    "RUNNING",
+    "About",
+    "CodeLocation",
+    "Running",
+    "RunningWork",
+    "SlowCallReporter",
+    "snapshot",
+    "stack_of",
+    "thread_frames",
+]
+
+About = tuple[str, str, "float | None", "Any", "SlowCallReporter | None"]
+"""What a piece of work is: ``(kind, function, limit wait, channel, stream probe)``.
+
+The limit wait is in seconds (``None`` without ``limit=``). Streams carry
+their channel, which knows the items handed over so far and whether the
+generator waits for room, and their probe (``None`` when not instrumented);
+calls carry ``None`` for both.
+"""
+
+
+class SlowCallReporter(Protocol):
+    """The telemetry of one call: where a slow call is counted, noted and logged."""
+
+    def slow(self, elapsed: float, fields: dict[str, Any]) -> None:
+        """Report the call slow after ``elapsed`` seconds; ``fields`` describe it for the log."""
+        ...
+
+    def trace_ids(self) -> tuple[str, str] | None:
+        """Return the call's trace id and span id, if it is traced."""
+        ...
+
+
+class Running(Protocol):
+    """A call or a generator's producer, as a thread runs it."""
+
+    @property
+    def probe(self) -> SlowCallReporter | None:
+        """Its telemetry, if it has any."""
+        ...
+
+    @property
+    def about(self) -> About:
+        """Its kind, function name, limit wait and channel (streams only)."""
+        ...
+
+    @property
+    def submitted_at(self) -> float:
+        """When it was handed to a thread, on ``time.monotonic()``'s clock."""
+        ...
+
+    @property
+    def started_at(self) -> float:
+        """When its thread started it, on ``time.monotonic()``'s clock."""
+        ...
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        """Return the event loop its caller awaits it on."""
+        ...
+
+    def trace_ids(self) -> tuple[str, str] | None:
+        """Its span's trace id and span id, if it is traced."""
+        ...
+
+
+RUNNING: Final[dict[int, Running]] = {}
+"""The work each thread runs now, by thread id; written only by that thread."""
+
+STACK_DEPTH: Final = 40
+"""Innermost frames kept in a stack."""
+
+_PACKAGE: Final = Path(__file__).resolve().parent
+_PLUMBING_FILES: Final = (
+    threading.__file__,
+    str(Path(threading.__file__).parent / "concurrent" / "futures" / "thread.py"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeLocation:
+    """One frame of a thread's stack: where, never what (no local variables)."""
+
+    file: str
+    line: int | None
+    function: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line} in {self.function}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningWork:
+    """One call or threaded generator running in a thread, as ``snapshot()`` saw it.
+
+    Times are seconds since the epoch (``submitted``, ``started``) and
+    seconds (the rest). For a generator, ``busy_for`` counts from its last
+    item (or its start) and is ``0`` while it waits for room in a full
+    channel: how long it has been working on the next item.
+    """
+
+    function: str
+    """The qualified name (or ``name=``) of the decorated function."""
+    kind: str
+    """``threaded``, ``separate``, ``iterable`` or ``iterable_separate``."""
+    loop: str
+    """The event loop the caller awaits on: its type and id."""
+    thread_name: str
+    thread_id: int
+    submitted: float
+    started: float
+    running_for: float
+    """Seconds since its thread started it."""
+    busy_for: float
+    """Seconds of work without handing anything back: ``running_for`` for calls."""
+    queued_for: float
+    """Seconds between submission and start."""
+    limit_wait: float | None
+    """Seconds it waited for a place under ``limit=``, if it has one."""
+    items: int | None
+    """Items a generator handed over so far; ``None`` for calls."""
+    trace_id: str | None
+    """The trace its span belongs to, when it is traced."""
+    stack: tuple[CodeLocation, ...]
+    """Its thread's stack, innermost last, from the first frame outside the
+    thread machinery (empty unless asked for)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return it as plain JSON-ready values (the stack as ``file:line in function``)."""
+        fields = dataclasses.asdict(self)
+        fields["stack"] = [str(location) for location in self.stack]
+        return fields
+
+
+def snapshot(*, stacks: bool = False) -> list[RunningWork]:
+    """Return the decorated calls and threaded generators running in threads now.
+
+    Covers every event loop and thread of the process; longest-running
+    first. Calls waiting for a worker or for a ``limit=`` place are not
+    running yet and do not appear (``aiothreads_calls_queued`` counts them).
+
+    ```python
+    import asyncio
+    import threading
+
+    import aiothreads
+
+    started, release = threading.Event(), threading.Event()
+
+
+    @aiothreads.threaded
+    def wait_for_release() -> None:
+        started.set()
+        release.wait()
+
+
+    async def main() -> list[str]:
+        call = wait_for_release()
+        await asyncio.to_thread(started.wait)
+        seen = [work.function for work in aiothreads.snapshot(stacks=True)]
+        release.set()
+        await call
+        return seen
+
+
+    assert [name.rsplit(".")[-1] for name in asyncio.run(main())] == ["wait_for_release"]
+    ```
+
+    Args:
+        stacks: Also capture each thread's current stack (file, line,
+            function), trimmed to the frames from the decorated function on.
+    """
+    running = RUNNING.copy()
+    if not running:
+        return []
+    frames = thread_frames() if stacks else {}
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    now, wall = time.monotonic(), time.time()
+    found = [
+        _describe(ident, work, names.get(ident, "?"), frames.get(ident), now=now, wall=wall)
+        for ident, work in running.items()
+    ]
+    found.sort(key=lambda work: -work.running_for)
+    return found
+
+
+def _describe(
+    ident: int, work: Running, thread_name: str, frame: FrameType | None, *, now: float, wall: float
+) -> RunningWork:
+    kind, function, limit_wait, channel, _ = work.about
+    submitted, started = work.submitted_at, work.started_at
+    items = None
+    busy_since = started
+    if channel is not None:
+        items = channel.items_put
+        busy_since = max(started, channel.last_put_at)
+    busy_for = 0.0 if channel is not None and channel.waiting_for_room else now - busy_since
+    loop = work.get_loop()
+    ids = work.trace_ids()
+    return RunningWork(
+        function=function,
+        kind=kind,
+        loop=f"{type(loop).__name__}@{id(loop):x}",
+        thread_name=thread_name,
+        thread_id=ident,
+        submitted=wall - (now - submitted),
+        started=wall - (now - started),
+        running_for=now - started,
+        busy_for=max(0.0, busy_for),
+        queued_for=max(0.0, started - submitted),
+        limit_wait=limit_wait,
+        items=items,
+        trace_id=None if ids is None else ids[0],
+        stack=() if frame is None else stack_of(frame),
+    )
+
+
+def thread_frames() -> dict[int, FrameType]:
+    """Return each thread's current frame, by thread id."""
+    return sys._current_frames()  # pyright: ignore[reportPrivateUsage] - documented, no public twin
+
+
+def stack_of(frame: FrameType) -> tuple[CodeLocation, ...]:
+    """Return the code locations of ``frame``'s stack, innermost last.
+
+    The frames of the thread machinery (``threading``, the executor's worker,
+    aiothreads' own plumbing) before the first other frame are left out, and
+    at most ``STACK_DEPTH`` innermost frames are kept.
+    """
+    summary = traceback.extract_stack(frame)
+    first = 0
+    while first < len(summary) and _is_plumbing(summary[first].filename):
+        first += 1
+    kept = summary[first:][-STACK_DEPTH:]
+    return tuple(CodeLocation(entry.filename, entry.lineno, entry.name) for entry in kept)
+
+
+def _is_plumbing(filename: str) -> bool:
+    if filename in _PLUMBING_FILES:
+        return True
+    path = Path(filename)
+    return path.parent == _PACKAGE and path.name.startswith("_")

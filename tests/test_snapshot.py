@@ -1,0 +1,310 @@
+"""snapshot(): the calls and threaded generators running in threads, and where they are."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import json
+import threading
+import weakref
+from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+import aiothreads
+from aiothreads import (
+    CapacityLimiter,
+    RunningWork,
+    instrumentation,
+    snapshot,
+    threaded,
+    threaded_iterable,
+    threaded_iterable_separate,
+    threaded_separate,
+)
+from aiothreads._inflight import RUNNING
+from tests.waiting import turns_until
+
+MODULE = __name__
+SECRET = "s3cr3t-argument-value"
+
+
+async def in_own_thread(event: threading.Event) -> bool:
+    with ThreadPoolExecutor(1) as waiter:
+        return await asyncio.get_running_loop().run_in_executor(waiter, event.wait, 5)
+
+
+def line_of(function: object, marker: str) -> int:
+    """The line number of the first source line of ``function`` containing ``marker``."""
+    lines, first = inspect.getsourcelines(function)  # type: ignore[arg-type]
+    return first + next(index for index, line in enumerate(lines) if marker in line)
+
+
+async def waiting_at(name: str, line: int) -> RunningWork:
+    """The snapshot of ``name`` once its thread waits at ``line`` (it may still be on its way)."""
+
+    def own_line() -> int | None:
+        own = [frame for frame in only(name).stack if frame.file == __file__]
+        return own[-1].line if own else None
+
+    await turns_until(lambda: own_line() == line, f"{name} waits at line {line}")
+    return only(name)
+
+
+def only(name: str) -> RunningWork:
+    found = [work for work in snapshot(stacks=True) if work.function.endswith(name)]
+    assert len(found) == 1, found
+    return found[0]
+
+
+class Blocked:
+    """A function that blocks on an event, and the events to watch and release it."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def block(self, secret: str) -> str:
+        self.started.set()
+        self.release.wait(5)  # <- the blocking line
+        return secret
+
+
+@pytest.mark.asyncio
+async def test_nothing_runs_nothing_shows() -> None:
+    assert snapshot() == []
+    assert snapshot(stacks=True) == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("decorate", "kind"), [(threaded, "threaded"), (threaded_separate, "separate")]
+)
+async def test_a_blocked_call_shows_with_the_line_it_blocks_on(decorate: object, kind: str) -> None:
+    blocked = Blocked()
+    work = decorate(blocked.block, name="blocked_call")  # type: ignore[operator]
+    call = work(SECRET)
+    assert await in_own_thread(blocked.started)
+
+    seen = await waiting_at("blocked_call", line_of(Blocked.block, "<- the blocking line"))
+    assert seen.kind == kind
+    assert seen.items is None
+    assert seen.limit_wait is None
+    assert seen.trace_id is None  # spans are off
+    assert (
+        seen.loop
+        == f"{type(asyncio.get_running_loop()).__name__}@{id(asyncio.get_running_loop()):x}"
+    )
+    thread = next(t for t in threading.enumerate() if t.ident == seen.thread_id)
+    assert seen.thread_name == thread.name
+    assert seen.started >= seen.submitted
+    assert seen.running_for >= 0
+    assert seen.busy_for == seen.running_for
+    innermost_own = [frame for frame in seen.stack if frame.file == __file__]
+    assert innermost_own[-1].function == "block"
+    assert innermost_own[-1].line == line_of(Blocked.block, "<- the blocking line")
+    assert "threading.py" not in seen.stack[0].file  # the thread machinery is trimmed
+    assert "/aiothreads/_" not in seen.stack[0].file
+
+    blocked.release.set()
+    assert await call == SECRET
+    assert snapshot() == []
+
+
+@pytest.mark.asyncio
+async def test_stacks_only_on_request() -> None:
+    blocked = Blocked()
+    call = threaded(blocked.block)(SECRET)
+    assert await in_own_thread(blocked.started)
+    assert [work.stack for work in snapshot()] == [()]
+    blocked.release.set()
+    await call
+
+
+@pytest.mark.asyncio
+async def test_nothing_sensitive_leaves_the_process() -> None:
+    blocked = Blocked()
+    call = threaded(blocked.block)(SECRET)
+    assert await in_own_thread(blocked.started)
+    dumped = json.dumps([work.as_dict() for work in snapshot(stacks=True)])
+    blocked.release.set()
+    assert await call == SECRET
+    assert SECRET not in dumped
+    assert set(json.loads(dumped)[0]) == {
+        "function",
+        "kind",
+        "loop",
+        "thread_name",
+        "thread_id",
+        "submitted",
+        "started",
+        "running_for",
+        "busy_for",
+        "queued_for",
+        "limit_wait",
+        "items",
+        "trace_id",
+        "stack",
+    }
+
+
+@pytest.mark.asyncio
+async def test_a_limited_call_shows_its_limit_wait() -> None:
+    limiter = CapacityLimiter(1)
+    first, second = Blocked(), Blocked()
+    holder = threaded(first.block, limit=limiter, name="holder")(SECRET)
+    assert await in_own_thread(first.started)
+    waiter = threaded(second.block, limit=limiter, name="waiter")(SECRET)
+    assert only("holder").limit_wait is None  # it took a free place at once
+    first.release.set()
+    assert await in_own_thread(second.started)
+    assert only("waiter").limit_wait is not None
+    assert only("waiter").limit_wait >= 0  # type: ignore[operator]
+    second.release.set()
+    await asyncio.gather(holder, waiter)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("decorate", "kind"),
+    [(threaded_iterable, "iterable"), (threaded_iterable_separate, "iterable_separate")],
+)
+async def test_a_generator_shows_its_items_and_whether_it_waits_for_room(
+    decorate: object, kind: str
+) -> None:
+    stalled, release = threading.Event(), threading.Event()
+
+    def numbers() -> Generator[int, None, None]:
+        yield 1
+        yield 2
+        stalled.set()
+        release.wait(5)  # <- the stalled line
+        yield 3
+
+    stream = decorate(numbers, max_size=1, name="numbers")  # type: ignore[operator]
+    iterator = stream()
+    assert await iterator.__anext__() == 1
+    assert await in_own_thread(stalled)
+    seen = await waiting_at("numbers", line_of(numbers, "<- the stalled line"))
+    assert seen.kind == kind
+    assert seen.items == 2
+    assert seen.busy_for > 0
+    assert seen.stack[-1].file.endswith("threading.py")
+    own = [frame for frame in seen.stack if frame.file == __file__]
+    assert own[-1].line == line_of(numbers, "<- the stalled line")
+    release.set()
+    assert [item async for item in iterator] == [2, 3]
+    assert snapshot() == []
+
+
+@pytest.mark.asyncio
+async def test_a_generator_waiting_for_room_is_not_busy() -> None:
+    full = threading.Event()
+
+    @threaded_iterable(max_size=1)
+    def endless() -> Iterator[int]:
+        number = 0
+        while True:
+            number += 1
+            if number == 3:
+                full.set()  # the channel holds one item and the consumer is away
+            yield number
+
+    async with endless() as numbers:
+        assert await numbers.__anext__() == 1
+        assert await in_own_thread(full)
+        await turns_until(lambda: only("endless").busy_for == 0, "the producer waits for room")
+        assert only("endless").items == 2
+
+
+@pytest.mark.asyncio
+async def test_a_traced_call_shows_its_trace_id() -> None:
+    provider = TracerProvider()
+    instrumentation.configure(tracer_provider=provider, prometheus=False, structlog=False)
+    try:
+        blocked = Blocked()
+        call = threaded(blocked.block, name="traced")(SECRET)
+        assert await in_own_thread(blocked.started)
+        trace_id = only("traced").trace_id
+        blocked.release.set()
+        await call
+    finally:
+        instrumentation.reset()
+        provider.shutdown()
+    assert trace_id is not None
+    assert len(trace_id) == 32
+    assert int(trace_id, 16)
+
+
+def test_several_loops_in_several_threads(loop_factory: object) -> None:
+    started = threading.Barrier(3, timeout=5)
+    release = threading.Event()
+
+    @threaded
+    def block() -> None:
+        started.wait()
+        release.wait(5)
+
+    def run_one() -> None:
+        loop = loop_factory()  # type: ignore[operator]
+        try:
+            loop.run_until_complete(block())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+
+    runners = [threading.Thread(target=run_one) for _ in range(2)]
+    for runner in runners:
+        runner.start()
+    started.wait()
+    seen = snapshot(stacks=True)
+    release.set()
+    for runner in runners:
+        runner.join(5)
+    assert len(seen) == 2
+    assert len({work.loop for work in seen}) == 2
+    assert len({work.thread_id for work in seen}) == 2
+    assert not RUNNING
+
+
+def test_the_registry_keeps_nothing_alive(loop_factory: object) -> None:
+    class Argument:
+        pass
+
+    arguments = [Argument()]
+    argument_ref = weakref.ref(arguments[0])
+    calls: list[weakref.ref[object]] = []
+    threads: list[weakref.ref[threading.Thread]] = []
+
+    @threaded_separate
+    def remember(value: Argument) -> None:
+        threads.append(weakref.ref(threading.current_thread()))
+
+    async def main() -> None:
+        call = remember(arguments.pop())
+        calls.append(weakref.ref(call))
+        await call
+
+    loop = loop_factory()  # type: ignore[operator]
+    loop_ref = weakref.ref(loop)
+    loop.run_until_complete(main())
+    loop.close()
+    del loop, main
+    for thread in [reference() for reference in threads]:
+        if thread is not None:
+            thread.join(5)
+    del thread
+    gc.collect()
+    assert not RUNNING
+    assert argument_ref() is None
+    assert calls[0]() is None
+    assert loop_ref() is None
+    assert threads[0]() is None
+
+
+def test_snapshot_is_public_and_documented() -> None:
+    assert aiothreads.snapshot is snapshot
+    assert snapshot.__doc__
+    assert RunningWork.__doc__

@@ -1,0 +1,317 @@
+"""The slow-call watchdog: once per slow call or stall, never for fast work, off by default."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+from aiothreads import instrumentation, threaded, threaded_iterable, threaded_separate
+from aiothreads._inflight import RUNNING
+from aiothreads._watchdog import THREAD_NAME, WATCHDOG, Watchdog
+from tests.python_process import run_python
+
+SECRET = "s3cr3t-argument-value"
+THRESHOLD = 10.0
+
+
+async def in_own_thread(event: threading.Event) -> bool:
+    with ThreadPoolExecutor(1) as waiter:
+        return await asyncio.get_running_loop().run_in_executor(waiter, event.wait, 5)
+
+
+class SlowLog(logging.Handler):
+    """Collects the watchdog's stdlib warnings; ``arrived`` is set on each."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+        self.arrived = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("slow threaded call"):
+            self.records.append(record)
+            self.arrived.set()
+
+    @property
+    def fields(self) -> list[dict[str, object]]:
+        return [record.aiothreads for record in self.records]  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def slow_log() -> Iterator[SlowLog]:
+    handler = SlowLog()
+    logger = logging.getLogger("aiothreads")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.fixture
+def manual() -> Iterator[Watchdog]:
+    """A watchdog without a thread, driven through ``check(now)``; instrumentation off."""
+    instrumentation.configure(enabled=False)
+    watchdog = Watchdog()
+    watchdog.configure(THRESHOLD, start_thread=False)
+    try:
+        yield watchdog
+    finally:
+        instrumentation.reset()
+
+
+def started_at() -> float:
+    (work,) = RUNNING.values()
+    return work.started_at
+
+
+class Blocked:
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def block(self, secret: str) -> str:
+        self.started.set()
+        self.release.wait(5)  # <- blocks here
+        return secret
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("decorate", [threaded, threaded_separate])
+async def test_a_slow_call_is_reported_exactly_once(
+    decorate: object, manual: Watchdog, slow_log: SlowLog
+) -> None:
+    blocked = Blocked()
+    call = decorate(blocked.block, name="stuck")(SECRET)  # type: ignore[operator]
+    assert await in_own_thread(blocked.started)
+    start = started_at()
+
+    assert manual.check(start + THRESHOLD - 0.001) == pytest.approx(0.001, abs=1e-6)
+    assert slow_log.records == []
+    manual.check(start + THRESHOLD)
+    manual.check(start + THRESHOLD + 1)
+    manual.check(start + 10 * THRESHOLD)
+    blocked.release.set()
+    assert await call == SECRET
+
+    assert len(slow_log.records) == 1
+    (fields,) = slow_log.fields
+    assert fields["function"] == "stuck"
+    assert fields["elapsed"] == THRESHOLD
+    assert str(fields["thread"]).startswith("aiothreads")
+    assert isinstance(fields["thread_id"], int)
+    stack = fields["stack"]
+    assert isinstance(stack, list)
+    assert any(entry.endswith("in block") and __file__ in entry for entry in stack)
+    assert SECRET not in slow_log.records[0].getMessage()
+    assert manual.check(start + 20 * THRESHOLD) is None  # nothing runs any more
+
+
+@pytest.mark.asyncio
+async def test_fast_calls_are_never_reported(manual: Watchdog, slow_log: SlowLog) -> None:
+    @threaded
+    def quick(number: int) -> int:
+        manual.check()  # the real clock, while the call runs
+        return number
+
+    assert await asyncio.gather(*(quick(number) for number in range(200))) == list(range(200))
+    assert slow_log.records == []
+
+
+@pytest.mark.asyncio
+async def test_each_stall_of_a_generator_is_reported_once(
+    manual: Watchdog, slow_log: SlowLog
+) -> None:
+    stalls = [threading.Event(), threading.Event()]
+    resume = [threading.Event(), threading.Event()]
+
+    @threaded_iterable(max_size=4)
+    def stalling() -> Generator[int, None, None]:
+        for number, (stall, go_on) in enumerate(zip(stalls, resume, strict=True)):
+            yield number
+            stall.set()
+            go_on.wait(5)
+
+    iterator = stalling()
+    assert await iterator.__anext__() == 0
+    assert await in_own_thread(stalls[0])
+    start = started_at()
+    manual.check(start + 2 * THRESHOLD)
+    manual.check(start + 3 * THRESHOLD)
+    assert len(slow_log.records) == 1
+    resume[0].set()
+    assert await iterator.__anext__() == 1
+    assert await in_own_thread(stalls[1])
+    (work,) = RUNNING.values()
+    last_item = work.about[3].last_put_at
+    manual.check(last_item + THRESHOLD - 0.001)
+    assert len(slow_log.records) == 1  # the second stall is not long yet
+    manual.check(last_item + THRESHOLD)
+    manual.check(last_item + 2 * THRESHOLD)
+    assert len(slow_log.records) == 2
+    resume[1].set()
+    assert [item async for item in iterator] == []
+    assert [fields["kind"] for fields in slow_log.fields] == ["iterable", "iterable"]
+
+
+@pytest.mark.asyncio
+async def test_a_generator_waiting_for_room_is_not_slow(
+    manual: Watchdog, slow_log: SlowLog
+) -> None:
+    full = threading.Event()
+
+    @threaded_iterable(max_size=1)
+    def endless() -> Iterator[int]:
+        number = 0
+        while True:
+            number += 1
+            if number == 3:
+                full.set()
+            yield number
+
+    async with endless() as numbers:
+        assert await numbers.__anext__() == 1
+        assert await in_own_thread(full)
+        (work,) = RUNNING.values()
+        channel = work.about[3]
+        for _ in range(10_000):
+            if channel.waiting_for_room:
+                break
+            await asyncio.sleep(0)
+        assert channel.waiting_for_room
+        manual.check(started_at() + 100 * THRESHOLD)
+    assert slow_log.records == []
+
+
+@pytest.mark.asyncio
+async def test_metric_span_event_and_structlog_event(slow_log: SlowLog) -> None:
+    import structlog
+
+    registry = CollectorRegistry()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    watchdog = Watchdog()
+    with structlog.testing.capture_logs() as logs:
+        instrumentation.configure(
+            registry=registry, tracer_provider=provider, structlog=True, prometheus=True
+        )
+        watchdog.configure(THRESHOLD, start_thread=False)
+        try:
+            blocked = Blocked()
+            call = threaded(blocked.block, name="stuck")(SECRET)
+            assert await in_own_thread(blocked.started)
+            watchdog.check(started_at() + THRESHOLD + 1)
+            watchdog.check(started_at() + THRESHOLD + 2)
+            blocked.release.set()
+            await call
+        finally:
+            instrumentation.reset()
+            provider.shutdown()
+    structlog.reset_defaults()
+
+    labels = {"function": "stuck", "kind": "threaded"}
+    assert registry.get_sample_value("aiothreads_calls_slow_total", labels) == 1
+    (span,) = exporter.get_finished_spans()
+    (event,) = [event for event in span.events if event.name == "aiothreads.slow"]
+    assert event.attributes is not None
+    assert event.attributes["aiothreads.elapsed"] == pytest.approx(THRESHOLD + 1)
+    assert "in block" in str(event.attributes["code.stacktrace"])
+    slow = [entry for entry in logs if entry["event"] == "slow threaded call"]
+    assert len(slow) == 1
+    assert slow[0]["log_level"] == "warning"
+    assert slow[0]["function"] == "stuck"
+    assert slow[0]["trace_id"] == format(span.context.trace_id, "032x")
+    assert SECRET not in repr(slow) + repr(event.attributes)
+    assert slow_log.records == []  # structlog took the event
+
+
+@pytest.mark.asyncio
+async def test_the_watchdog_thread_reports_and_stops(slow_log: SlowLog) -> None:
+    instrumentation.configure(enabled=False)
+    try:
+        WATCHDOG.configure(0.05)
+        assert [t.name for t in threading.enumerate()].count(THREAD_NAME) == 1
+        blocked = Blocked()
+        call = threaded(blocked.block)(SECRET)
+        assert await in_own_thread(slow_log.arrived)
+        blocked.release.set()
+        await call
+    finally:
+        instrumentation.reset()
+    assert THREAD_NAME not in [t.name for t in threading.enumerate()]
+    assert len(slow_log.records) == 1
+
+
+def test_the_watchdog_is_off_by_default() -> None:
+    result = run_python(
+        "import asyncio, threading, aiothreads\n"
+        "async def main():\n"
+        "    await aiothreads.threaded(lambda: None)()\n"
+        "    print([t.name for t in threading.enumerate()])\n"
+        "asyncio.run(main())\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert THREAD_NAME not in result.stdout
+
+
+def test_the_environment_switches_it_on() -> None:
+    result = run_python(
+        "import asyncio, logging, threading, aiothreads\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "release = threading.Event()\n"
+        "@aiothreads.threaded\n"
+        "def stuck():\n"
+        "    release.wait(30)\n"
+        "class Release(logging.Handler):\n"
+        "    def emit(self, record):\n"
+        "        release.set()\n"
+        "logging.getLogger('aiothreads').addHandler(Release())\n"
+        "asyncio.run(stuck())\n",
+        env={"AIOTHREADS_SLOW_CALL_THRESHOLD": "0.05", "AIOTHREADS_INSTRUMENTATION": "off"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "slow threaded call" in result.stderr
+    assert "in stuck" in result.stderr
+
+
+def test_a_bad_environment_value_warns_once_and_stays_off() -> None:
+    result = run_python(
+        "import asyncio, warnings, threading, aiothreads\n"
+        "warnings.simplefilter('always')\n"
+        "async def main():\n"
+        "    for _ in range(3):\n"
+        "        await aiothreads.threaded(lambda: None)()\n"
+        "    print([t.name for t in threading.enumerate()])\n"
+        "asyncio.run(main())\n",
+        env={"AIOTHREADS_SLOW_CALL_THRESHOLD": "soon"},
+        warnings_as_errors=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("AIOTHREADS_SLOW_CALL_THRESHOLD='soon'") == 1
+    assert THREAD_NAME not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("threshold", "error"),
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (float("inf"), ValueError),
+        (float("nan"), ValueError),
+        ("5", TypeError),
+        (True, TypeError),
+    ],
+)
+def test_configure_refuses_a_bad_threshold(threshold: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="slow_call_threshold"):
+        instrumentation.configure(slow_call_threshold=threshold)  # type: ignore[arg-type]
+    instrumentation.reset()
