@@ -16,10 +16,14 @@ The workload is an imaginary order service:
 * ``scan_orders`` -- a paginated generator with backpressure, consumed slowly,
   left early (``break``), closed, cancelled, dropped, or failing;
 * ``watch_inventory`` -- a generator on a dedicated thread that runs until it
-  is cancelled.
+  is cancelled;
+* ``export_report`` -- under ``--overload`` only, a call on a dedicated thread
+  that hangs well past the slow-call threshold now and then.
 
 ``--overload`` runs the same service hot enough to trip every alert rule
-shipped in ``grafana/alerts.yml``.
+shipped in ``grafana/alerts.yml``. The slow-call watchdog is on (5 seconds,
+or ``--slow-call-threshold``, or ``AIOTHREADS_SLOW_CALL_THRESHOLD``), and
+``/debug/threads`` beside ``/metrics`` shows what runs in threads now.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ from aiothreads import (
     threaded_iterable_separate,
     threaded_separate,
 )
+from aiothreads._demo_http import THREADS_PATH, Endpoint
+from aiothreads.instrumentation._config import threshold_from_environment
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -75,6 +81,8 @@ class Settings:
     """How often the imaginary database fails a customer look-up."""
     scan_failure_every: int = 20
     """One scan in this many rounds of stream endings fails (``1``: every round)."""
+    hang_every: float | None = None
+    """Seconds between exports that hang past the slow-call threshold (``None``: never)."""
 
     @classmethod
     def for_mode(cls, overload: bool) -> Settings:
@@ -84,9 +92,10 @@ class Settings:
                 overload=True,
                 burst=400,
                 separate_threads=60,
-                stream_consumers=12,
+                stream_consumers=24,
                 customer_failure_ratio=0.25,
                 scan_failure_every=1,
+                hang_every=20.0,
             )
         return cls()
 
@@ -167,22 +176,36 @@ def watch_inventory() -> Generator[int, None, None]:
         yield level
 
 
+@threaded_separate
+def export_report(hang_for: float, stop: threading.Event) -> bool:
+    """Wait on a remote service that stopped answering, for ``hang_for`` seconds.
+
+    Returns whether the demo stopped meanwhile.
+    """
+    return stop.wait(hang_for)  # where the watchdog's stack points
+
+
 class Demo:
     """Runs the workloads until stopped."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, slow_call_threshold: float = 5.0) -> None:
         self.settings = settings
+        self.slow_call_threshold = slow_call_threshold
         self.progress = Progress()
         self.stopping = asyncio.Event()
+        self.stop_hanging = threading.Event()
         self.scan = scan_orders_separate if settings.overload else scan_orders
 
     async def run(self) -> None:
         """Run every workload until ``stopping`` is set."""
         workers = [self._calls(), self._enrichment(), self._invoices(), self._inventory()]
+        if self.settings.hang_every is not None:
+            workers.append(self._hanging_exports(self.settings.hang_every))
         workers += [self._separate_thread() for _ in range(self.settings.separate_threads)]
         workers += [self._streams() for _ in range(self.settings.stream_consumers)]
         tasks = [asyncio.create_task(worker) for worker in workers]
         await self.stopping.wait()
+        self.stop_hanging.set()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -203,6 +226,13 @@ class Demo:
                 if isinstance(outcome, Exception):
                     self.progress.errors += 1
             await self._pause(0.0 if self.settings.overload else 0.2)
+
+    async def _hanging_exports(self, every: float) -> None:
+        """Now and then, a call that hangs until the watchdog reports it."""
+        while not self.stopping.is_set():
+            await export_report(2.5 * self.slow_call_threshold, self.stop_hanging)
+            self.progress.calls += 1
+            await self._pause(every)
 
     async def _enrichment(self) -> None:
         order = 0
@@ -309,12 +339,29 @@ async def _report(demo: Demo, interactive: bool) -> None:
             print(line, flush=True)
 
 
-async def serve(host: str, port: int, duration: float | None, settings: Settings) -> Progress:
-    """Serve metrics on ``host:port`` and run the demo until stopped; return its progress."""
-    instrumentation.configure(prometheus=True)
-    server, server_thread = prometheus_client.start_http_server(port, addr=host)
-    print(f"aiothreads demo: metrics on http://{host}:{port}/metrics (Ctrl-C stops)", flush=True)
-    demo = Demo(settings)
+async def serve(
+    host: str,
+    port: int,
+    duration: float | None,
+    settings: Settings,
+    slow_call_threshold: float | None = None,
+) -> Progress:
+    """Serve metrics on ``host:port`` and run the demo until stopped; return its progress.
+
+    The slow-call watchdog uses ``slow_call_threshold`` seconds, else what
+    ``AIOTHREADS_SLOW_CALL_THRESHOLD`` says, else 5.
+    """
+    if slow_call_threshold is None:
+        slow_call_threshold = threshold_from_environment() or 5.0
+    instrumentation.configure(prometheus=True, slow_call_threshold=slow_call_threshold)
+    metrics_app = prometheus_client.make_wsgi_app()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType] - untyped WSGI app
+    endpoint = Endpoint(host, port, metrics_app)  # pyright: ignore[reportUnknownArgumentType]
+    print(
+        f"aiothreads demo: metrics on http://{host}:{port}/metrics, threads on "
+        f"http://{host}:{port}{THREADS_PATH} (Ctrl-C stops)",
+        flush=True,
+    )
+    demo = Demo(settings, slow_call_threshold)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # Windows
@@ -326,8 +373,8 @@ async def serve(host: str, port: int, duration: float | None, settings: Settings
         await demo.run()
     finally:
         await reporter
-        server.shutdown()
-        server_thread.join()
+        endpoint.close()
+        instrumentation.configure(prometheus=True, slow_call_threshold=None)
     print(f"\nstopped: {_status(demo.progress)}", flush=True)
     return demo.progress
 
@@ -343,11 +390,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9464, help="port for /metrics")
     parser.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     parser.add_argument("--overload", action="store_true", help="trip every alert rule")
+    parser.add_argument(
+        "--slow-call-threshold",
+        type=float,
+        default=None,
+        help="seconds after which the watchdog reports a call (default 5)",
+    )
     arguments = parser.parse_args(argv)
     if arguments.duration is not None and arguments.duration <= 0:
         parser.error("--duration must be positive")
+    threshold = arguments.slow_call_threshold
+    if threshold is not None and not threshold > 0:
+        parser.error("--slow-call-threshold must be positive")
     settings = Settings.for_mode(arguments.overload)
-    asyncio.run(serve(arguments.host, arguments.port, arguments.duration, settings))
+    asyncio.run(serve(arguments.host, arguments.port, arguments.duration, settings, threshold))
 
 
 if __name__ == "__main__":

@@ -129,6 +129,20 @@ CALLS: list[dict[str, Any]] = [
         ],
     },
     {
+        "title": "Slow calls",
+        "description": "Calls, and stalls of generators, that the watchdog found running "
+        "past the slow-call threshold; AiothreadsSlowCalls fires on any. Each one's "
+        '"slow threaded call" log event has its thread and stack.',
+        "unit": "short",
+        "targets": [
+            (
+                "sum by (function, kind) "
+                f"(increase({series('aiothreads_calls_slow_total')}{RATE}))",
+                "{{function}} ({{kind}})",
+            )
+        ],
+    },
+    {
         "title": "Time waiting under limit= (p95)",
         "description": "How long calls and iterators waited for a place under their "
         "limit= before they started.",

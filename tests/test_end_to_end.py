@@ -196,6 +196,29 @@ def test_every_alert_fires_under_overload(stack: Stack, alert: str, expression: 
     assert result
 
 
+def test_the_debug_endpoint_shows_the_hanging_call_and_where_it_waits(stack: Stack) -> None:
+    def hanging_exports() -> list[dict[str, Any]]:
+        document = json.loads(get(f"{stack.demo_url}/debug/threads"))
+        assert isinstance(document["taken_at"], float)
+        return [
+            work
+            for work in document["running"]
+            if work["function"] == "aiothreads.demo.export_report"
+        ]
+
+    found = wait_until(
+        hanging_exports, "the hanging export in /debug/threads", time.monotonic() + DEADLINE
+    )
+    (work,) = found
+    assert work["kind"] == "separate"
+    assert work["running_for"] >= 0
+    source = (ROOT / "aiothreads" / "demo.py").read_text().splitlines()
+    line = 1 + next(i for i, text in enumerate(source) if "return stop.wait(hang_for)" in text)
+    assert any(frame.endswith(f"demo.py:{line} in export_report") for frame in work["stack"])
+    text = get(f"{stack.demo_url}/debug/threads").decode()
+    assert "threading.Event object" not in text  # arguments never leave
+
+
 def _safe_query(stack: Stack, expression: str) -> object:
     try:
         return [entry["value"] for entry in stack.query(expression)]
@@ -226,7 +249,7 @@ def promtool(*arguments: str) -> str:
 
 
 def test_promtool_accepts_the_rules() -> None:
-    assert "SUCCESS: 5 rules found" in promtool("check", "rules", str(GRAFANA / "alerts.yml"))
+    assert "SUCCESS: 6 rules found" in promtool("check", "rules", str(GRAFANA / "alerts.yml"))
 
 
 def test_every_rule_is_quiet_below_its_threshold_and_fires_after_its_for() -> None:

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 SCRIPT = """
-import asyncio, multiprocessing, os, signal, threading
+import asyncio, faulthandler, multiprocessing, os, signal, threading
 import aiothreads
+
+faulthandler.dump_traceback_later(40, exit=True)  # a hang prints every thread's stack
 
 CALLS = 25
 
