@@ -48,8 +48,6 @@ __all__ = ["ChannelClosed", "ChannelTimeout", "FromThreadChannel"]
 
 T = TypeVar("T")
 
-_monotonic: Final = time.monotonic
-
 
 class ChannelClosed(RuntimeError):
     """Raised by ``get()`` on a closed, drained channel and by ``put()`` after close.
@@ -127,7 +125,6 @@ class FromThreadChannel(Generic[T]):
         "_error",
         "_getters",
         "_items",
-        "_last_put_at",
         "_lock",
         "_loop",
         "_low_water",
@@ -151,7 +148,6 @@ class FromThreadChannel(Generic[T]):
         self._room_wanted = False
         self._waiting_for_room = False
         self._put_count = 0
-        self._last_put_at = 0.0
         self._closed = False
         self._close_reason: StopReason | None = None
         self._error: BaseException | None = None
@@ -187,11 +183,6 @@ class FromThreadChannel(Generic[T]):
         return self._put_count
 
     @property
-    def last_put_at(self) -> float:
-        """When the last item was put, on ``time.monotonic()``'s clock (``0.0``: none yet)."""
-        return self._last_put_at
-
-    @property
     def waiting_for_room(self) -> bool:
         """Whether a producer is blocked in ``put()`` because the channel is full."""
         return self._waiting_for_room
@@ -225,7 +216,6 @@ class FromThreadChannel(Generic[T]):
                 self._wait_until_open_with_room()
             self._items.append(item)
             self._put_count += 1
-            self._last_put_at = _monotonic()
             getter = self._getters.popleft() if self._getters else None
         finally:
             lock.release()

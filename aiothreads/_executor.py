@@ -118,7 +118,7 @@ class ThreadCall(CallFuture[T]):
         self._probe = probe
         self._on_finish = on_finish
         self._about = about
-        self._submitted = self._started = _monotonic() if about is not None else 0.0
+        self._submitted = self._started = _monotonic()
 
     @property
     def about(self) -> About:
@@ -162,7 +162,11 @@ class ThreadCall(CallFuture[T]):
         probe = self._probe
         if probe is not None:
             probe.running(context)
-        thread = None if self._about is None else self._show_running()
+        thread = _get_ident()
+        RUNNING[thread] = self  # until it ends: what snapshot() and the watchdog see
+        self._started = _monotonic()
+        if WATCHDOG.on:
+            WATCHDOG.work_started()
         settle: Callable[[Any], None]
         error: BaseException | None
         try:
@@ -174,27 +178,13 @@ class ThreadCall(CallFuture[T]):
             settle, outcome, error = self.fail, _storable(exc), exc
         else:
             settle, error = self.resolve, None
-        if thread is not None:
-            RUNNING.pop(thread, None)
+        RUNNING.pop(thread, None)  # a call run inline inside it may have taken it out
         del args, kwargs, context
         if probe is not None:
             probe.finished(_outcome(error, self.cancelled()), error)
         if self._on_finish is not None:
             self._on_finish()
         self._deliver(settle, outcome)
-
-    def _show_running(self) -> int:
-        """Note this call as what this thread runs (for ``snapshot()``); return the thread's id.
-
-        A call run inside another on the same thread (an executor that runs
-        work inline) replaces it there until it ends.
-        """
-        thread = _get_ident()
-        RUNNING[thread] = self
-        self._started = _monotonic()
-        if WATCHDOG.on:
-            WATCHDOG.work_started()
-        return thread
 
     def _skip(self, outcome: str = CANCELLED, error: BaseException | None = None) -> None:
         """Report a call that never ran and give its limit place back."""

@@ -118,9 +118,7 @@ class RunningWork:
     """One call or threaded generator running in a thread, as ``snapshot()`` saw it.
 
     Times are seconds since the epoch (``submitted``, ``started``) and
-    seconds (the rest). For a generator, ``busy_for`` counts from its last
-    item (or its start) and is ``0`` while it waits for room in a full
-    channel: how long it has been working on the next item.
+    seconds (the rest).
     """
 
     function: str
@@ -135,14 +133,14 @@ class RunningWork:
     started: float
     running_for: float
     """Seconds since its thread started it."""
-    busy_for: float
-    """Seconds of work without handing anything back: ``running_for`` for calls."""
     queued_for: float
     """Seconds between submission and start."""
     limit_wait: float | None
     """Seconds it waited for a place under ``limit=``, if it has one."""
     items: int | None
     """Items a generator handed over so far; ``None`` for calls."""
+    waiting_for_room: bool | None
+    """Whether a generator waits for its consumer (its channel is full); ``None`` for calls."""
     trace_id: str | None
     """The trace its span belongs to, when it is traced."""
     stack: tuple[CodeLocation, ...]
@@ -213,12 +211,9 @@ def _describe(
 ) -> RunningWork:
     kind, function, limit_wait, channel, _ = work.about
     submitted, started = work.submitted_at, work.started_at
-    items = None
-    busy_since = started
+    items = waiting = None
     if channel is not None:
-        items = channel.items_put
-        busy_since = max(started, channel.last_put_at)
-    busy_for = 0.0 if channel is not None and channel.waiting_for_room else now - busy_since
+        items, waiting = channel.items_put, channel.waiting_for_room
     loop = work.get_loop()
     ids = work.trace_ids()
     return RunningWork(
@@ -230,10 +225,10 @@ def _describe(
         submitted=wall - (now - submitted),
         started=wall - (now - started),
         running_for=now - started,
-        busy_for=max(0.0, busy_for),
         queued_for=max(0.0, started - submitted),
         limit_wait=limit_wait,
         items=items,
+        waiting_for_room=waiting,
         trace_id=None if ids is None else ids[0],
         stack=() if frame is None else stack_of(frame),
     )

@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from ._inflight import About
+
 
 __all__ = [
     "THREADED_ITERABLE_DEFAULT_MAX_SIZE",
@@ -103,6 +105,8 @@ class ThreadedBase(Generic[P, T], ABC):
     _name: str
     _limiter: CapacityLimiter | None = None
     _instrumented: bool = True
+    _about: About
+    """What ``snapshot()`` shows of its calls; made on the first call (see ``__getattr__``)."""
 
     @abstractmethod
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
@@ -149,9 +153,8 @@ class ThreadedBase(Generic[P, T], ABC):
             probe = telemetry.call(self._dispatch.kind, self._name)
             if probe is not None and limit_wait is not None:
                 probe.limit_waited(limit_wait)
-        dispatch = self._dispatch
-        about = (dispatch.kind, self._name, limit_wait, None, None)
-        return dispatch(
+        about = self._about if limit_wait is None else (*self._about[:2], limit_wait, None, None)
+        return self._dispatch(
             ThreadCall(loop, self.func, (args, kwargs, context), probe, on_finish, about=about)
         )
 
@@ -191,6 +194,10 @@ class ThreadedBase(Generic[P, T], ABC):
             return dispatch_to_pool
         if name == "_name" and "func" in vars(self):
             return qualified_name(self.func)
+        if name == "_about":  # made on the first call, then found like any attribute
+            about: About = (self._dispatch.kind, self._name, None, None, None)
+            vars(self)["_about"] = about
+            return about
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
@@ -284,6 +291,7 @@ class BoundThreaded(ThreadedBase[P, T]):
         self._instrumented = instrument
         copied = copy_metadata(self, func)
         self._name = copied if name is None else name
+        self._about = (dispatch.kind, self._name, None, None, None)  # one per bound method
 
 
 def default_max_size() -> int:

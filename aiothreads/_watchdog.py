@@ -6,7 +6,9 @@ Off by default. Switched on with a threshold in seconds
 thread that sleeps while no watched work runs, and otherwise wakes when the
 oldest unreported work crosses the threshold. A call is slow once it has run
 longer than the threshold; a generator once it has gone that long without
-handing over an item, not counting time it waits for room in a full channel.
+handing over an item, not counting time it waits for room in a full channel
+(a new item is noticed when the watchdog looks, so a stall is reported
+between one and two thresholds after the last item).
 Each slow call, and each stall of a generator, is reported exactly once:
 counted, noted on its span, and logged with its thread's stack.
 """
@@ -60,7 +62,8 @@ class Watchdog:
         """Read by each call as its thread starts it: whether to wake the watchdog."""
         self._clock = clock
         self._threshold: float | None = None
-        self._reported: dict[int, tuple[int, float]] = {}
+        self._seen: dict[int, tuple[tuple[int, int], float, bool]] = {}
+        """Per thread: (its work and item count, busy since, reported)."""
         self._lock = threading.Lock()
         self._work_arrived = threading.Event()
         self._stop = threading.Event()
@@ -81,7 +84,7 @@ class Watchdog:
         with self._lock:
             self._stop_thread()
             self._threshold = threshold
-            self._reported = {}
+            self._seen = {}
             self.on = threshold is not None
             if threshold is not None and start_thread:
                 self._stop = threading.Event()
@@ -110,26 +113,30 @@ class Watchdog:
         if now is None:
             now = self._clock()
         running = RUNNING.copy()
-        still_reported: dict[int, tuple[int, float]] = {}
+        seen: dict[int, tuple[tuple[int, int], float, bool]] = {}
         next_due = now + threshold
         for thread, work in running.items():
             channel = work.about[3]
-            busy_since = work.started_at
-            if channel is not None:
-                if channel.waiting_for_room:
-                    continue  # the consumer is slow, not the generator
-                busy_since = max(busy_since, channel.last_put_at)
-            key = (id(work), busy_since)
-            if self._reported.get(thread) == key:
-                still_reported[thread] = key
-                continue
-            due = busy_since + threshold
-            if now >= due:
-                self._report(thread, work, now - busy_since)
-                still_reported[thread] = key
+            earlier = self._seen.get(thread)
+            if channel is None:
+                key, since = (id(work), -1), work.started_at
+            elif channel.waiting_for_room:
+                continue  # the consumer is slow, not the generator: any stall ends here
             else:
+                key = (id(work), channel.items_put)
+                if earlier is not None and earlier[0] == key:
+                    since = earlier[1]
+                else:  # a new item since the last look (or the first look at it)
+                    since = work.started_at if key[1] == 0 else now
+            reported = earlier is not None and earlier[0] == key and earlier[2]
+            due = since + threshold
+            if not reported and now >= due:
+                self._report(thread, work, now - since)
+                reported = True
+            seen[thread] = (key, since, reported)
+            if not reported:
                 next_due = min(next_due, due)
-        self._reported = still_reported
+        self._seen = seen
         return next_due - now if running else None
 
     def _report(self, thread: int, work: Running, elapsed: float) -> None:

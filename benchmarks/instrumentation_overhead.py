@@ -53,6 +53,11 @@ MODES: dict[str, dict[str, str]] = {
     },
     "auto + SDK, BatchSpanProcessor": {"BENCH_SDK": "all"},
     "auto, function opted out": {"BENCH_OPTED_OUT": "1"},
+    "off, slow-call watchdog on": {
+        "AIOTHREADS_INSTRUMENTATION": "off",
+        "AIOTHREADS_SLOW_CALL_THRESHOLD": "60",
+    },
+    "auto, slow-call watchdog on": {"AIOTHREADS_SLOW_CALL_THRESHOLD": "60"},
 }
 """Mode name -> environment of its process (``AIOTHREADS_INSTRUMENTATION`` unset: auto)."""
 
@@ -63,6 +68,7 @@ TARGETS: dict[str, float] = {
     "opentelemetry + SDK, BatchSpanProcessor": 20.0,
     "opentelemetry + SDK, 1% sampled": 3.0,
     "auto, function opted out": 0.3,
+    "off, slow-call watchdog on": 0.3,
 }
 """Mode -> the most CPU it may add per call over ``off``, in µs (10,000 in flight)."""
 

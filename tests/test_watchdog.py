@@ -143,19 +143,22 @@ async def test_each_stall_of_a_generator_is_reported_once(
     iterator = stalling()
     assert await iterator.__anext__() == 0
     assert await in_own_thread(stalls[0])
-    start = started_at()
-    manual.check(start + 2 * THRESHOLD)
-    manual.check(start + 3 * THRESHOLD)
+    first_look = started_at() + 1
+    manual.check(first_look)  # an item since the start: busy from this look on
+    manual.check(first_look + THRESHOLD - 0.001)
+    assert slow_log.records == []
+    manual.check(first_look + THRESHOLD)
+    manual.check(first_look + 3 * THRESHOLD)
     assert len(slow_log.records) == 1
     resume[0].set()
     assert await iterator.__anext__() == 1
     assert await in_own_thread(stalls[1])
-    (work,) = RUNNING.values()
-    last_item = work.about[3].last_put_at
-    manual.check(last_item + THRESHOLD - 0.001)
-    assert len(slow_log.records) == 1  # the second stall is not long yet
-    manual.check(last_item + THRESHOLD)
-    manual.check(last_item + 2 * THRESHOLD)
+    second_look = first_look + 4 * THRESHOLD
+    manual.check(second_look)  # a new item: the stall before it is over, a new one starts
+    manual.check(second_look + THRESHOLD - 0.001)
+    assert len(slow_log.records) == 1
+    manual.check(second_look + THRESHOLD)
+    manual.check(second_look + 2 * THRESHOLD)
     assert len(slow_log.records) == 2
     resume[1].set()
     assert [item async for item in iterator] == []
