@@ -20,6 +20,12 @@ The workload is an imaginary order service:
 * ``export_report`` -- under ``--overload`` only, a call on a dedicated thread
   that hangs well past the slow-call threshold now and then.
 
+With ``OTEL_TRACES_EXPORTER`` set (``console``, or ``otlp`` with
+``OTEL_EXPORTER_OTLP_ENDPOINT``) it also exports traces, configured by
+OpenTelemetry's standard environment variables (see ``aiothreads._demo_tracing``);
+look-ups and enrichments then have a child span, ``db.query``, made in their
+thread.
+
 ``--overload`` runs the same service hot enough to trip every alert rule
 shipped in ``grafana/alerts.yml``. The slow-call watchdog is on (5 seconds,
 or ``--slow-call-threshold``, or ``AIOTHREADS_SLOW_CALL_THRESHOLD``), and
@@ -32,11 +38,13 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import random
 import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +57,7 @@ except ImportError as missing:  # pragma: no cover - depends on the install
 
 from aiothreads import (
     instrumentation,
+    snapshot,
     sync_await,
     threaded,
     threaded_iterable,
@@ -56,7 +65,14 @@ from aiothreads import (
     threaded_separate,
 )
 from aiothreads._demo_http import THREADS_PATH, Endpoint
+from aiothreads._demo_tracing import set_up_tracing
 from aiothreads.instrumentation._config import threshold_from_environment
+
+_trace: Any
+try:
+    from opentelemetry import trace as _trace
+except ImportError:  # pragma: no cover - depends on the install
+    _trace = None
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -111,12 +127,23 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
 
 
+def _span(name: str) -> contextlib.AbstractContextManager[object]:
+    """Return a span made in the calling thread, when OpenTelemetry is installed."""
+    if _trace is None:
+        return contextlib.nullcontext()
+    span: contextlib.AbstractContextManager[object] = _trace.get_tracer(
+        "aiothreads.demo"
+    ).start_as_current_span(name)
+    return span
+
+
 @threaded
 def load_customer(customer_id: int, failure_ratio: float = 0.03) -> dict[str, Any]:
     """Pretend to query a database: blocks for 2-40 ms, fails ``failure_ratio`` of the time."""
-    time.sleep(random.uniform(0.002, 0.04))
-    if random.random() < failure_ratio:
-        raise CustomerNotFound(customer_id)
+    with _span("db.query"):  # a child of this call's span: the thread runs in its context
+        time.sleep(random.uniform(0.002, 0.04))
+        if random.random() < failure_ratio:
+            raise CustomerNotFound(customer_id)
     return {"id": customer_id, "tier": random.choice(["gold", "silver"])}
 
 
@@ -129,7 +156,8 @@ async def price_for(tier: str) -> float:
 @threaded
 def enrich_order(order_id: int, tier: str) -> dict[str, Any]:
     """Blocking work that needs an async service: calls back with ``sync_await``."""
-    time.sleep(0.002)
+    with _span("db.query"):  # reading the order, in this thread
+        time.sleep(0.002)
     return {"order": order_id, "price": sync_await(price_for, tier)}
 
 
@@ -353,6 +381,7 @@ async def serve(
     """
     if slow_call_threshold is None:
         slow_call_threshold = threshold_from_environment() or 5.0
+    stop_tracing = set_up_tracing()
     instrumentation.configure(prometheus=True, slow_call_threshold=slow_call_threshold)
     metrics_app = prometheus_client.make_wsgi_app()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType] - untyped WSGI app
     endpoint = Endpoint(host, port, metrics_app)  # pyright: ignore[reportUnknownArgumentType]
@@ -373,10 +402,48 @@ async def serve(
         await demo.run()
     finally:
         await reporter
+        await _drain()
+        print(f"\nstopped: {_status(demo.progress)}", flush=True)
+        print(f"calls finished: {json.dumps(_finished_calls())}", flush=True)
+        if stop_tracing is not None:
+            stop_tracing()  # exports every span still queued
         endpoint.close()
         instrumentation.configure(prometheus=True, slow_call_threshold=None)
-    print(f"\nstopped: {_status(demo.progress)}", flush=True)
     return demo.progress
+
+
+async def _drain(patience: float = 15.0) -> None:
+    """Wait for the work the demo gave up on to end in its threads (a while at most).
+
+    Dedicated threads are joined; the pool is shut down, which waits for its
+    running calls. So the counts printed next, and the spans, are final.
+    """
+    running = {work.thread_id for work in snapshot() if work.kind.endswith("separate")}
+    dedicated = [thread for thread in threading.enumerate() if thread.ident in running]
+
+    def join() -> None:
+        deadline = time.monotonic() + patience
+        for thread in dedicated:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    with ThreadPoolExecutor(1, thread_name_prefix="demo-drain") as joiner:
+        await asyncio.get_running_loop().run_in_executor(joiner, join)
+    await asyncio.get_running_loop().shutdown_default_executor()
+    if snapshot():
+        print(f"\nstill running after {patience} s: {snapshot()}", flush=True)
+
+
+def _finished_calls() -> dict[str, float]:
+    """Count the calls (and iterators) that ended, per ``kind function``: a span each."""
+    finished: dict[str, float] = {}
+    for family in prometheus_client.REGISTRY.collect():
+        if family.name != "aiothreads_calls_finished":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                key = f"{sample.labels['kind']} {sample.labels['function']}"
+                finished[key] = finished.get(key, 0.0) + sample.value
+    return finished
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -245,8 +245,12 @@ class CallProbe:
                 self._span = self._begin(None)
             else:  # the submitter's span is current there: ours becomes its child
                 self._span = context.run(self._begin, None)
-            self._end_span(outcome, error, _NO_ATTRIBUTES)
+            self._end_span(outcome, error, self._final_attributes())
         self._stream_closed()
+
+    def _final_attributes(self) -> Mapping[str, Any]:
+        """Return what the span gets as it ends: nothing more for a plain call."""
+        return _NO_ATTRIBUTES
 
     def _stream_closed(self) -> None:
         """Report a stream's end; a plain call has none."""
@@ -345,4 +349,8 @@ class StreamProbe(CallProbe):
                     of.tracing.event(self._span, "cancelled", {"reason": reason})
         self._stream_closed()
         self._record_end(outcome, error)
-        self._end_span(outcome, error, {"aiothreads.items": self._items})
+        self._end_span(outcome, error, self._final_attributes())
+
+    def _final_attributes(self) -> Mapping[str, Any]:
+        """Return the items handed over, which every iterator's span ends with."""
+        return {"aiothreads.items": self._items}
