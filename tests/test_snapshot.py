@@ -8,7 +8,7 @@ import inspect
 import json
 import threading
 import weakref
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -26,6 +26,7 @@ from aiothreads import (
     threaded_separate,
 )
 from aiothreads._inflight import RUNNING
+from tests.streams import one_ahead_of_its_consumer
 from tests.waiting import turns_until
 
 MODULE = __name__
@@ -202,17 +203,7 @@ async def test_a_generator_shows_its_items_and_whether_it_waits_for_room(
 @pytest.mark.asyncio
 async def test_a_generator_waiting_for_room_is_not_busy() -> None:
     full = threading.Event()
-
-    @threaded_iterable(max_size=1)
-    def endless() -> Iterator[int]:
-        number = 0
-        while True:
-            number += 1
-            if number == 3:
-                full.set()  # the channel holds one item and the consumer is away
-            yield number
-
-    async with endless() as numbers:
+    async with one_ahead_of_its_consumer(full) as numbers:
         assert await numbers.__anext__() == 1
         assert await in_own_thread(full)
         await turns_until(lambda: only("endless").waiting_for_room, "the producer waits for room")

@@ -18,6 +18,8 @@ from aiothreads import instrumentation, threaded, threaded_iterable, threaded_se
 from aiothreads._inflight import RUNNING
 from aiothreads._watchdog import THREAD_NAME, WATCHDOG, Watchdog
 from tests.python_process import run_python
+from tests.streams import one_ahead_of_its_consumer
+from tests.waiting import turns_until
 
 SECRET = "s3cr3t-argument-value"
 THRESHOLD = 10.0
@@ -170,26 +172,12 @@ async def test_a_generator_waiting_for_room_is_not_slow(
     manual: Watchdog, slow_log: SlowLog
 ) -> None:
     full = threading.Event()
-
-    @threaded_iterable(max_size=1)
-    def endless() -> Iterator[int]:
-        number = 0
-        while True:
-            number += 1
-            if number == 3:
-                full.set()
-            yield number
-
-    async with endless() as numbers:
+    async with one_ahead_of_its_consumer(full) as numbers:
         assert await numbers.__anext__() == 1
         assert await in_own_thread(full)
         (work,) = RUNNING.values()
         channel = work.about[3]
-        for _ in range(10_000):
-            if channel.waiting_for_room:
-                break
-            await asyncio.sleep(0)
-        assert channel.waiting_for_room
+        await turns_until(lambda: channel.waiting_for_room, "the producer waits for room")
         manual.check(started_at() + 100 * THRESHOLD)
     assert slow_log.records == []
 
