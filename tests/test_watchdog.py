@@ -306,3 +306,36 @@ def test_configure_refuses_a_bad_threshold(threshold: object, error: type[Except
     with pytest.raises(error, match="slow_call_threshold"):
         instrumentation.configure(slow_call_threshold=threshold)  # type: ignore[arg-type]
     instrumentation.reset()
+
+
+def test_with_nothing_running_the_watchdog_sleeps_until_work_starts() -> None:
+    import inspect
+    import os
+    import sys
+
+    from aiothreads import _watchdog
+
+    watchdog = Watchdog()
+    watchdog.configure(60.0)
+    try:
+        (thread,) = [t for t in threading.enumerate() if t.name == THREAD_NAME]
+        lines, first = inspect.getsourcelines(Watchdog._watch)
+        idle_line = first + next(i for i, text in enumerate(lines) if "work_arrived.wait()" in text)
+
+        def idle() -> bool:
+            frame = sys._current_frames().get(thread.ident)  # type: ignore[arg-type]
+            while frame is not None:
+                if frame.f_code.co_filename == _watchdog.__file__:
+                    return frame.f_lineno == idle_line  # waiting, with no timeout
+                frame = frame.f_back
+            return False
+
+        woke = threading.Event()
+        for _ in range(100_000):
+            if idle():
+                woke.set()
+                break
+            os.sched_yield()  # lets the watchdog thread run
+        assert woke.is_set(), "the watchdog never went to sleep without work"
+    finally:
+        watchdog.configure(None)
