@@ -77,13 +77,12 @@ class CapacityLimiter:
         Raises:
             asyncio.CancelledError: cancelled while waiting; no place was taken.
         """
-        if self.try_acquire():
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
         with self._lock:
             if self._borrowed < self._total and not self._waiters:
                 self._borrowed += 1
                 return
+            waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.append(waiter)
         try:
             await waiter
