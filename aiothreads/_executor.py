@@ -39,7 +39,7 @@ from ._cancellation import run_as_call
 from ._errors import ExecutorRefused
 from ._future import CallFuture
 from ._inbox import inbox_for
-from ._inflight import RUNNING
+from ._inflight import WORK_CODES
 from ._log import emit
 from ._loops import release_if_closed, running_loop_or_none
 from ._names import qualified_name
@@ -62,7 +62,6 @@ __all__ = ["default_executor", "refused_call", "run_in_executor", "run_in_new_th
 T = TypeVar("T")
 
 _monotonic: Final = time.monotonic
-_get_ident: Final = threading.get_ident
 
 
 Arguments: TypeAlias = "tuple[tuple[Any, ...], Mapping[str, Any], contextvars.Context | None]"
@@ -162,9 +161,7 @@ class ThreadCall(CallFuture[T]):
         probe = self._probe
         if probe is not None:
             probe.running(context)
-        thread = _get_ident()
-        RUNNING[thread] = self  # until it ends: what snapshot() and the watchdog see
-        self._started = _monotonic()
+        self._started = _monotonic()  # snapshot() finds this frame while the call runs
         if WATCHDOG.on:
             WATCHDOG.work_started()
         settle: Callable[[Any], None]
@@ -178,7 +175,6 @@ class ThreadCall(CallFuture[T]):
             settle, outcome, error = self.fail, _storable(exc), exc
         else:
             settle, error = self.resolve, None
-        RUNNING.pop(thread, None)  # a call run inline inside it may have taken it out
         del args, kwargs, context
         if probe is not None:
             probe.finished(_outcome(error, self.cancelled()), error)
@@ -254,6 +250,9 @@ class ThreadCall(CallFuture[T]):
             else:
                 fields = {"function": qualified_name(self._func)}
                 emit("warning", "result dropped: event loop closed", fields)
+
+
+WORK_CODES.add(ThreadCall[Any].run.__code__)
 
 
 def _cancel_if_cancelled(work: asyncio.Future[Any], call: asyncio.Future[Any]) -> None:

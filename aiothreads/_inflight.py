@@ -1,11 +1,12 @@
 """Work running in threads right now: what it is, who runs it, since when, and where it is.
 
-Each thread that runs a decorated function or a threaded generator notes it in
-``RUNNING`` (thread id to work) as it starts and takes it out as it ends: two
-dictionary writes per call, and nothing else until someone asks.
-``snapshot()`` then reads the notes, the threads and, on request, their
-stacks. It reports function names, code locations and timings, never
-argument values, results or local variables.
+Nothing is registered as calls start and end: a call only notes the time its
+thread started it. ``snapshot()`` finds running work where it is, in the
+threads' stacks (``sys._current_frames()``): each frame of a routine in
+``WORK_CODES`` (the one that runs a call in its thread) belongs to a call, and
+the innermost one is what that thread runs now. So asking costs a walk over
+the threads' stacks, and not asking costs nothing. It reports function names,
+code locations and timings, never argument values, results or local variables.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
     import asyncio
-    from types import FrameType
+    from types import CodeType, FrameType
 
 __all__ = [
-    "RUNNING",
+    "WORK_CODES",
     "About",
     "CodeLocation",
     "Running",
     "RunningWork",
     "SlowCallReporter",
+    "running",
     "snapshot",
     "stack_of",
     "thread_frames",
@@ -88,8 +90,8 @@ class Running(Protocol):
         ...
 
 
-RUNNING: Final[dict[int, Running]] = {}
-"""The work each thread runs now, by thread id; written only by that thread."""
+WORK_CODES: Final[set[CodeType]] = set()
+"""The code of the routines that run a call in its thread, with the call as ``self``."""
 
 STACK_DEPTH: Final = 40
 """Innermost frames kept in a stack."""
@@ -192,14 +194,21 @@ def snapshot(*, stacks: bool = False) -> list[RunningWork]:
         stacks: Also capture each thread's current stack (file, line,
             function), trimmed to the frames from the decorated function on.
     """
-    running = RUNNING.copy()
+    frames = thread_frames()
+    running = _running_in(frames)
     if not running:
         return []
-    frames = thread_frames() if stacks else {}
     names = {thread.ident: thread.name for thread in threading.enumerate()}
     now, wall = time.monotonic(), time.time()
     found = [
-        _describe(ident, work, names.get(ident, "?"), frames.get(ident), now=now, wall=wall)
+        _describe(
+            ident,
+            work,
+            names.get(ident, "?"),
+            frames.get(ident) if stacks else None,
+            now=now,
+            wall=wall,
+        )
         for ident, work in running.items()
     ]
     found.sort(key=lambda work: -work.running_for)
@@ -232,6 +241,25 @@ def _describe(
         trace_id=None if ids is None else ids[0],
         stack=() if frame is None else stack_of(frame),
     )
+
+
+def running() -> dict[int, Running]:
+    """Return the work each thread runs now, by thread id."""
+    return _running_in(thread_frames())
+
+
+def _running_in(frames: dict[int, FrameType]) -> dict[int, Running]:
+    found: dict[int, Running] = {}
+    for ident, innermost in frames.items():
+        frame: FrameType | None = innermost
+        while frame is not None:
+            if frame.f_code in WORK_CODES:
+                work = frame.f_locals.get("self")  # the call; nothing else is read
+                if work is not None:
+                    found[ident] = work
+                break
+            frame = frame.f_back
+    return found
 
 
 def thread_frames() -> dict[int, FrameType]:

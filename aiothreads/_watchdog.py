@@ -20,7 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from ._inflight import RUNNING, stack_of, thread_frames
+from ._inflight import running, stack_of, thread_frames
 from ._log import emit
 
 if TYPE_CHECKING:
@@ -112,10 +112,10 @@ class Watchdog:
             return None
         if now is None:
             now = self._clock()
-        running = RUNNING.copy()
+        now_running = running()
         seen: dict[int, tuple[tuple[int, int], float, bool]] = {}
         next_due = now + threshold
-        for thread, work in running.items():
+        for thread, work in now_running.items():
             channel = work.about[3]
             earlier = self._seen.get(thread)
             if channel is None:
@@ -137,7 +137,7 @@ class Watchdog:
             if not reported:
                 next_due = min(next_due, due)
         self._seen = seen
-        return next_due - now if running else None
+        return next_due - now if now_running else None
 
     def _report(self, thread: int, work: Running, elapsed: float) -> None:
         kind, function = work.about[:2]
@@ -162,7 +162,7 @@ class Watchdog:
             delay = self.check()
             if delay is None:
                 work_arrived.clear()
-                if not RUNNING:  # else work started between the check and the clear
+                if not running():  # else work started between the check and the clear
                     work_arrived.wait()
             else:
                 stop.wait(delay)

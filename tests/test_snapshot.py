@@ -25,7 +25,7 @@ from aiothreads import (
     threaded_iterable_separate,
     threaded_separate,
 )
-from aiothreads._inflight import RUNNING
+from aiothreads._inflight import running
 from tests.streams import one_ahead_of_its_consumer
 from tests.waiting import turns_until
 
@@ -257,7 +257,7 @@ def test_several_loops_in_several_threads(loop_factory: object) -> None:
     assert len(seen) == 2
     assert len({work.loop for work in seen}) == 2
     assert len({work.thread_id for work in seen}) == 2
-    assert not RUNNING
+    assert not running()
 
 
 def test_the_registry_keeps_nothing_alive(loop_factory: object) -> None:
@@ -288,7 +288,7 @@ def test_the_registry_keeps_nothing_alive(loop_factory: object) -> None:
             thread.join(5)
     del thread
     gc.collect()
-    assert not RUNNING
+    assert not running()
     assert argument_ref() is None
     assert calls[0]() is None
     assert loop_ref() is None

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from aiothreads import instrumentation, threaded, threaded_iterable, threaded_separate
-from aiothreads._inflight import RUNNING
+from aiothreads._inflight import running
 from aiothreads._watchdog import THREAD_NAME, WATCHDOG, Watchdog
 from tests.python_process import run_python
 from tests.streams import one_ahead_of_its_consumer
@@ -72,7 +72,7 @@ def manual() -> Iterator[Watchdog]:
 
 
 def started_at() -> float:
-    (work,) = RUNNING.values()
+    (work,) = running().values()
     return work.started_at
 
 
@@ -175,7 +175,7 @@ async def test_a_generator_waiting_for_room_is_not_slow(
     async with one_ahead_of_its_consumer(full) as numbers:
         assert await numbers.__anext__() == 1
         assert await in_own_thread(full)
-        (work,) = RUNNING.values()
+        (work,) = running().values()
         channel = work.about[3]
         await turns_until(lambda: channel.waiting_for_room, "the producer waits for room")
         manual.check(started_at() + 100 * THRESHOLD)
