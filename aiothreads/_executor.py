@@ -39,7 +39,7 @@ from ._cancellation import run_as_call
 from ._errors import ExecutorRefused
 from ._future import CallFuture
 from ._inbox import inbox_for
-from ._inflight import WORK_CODES
+from ._inflight import NOT_RUNNING, WORK_CODES
 from ._log import emit
 from ._loops import release_if_closed, running_loop_or_none
 from ._names import qualified_name
@@ -117,7 +117,8 @@ class ThreadCall(CallFuture[T]):
         self._probe = probe
         self._on_finish = on_finish
         self._about = about
-        self._submitted = self._started = _monotonic()
+        self._submitted = _monotonic()
+        self._started = NOT_RUNNING
 
     @property
     def about(self) -> About:
@@ -131,7 +132,10 @@ class ThreadCall(CallFuture[T]):
 
     @property
     def started_at(self) -> float:
-        """When a thread started running it, on ``time.monotonic()``'s clock."""
+        """When a thread started running it, on ``time.monotonic()``'s clock.
+
+        ``NOT_RUNNING`` before its thread starts it and once it has ended.
+        """
         return self._started
 
     def trace_ids(self) -> tuple[str, str] | None:
@@ -175,6 +179,7 @@ class ThreadCall(CallFuture[T]):
             settle, outcome, error = self.fail, _storable(exc), exc
         else:
             settle, error = self.resolve, None
+        self._started = NOT_RUNNING  # ended: snapshot() no longer shows it
         del args, kwargs, context
         if probe is not None:
             probe.finished(_outcome(error, self.cancelled()), error)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from types import CodeType, FrameType
 
 __all__ = [
+    "NOT_RUNNING",
     "WORK_CODES",
     "About",
     "CodeLocation",
@@ -78,7 +79,7 @@ class Running(Protocol):
 
     @property
     def started_at(self) -> float:
-        """When its thread started it, on ``time.monotonic()``'s clock."""
+        """When its thread started it (``time.monotonic()``); ``NOT_RUNNING``: not now."""
         ...
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
@@ -89,6 +90,9 @@ class Running(Protocol):
         """Its span's trace id and span id, if it is traced."""
         ...
 
+
+NOT_RUNNING: Final = -1.0
+"""``started_at`` of work that has not started running in its thread, or has ended."""
 
 WORK_CODES: Final[set[CodeType]] = set()
 """The code of the routines that run a call in its thread, with the call as ``self``."""
@@ -204,22 +208,30 @@ def snapshot(*, stacks: bool = False) -> list[RunningWork]:
         _describe(
             ident,
             work,
+            started,
             names.get(ident, "?"),
             frames.get(ident) if stacks else None,
             now=now,
             wall=wall,
         )
-        for ident, work in running.items()
+        for ident, (work, started) in running.items()
     ]
     found.sort(key=lambda work: -work.running_for)
     return found
 
 
 def _describe(
-    ident: int, work: Running, thread_name: str, frame: FrameType | None, *, now: float, wall: float
+    ident: int,
+    work: Running,
+    started: float,
+    thread_name: str,
+    frame: FrameType | None,
+    *,
+    now: float,
+    wall: float,
 ) -> RunningWork:
     kind, function, limit_wait, channel, _ = work.about
-    submitted, started = work.submitted_at, work.started_at
+    submitted = work.submitted_at
     items = waiting = None
     if channel is not None:
         items, waiting = channel.items_put, channel.waiting_for_room
@@ -243,20 +255,22 @@ def _describe(
     )
 
 
-def running() -> dict[int, Running]:
-    """Return the work each thread runs now, by thread id."""
+def running() -> dict[int, tuple[Running, float]]:
+    """Return the work each thread runs now and when it started, by thread id."""
     return _running_in(thread_frames())
 
 
-def _running_in(frames: dict[int, FrameType]) -> dict[int, Running]:
-    found: dict[int, Running] = {}
+def _running_in(frames: dict[int, FrameType]) -> dict[int, tuple[Running, float]]:
+    found: dict[int, tuple[Running, float]] = {}
     for ident, innermost in frames.items():
         frame: FrameType | None = innermost
         while frame is not None:
             if frame.f_code in WORK_CODES:
-                work = frame.f_locals.get("self")  # the call; nothing else is read
+                work: Running | None = frame.f_locals.get("self")  # nothing else is read
                 if work is not None:
-                    found[ident] = work
+                    started = work.started_at  # read once: it may end meanwhile
+                    if started != NOT_RUNNING:
+                        found[ident] = (work, started)
                 break
             frame = frame.f_back
     return found

@@ -115,11 +115,11 @@ class Watchdog:
         now_running = running()
         seen: dict[int, tuple[tuple[int, int], float, bool]] = {}
         next_due = now + threshold
-        for thread, work in now_running.items():
+        for thread, (work, started) in now_running.items():
             channel = work.about[3]
             earlier = self._seen.get(thread)
             if channel is None:
-                key, since = (id(work), -1), work.started_at
+                key, since = (id(work), -1), started
             elif channel.waiting_for_room:
                 continue  # the consumer is slow, not the generator: any stall ends here
             else:
@@ -127,7 +127,7 @@ class Watchdog:
                 if earlier is not None and earlier[0] == key:
                     since = earlier[1]
                 else:  # a new item since the last look (or the first look at it)
-                    since = work.started_at if key[1] == 0 else now
+                    since = started if key[1] == 0 else now
             reported = earlier is not None and earlier[0] == key and earlier[2]
             due = since + threshold
             if not reported and now >= due:

@@ -72,8 +72,8 @@ def manual() -> Iterator[Watchdog]:
 
 
 def started_at() -> float:
-    (work,) = running().values()
-    return work.started_at
+    ((_, started),) = running().values()
+    return started
 
 
 class Blocked:
@@ -175,7 +175,7 @@ async def test_a_generator_waiting_for_room_is_not_slow(
     async with one_ahead_of_its_consumer(full) as numbers:
         assert await numbers.__anext__() == 1
         assert await in_own_thread(full)
-        (work,) = running().values()
+        ((work, _),) = running().values()
         channel = work.about[3]
         await turns_until(lambda: channel.waiting_for_room, "the producer waits for room")
         manual.check(started_at() + 100 * THRESHOLD)
