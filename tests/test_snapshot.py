@@ -12,7 +12,6 @@ from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
 
 import aiothreads
 from aiothreads import (
@@ -212,7 +211,8 @@ async def test_a_generator_waiting_for_room_is_not_busy() -> None:
 
 @pytest.mark.asyncio
 async def test_a_traced_call_shows_its_trace_id() -> None:
-    provider = TracerProvider()
+    sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
+    provider = sdk_trace.TracerProvider()
     instrumentation.configure(tracer_provider=provider, prometheus=False, structlog=False)
     try:
         blocked = Blocked()

@@ -9,10 +9,6 @@ from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry
 
 from aiothreads import instrumentation, threaded, threaded_iterable, threaded_separate
 from aiothreads._inflight import running
@@ -184,12 +180,16 @@ async def test_a_generator_waiting_for_room_is_not_slow(
 
 @pytest.mark.asyncio
 async def test_metric_span_event_and_structlog_event(slow_log: SlowLog) -> None:
-    import structlog
+    structlog = pytest.importorskip("structlog")
+    sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
+    export = pytest.importorskip("opentelemetry.sdk.trace.export")
+    in_memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
+    prometheus_client = pytest.importorskip("prometheus_client")
 
-    registry = CollectorRegistry()
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    registry = prometheus_client.CollectorRegistry()
+    exporter = in_memory.InMemorySpanExporter()
+    provider = sdk_trace.TracerProvider()
+    provider.add_span_processor(export.SimpleSpanProcessor(exporter))
     watchdog = Watchdog()
     with structlog.testing.capture_logs() as logs:
         instrumentation.configure(
