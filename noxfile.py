@@ -218,8 +218,18 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=preferably(PYTHONS[0]))
 def typing(session: nox.Session) -> None:
-    """mypy --strict and pyright on the package, and the decorators' typing contract."""
-    session.install("-e", ".[lint,all]", "typing_extensions")
+    """mypy --strict and pyright on the package, and the decorators' typing contract.
+
+    The demo's tracing set-up is checked against the OpenTelemetry SDK and OTLP
+    exporter it uses when they are installed.
+    """
+    session.install(
+        "-e",
+        ".[lint,all]",
+        "typing_extensions",
+        "opentelemetry-sdk>=1.20",
+        "opentelemetry-exporter-otlp-proto-http>=1.20",
+    )
     session.run("mypy")
     session.run("pyright")
     session.run("mypy", "--strict", "--warn-unused-ignores", "tests/typing/decorator_types.py")
