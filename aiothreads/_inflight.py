@@ -35,6 +35,7 @@ __all__ = [
     "snapshot",
     "stack_of",
     "thread_frames",
+    "thread_names",
 ]
 
 About = tuple[str, str, "float | None", "Any", "SlowCallReporter | None"]
@@ -50,8 +51,12 @@ calls carry ``None`` for both.
 class SlowCallReporter(Protocol):
     """The telemetry of one call: where a slow call is counted, noted and logged."""
 
-    def slow(self, elapsed: float, fields: dict[str, Any]) -> None:
-        """Report the call slow after ``elapsed`` seconds; ``fields`` describe it for the log."""
+    def slow(self, elapsed: float, details: dict[str, Any]) -> None:
+        """Report the call slow after ``elapsed`` seconds.
+
+        ``details`` are the log fields beyond the function and kind, which the
+        reporter knows: elapsed, thread, thread_id and stack.
+        """
         ...
 
     def trace_ids(self) -> tuple[str, str] | None:
@@ -202,7 +207,7 @@ def snapshot(*, stacks: bool = False) -> list[RunningWork]:
     running = _running_in(frames)
     if not running:
         return []
-    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    names = thread_names()
     now, wall = time.monotonic(), time.time()
     found = [
         _describe(
@@ -255,9 +260,12 @@ def _describe(
     )
 
 
-def running() -> dict[int, tuple[Running, float]]:
-    """Return the work each thread runs now and when it started, by thread id."""
-    return _running_in(thread_frames())
+def running(frames: dict[int, FrameType] | None = None) -> dict[int, tuple[Running, float]]:
+    """Return the work each thread runs now and when it started, by thread id.
+
+    ``frames`` (from ``thread_frames()``) saves a second look at the stacks.
+    """
+    return _running_in(thread_frames() if frames is None else frames)
 
 
 def _running_in(frames: dict[int, FrameType]) -> dict[int, tuple[Running, float]]:
@@ -274,6 +282,11 @@ def _running_in(frames: dict[int, FrameType]) -> dict[int, tuple[Running, float]
                 break
             frame = frame.f_back
     return found
+
+
+def thread_names() -> dict[int | None, str]:
+    """Return each live thread's name, by thread id."""
+    return {thread.ident: thread.name for thread in threading.enumerate()}
 
 
 def thread_frames() -> dict[int, FrameType]:

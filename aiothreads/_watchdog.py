@@ -20,15 +20,16 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from ._inflight import running, stack_of, thread_frames
+from ._inflight import running, stack_of, thread_frames, thread_names
 from ._log import emit
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from types import FrameType
 
     from ._inflight import Running
 
-__all__ = ["THREAD_NAME", "WATCHDOG", "Watchdog", "check_threshold"]
+__all__ = ["SLOW_EVENT", "THREAD_NAME", "WATCHDOG", "Watchdog", "check_threshold"]
 
 THREAD_NAME: Final = "aiothreads-watchdog"
 SLOW_EVENT: Final = "slow threaded call"
@@ -112,7 +113,8 @@ class Watchdog:
             return None
         if now is None:
             now = self._clock()
-        now_running = running()
+        frames = thread_frames()
+        now_running = running(frames)
         seen: dict[int, tuple[tuple[int, int], float, bool]] = {}
         next_due = now + threshold
         for thread, (work, started) in now_running.items():
@@ -131,7 +133,7 @@ class Watchdog:
             reported = earlier is not None and earlier[0] == key and earlier[2]
             due = since + threshold
             if not reported and now >= due:
-                self._report(thread, work, now - since)
+                self._report(thread, work, now - since, frames.get(thread))
                 reported = True
             seen[thread] = (key, since, reported)
             if not reported:
@@ -139,23 +141,19 @@ class Watchdog:
         self._seen = seen
         return next_due - now if now_running else None
 
-    def _report(self, thread: int, work: Running, elapsed: float) -> None:
-        kind, function = work.about[:2]
-        frame = thread_frames().get(thread)
-        names = {each.ident: each.name for each in threading.enumerate()}
-        fields: dict[str, Any] = {
-            "function": function,
-            "kind": kind,
+    def _report(self, thread: int, work: Running, elapsed: float, frame: FrameType | None) -> None:
+        details: dict[str, Any] = {
             "elapsed": round(elapsed, 3),
-            "thread": names.get(thread, "?"),
+            "thread": thread_names().get(thread, "?"),
             "thread_id": thread,
             "stack": [str(location) for location in stack_of(frame)] if frame else [],
         }
         probe = work.probe
         if probe is not None:
-            probe.slow(elapsed, fields)
+            probe.slow(elapsed, details)
         else:
-            emit("warning", SLOW_EVENT, fields)
+            kind, function = work.about[:2]
+            emit("warning", SLOW_EVENT, {"function": function, "kind": kind, **details})
 
     def _watch(self, stop: threading.Event, work_arrived: threading.Event) -> None:
         while not stop.is_set():

@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from .._outcomes import CANCELLED, ERROR
+from .._watchdog import SLOW_EVENT
 from ._tallies import SEPARATE_KINDS, made_once
 
 if TYPE_CHECKING:
@@ -255,7 +256,7 @@ class CallProbe:
     def _stream_closed(self) -> None:
         """Report a stream's end; a plain call has none."""
 
-    def slow(self, elapsed: float, fields: dict[str, Any]) -> None:
+    def slow(self, elapsed: float, details: dict[str, Any]) -> None:
         """Record that the work has run ``elapsed`` seconds, past the watchdog's threshold.
 
         Called once, from the watchdog's thread, while the work still runs.
@@ -267,14 +268,13 @@ class CallProbe:
         if tracing is not None and self._span is not None:
             attributes = {
                 "aiothreads.elapsed": elapsed,
-                "thread.id": fields["thread_id"],
-                "thread.name": fields["thread"],
-                "code.stacktrace": "\n".join(fields["stack"]),
+                "thread.id": details["thread_id"],
+                "thread.name": details["thread"],
+                "code.stacktrace": "\n".join(details["stack"]),
             }
             with contextlib.suppress(Exception):  # a failing backend must not break the call
                 tracing.event(self._span, "aiothreads.slow", attributes)
-        fields = {key: value for key, value in fields.items() if key not in ("function", "kind")}
-        self._log("warning", "slow threaded call", **fields)
+        self._log("warning", SLOW_EVENT, **details)
 
     def trace_ids(self) -> tuple[str, str] | None:
         """Return the trace id and span id of the call's span, if it records one."""
