@@ -408,7 +408,7 @@ async def serve(
         if stop_tracing is not None:
             stop_tracing()  # exports every span still queued
         endpoint.close()
-        instrumentation.configure(prometheus=True, slow_call_threshold=None)
+        instrumentation.reset()  # stops the watchdog, whatever the environment says
     return demo.progress
 
 
@@ -429,8 +429,9 @@ async def _drain(patience: float = 15.0) -> None:
     with ThreadPoolExecutor(1, thread_name_prefix="demo-drain") as joiner:
         await asyncio.get_running_loop().run_in_executor(joiner, join)
     await asyncio.get_running_loop().shutdown_default_executor()
-    if snapshot():
-        print(f"\nstill running after {patience} s: {snapshot()}", flush=True)
+    left = snapshot()
+    if left:
+        print(f"\nstill running after {patience} s: {left}", flush=True)
 
 
 def _finished_calls() -> dict[str, float]:
