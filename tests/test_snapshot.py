@@ -299,3 +299,45 @@ def test_snapshot_is_public_and_documented() -> None:
     assert aiothreads.snapshot is snapshot
     assert snapshot.__doc__
     assert RunningWork.__doc__
+
+
+@pytest.mark.asyncio
+async def test_a_call_whose_caller_gave_up_shows_until_its_thread_ends() -> None:
+    blocked = Blocked()
+    call = threaded(blocked.block, name="abandoned")(SECRET)
+    assert await in_own_thread(blocked.started)
+    call.cancel()
+    assert [work.function for work in snapshot()] == ["abandoned"]  # the thread still runs it
+    blocked.release.set()
+    await turns_until(lambda: snapshot() == [], "the thread ends the call")
+
+
+@pytest.mark.asyncio
+async def test_a_call_the_executor_refused_never_shows() -> None:
+    refusing = ThreadPoolExecutor(1)
+    refusing.shutdown()
+    ran = threading.Event()
+    call = threaded(ran.set, executor=refusing)()
+    assert snapshot() == []
+    with pytest.raises(aiothreads.ExecutorRefused):
+        await call
+    assert snapshot() == []
+    assert not ran.is_set()
+
+
+def test_a_call_whose_loop_closed_shows_until_its_thread_ends(loop_factory: object) -> None:
+    blocked = Blocked()
+    executor = ThreadPoolExecutor(1)
+    loop = loop_factory()  # type: ignore[operator]
+    loop.set_default_executor(executor)
+
+    async def submit() -> object:
+        return threaded(blocked.block, name="orphaned")(SECRET)
+
+    loop.run_until_complete(submit())
+    assert blocked.started.wait(5)
+    loop.close()
+    assert [work.function for work in snapshot()] == ["orphaned"]
+    blocked.release.set()
+    executor.shutdown(wait=True)
+    assert snapshot() == []
