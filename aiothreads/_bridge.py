@@ -37,7 +37,7 @@ from ._errors import LoopClosedError, NoEventLoopError
 from ._inbox import inbox_for
 from ._loops import loop_state, running_loop_or_none
 from ._names import qualified_name
-from ._outcomes import CANCELLED, ERROR, OK
+from ._outcomes import OK, outcome_of
 from .instrumentation._hooks import current as current_telemetry
 from .types import EVENT_LOOP
 
@@ -234,18 +234,15 @@ def _run_on_loop(
     token = probe.activate_here()  # the task copies this context: its spans nest in ours
     try:
         _submit(loop, waiter)
-    except BaseException as exc:
-        probe.finished(ERROR, exc)
+    except BaseException as exc:  # CancelledError if the caller gave up before we asked
+        probe.finished(outcome_of(exc), exc)
         raise
     finally:
         probe.restore(token)
     try:
         result = waiter.wait(loop)
-    except asyncio.CancelledError as exc:
-        probe.finished(CANCELLED, exc)
-        raise
     except BaseException as exc:
-        probe.finished(ERROR, exc)
+        probe.finished(outcome_of(exc), exc)
         raise
     probe.finished(OK)
     return result

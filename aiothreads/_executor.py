@@ -43,7 +43,7 @@ from ._inflight import NOT_RUNNING, WORK_CODES
 from ._log import emit
 from ._loops import release_if_closed, running_loop_or_none
 from ._names import qualified_name
-from ._outcomes import CANCELLED, ERROR, OK
+from ._outcomes import CANCELLED, ERROR, outcome_of
 from ._pool import WorkerPool
 from ._validate import is_process_pool
 from ._watchdog import WATCHDOG
@@ -182,7 +182,7 @@ class ThreadCall(CallFuture[T]):
         self._started = NOT_RUNNING  # ended: snapshot() no longer shows it
         del args, kwargs, context
         if probe is not None:
-            probe.finished(_outcome(error, self.cancelled()), error)
+            probe.finished(outcome_of(error, self.cancelled()), error)
         if self._on_finish is not None:
             self._on_finish()
         self._deliver(settle, outcome)
@@ -217,7 +217,7 @@ class ThreadCall(CallFuture[T]):
         if self._on_finish is not None:
             self._on_finish()
         if self._probe is not None:
-            self._probe.finished(_outcome(error, work.cancelled() or self.cancelled()), error)
+            self._probe.finished(outcome_of(error, work.cancelled() or self.cancelled()), error)
         if self.done():
             return
         if work.cancelled():
@@ -263,13 +263,6 @@ WORK_CODES.add(ThreadCall[Any].run.__code__)
 def _cancel_if_cancelled(work: asyncio.Future[Any], call: asyncio.Future[Any]) -> None:
     if call.cancelled() and not work.done():
         work.cancel()
-
-
-def _outcome(error: BaseException | None, cancelled: bool = False) -> str:
-    """Return the outcome label of a call that raised ``error`` (or nothing)."""
-    if cancelled or isinstance(error, asyncio.CancelledError):
-        return CANCELLED
-    return OK if error is None else ERROR
 
 
 def _storable(exc: BaseException) -> BaseException:

@@ -6,10 +6,11 @@ are string enums: a member is equal to, hashes like and prints as its value.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from typing import Final
 
-__all__ = ["CANCELLED", "ERROR", "OK", "Outcome", "StopReason"]
+__all__ = ["CANCELLED", "ERROR", "OK", "Outcome", "StopReason", "outcome_of"]
 
 
 class _Word(str, enum.Enum):
@@ -53,3 +54,10 @@ class StopReason(_Word):
 OK: Final = Outcome.OK
 ERROR: Final = Outcome.ERROR
 CANCELLED: Final = Outcome.CANCELLED
+
+
+def outcome_of(error: BaseException | None, cancelled: bool = False) -> Outcome:
+    """Return how a call ended that raised ``error`` (or nothing); ``cancelled`` if it was."""
+    if cancelled or isinstance(error, asyncio.CancelledError):
+        return CANCELLED
+    return OK if error is None else ERROR

@@ -499,6 +499,42 @@ async def test_sync_await_span_is_a_child_of_the_call(telemetry: Telemetry) -> N
 
 
 @pytest.mark.asyncio
+async def test_sync_await_after_the_caller_gave_up_is_cancelled_not_failed(
+    telemetry: Telemetry,
+) -> None:
+    started, caller_gone = threading.Event(), threading.Event()
+    raised: list[BaseException] = []
+
+    async def lookup() -> str:
+        return "never asked"
+
+    def work() -> None:
+        started.set()
+        caller_gone.wait(5)
+        try:
+            sync_await(lookup)
+        except BaseException as error:
+            raised.append(error)
+            raise
+
+    executor = ThreadPoolExecutor(1)
+    call = threaded(work, executor=executor)()
+    assert await wait_in_own_thread(started)
+    call.cancel()
+    caller_gone.set()
+    executor.shutdown(wait=True)
+    assert [type(error) for error in raised] == [asyncio.CancelledError]
+    bridge = telemetry.span(f"sync_await {name(lookup.__qualname__)}")
+    assert bridge.status.status_code is not StatusCode.ERROR
+    assert "error.type" not in (bridge.attributes or {})
+    assert bridge.attributes is not None
+    assert bridge.attributes["aiothreads.outcome"] == "cancelled"
+    labels = {"function": name(lookup.__qualname__), "kind": "sync_await"}
+    assert telemetry.value("aiothreads_calls_finished_total", outcome="cancelled", **labels) == 1
+    assert telemetry.value("aiothreads_calls_finished_total", outcome="error", **labels) == 0
+
+
+@pytest.mark.asyncio
 async def test_labels_never_carry_argument_values(telemetry: Telemetry) -> None:
     secret = "s3cr3t-argument"
 

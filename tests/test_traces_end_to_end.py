@@ -223,7 +223,7 @@ def test_failed_calls_carry_error_status_type_and_exception(run: Run) -> None:
         assert span.attributes["error.type"] in {
             "aiothreads.demo.CustomerNotFound",
             "ConnectionError",
-        }
+        }, span
         assert any(name == "exception" for name, _ in span.events)
 
 

@@ -1,23 +1,34 @@
-"""Waiting in tests by state, never by the clock or by a counted number of loop turns."""
+"""Waiting in tests by state, never by a fixed sleep."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 MAX_TURNS = 10_000
-"""Loop turns after which a state that never came is a failure, not a slow pass."""
+"""Loop turns after which a state that never came may be a failure."""
+
+PATIENCE = 5.0
+"""Seconds after which a state that never came may be a failure.
+
+Another thread's progress (reaching a line, ending a call) is not bounded by
+loop turns: the operating system decides when that thread holds the GIL.
+"""
 
 
 async def turns_until(condition: Callable[[], bool], what: str) -> None:
     """Let the loop run until ``condition()`` holds; fail if it never does.
 
-    For states the loop itself brings about (a task reaching its first await,
-    a waiter queuing), which no event announces. Counts turns, not seconds, so
-    a slow machine cannot make it flaky.
+    For states that no event announces: a task reaching its first await, a
+    waiter queuing, a thread blocking at a line. Fails only after both
+    ``MAX_TURNS`` turns and ``PATIENCE`` seconds, so neither a fast loop nor a
+    slow machine makes it flaky.
     """
-    for _ in range(MAX_TURNS):
-        if condition():
-            return
+    deadline = time.monotonic() + PATIENCE
+    turns = 0
+    while not condition():
+        if turns >= MAX_TURNS and time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        turns += 1
         await asyncio.sleep(0)
-    raise AssertionError(f"never happened: {what}")
