@@ -23,6 +23,7 @@ import contextvars
 import functools
 import inspect
 import os
+import time
 from abc import ABC, abstractmethod
 from typing import (
     TYPE_CHECKING,
@@ -170,7 +171,7 @@ class ThreadedBase(Generic[P, T], ABC):
     ) -> T:
         """Wait for a place under the limit, then run the call holding it."""
         loop = asyncio.get_running_loop()
-        waited_since = loop.time()
+        waited_since = time.perf_counter()
         try:
             await limiter.acquire()
         except asyncio.CancelledError:
@@ -181,7 +182,7 @@ class ThreadedBase(Generic[P, T], ABC):
             raise
         try:
             future = self._submit(
-                loop, args, kwargs, limiter.release, limit_wait=loop.time() - waited_since
+                loop, args, kwargs, limiter.release, limit_wait=time.perf_counter() - waited_since
             )
         except BaseException:
             limiter.release()

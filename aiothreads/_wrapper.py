@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import time
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
 from ._cancellation import run_in_stream_scope
@@ -251,8 +252,8 @@ class IteratorWrapper(Generic[P, T]):
         return item
 
     async def _start_when_admitted(self, limiter: CapacityLimiter) -> None:
-        loop = self._require_loop()
-        waited_since = loop.time()
+        self._require_loop()
+        waited_since = time.perf_counter()
         try:
             await limiter.acquire()
         except asyncio.CancelledError:
@@ -268,7 +269,7 @@ class IteratorWrapper(Generic[P, T]):
                 raise StopAsyncIteration
             return
         try:
-            self._start(loop.time() - waited_since)
+            self._start(time.perf_counter() - waited_since)
         except BaseException:
             limiter.release()
             raise

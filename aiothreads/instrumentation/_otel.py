@@ -88,7 +88,7 @@ class OpenTelemetryTracing:
         With ``context`` the span's parent is the span current there and the
         new span is made current in it; otherwise the running context gives
         the parent and nothing is made current. A recording span gets the
-        thread that runs the work and a ``started`` event marking when it began.
+        thread that runs the work.
         """
         tracer = self._current_tracer()
         if tracer is None:
@@ -113,7 +113,6 @@ class OpenTelemetryTracing:
         if not span.is_recording():
             return None
         if make_current:
-            span.add_event("started")
             self.activate(span)  # never detached: the context is the call's own copy
         return span
 
@@ -138,10 +137,6 @@ class OpenTelemetryTracing:
     def deactivate(self, token: object) -> None:
         """Restore the context that ``activate`` replaced."""
         self._context.detach(token)  # type: ignore[arg-type]
-
-    def annotate(self, span: Any, attributes: Mapping[str, Any]) -> None:
-        """Set ``attributes`` on ``span``."""
-        span.set_attributes(dict(attributes))
 
     def event(self, span: Any, name: str, attributes: Mapping[str, Any]) -> None:
         """Add an event to ``span``."""

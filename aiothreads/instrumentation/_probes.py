@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["CallProbe", "FunctionTelemetry", "StreamProbe", "Telemetry"]
 
 LIMIT_WAIT_ATTRIBUTE: Final = "aiothreads.limit_wait_seconds"
+QUEUE_WAIT_ATTRIBUTE: Final = "aiothreads.queue_wait_seconds"
+ITEMS_ATTRIBUTE: Final = "aiothreads.items"
 _NO_ATTRIBUTES: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
@@ -135,8 +137,13 @@ class CallProbe:
             series.submitted()
 
     def limit_waited(self, seconds: float) -> None:
-        """Record that the call waited ``seconds`` for a place under its limit."""
+        """Record that the call waited ``seconds`` for a place under its limit.
+
+        Its span then starts when the call was made, before that wait.
+        """
         self._limit_wait = seconds
+        if self._submitted_ns:
+            self._submitted_ns -= round(seconds * 1e9)
         series = self._of.series
         if series is not None:
             series.limit_waited(seconds)
@@ -170,8 +177,6 @@ class CallProbe:
             return None
         try:
             span = tracing.begin(of.span_name, of.span_attributes, self._submitted_ns, context)
-            if span is not None and self._limit_wait is not None:
-                tracing.annotate(span, {LIMIT_WAIT_ATTRIBUTE: self._limit_wait})
         except Exception:  # telemetry must never break the observed call
             return None
         return span
@@ -197,7 +202,7 @@ class CallProbe:
         """Record that the work ended here with ``outcome`` (ok, error or cancelled)."""
         self._record_end(outcome, error)
         if self._span is not None:
-            self._end_span(outcome, error, _NO_ATTRIBUTES)
+            self._end_span(outcome, error, self._ran_attributes())
 
     def _record_end(self, outcome: str, error: BaseException | None) -> None:
         of = self._of
@@ -219,9 +224,10 @@ class CallProbe:
         self, outcome: str, error: BaseException | None, attributes: Mapping[str, Any]
     ) -> None:
         tracing = self._of.tracing
-        if tracing is not None and self._span is not None:
+        span, self._span = self._span, None  # an ended span is the exporter's, not ours to keep
+        if tracing is not None and span is not None:
             with contextlib.suppress(Exception):  # a failing backend must not break the call
-                tracing.end(self._span, outcome, error, attributes)
+                tracing.end(span, outcome, error, attributes)
 
     def skipped(
         self,
@@ -246,11 +252,19 @@ class CallProbe:
                 self._span = self._begin(None)
             else:  # the submitter's span is current there: ours becomes its child
                 self._span = context.run(self._begin, None)
-            self._end_span(outcome, error, self._final_attributes())
+            self._end_span(outcome, error, self._unrun_attributes())
         self._stream_closed()
 
-    def _final_attributes(self) -> Mapping[str, Any]:
-        """Return what the span gets as it ends: nothing more for a plain call."""
+    def _ran_attributes(self) -> dict[str, Any]:
+        """Return what the span of work that ran gets as it ends: how long it waited."""
+        limit_wait = self._limit_wait
+        queue_wait = self._started - self._submitted
+        if limit_wait is None:
+            return {QUEUE_WAIT_ATTRIBUTE: queue_wait}
+        return {QUEUE_WAIT_ATTRIBUTE: queue_wait + limit_wait, LIMIT_WAIT_ATTRIBUTE: limit_wait}
+
+    def _unrun_attributes(self) -> Mapping[str, Any]:
+        """Return what the span of a call that never ran gets as it ends: nothing more."""
         return _NO_ATTRIBUTES
 
     def _stream_closed(self) -> None:
@@ -349,8 +363,9 @@ class StreamProbe(CallProbe):
                     of.tracing.event(self._span, "cancelled", {"reason": reason})
         self._stream_closed()
         self._record_end(outcome, error)
-        self._end_span(outcome, error, self._final_attributes())
+        if self._span is not None:
+            self._end_span(outcome, error, {**self._ran_attributes(), ITEMS_ATTRIBUTE: self._items})
 
-    def _final_attributes(self) -> Mapping[str, Any]:
-        """Return the items handed over, which every iterator's span ends with."""
-        return {"aiothreads.items": self._items}
+    def _unrun_attributes(self) -> Mapping[str, Any]:
+        """Return the items handed over (none), which every iterator's span ends with."""
+        return {ITEMS_ATTRIBUTE: self._items}
