@@ -18,6 +18,10 @@ Every mode imports prometheus-client and the OpenTelemetry SDK first, as a
 service with the extras installed does, so that the garbage collector walks
 heaps of the same size and only aiothreads' own work differs.
 
+Two modes trace by hand instead (``off``, and a span opened with
+``start_as_current_span`` inside the function): what the SDK itself costs for
+the least tracing a user could write, the floor under the SDK modes.
+
 The report gives the median of the rounds with the lowest and highest round,
 and what each mode adds over ``off`` (the same run's median).
 """
@@ -50,6 +54,16 @@ MODES: dict[str, dict[str, str]] = {
     "opentelemetry + SDK, 1% sampled": {
         "AIOTHREADS_INSTRUMENTATION": "opentelemetry",
         "BENCH_SDK": "0.01",
+    },
+    "off + span written in the function, BatchSpanProcessor": {
+        "AIOTHREADS_INSTRUMENTATION": "off",
+        "BENCH_SDK": "all",
+        "BENCH_SPAN_BY_HAND": "1",
+    },
+    "off + span written in the function, 1% sampled": {
+        "AIOTHREADS_INSTRUMENTATION": "off",
+        "BENCH_SDK": "0.01",
+        "BENCH_SPAN_BY_HAND": "1",
     },
     "auto + SDK, BatchSpanProcessor": {"BENCH_SDK": "all"},
     "auto, function opted out": {"BENCH_OPTED_OUT": "1"},
@@ -106,9 +120,23 @@ async def measure_here(calls: int) -> dict[str, float]:
 
     instrument = os.environ.get("BENCH_OPTED_OUT") != "1"
 
-    @threaded(instrument=instrument)
-    def trivial() -> int:
-        return 1
+    if os.environ.get("BENCH_SPAN_BY_HAND") == "1":
+        # The least a user could write to trace each call: the SDK's own floor.
+        from opentelemetry import trace
+
+        tracer = trace.get_tracer("benchmark")
+        attributes = {"code.function.name": "trivial", "aiothreads.kind": "threaded"}
+
+        @threaded(instrument=instrument)
+        def trivial() -> int:
+            with tracer.start_as_current_span("threaded trivial", attributes=attributes):
+                return 1
+
+    else:
+
+        @threaded(instrument=instrument)
+        def trivial() -> int:
+            return 1
 
     @threaded_iterable(max_size=1024)
     def numbers(count: int) -> Iterator[int]:
