@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .types import EVENT_LOOP
 
@@ -39,7 +39,6 @@ __all__ = [
     "run_in_stream_scope",
 ]
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -107,15 +106,13 @@ def current_scope() -> Scope | None:
     return _current.scope
 
 
-def run_in_stream_scope(
-    channel: FromThreadChannel[Any], func: Callable[P, T], *args: P.args, **kwargs: P.kwargs
-) -> T:
-    """Call ``func`` with ``channel``'s consumer the one ``is_cancelled`` watches."""
+def run_in_stream_scope(channel: FromThreadChannel[Any], func: Callable[..., T], *args: Any) -> T:
+    """Call ``func(*args)`` with ``channel``'s consumer the one ``is_cancelled`` watches."""
     local = _current
     previous = local.scope
     local.scope = StreamScope(channel)
     try:
-        return func(*args, **kwargs)
+        return func(*args)
     finally:
         local.scope = previous
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Generator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -202,6 +202,8 @@ async def test_check_cancelled_raises_once_the_caller_gave_up() -> None:
     started, proceed, done = threading.Event(), threading.Event(), threading.Event()
     seen: list[bool] = []
 
+    raised: list[BaseException] = []
+
     @threaded
     def cooperative() -> None:
         started.set()
@@ -210,6 +212,9 @@ async def test_check_cancelled_raises_once_the_caller_gave_up() -> None:
             seen.append(is_cancelled())
             check_cancelled()
             seen.append(False)  # not reached
+        except BaseException as error:
+            raised.append(error)
+            raise
         finally:
             done.set()
 
@@ -221,6 +226,83 @@ async def test_check_cancelled_raises_once_the_caller_gave_up() -> None:
         await future
     assert await in_own_thread(done)
     assert seen == [True]
+    (error,) = raised
+    assert type(error) is asyncio.CancelledError  # user cleanup in except CancelledError runs
+    assert str(error) == "the caller of this threaded call was cancelled"
+
+
+class _RunsInline(ThreadPoolExecutor):
+    """An executor that runs each call at once, in the thread that submits it."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        done: Future[object] = Future()
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except BaseException as error:
+            done.set_exception(error)
+        return done
+
+
+@pytest.mark.asyncio
+async def test_a_call_nested_in_a_call_gives_the_outer_scope_back() -> None:
+    """A threaded function running its own loop, whose calls run inline in its thread."""
+    started, proceed, finished = threading.Event(), threading.Event(), threading.Event()
+    seen: list[tuple[str, bool]] = []
+    inline = _RunsInline(1)
+
+    @threaded(executor=inline)
+    def inner() -> None:
+        seen.append(("inner", is_cancelled()))
+
+    @threaded
+    def outer() -> None:
+        asyncio.run(inner())  # inner's scope replaces outer's in this thread, then gives it back
+        started.set()
+        proceed.wait(5)
+        seen.append(("outer", is_cancelled()))
+        finished.set()
+
+    future = outer()
+    assert await in_own_thread(started)
+    future.cancel()
+    proceed.set()
+    with pytest.raises(asyncio.CancelledError):
+        await future
+    assert await in_own_thread(finished)
+    inline.shutdown()
+    assert seen == [("inner", False), ("outer", True)]
+
+
+@pytest.mark.asyncio
+async def test_a_generator_nested_in_a_call_gives_the_outer_scope_back() -> None:
+    started, proceed, finished = threading.Event(), threading.Event(), threading.Event()
+    seen: list[tuple[str, object]] = []
+    inline = _RunsInline(1)
+
+    @threaded_iterable(executor=inline, max_size=0)
+    def inner() -> Generator[bool, None, None]:
+        yield is_cancelled()
+
+    async def consume() -> list[bool]:
+        return [item async for item in inner()]
+
+    @threaded
+    def outer() -> None:
+        seen.append(("inner", asyncio.run(consume())))  # the generator ran in this thread
+        started.set()
+        proceed.wait(5)
+        seen.append(("outer", is_cancelled()))
+        finished.set()
+
+    future = outer()
+    assert await in_own_thread(started)
+    future.cancel()
+    proceed.set()
+    with pytest.raises(asyncio.CancelledError):
+        await future
+    assert await in_own_thread(finished)
+    inline.shutdown()
+    assert seen == [("inner", [False]), ("outer", True)]
 
 
 @pytest.mark.asyncio
