@@ -61,7 +61,7 @@ class WorkerPool(ThreadPoolExecutor):
         # ThreadPoolExecutor.__init__ is not called: this class keeps its own
         # queue and threads and overrides every method that would use theirs.
         if max_workers is None:
-            max_workers = min(32, (os.cpu_count() or 1) + 4)
+            max_workers = min(32, (_usable_cpus() or 1) + 4)
         if max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         self._max_workers = max_workers
@@ -99,8 +99,7 @@ class WorkerPool(ThreadPoolExecutor):
                 pass
             else:
                 return
-        if len(self._workers) < self._max_workers:
-            self._add_worker()
+        self._add_worker()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Schedule ``fn(*args, **kwargs)`` and return a ``concurrent.futures.Future``."""
@@ -109,6 +108,7 @@ class WorkerPool(ThreadPoolExecutor):
         return future
 
     def _add_worker(self) -> None:
+        """Start a worker, unless the pool is full or shut down (a racing ``enqueue``)."""
         with self._lifecycle:
             if self._closed or len(self._workers) >= self._max_workers:
                 return
@@ -152,6 +152,12 @@ class WorkerPool(ThreadPoolExecutor):
     def __repr__(self) -> str:
         state = "shut down" if self._closed else "running"
         return f"<WorkerPool {state} workers={len(self._workers)}/{self._max_workers}>"
+
+
+def _usable_cpus() -> int | None:
+    """Count the CPUs this process may use as ``ThreadPoolExecutor`` does (3.13+: affinity)."""
+    count: Callable[[], int | None] = getattr(os, "process_cpu_count", os.cpu_count)
+    return count()
 
 
 def _work(calls: SimpleQueue[Work | None], idle: deque[None]) -> None:

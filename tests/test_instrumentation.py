@@ -33,6 +33,7 @@ from aiothreads import (
     wait_coroutine,
 )
 from aiothreads.instrumentation import METRICS
+from aiothreads.instrumentation._hooks import current as current_telemetry
 from tests.python_process import run_python
 from tests.waiting import turns_until
 
@@ -595,6 +596,33 @@ def test_environment_selects_backends(monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         instrumentation.configure()
         assert instrumentation.enabled_backends() == ["opentelemetry"]
+    finally:
+        instrumentation.reset()
+
+
+def test_reset_looks_the_backends_up_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    instrumentation.configure(enabled=False)
+    assert instrumentation.enabled_backends() == []
+    monkeypatch.setenv("AIOTHREADS_INSTRUMENTATION", "opentelemetry")
+    instrumentation.reset()
+    try:
+        assert instrumentation.enabled_backends() == ["opentelemetry"]  # from the environment
+    finally:
+        instrumentation.reset()
+
+
+def test_without_backends_the_core_gets_nothing_to_call_unless_debug_logs_are_wanted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    instrumentation.configure(opentelemetry=False, prometheus=False, structlog=False)
+    try:
+        with caplog.at_level("INFO", logger="aiothreads"):
+            assert current_telemetry() is None  # a call then costs one check
+        with caplog.at_level("DEBUG", logger="aiothreads"):
+            assert current_telemetry() is not None  # the stdlib debug events flow
+        instrumentation.configure(enabled=False)  # off: not even debug events
+        with caplog.at_level("DEBUG", logger="aiothreads"):
+            assert current_telemetry() is None
     finally:
         instrumentation.reset()
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 import pytest
 
-from aiothreads import threaded
+from aiothreads import _pool, threaded
 from aiothreads._asyncio_internals import default_executor_of
 from aiothreads._executor import default_executor
 from aiothreads._pool import WorkerPool
+from tests.waiting import turns_until
 
 
 @threaded
@@ -56,8 +58,85 @@ def test_shutdown_can_cancel_queued_work() -> None:
 
 
 def test_bad_size_is_rejected() -> None:
-    with pytest.raises(ValueError, match="max_workers"):
+    with pytest.raises(ValueError, match=r"^max_workers must be greater than 0$"):
         WorkerPool(max_workers=0)
+
+
+@pytest.mark.parametrize(("cpus", "size"), [(2, 6), (64, 32), (None, 5)])
+def test_default_size_is_the_standard_pools(
+    monkeypatch: pytest.MonkeyPatch, cpus: int | None, size: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    if hasattr(os, "process_cpu_count"):  # what ThreadPoolExecutor counts since 3.13
+        monkeypatch.setattr(os, "process_cpu_count", lambda: cpus)
+    assert ThreadPoolExecutor()._max_workers == size  # the standard library's own rule
+    pool = WorkerPool()
+    assert repr(pool) == f"<WorkerPool running workers=0/{size}>"
+    pool.shutdown()
+    assert repr(pool) == f"<WorkerPool shut down workers=0/{size}>"
+
+
+def test_refusals_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = WorkerPool(max_workers=1)
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match=r"^cannot schedule new calls after shutdown$"):
+        pool.submit(abs, 1)
+    at_exit = WorkerPool(max_workers=1)
+    monkeypatch.setattr(_pool, "_exiting", True)
+    with pytest.raises(
+        RuntimeError, match=r"^cannot schedule new calls after interpreter shutdown$"
+    ):
+        at_exit.submit(abs, 1)
+    at_exit.shutdown()
+
+
+def test_workers_are_daemons_named_after_the_prefix() -> None:
+    with WorkerPool(max_workers=1, thread_name_prefix="checked") as pool:
+        thread = pool.submit(threading.current_thread).result(5)
+        assert thread in _pool._live_workers  # what exit waits for
+    assert thread.name == "checked_0"
+    assert thread.daemon is True  # an idle pool never holds the interpreter up
+
+
+def test_submit_passes_keyword_arguments() -> None:
+    with WorkerPool(max_workers=1) as pool:
+        assert pool.submit(int, "ff", base=16).result(5) == 255
+
+
+def test_shutdown_waits_for_running_work_by_default() -> None:
+    started, release = threading.Event(), threading.Event()
+    pool = WorkerPool(max_workers=1)
+
+    def work() -> None:
+        started.set()
+        release.wait(5)
+
+    pool.submit(work)
+    assert started.wait(5)
+    (worker,) = pool._workers
+    shutting_down = threading.Thread(target=pool.shutdown)
+    shutting_down.start()
+    shutting_down.join(0.05)
+    assert shutting_down.is_alive()  # still waiting: the work has not been released
+    release.set()
+    shutting_down.join(5)
+    assert not worker.is_alive()
+
+
+@pytest.mark.asyncio
+async def test_an_idle_worker_takes_the_next_call_instead_of_a_new_thread() -> None:
+    with WorkerPool(max_workers=4) as pool:
+        assert pool.submit(abs, -1).result(5) == 1
+        await turns_until(lambda: len(pool._idle) == 1, "the worker is idle again")
+        assert pool.submit(abs, -2).result(5) == 2
+        assert len(pool._workers) == 1
+
+
+def test_no_worker_starts_after_shutdown_even_for_a_racing_submit() -> None:
+    pool = WorkerPool(max_workers=2)
+    pool.shutdown()
+    pool._add_worker()  # what a submit that passed its check just before shutdown does
+    assert pool._workers == []
 
 
 @pytest.mark.asyncio

@@ -79,10 +79,12 @@ def install(telemetry: Telemetry | None, *, debug_logs: bool = True) -> None:
 
 
 def reset() -> None:
-    """Forget the resolved backends; the next ``current`` looks them up again."""
-    global _active, _debug_logs_allowed  # noqa: PLW0603
+    """Forget the resolved backends; the next ``current`` looks them up again.
+
+    Looking them up installs what it finds, which allows debug log events again.
+    """
+    global _active  # noqa: PLW0603
     _active = _UNRESOLVED
-    _debug_logs_allowed = True
 
 
 _LOGS_ONLY: Final = Telemetry(events=StdlibEvents())
