@@ -217,18 +217,14 @@ def mutation(session: nox.Session) -> None:
 
     The modules are listed under ``[tool.mutmut]`` in pyproject.toml. Arguments
     select mutants by name, e.g. ``nox -s mutation -- 'aiothreads._limits*'``.
-    Prints every surviving mutant and the counts; docs/contributing.md has the
-    score and why each known survivor is equivalent.
+    Prints every mutant the tests did not catch, then the score per module;
+    docs/contributing.md has the latest score and the survivors known to be
+    equivalent, with the reason.
     """
     session.install("-e", ".[test]", MUTMUT)
     session.run("mutmut", "run", "--max-children", str(os.cpu_count() or 2), *session.posargs)
     session.run("mutmut", "results")
-    session.run("mutmut", "export-cicd-stats")
-    session.run(
-        "python",
-        "-c",
-        "import pathlib; print(pathlib.Path('mutants/mutmut-cicd-stats.json').read_text())",
-    )
+    session.run("python", "-m", "tests.mutation_score")
 
 
 @nox.session(python=preferably(PYTHONS[0]))

@@ -38,3 +38,9 @@ class ExecutorRefused(ThreadPoolException):
     (``shutdown(cancel_futures=True)``). The executor's own error, if any,
     is the ``__cause__``.
     """
+
+
+for _public in (NoEventLoopError, LoopClosedError, ThreadPoolException, ExecutorRefused):
+    # Tracebacks, logs and spans' error.type name them where users import them from.
+    _public.__module__ = "aiothreads"
+del _public

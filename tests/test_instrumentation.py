@@ -23,6 +23,7 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
 
 from aiothreads import (
+    ExecutorRefused,
     ThreadedIterableBase,
     instrumentation,
     sync_await,
@@ -534,6 +535,41 @@ async def test_sync_await_after_the_caller_gave_up_is_cancelled_not_failed(
     labels = {"function": name(lookup.__qualname__), "kind": "sync_await"}
     assert telemetry.value("aiothreads_calls_finished_total", outcome="cancelled", **labels) == 1
     assert telemetry.value("aiothreads_calls_finished_total", outcome="error", **labels) == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("when", ["at submit", "while queued"])
+async def test_a_call_its_executor_refused_ends_an_error_span_under_the_callers(
+    telemetry: Telemetry, when: str
+) -> None:
+    executor = ThreadPoolExecutor(1)
+    started, release = threading.Event(), threading.Event()
+    if when == "at submit":
+        executor.shutdown()
+    else:  # queued behind a call that holds the only worker, then dropped
+        executor.submit(lambda: (started.set(), release.wait(5)))
+        assert await wait_in_own_thread(started)
+
+    @threaded(executor=executor)
+    def refused() -> None:
+        pass
+
+    with telemetry.provider.get_tracer("test").start_as_current_span("request") as request:
+        call = refused()
+    if when == "while queued":
+        executor.shutdown(wait=False, cancel_futures=True)
+        release.set()
+    with pytest.raises(ExecutorRefused):
+        await call
+    executor.shutdown()
+    test = "test_a_call_its_executor_refused_ends_an_error_span_under_the_callers.<locals>"
+    span = telemetry.span(f"threaded {name(test + '.refused')}")
+    assert span.parent is not None
+    assert span.parent.span_id == request.get_span_context().span_id
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "aiothreads.ExecutorRefused"
+    assert [event.name for event in span.events] == ["exception"]
 
 
 @pytest.mark.asyncio
