@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
@@ -243,23 +243,20 @@ class _RunsInline(ThreadPoolExecutor):
         return done
 
 
-@pytest.mark.asyncio
-async def test_a_call_nested_in_a_call_gives_the_outer_scope_back() -> None:
-    """A threaded function running its own loop, whose calls run inline in its thread."""
-    started, proceed, finished = threading.Event(), threading.Event(), threading.Event()
-    seen: list[tuple[str, bool]] = []
-    inline = _RunsInline(1)
+async def outer_cancelled_after(nested: Callable[[], object]) -> tuple[object, bool]:
+    """Run ``nested()`` inside a threaded call, cancel that call, then ask ``is_cancelled()``.
 
-    @threaded(executor=inline)
-    def inner() -> None:
-        seen.append(("inner", is_cancelled()))
+    Returns what ``nested()`` returned and what the outer call saw afterwards.
+    """
+    started, proceed, finished = threading.Event(), threading.Event(), threading.Event()
+    seen: list[object] = []
 
     @threaded
     def outer() -> None:
-        asyncio.run(inner())  # inner's scope replaces outer's in this thread, then gives it back
+        seen.append(nested())  # the nested scope replaces the outer one, then gives it back
         started.set()
         proceed.wait(5)
-        seen.append(("outer", is_cancelled()))
+        seen.append(is_cancelled())
         finished.set()
 
     future = outer()
@@ -269,40 +266,40 @@ async def test_a_call_nested_in_a_call_gives_the_outer_scope_back() -> None:
     with pytest.raises(asyncio.CancelledError):
         await future
     assert await in_own_thread(finished)
-    inline.shutdown()
-    assert seen == [("inner", False), ("outer", True)]
+    inner_saw, outer_saw = seen
+    return inner_saw, bool(outer_saw)
+
+
+@pytest.mark.asyncio
+async def test_a_call_nested_in_a_call_gives_the_outer_scope_back() -> None:
+    """A threaded function running its own loop, whose calls run inline in its thread."""
+    inline = _RunsInline(1)
+
+    @threaded(executor=inline)
+    def inner() -> bool:
+        return is_cancelled()
+
+    try:
+        assert await outer_cancelled_after(lambda: asyncio.run(inner())) == (False, True)
+    finally:
+        inline.shutdown()
 
 
 @pytest.mark.asyncio
 async def test_a_generator_nested_in_a_call_gives_the_outer_scope_back() -> None:
-    started, proceed, finished = threading.Event(), threading.Event(), threading.Event()
-    seen: list[tuple[str, object]] = []
     inline = _RunsInline(1)
 
     @threaded_iterable(executor=inline, max_size=0)
     def inner() -> Generator[bool, None, None]:
-        yield is_cancelled()
+        yield is_cancelled()  # the generator runs in the outer call's thread
 
     async def consume() -> list[bool]:
         return [item async for item in inner()]
 
-    @threaded
-    def outer() -> None:
-        seen.append(("inner", asyncio.run(consume())))  # the generator ran in this thread
-        started.set()
-        proceed.wait(5)
-        seen.append(("outer", is_cancelled()))
-        finished.set()
-
-    future = outer()
-    assert await in_own_thread(started)
-    future.cancel()
-    proceed.set()
-    with pytest.raises(asyncio.CancelledError):
-        await future
-    assert await in_own_thread(finished)
-    inline.shutdown()
-    assert seen == [("inner", [False]), ("outer", True)]
+    try:
+        assert await outer_cancelled_after(lambda: asyncio.run(consume())) == ([False], True)
+    finally:
+        inline.shutdown()
 
 
 @pytest.mark.asyncio
