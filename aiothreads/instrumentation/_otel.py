@@ -90,11 +90,9 @@ class OpenTelemetryTracing:
         the parent and nothing is made current. A recording span gets the
         thread that runs the work.
         """
-        tracer = self._tracer
-        if tracer is None or tracer.__class__ is _NoTracer:
-            tracer = self._current_tracer()
-            if tracer is None:
-                return None
+        tracer = self._current_tracer()
+        if tracer is None:
+            return None
         if context is None:
             return self._open(tracer, name, attributes, start_ns, False)
         return context.run(self._open, tracer, name, attributes, start_ns, True)

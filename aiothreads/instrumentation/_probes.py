@@ -69,7 +69,7 @@ class Telemetry:
         That is the case with tracing alone while no SDK is installed (and no
         debug logging): the call then costs this look-up and nothing else.
         """
-        of = self._functions.get((kind, function)) or self.function(kind, function)
+        of = self.function(kind, function)
         if of.series is None and not of.recording_possible():
             return None
         return CallProbe(of)
