@@ -197,36 +197,53 @@ def test_bad_options_fail_early() -> None:
         CapacityLimiter(1).release()
 
 
-@pytest.mark.asyncio
-async def test_check_cancelled_raises_once_the_caller_gave_up() -> None:
-    started, proceed, done = threading.Event(), threading.Event(), threading.Event()
-    seen: list[bool] = []
+async def cancelled_while_running(
+    after: Callable[[], object], before: Callable[[], object] = lambda: None
+) -> tuple[object, object]:
+    """Run ``before()`` in a threaded call, cancel the call, then run ``after()`` in it.
 
-    raised: list[BaseException] = []
+    Returns what ``before()`` returned and what ``after()`` returned or raised
+    (raised out of the call too).
+    """
+    started, proceed, finished = threading.Event(), threading.Event(), threading.Event()
+    results: list[object] = []
 
     @threaded
-    def cooperative() -> None:
-        started.set()
-        proceed.wait(5)
+    def call() -> None:
         try:
-            seen.append(is_cancelled())
-            check_cancelled()
-            seen.append(False)  # not reached
-        except BaseException as error:
-            raised.append(error)
-            raise
+            results.append(before())
+            started.set()
+            proceed.wait(5)
+            try:
+                results.append(after())
+            except BaseException as error:
+                results.append(error)
+                raise
         finally:
-            done.set()
+            finished.set()
 
-    future = cooperative()
+    future = call()
     assert await in_own_thread(started)
     future.cancel()
     proceed.set()
     with pytest.raises(asyncio.CancelledError):
         await future
-    assert await in_own_thread(done)
+    assert await in_own_thread(finished)
+    before_gave, after_gave = results
+    return before_gave, after_gave
+
+
+@pytest.mark.asyncio
+async def test_check_cancelled_raises_once_the_caller_gave_up() -> None:
+    seen: list[bool] = []
+
+    def cooperative() -> None:
+        seen.append(is_cancelled())
+        check_cancelled()
+        seen.append(False)  # not reached
+
+    _, error = await cancelled_while_running(cooperative)
     assert seen == [True]
-    (error,) = raised
     assert type(error) is asyncio.CancelledError  # user cleanup in except CancelledError runs
     assert str(error) == "the caller of this threaded call was cancelled"
 
@@ -243,33 +260,6 @@ class _RunsInline(ThreadPoolExecutor):
         return done
 
 
-async def outer_cancelled_after(nested: Callable[[], object]) -> tuple[object, bool]:
-    """Run ``nested()`` inside a threaded call, cancel that call, then ask ``is_cancelled()``.
-
-    Returns what ``nested()`` returned and what the outer call saw afterwards.
-    """
-    started, proceed, finished = threading.Event(), threading.Event(), threading.Event()
-    seen: list[object] = []
-
-    @threaded
-    def outer() -> None:
-        seen.append(nested())  # the nested scope replaces the outer one, then gives it back
-        started.set()
-        proceed.wait(5)
-        seen.append(is_cancelled())
-        finished.set()
-
-    future = outer()
-    assert await in_own_thread(started)
-    future.cancel()
-    proceed.set()
-    with pytest.raises(asyncio.CancelledError):
-        await future
-    assert await in_own_thread(finished)
-    inner_saw, outer_saw = seen
-    return inner_saw, bool(outer_saw)
-
-
 @pytest.mark.asyncio
 async def test_a_call_nested_in_a_call_gives_the_outer_scope_back() -> None:
     """A threaded function running its own loop, whose calls run inline in its thread."""
@@ -280,7 +270,9 @@ async def test_a_call_nested_in_a_call_gives_the_outer_scope_back() -> None:
         return is_cancelled()
 
     try:
-        assert await outer_cancelled_after(lambda: asyncio.run(inner())) == (False, True)
+        # inner's scope replaces the outer call's in its thread, then must give it back
+        seen = await cancelled_while_running(is_cancelled, before=lambda: asyncio.run(inner()))
+        assert seen == (False, True)
     finally:
         inline.shutdown()
 
@@ -297,7 +289,8 @@ async def test_a_generator_nested_in_a_call_gives_the_outer_scope_back() -> None
         return [item async for item in inner()]
 
     try:
-        assert await outer_cancelled_after(lambda: asyncio.run(consume())) == ([False], True)
+        seen = await cancelled_while_running(is_cancelled, before=lambda: asyncio.run(consume()))
+        assert seen == ([False], True)
     finally:
         inline.shutdown()
 
