@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import gc
 import threading
+import weakref
+from collections.abc import Callable, Coroutine, Generator, Iterator
+from typing import Any
 
 import pytest
 
-from aiothreads import EVENT_LOOP, sync_await, sync_wait_coroutine, threaded, wait_coroutine
+from aiothreads import (
+    EVENT_LOOP,
+    NoEventLoopError,
+    instrumentation,
+    sync_await,
+    sync_wait_coroutine,
+    threaded,
+    threaded_iterable,
+    wait_coroutine,
+)
 
 tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant")
 
@@ -220,3 +234,216 @@ async def test_a_plain_callable_that_raises_raises_in_the_thread() -> None:
 
     with pytest.raises(_Failure, match="plain"):
         await work()
+
+
+@pytest.fixture(params=["instrumented", "uninstrumented"])
+def bridge_instrumentation(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The bridge takes one path with a probe and another without: run both."""
+    if request.param == "uninstrumented":
+        instrumentation.configure(enabled=False)
+    try:
+        yield
+    finally:
+        instrumentation.reset()
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("bridge_instrumentation")
+async def test_every_bridge_returns_results_and_raises_errors_with_or_without_probes() -> None:
+    loop = asyncio.get_running_loop()
+
+    @threaded
+    def work() -> tuple[str, str, str]:
+        with pytest.raises(_Failure, match="on the loop"):
+            sync_await(fail)
+        with pytest.raises(TypeError, match=r"^expected an asyncio event loop, got str$"):
+            sync_wait_coroutine("loop", echo, "x")  # type: ignore[arg-type]
+        return (
+            sync_await(echo, "a"),
+            wait_coroutine(echo("b")),
+            sync_wait_coroutine(loop, echo, "c", suffix="!"),
+        )
+
+    assert await work() == ("a", "b", "c!")
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("bridge_instrumentation")
+async def test_the_loop_thread_is_refused_with_or_without_probes() -> None:
+    EVENT_LOOP.set(asyncio.get_running_loop())
+    with pytest.raises(
+        RuntimeError,
+        match=r"^cannot block on the event loop from its own thread: it would deadlock; "
+        r"use 'await' here, or call from a worker thread$",
+    ):
+        sync_await(echo, "x")
+
+
+@pytest.mark.parametrize(
+    ("name", "attempt"),
+    [
+        ("sync_await", lambda: sync_await(echo, "x")),
+        ("wait_coroutine", lambda: wait_coroutine(echo("y"))),
+        ("sync_wait_coroutine", lambda: sync_wait_coroutine(None, echo, "z")),
+    ],
+)
+def test_the_no_loop_error_names_the_function_called(
+    name: str, attempt: Callable[[], object]
+) -> None:
+    errors: list[BaseException] = []
+
+    def outside() -> None:
+        try:
+            attempt()
+        except NoEventLoopError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=outside)
+    thread.start()
+    thread.join(5)
+    assert len(errors) == 1
+    assert str(errors[0]).startswith(f"{name}() cannot find the event loop: ")
+
+
+@pytest.mark.asyncio
+async def test_a_task_cancelled_before_its_coroutine_ran_cancels_the_wait() -> None:
+    loop = asyncio.get_running_loop()
+    coroutines: list[Coroutine[Any, Any, Any]] = []
+
+    def cancelled_at_birth(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **options: Any
+    ) -> asyncio.Task[Any]:
+        coroutines.append(coro)
+        given = {name: value for name, value in options.items() if value is not None}
+        task = asyncio.Task(coro, loop=loop, **given)
+        task.cancel()
+        return task
+
+    @threaded
+    def work() -> str:
+        try:
+            sync_await(echo, "never")
+        except asyncio.CancelledError as exc:
+            return str(exc)
+        return "returned"
+
+    loop.set_task_factory(cancelled_at_birth)  # type: ignore[arg-type]
+    try:
+        message = await work()  # the bridge's task is the only one created meanwhile
+    finally:
+        loop.set_task_factory(None)
+    assert message == "the event loop cancelled the awaited task"
+    assert len(coroutines) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_coroutine_cancelled_on_the_loop_raises_cancelled_in_the_thread() -> None:
+    async def cancels_itself() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(0)
+
+    @threaded
+    def work() -> str:
+        try:
+            sync_await(cancels_itself)
+        except asyncio.CancelledError as exc:
+            return str(exc)
+        return "returned"
+
+    assert await work() == "the event loop cancelled the awaited task"
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_caller_stops_the_next_sync_await_before_it_starts() -> None:
+    asked, release, finished = threading.Event(), threading.Event(), threading.Event()
+    started: list[bool] = []
+    messages: list[str] = []
+
+    async def never_started() -> None:
+        started.append(True)
+
+    @threaded
+    def work() -> None:
+        asked.set()
+        release.wait(5)
+        try:
+            sync_await(never_started)
+        except asyncio.CancelledError as exc:
+            messages.append(str(exc))
+            raise
+        finally:
+            finished.set()
+
+    call = work()
+    assert await asyncio.to_thread(asked.wait, 5)
+    call.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert await asyncio.to_thread(finished.wait, 5)
+    assert messages == ["the caller of this threaded call was cancelled"]
+    assert started == []
+
+
+class _Payload:
+    """A result whose lifetime the tests follow."""
+
+
+@pytest.mark.asyncio
+async def test_a_finished_sync_await_keeps_nothing_alive_while_its_call_goes_on() -> None:
+    async def make() -> _Payload:
+        return _Payload()
+
+    @threaded
+    def work() -> bool:
+        results = [weakref.ref(sync_await(make)) for _ in range(3)]
+        gc.collect()
+        return all(result() is None for result in results)
+
+    assert await work()
+
+
+@pytest.mark.asyncio
+async def test_a_finished_sync_await_in_a_generator_keeps_nothing_alive() -> None:
+    async def make() -> _Payload:
+        return _Payload()
+
+    @threaded_iterable(max_size=1)
+    def produce() -> Generator[bool, None, None]:
+        results = [weakref.ref(sync_await(make)) for _ in range(3)]
+        gc.collect()
+        yield all(result() is None for result in results)
+
+    async with contextlib.aclosing(produce()) as stream:
+        assert [item async for item in stream] == [True]
+
+
+@pytest.mark.asyncio
+async def test_a_generator_waiting_on_the_loop_is_freed_when_its_consumer_leaves() -> None:
+    waiting, returned = asyncio.Event(), threading.Event()
+    outcome: list[BaseException] = []
+
+    async def forever() -> None:
+        waiting.set()
+        await asyncio.Event().wait()
+
+    @threaded_iterable(max_size=1)
+    def produce() -> Generator[int, None, None]:
+        yield 1
+        try:
+            sync_await(forever)
+        except BaseException as exc:
+            outcome.append(exc)
+            raise
+        finally:
+            returned.set()
+        yield 2
+
+    stream = produce()
+    assert await stream.__anext__() == 1
+    await waiting.wait()
+    await stream.close()
+    assert await asyncio.to_thread(returned.wait, 5), "the producer still waits on the loop"
+    assert [type(exc) for exc in outcome] == [asyncio.CancelledError]

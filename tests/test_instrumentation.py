@@ -7,7 +7,7 @@ import gc
 import os
 import threading
 import weakref
-from collections.abc import Generator, Iterator
+from collections.abc import Coroutine, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from time import time_ns
@@ -27,6 +27,7 @@ from aiothreads import (
     ThreadedIterableBase,
     instrumentation,
     sync_await,
+    sync_wait_coroutine,
     threaded,
     threaded_iterable,
     threaded_iterable_separate,
@@ -499,6 +500,82 @@ async def test_sync_await_span_is_a_child_of_the_call(telemetry: Telemetry) -> N
         "kind": "sync_await",
     }
     assert telemetry.value("aiothreads_calls_finished_total", outcome="ok", **labels) == 1
+
+
+@pytest.mark.asyncio
+async def test_sync_await_that_fails_or_is_cancelled_is_reported_with_its_error(
+    telemetry: Telemetry,
+) -> None:
+    async def refuses() -> None:
+        raise _Broken("on the loop")
+
+    async def cancels_itself() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(0)
+
+    @threaded
+    def work() -> list[str]:
+        current = [trace.get_current_span().name]  # type: ignore[attr-defined]
+        with pytest.raises(_Broken):
+            sync_await(refuses)
+        current.append(trace.get_current_span().name)  # type: ignore[attr-defined]
+        with pytest.raises(asyncio.CancelledError):
+            sync_await(cancels_itself)
+        with pytest.raises(TypeError):
+            sync_wait_coroutine("not a loop", _echo, "x")  # type: ignore[arg-type]
+        current.append(trace.get_current_span().name)  # type: ignore[attr-defined]
+        return current
+
+    call_span = f"threaded {name(work.__qualname__)}"
+    assert await work() == [call_span] * 3
+    for function, error in ((refuses, "_Broken"), (_echo, "TypeError")):
+        span = telemetry.span(f"sync_await {name(function.__qualname__)}")
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.attributes is not None
+        assert span.attributes["error.type"].endswith(error)  # type: ignore[union-attr]
+        assert [event.name for event in span.events] == ["exception"]
+    cancelled = telemetry.span(f"sync_await {name(cancels_itself.__qualname__)}")
+    assert cancelled.status.status_code is not StatusCode.ERROR
+    labels = {"function": name(cancels_itself.__qualname__), "kind": "sync_await"}
+    assert telemetry.value("aiothreads_calls_finished_total", outcome="cancelled", **labels) == 1
+
+
+async def _echo(value: str) -> str:
+    await asyncio.sleep(0)
+    return value
+
+
+class _HandMadeCoroutine(Coroutine[Any, Any, str]):
+    """A coroutine object that is not a native coroutine: no __qualname__, no frame."""
+
+    def __init__(self) -> None:
+        self._inner = _echo("hand-made")
+
+    def send(self, value: Any) -> Any:
+        return self._inner.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._inner.throw(*args)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __await__(self) -> Generator[Any, None, str]:
+        return self._inner.__await__()
+
+
+@pytest.mark.asyncio
+async def test_a_hand_made_coroutine_is_named_after_its_class(telemetry: Telemetry) -> None:
+    @threaded
+    def work() -> str:
+        return wait_coroutine(_HandMadeCoroutine())
+
+    assert await work() == "hand-made"
+    labels = {"function": "_HandMadeCoroutine", "kind": "sync_await", "outcome": "ok"}
+    assert telemetry.value("aiothreads_calls_finished_total", **labels) == 1
+    assert telemetry.span("sync_await _HandMadeCoroutine").status.is_ok
 
 
 @pytest.mark.asyncio
