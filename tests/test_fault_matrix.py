@@ -119,6 +119,11 @@ def multiply(a: int, b: int) -> int:
     return a * b
 
 
+def divide(a: int, b: int) -> float:
+    """Module level, like ``multiply``; fails in the worker process when ``b`` is 0."""
+    return a / b
+
+
 class Blocker:
     """Occupies an executor's only worker until released, so that later work queues."""
 
@@ -744,7 +749,9 @@ async def test_a_refused_call_fails_with_executor_refused_chained_to_the_executo
 
     call = await harness.call(decorated, decorator)
 
-    assert_refused(await call.outcome(), cause)
+    outcome = await call.outcome()
+    assert_refused(outcome, cause)
+    assert str(outcome) == f"the executor refused the call: {outcome.__cause__}"  # type: ignore[attr-defined]
     monkeypatch.undo()
     await harness.settle()
     assert work.runs == 0
@@ -752,6 +759,9 @@ async def test_a_refused_call_fails_with_executor_refused_chained_to_the_executo
 
 
 # -- 2. dropped while queued ----------------------------------------------------------------
+
+
+DROPPED = "the executor dropped the call before it ran (shut down, or cancelled it)"
 
 
 @dataclass(frozen=True)
@@ -762,6 +772,7 @@ class Drop:
     pool: Pool | None  # None: a DroppingExecutor, which needs no blocker
     drop: Callable[[Harness, Executor | None], Awaitable[None]]
     error: type[BaseException]
+    message: str | None = None
 
 
 async def shut_default_pool_down_cancelling(harness: Harness, _: Executor | None) -> None:
@@ -800,17 +811,37 @@ DROPS = [
         Pool.DEFAULT,
         shut_default_pool_down_cancelling,
         ExecutorRefused,
+        "the executor was shut down before the call ran",
     ),
     Drop(
         "thread pool shut down, cancel_futures",
         Pool.THREAD_POOL,
         shut_thread_pool_down_cancelling,
         ExecutorRefused,
+        DROPPED,
     ),
     Drop("loop-future pool shut down", Pool.LOOP_FUTURE, shut_loop_future_pool_down, PoolClosed),
-    Drop("loop-future pool cancels it", Pool.LOOP_FUTURE, cancel_loop_future_work, ExecutorRefused),
-    Drop("executor cancels it later", None, drop_from_another_thread, ExecutorRefused),
-    Drop("executor cancels it at once", None, dropped_already, ExecutorRefused),
+    Drop(
+        "loop-future pool cancels it",
+        Pool.LOOP_FUTURE,
+        cancel_loop_future_work,
+        ExecutorRefused,
+        DROPPED,
+    ),
+    Drop(
+        "executor cancels it later",
+        None,
+        drop_from_another_thread,
+        ExecutorRefused,
+        DROPPED,
+    ),
+    Drop(
+        "executor cancels it at once",
+        None,
+        dropped_already,
+        ExecutorRefused,
+        DROPPED,
+    ),
 ]
 
 
@@ -836,6 +867,7 @@ async def test_a_call_dropped_before_it_ran_fails_instead_of_waiting_forever(
     outcome = await call.outcome()
     if drop.error is ExecutorRefused:
         assert_refused(outcome)
+        assert str(outcome) == drop.message
     else:
         assert type(outcome) is drop.error, (
             f"the caller should see the executor's own {drop.error.__name__}, it saw {outcome!r}"
@@ -1047,6 +1079,21 @@ async def test_a_module_level_function_runs_on_a_process_pool(
 
 @pytest.mark.asyncio
 @LIMITS
+async def test_an_error_in_a_process_pool_fails_the_call_with_it(
+    harness: Harness, limited: bool
+) -> None:
+    limiter = limiter_for(limited)
+    decorated = threaded(limit=limiter, executor=process_pool(harness))(divide)
+
+    outcome = await asyncio.wait_for(outcome_of(decorated(VALUE, 0)), HANG_GUARD * 2)
+
+    assert isinstance(outcome, ZeroDivisionError)
+    await harness.settle()
+    assert harness.books(limiter) == settled(error=1)
+
+
+@pytest.mark.asyncio
+@LIMITS
 @pytest.mark.parametrize("unpicklable", ["lambda", "lock argument"])
 async def test_an_unpicklable_call_is_refused_at_once_by_a_process_pool(
     harness: Harness, unpicklable: str, limited: bool
@@ -1065,6 +1112,15 @@ async def test_an_unpicklable_call_is_refused_at_once_by_a_process_pool(
     assert_refused(outcome)
     assert isinstance(outcome, BaseException)
     assert outcome.__cause__ is not None, "the pickling error should be the __cause__"
+    function = "<lambda>" if unpicklable == "lambda" else "multiply"
+    assert str(outcome).startswith(f"{__name__}.")
+    assert (
+        f"{function} cannot run on ProcessPoolExecutor: the function "
+        "or its arguments do not pickle ("
+    ) in str(outcome)
+    assert str(outcome).endswith(
+        "); use a thread executor, or a module-level function with picklable arguments"
+    )
     await harness.settle()
     assert harness.books(limiter) == settled(error=1)
 

@@ -131,7 +131,9 @@ async def test_stop_iteration_arrives_as_runtime_error() -> None:
     def stop() -> None:
         raise StopIteration
 
-    with pytest.raises(RuntimeError, match="StopIteration") as caught:
+    with pytest.raises(
+        RuntimeError, match=r"^the threaded function raised StopIteration$"
+    ) as caught:
         await stop()
     assert isinstance(caught.value.__cause__, StopIteration)
 
