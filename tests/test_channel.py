@@ -148,7 +148,7 @@ async def test_close_wakes_a_waiting_getter() -> None:
 @pytest.mark.asyncio
 async def test_get_timeout() -> None:
     channel: FromThreadChannel[int] = FromThreadChannel(timeout=10.0)
-    with pytest.raises(ChannelTimeout):
+    with pytest.raises(ChannelTimeout, match=r"^no item arrived within the timeout$"):
         await channel.get(timeout=0.01)
     assert issubclass(ChannelTimeout, asyncio.TimeoutError)
 
@@ -282,3 +282,26 @@ def test_repr_and_size() -> None:
     assert len(channel) == 1
     assert channel.maxsize == 4
     assert "open" in repr(channel)
+
+
+@pytest.mark.asyncio
+async def test_repr_shows_state_size_and_maxsize() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=2)
+    channel.put(1)
+    assert repr(channel) == "<FromThreadChannel open size=1 maxsize=2>"
+    channel.close()
+    assert repr(channel) == "<FromThreadChannel closed size=1 maxsize=2>"
+
+
+@pytest.mark.asyncio
+async def test_a_full_channel_refuses_to_block_the_loop_thread() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=1)
+    channel.put(1)
+    assert await channel.get() == 1  # the channel now knows its loop
+    channel.put(2)
+    with pytest.raises(
+        RuntimeError,
+        match=r"^FromThreadChannel.put\(\) would block the event loop's own thread: "
+        r"the channel is full; call put\(\) from a worker thread$",
+    ):
+        channel.put(3)

@@ -453,3 +453,20 @@ async def test_break_stops_the_generator_even_while_the_iterator_is_referenced()
             break
     await probe.assert_stopped()
     assert items.closed
+
+
+@threaded_iterable(max_size=1)
+def _two_numbers() -> Generator[int, None, None]:
+    yield 1
+    yield 2
+
+
+@pytest.mark.asyncio
+async def test_repr_shows_the_generator_and_its_state() -> None:
+    stream = _two_numbers()
+    prefix = f"<IteratorWrapper {__name__}._two_numbers"
+    assert repr(stream) == f"{prefix} not started>"
+    assert await stream.__anext__() == 1
+    assert repr(stream) == f"{prefix} running>"
+    await stream.close()
+    assert repr(stream) == f"{prefix} closed>"
