@@ -647,6 +647,15 @@ async def test_a_call_its_executor_refused_ends_an_error_span_under_the_callers(
     assert span.attributes is not None
     assert span.attributes["error.type"] == "aiothreads.ExecutorRefused"
     assert [event.name for event in span.events] == ["exception"]
+    (event,) = telemetry.events("threaded call refused")
+    assert event["log_level"] == "debug"
+    assert event["function"] == name(test + ".refused")
+    assert event["kind"] == "threaded"
+    assert event["error"].startswith("ExecutorRefused: the executor ")
+    assert event["trace_id"] == format(span.context.trace_id, "032x")
+    assert event["span_id"] == format(span.context.span_id, "016x")
+    labels = {"function": name(test + ".refused"), "kind": "threaded", "outcome": "error"}
+    assert telemetry.value("aiothreads_calls_finished_total", **labels) == 1
 
 
 @pytest.mark.asyncio

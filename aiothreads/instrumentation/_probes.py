@@ -245,13 +245,15 @@ class CallProbe:
         of = self._of
         if of.series is not None:
             of.series.skipped(outcome)
-        if outcome == ERROR:
-            self._log("debug", "threaded call refused", error=error)
-        if of.tracing is not None and self._span is None:
+        begun = of.tracing is not None and self._span is None
+        if begun:
             if context is None:
                 self._span = self._begin(None)
             else:  # the submitter's span is current there: ours becomes its child
                 self._span = context.run(self._begin, None)
+        if outcome == ERROR:  # logged while the span is open: the event carries its ids
+            self._log("debug", "threaded call refused", error=error)
+        if begun:
             self._end_span(outcome, error, self._unrun_attributes())
         self._stream_closed()
 
