@@ -7,7 +7,7 @@ import gc
 import os
 import threading
 import weakref
-from collections.abc import Coroutine, Generator, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from time import time_ns
@@ -656,6 +656,40 @@ async def test_a_call_its_executor_refused_ends_an_error_span_under_the_callers(
     assert event["span_id"] == format(span.context.span_id, "016x")
     labels = {"function": name(test + ".refused"), "kind": "threaded", "outcome": "error"}
     assert telemetry.value("aiothreads_calls_finished_total", **labels) == 1
+
+
+def test_a_result_its_closed_loop_cannot_take_is_logged_as_dropped(
+    telemetry: Telemetry, loop_factory: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    executor = ThreadPoolExecutor(1)
+
+    @threaded(executor=executor)
+    def outlives_its_loop() -> str:
+        started.set()
+        release.wait(5)
+        return "nobody takes this"
+
+    loop = loop_factory()
+    try:
+        running = loop.run_until_complete(_started(outlives_its_loop, started))
+    finally:
+        loop.close()  # by hand, while the call runs
+    release.set()
+    executor.shutdown(wait=True)  # the thread tried to deliver and gave up
+    assert not running.done()
+    (event,) = telemetry.events("result dropped: event loop closed")
+    assert event["log_level"] == "warning"
+    assert event["function"] == name(outlives_its_loop.__qualname__)
+    assert event["kind"] == "threaded"
+
+
+async def _started(
+    function: Callable[[], Awaitable[str]], started: threading.Event
+) -> asyncio.Future[str]:
+    future = asyncio.ensure_future(function())
+    assert await wait_in_own_thread(started)
+    return future
 
 
 @pytest.mark.asyncio
