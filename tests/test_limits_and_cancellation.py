@@ -162,6 +162,61 @@ async def test_limited_iterables_wait_for_a_place() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_limited_iterator_closed_while_it_waits_for_admission_never_runs() -> None:
+    limiter = CapacityLimiter(1)
+    ran: list[str] = []
+    holder_running, release_holder = threading.Event(), threading.Event()
+
+    @threaded_iterable(max_size=1, limit=limiter)
+    def rows(name: str) -> Generator[str, None, None]:
+        ran.append(name)
+        if name == "holder":
+            holder_running.set()
+            release_holder.wait(5)
+        yield name
+
+    holder = rows("holder")
+    holder_items = asyncio.ensure_future(holder.__anext__())
+    assert await in_own_thread(holder_running)
+    waiting = rows("waiting")
+    admission = asyncio.ensure_future(waiting.__anext__())
+    await turns_until(lambda: limiter.waiting == 1, "the second iterator queuing for the place")
+
+    waiting.close()
+    release_holder.set()
+    assert await holder_items == "holder"
+    await holder.aclose()
+    with pytest.raises(StopAsyncIteration):
+        await admission
+
+    assert ran == ["holder"]
+    assert limiter.borrowed_tokens == 0
+    assert limiter.waiting == 0
+
+
+@pytest.mark.asyncio
+async def test_two_consumers_waiting_for_admission_start_one_producer() -> None:
+    limiter = CapacityLimiter(1)
+    starts: list[int] = []
+
+    @threaded_iterable(max_size=2, limit=limiter)
+    def rows() -> Generator[int, None, None]:
+        starts.append(1)
+        yield 1
+        yield 2
+
+    async with limiter:  # both consumers of one iterator wait for the place
+        stream = rows()
+        first = asyncio.ensure_future(stream.__anext__())
+        second = asyncio.ensure_future(stream.__anext__())
+        await turns_until(lambda: limiter.waiting == 2, "both consumers queuing for the place")
+    assert sorted(await asyncio.gather(first, second)) == [1, 2]
+    await stream.aclose()
+    assert starts == [1]
+    assert limiter.borrowed_tokens == 0
+
+
+@pytest.mark.asyncio
 async def test_executor_option_runs_calls_there() -> None:
     with ThreadPoolExecutor(1, thread_name_prefix="chosen") as chosen:
 
