@@ -135,7 +135,8 @@ class ThreadedBase(Generic[P, T], ABC):
             return self._submit(loop, args, kwargs)
         if limiter.try_acquire():
             return self._submit(loop, args, kwargs, limiter.release)
-        return loop.create_task(self._submit_when_admitted(limiter, args, kwargs))
+        called_at = time.perf_counter()  # the wait starts now, not when the task first runs
+        return loop.create_task(self._submit_when_admitted(limiter, args, kwargs, called_at))
 
     __call__ = async_call  # the same function: calling the object costs no extra frame
 
@@ -167,11 +168,19 @@ class ThreadedBase(Generic[P, T], ABC):
         return await self._submit_when_admitted(limiter, args, kwargs)
 
     async def _submit_when_admitted(
-        self, limiter: CapacityLimiter, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+        self,
+        limiter: CapacityLimiter,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        waited_since: float | None = None,
     ) -> T:
-        """Wait for a place under the limit, then run the call holding it."""
+        """Wait for a place under the limit, then run the call holding it.
+
+        ``waited_since`` is when the call was made (``time.perf_counter()``), if not now.
+        """
         loop = asyncio.get_running_loop()
-        waited_since = time.perf_counter()
+        if waited_since is None:
+            waited_since = time.perf_counter()
         try:
             await limiter.acquire()
         except asyncio.CancelledError:

@@ -41,6 +41,7 @@ from tests.python_process import run_python
 from tests.waiting import turns_until
 
 MODULE = __name__
+LIMIT_WAIT = "aiothreads.limit_wait_seconds"
 
 
 class _SignalIteratorEnd(SpanProcessor):
@@ -1073,6 +1074,7 @@ async def test_a_call_that_waited_for_its_limit_has_the_wait_on_its_span(
         started.set()
         release.wait(5)
 
+    called_from = time_ns()
     first, second = hold(), hold()
     assert await wait_in_own_thread(started)
     assert hold.limiter is not None
@@ -1081,6 +1083,12 @@ async def test_a_call_that_waited_for_its_limit_has_the_wait_on_its_span(
     release.set()
     await asyncio.gather(first, second)
     spans = [span for span in telemetry.finished_spans() if span.name.endswith(".hold")]
+    (waited,) = [span for span in spans if LIMIT_WAIT in (span.attributes or {})]
+    (held,) = [span for span in spans if span is not waited]
+    assert waited.start_time is not None
+    assert held.end_time is not None
+    # It starts when it was called: before its wait, so before the call it waited for ended.
+    assert called_from <= waited.start_time <= held.end_time
     waits = sorted(
         (span.attributes or {}).get("aiothreads.limit_wait_seconds", 0.0) for span in spans
     )
