@@ -314,12 +314,14 @@ class _Waiter(Generic[T]):
         drive = self._drive()
         try:
             task = start_task(loop, drive)
-        except BaseException as exc:
+        except BaseException as exc:  # e.g. the application's task factory failed
             drive.close()
             self.close_unstarted()
             self._error = exc
             self._signal()
-            raise
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: the loop's too
+                raise
+            return  # the waiting thread raises it: that is where it belongs
         if self._signalled:  # it ran to its end eagerly
             return
         self._task = task
@@ -352,12 +354,12 @@ class _Waiter(Generic[T]):
             raise
         except Exception as exc:
             self._error = exc
-        except (KeyboardInterrupt, SystemExit) as exc:  # the loop must see them too
+        except (KeyboardInterrupt, SystemExit) as exc:
             self._error = exc
-            task = asyncio.current_task()
-            if task is not None:  # the waiting thread reports it: the task need not
-                task.add_done_callback(_retrieve_exception)
-            raise
+            # The loop must stop with it too, as for any task. Raised from a callback,
+            # not from the task: a task's exception would be reported as never
+            # retrieved when the loop stops before a done callback could take it.
+            asyncio.get_running_loop().call_soon(_reraise, exc)
         except BaseException as exc:  # GeneratorExit: closed unfinished, with its loop
             self._error = exc
             raise
@@ -385,7 +387,7 @@ class _Waiter(Generic[T]):
         if task.cancelled():
             self.cancelled = True
         else:
-            task.exception()  # only KeyboardInterrupt or SystemExit get here; mark it seen
+            task.exception()  # read, so that nothing is ever reported as unretrieved
         self._signal()
 
     def _signal(self) -> None:
@@ -445,9 +447,8 @@ class _Waiter(Generic[T]):
                 loop.call_soon_threadsafe(task.cancel)
 
 
-def _retrieve_exception(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
+def _reraise(interrupt: BaseException) -> None:
+    raise interrupt
 
 
 def _submit(loop: asyncio.AbstractEventLoop, waiter: _Waiter[T]) -> _Waiter[T]:

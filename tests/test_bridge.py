@@ -9,12 +9,14 @@ import gc
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from aiothreads import (
     EVENT_LOOP,
+    LoopClosedError,
     NoEventLoopError,
     instrumentation,
     sync_await,
@@ -141,7 +143,7 @@ def test_thread_without_a_loop_gets_a_helpful_error() -> None:
 def test_closed_loop_is_reported(loop_factory: object) -> None:
     loop = loop_factory()  # type: ignore[operator]
     loop.close()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(LoopClosedError, match=r"^the event loop is closed$"):
         wait_coroutine(echo("x"), loop)
 
 
@@ -171,8 +173,9 @@ def test_loop_closing_while_a_thread_waits_ends_the_wait(loop_factory: object) -
     loop.close()
     thread.join(5)  # a hang guard: the backstop's poll is what ends the wait
     assert outcome, "the waiting thread never returned"
-    assert isinstance(outcome[0], RuntimeError)
-    assert "closed" in str(outcome[0])
+    assert isinstance(outcome[0], LoopClosedError)
+    assert str(outcome[0]) == "the event loop closed while a thread waited on it"
+    gc.collect()  # the abandoned task's coroutine is closed: it must not signal again
 
 
 def test_asyncio_run_shutdown_cancels_the_wait() -> None:
@@ -394,6 +397,7 @@ class _Payload:
 @pytest.mark.asyncio
 async def test_a_finished_sync_await_keeps_nothing_alive_while_its_call_goes_on() -> None:
     async def make() -> _Payload:
+        await asyncio.sleep(0)  # suspends: the bridge watches the caller meanwhile
         return _Payload()
 
     @threaded
@@ -408,6 +412,7 @@ async def test_a_finished_sync_await_keeps_nothing_alive_while_its_call_goes_on(
 @pytest.mark.asyncio
 async def test_a_finished_sync_await_in_a_generator_keeps_nothing_alive() -> None:
     async def make() -> _Payload:
+        await asyncio.sleep(0)  # suspends: the bridge watches the consumer meanwhile
         return _Payload()
 
     @threaded_iterable(max_size=1)
@@ -447,3 +452,95 @@ async def test_a_generator_waiting_on_the_loop_is_freed_when_its_consumer_leaves
     await stream.close()
     assert await asyncio.to_thread(returned.wait, 5), "the producer still waits on the loop"
     assert [type(exc) for exc in outcome] == [asyncio.CancelledError]
+
+
+@pytest.mark.asyncio
+async def test_a_failing_task_factory_fails_the_waiting_thread_only() -> None:
+    loop = asyncio.get_running_loop()
+
+    def refuses(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **options: Any
+    ) -> None:
+        coro.close()
+        raise RuntimeError("no tasks today")
+
+    @threaded
+    def work() -> str:
+        with pytest.raises(RuntimeError, match=r"^no tasks today$"):
+            sync_await(echo, "never")
+        return "raised here"
+
+    loop.set_task_factory(refuses)  # type: ignore[arg-type]
+    try:
+        assert await work() == "raised here"  # and nothing is logged on the loop
+    finally:
+        loop.set_task_factory(None)
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_in_the_awaited_coroutine_reaches_the_loop_and_the_thread(
+    interrupt: type[BaseException], loop_factory: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    seen: list[BaseException] = []
+    done = threading.Event()
+
+    async def interrupted() -> None:
+        await asyncio.sleep(0)
+        raise interrupt("from the coroutine")
+
+    def waits(loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            sync_wait_coroutine(loop, interrupted)
+        except BaseException as exc:
+            seen.append(exc)
+        finally:
+            done.set()
+
+    loop = loop_factory()
+    thread = threading.Thread(target=waits, args=(loop,))
+    try:
+        thread.start()
+        with pytest.raises(interrupt):
+            loop.run_forever()
+        thread.join(5)
+    finally:
+        loop.close()
+    assert done.is_set()
+    assert [type(exc) for exc in seen] == [interrupt]
+    gc.collect()  # its task's exception was retrieved: nothing is logged
+
+
+def test_a_thread_whose_callers_loop_closed_can_still_wait_on_another_loop(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    asked, go_on = threading.Event(), threading.Event()
+    results: list[str] = []
+    executor = ThreadPoolExecutor(1)
+
+    async def slow_echo(value: str) -> str:
+        await asyncio.sleep(0)  # suspends: the bridge then watches the caller's future
+        return value
+
+    def work(other: asyncio.AbstractEventLoop) -> None:
+        asked.set()
+        go_on.wait(5)
+        results.append(sync_wait_coroutine(other, slow_echo, "answered"))
+
+    async def start(other: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        call = threaded(work, executor=executor)(other)
+        with ThreadPoolExecutor(1) as helper:
+            assert await asyncio.get_running_loop().run_in_executor(helper, asked.wait, 5)
+        return call
+
+    first, other = loop_factory(), loop_factory()
+    try:
+        first.run_until_complete(start(other))
+    finally:
+        first.close()  # the caller's loop is gone while its thread still runs
+    go_on.set()
+    try:
+        with ThreadPoolExecutor(1) as helper:
+            other.run_until_complete(other.run_in_executor(helper, executor.shutdown, True))
+    finally:
+        other.close()
+    assert results == ["answered"]
