@@ -199,6 +199,49 @@ async def test_cancelling_a_call_frees_its_thread_blocked_on_another_loop(
     assert isinstance(outcome[0], asyncio.CancelledError)
 
 
+@pytest.mark.asyncio
+@pytest.mark.watchdog  # uvloop's close is announced to nobody: the backstop ends the wait
+@pytest.mark.asyncio_errors_expected  # the other loop closes with the coroutine pending
+async def test_cancelling_a_call_after_the_loop_it_waited_on_closed_is_quiet(
+    loop_factory: LoopFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    entered, gave_up, cancelled = threading.Event(), threading.Event(), threading.Event()
+    finished = threading.Event()
+    outcome: list[BaseException] = []
+
+    async def forever() -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    @threaded
+    def bridge(other: asyncio.AbstractEventLoop) -> None:
+        try:
+            sync_wait_coroutine(other, forever)
+        except LoopClosedError as exc:
+            outcome.append(exc)
+            gave_up.set()
+            cancelled.wait(5)  # still running when its caller cancels it
+        finally:
+            finished.set()
+
+    loop = asyncio.get_running_loop()
+    with loop_in_thread(loop_factory) as other:
+        call = bridge(other)
+        assert await loop.run_in_executor(None, entered.wait, 5)
+    # The other loop is closed; the thread learns it and goes on running.
+    assert await loop.run_in_executor(None, gave_up.wait, 5)
+    call.cancel()  # asks the closed loop to cancel the coroutine: nothing to do, no error
+    cancelled.set()
+    assert await loop.run_in_executor(None, finished.wait, 5)  # the loop ran the callbacks
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert [type(exc) for exc in outcome] == [LoopClosedError]
+    failed_callbacks = [
+        record for record in caplog.records if "Exception in callback" in record.getMessage()
+    ]
+    assert failed_callbacks == []
+
+
 @pytest.mark.watchdog  # the loop never ran: nothing announces its close
 def test_a_coroutine_for_a_loop_that_closed_before_it_ran_is_closed(
     loop_factory: LoopFactory,
