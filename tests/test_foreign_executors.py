@@ -1,0 +1,142 @@
+"""Executors that are not aiothreads' pool and do unusual things with their futures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Generator
+from concurrent.futures import Executor, Future
+from typing import Any, TypeVar
+
+import pytest
+
+from aiothreads import threaded
+from tests.waiting import turns_until
+
+T = TypeVar("T")
+_Work = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+
+
+@contextlib.contextmanager
+def loop_in_thread(
+    factory: Callable[[], asyncio.AbstractEventLoop],
+) -> Generator[asyncio.AbstractEventLoop, None, None]:
+    loop = factory()
+    loop.set_debug(True)  # touching its futures from another thread raises, as it must not
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+class OtherLoopExecutor(Executor):
+    """Runs work on a thread of its own; its futures belong to another loop (in another thread).
+
+    Work whose future was cancelled before the thread took it never runs.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work)
+        self._thread.start()
+        self.futures: list[asyncio.Future[Any]] = []
+        self.ran = 0
+
+    def submit(  # type: ignore[override]
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> asyncio.Future[T]:
+        created: Future[asyncio.Future[T]] = Future()
+        self._loop.call_soon_threadsafe(lambda: created.set_result(self._loop.create_future()))
+        future = created.result(5)
+        self.futures.append(future)
+        self._queue.put((future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while (work := self._queue.get()) is not None:
+            future, fn, args = work
+            if future.cancelled():
+                continue
+            self.ran += 1
+            result = fn(*args)
+            self._loop.call_soon_threadsafe(_settle, future, result)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+
+def _settle(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+@pytest.mark.asyncio
+async def test_a_call_on_an_executor_whose_futures_belong_to_another_loop(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    blocking, release = threading.Event(), threading.Event()
+    never: list[str] = []
+
+    def hold() -> str:
+        blocking.set()
+        release.wait(5)
+        return "held"
+
+    with loop_in_thread(loop_factory) as other:
+        executor = OtherLoopExecutor(other)
+        try:
+            run = threaded(executor=executor)
+
+            first = run(hold)()
+            assert await asyncio.to_thread(blocking.wait, 5)
+            queued = run(never.append)("ran")
+            queued.cancel()  # its executor's future, on the other loop, is cancelled there
+            cancelled = executor.futures[1].cancelled
+            await turns_until(cancelled, "the other loop cancelling the executor's future")
+            release.set()
+            assert await first == "held"
+            assert await run(lambda: "after")() == "after"
+        finally:
+            await asyncio.to_thread(executor.shutdown)
+    assert never == []
+    assert executor.ran == 2  # the cancelled call's executor dropped it
+
+
+class FailsThenRunsExecutor(Executor):
+    """Fails each future it returns at once, and runs the work later anyway (misbehaving)."""
+
+    def __init__(self) -> None:
+        self.accepted: list[Callable[[], object]] = []
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        future.set_exception(RuntimeError("overloaded"))
+        self.accepted.append(lambda: fn(*args, **kwargs))
+        return future
+
+    def run_accepted(self) -> None:
+        for work in self.accepted:
+            work()
+
+
+@pytest.mark.asyncio
+async def test_work_an_executor_failed_never_runs_even_if_it_runs_it_anyway() -> None:
+    ran: list[str] = []
+    executor = FailsThenRunsExecutor()
+
+    @threaded(executor=executor)
+    def work() -> None:
+        ran.append("ran")
+
+    with pytest.raises(RuntimeError, match=r"^overloaded$"):  # the executor's own error
+        await work()
+    await asyncio.to_thread(executor.run_accepted)  # too late: the call was settled as refused
+    assert ran == []
