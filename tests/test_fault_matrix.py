@@ -1090,6 +1090,26 @@ async def test_an_error_in_a_process_pool_fails_the_call_with_it(
     assert isinstance(outcome, ZeroDivisionError)
     await harness.settle()
     assert harness.books(limiter) == settled(error=1)
+    (span,) = harness.spans.get_finished_spans()[harness.spans_before :]
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "ZeroDivisionError"
+    assert [event.name for event in span.events] == ["exception"]
+
+
+@pytest.mark.asyncio
+@LIMITS
+async def test_a_process_pool_call_cancelled_by_its_caller_is_counted_cancelled(
+    harness: Harness, limited: bool
+) -> None:
+    limiter = limiter_for(limited)
+    decorated = threaded(limit=limiter, executor=process_pool(harness))(multiply)
+    call = decorated(VALUE, 2)
+
+    call.cancel()  # before its worker process even started: the work is cancelled too
+
+    assert_cancelled(await outcome_of(call))
+    await harness.settle()
+    assert harness.books(limiter) == settled(cancelled=1)
 
 
 @pytest.mark.asyncio

@@ -24,6 +24,7 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
 
 from aiothreads import (
+    CapacityLimiter,
     ExecutorRefused,
     ThreadedIterableBase,
     instrumentation,
@@ -1096,6 +1097,99 @@ async def test_a_call_that_waited_for_its_limit_has_the_wait_on_its_span(
     assert waits[1] > 0.0
     waited_longest = max((span.attributes or {})["aiothreads.queue_wait_seconds"] for span in spans)
     assert waits[1] <= waited_longest  # the limit wait is part of the queue wait
+
+
+@pytest.mark.asyncio
+async def test_an_iterator_that_waited_for_its_limit_has_the_wait_on_its_span(
+    telemetry: Telemetry,
+) -> None:
+    limiter = CapacityLimiter(1)
+
+    @threaded_iterable(max_size=1, limit=limiter)
+    def rows() -> Generator[int, None, None]:
+        yield 1
+
+    began = time.perf_counter()
+    async with limiter:
+        stream = rows()
+        first = asyncio.ensure_future(stream.__anext__())
+        await turns_until(lambda: limiter.waiting == 1, "the iterator queuing for the place")
+    assert await first == 1
+    await stream.aclose()
+    await telemetry.iterator_ended()
+    elapsed = time.perf_counter() - began
+    (span,) = [span for span in telemetry.finished_spans() if span.name.endswith(".rows")]
+    assert span.attributes is not None
+    assert 0 < span.attributes[LIMIT_WAIT] <= elapsed  # type: ignore[operator]
+
+
+@pytest.mark.asyncio
+async def test_an_iterator_dropped_before_its_producer_ran_is_traced_under_its_caller(
+    telemetry: Telemetry,
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(1) as worker:
+        worker.submit(lambda: (started.set(), release.wait(5)))
+        assert await wait_in_own_thread(started)
+
+        @threaded_iterable(max_size=1, executor=worker)
+        def never_ran() -> Generator[int, None, None]:
+            yield 1
+
+        with telemetry.provider.get_tracer("test").start_as_current_span("request") as request:
+            stream = never_ran()
+            first = asyncio.ensure_future(stream.__anext__())
+            await turns_until(lambda: worker._work_queue.qsize() == 1, "the producer queuing")
+        await stream.close()  # outside the request: the span still belongs under it
+        with pytest.raises(StopAsyncIteration):
+            await first
+        release.set()
+    span = telemetry.span(f"iterable {name(never_ran.__qualname__)}")
+    assert span.parent is not None
+    assert span.parent.span_id == request.get_span_context().span_id
+    assert span.attributes is not None
+    assert span.attributes["aiothreads.outcome"] == "cancelled"
+
+
+@pytest.mark.asyncio
+async def test_a_refused_call_is_counted_when_only_metrics_are_on() -> None:
+    registry = CollectorRegistry()
+    instrumentation.configure(registry=registry, opentelemetry=False, structlog=False)
+    executor = ThreadPoolExecutor(1)
+    executor.shutdown()
+    try:
+
+        @threaded(executor=executor)
+        def refused() -> None:
+            pass
+
+        with pytest.raises(ExecutorRefused):
+            await refused()
+    finally:
+        instrumentation.reset()
+    labels = {"function": name(refused.__qualname__), "kind": "threaded", "outcome": "error"}
+    assert registry.get_sample_value("aiothreads_calls_finished_total", labels) == 1
+
+
+@pytest.mark.asyncio
+async def test_an_uninstrumented_iterator_cancelled_while_waiting_for_its_limit_counts_nothing(
+    telemetry: Telemetry,
+) -> None:
+    limiter = CapacityLimiter(1)
+
+    @threaded_iterable(max_size=1, limit=limiter, instrument=False)
+    def quiet() -> Generator[int, None, None]:
+        yield 1
+
+    async with limiter:
+        stream = quiet()
+        admission = asyncio.ensure_future(stream.__anext__())
+        await turns_until(lambda: limiter.waiting == 1, "the iterator queuing for the place")
+        admission.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await admission
+    assert name(quiet.__qualname__) not in generate_latest(telemetry.registry).decode()
+    assert telemetry.finished_spans() == []
 
 
 @pytest.mark.asyncio

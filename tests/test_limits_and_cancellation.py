@@ -195,6 +195,62 @@ async def test_a_limited_iterator_closed_while_it_waits_for_admission_never_runs
 
 
 @pytest.mark.asyncio
+async def test_an_iterator_cancelled_while_it_waits_for_admission_is_closed() -> None:
+    limiter = CapacityLimiter(1)
+    ran: list[int] = []
+
+    @threaded_iterable(max_size=1, limit=limiter)
+    def rows() -> Generator[int, None, None]:
+        ran.append(1)
+        yield 1
+
+    async with limiter:
+        stream = rows()
+        admission = asyncio.ensure_future(stream.__anext__())
+        await turns_until(lambda: limiter.waiting == 1, "the iterator queuing for the place")
+        admission.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await admission
+    assert stream.closed
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()
+    assert ran == []
+    assert limiter.borrowed_tokens == 0
+
+
+@pytest.mark.asyncio
+async def test_closing_an_iterator_whose_producer_is_still_queued_drops_it_quietly() -> None:
+    started, release = threading.Event(), threading.Event()
+    ran: list[int] = []
+    with ThreadPoolExecutor(1) as worker:
+        worker.submit(lambda: (started.set(), release.wait(5)))
+        assert await in_own_thread(started)
+
+        @threaded_iterable(max_size=1, executor=worker)
+        def rows() -> Generator[int, None, None]:
+            ran.append(1)
+            yield 1
+
+        stream = rows()
+        first = asyncio.ensure_future(stream.__anext__())  # queues its producer
+        await turns_until(lambda: worker._work_queue.qsize() == 1, "the producer queuing")
+        await stream.close()  # returns at once: nothing ran, nothing to wait for
+        with pytest.raises(StopAsyncIteration):
+            await first
+        release.set()
+    assert ran == []
+
+
+@pytest.mark.asyncio
+async def test_a_separate_iterators_thread_never_keeps_the_interpreter_alive() -> None:
+    @threaded_iterable_separate(max_size=1)
+    def daemon() -> Generator[bool, None, None]:
+        yield threading.current_thread().daemon
+
+    assert [flag async for flag in daemon()] == [True]
+
+
+@pytest.mark.asyncio
 async def test_two_consumers_waiting_for_admission_start_one_producer() -> None:
     limiter = CapacityLimiter(1)
     starts: list[int] = []
