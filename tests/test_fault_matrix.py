@@ -1072,9 +1072,10 @@ async def test_a_module_level_function_runs_on_a_process_pool(
     decorated = threaded(limit=limiter, executor=process_pool(harness))(multiply)
 
     assert await asyncio.wait_for(decorated(VALUE, 2), HANG_GUARD * 2) == VALUE * 2
+    assert await asyncio.wait_for(decorated(VALUE, b=3), HANG_GUARD) == VALUE * 3
 
     await harness.settle()
-    assert harness.books(limiter) == settled(ok=1)
+    assert harness.books(limiter) == settled(ok=2)
 
 
 @pytest.mark.asyncio
