@@ -442,11 +442,35 @@ async def test_generator_cancellation_reasons(telemetry: Telemetry, stop: Any, r
     assert total == 1
     (event,) = telemetry.events("threaded generator cancelled")
     assert event["reason"] == reason
+    assert isinstance(event["items"], int)  # the items it handed over before it stopped
     span = next(s for s in telemetry.finished_spans() if s.name.startswith("iterable "))
     assert any(
         e.name == "cancelled" and e.attributes is not None and e.attributes["reason"] == reason
         for e in span.events
     )
+
+
+@pytest.mark.asyncio
+async def test_a_failing_generator_is_reported_with_its_error(telemetry: Telemetry) -> None:
+    @threaded_iterable(max_size=1)
+    def fails() -> Generator[int, None, None]:
+        yield 1
+        raise _Broken("mid-stream")
+
+    with pytest.raises(_Broken):
+        async for _ in fails():
+            pass
+    await telemetry.iterator_ended()
+    span = telemetry.span(f"iterable {name(fails.__qualname__)}")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == f"{__name__}._Broken"
+    stopped, raised = span.events  # it stopped early, for an error: its exception
+    assert (stopped.name, dict(stopped.attributes or {})) == ("cancelled", {"reason": "error"})
+    assert raised.name == "exception"
+    (event,) = telemetry.events("threaded call failed")
+    assert event["function"] == name(fails.__qualname__)
+    assert event["error"] == "_Broken: mid-stream"
 
 
 @pytest.mark.asyncio
