@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import threading
 import time
@@ -448,6 +449,23 @@ async def test_generator_cancellation_reasons(telemetry: Telemetry, stop: Any, r
         e.name == "cancelled" and e.attributes is not None and e.attributes["reason"] == reason
         for e in span.events
     )
+
+
+@pytest.mark.asyncio
+async def test_spans_made_in_a_generator_are_children_of_its_span(telemetry: Telemetry) -> None:
+    tracer = telemetry.provider.get_tracer("test")
+
+    @threaded_iterable(max_size=1)
+    def rows() -> Generator[int, None, None]:
+        with tracer.start_as_current_span("fetch row"):
+            yield 1
+
+    assert [row async for row in rows()] == [1]
+    await telemetry.iterator_ended()
+    stream = telemetry.span(f"iterable {name(rows.__qualname__)}")
+    fetch = telemetry.span("fetch row")
+    assert fetch.parent is not None
+    assert fetch.parent.span_id == stream.context.span_id
 
 
 @pytest.mark.asyncio
@@ -1225,15 +1243,31 @@ async def test_no_span_is_made_current_when_the_tracer_does_not_record() -> None
     try:
         outer = trace.NonRecordingSpan(trace.SpanContext(trace_id=1, span_id=2, is_remote=False))
 
-        @threaded
-        def current_span() -> Any:
+        async def on_the_loop() -> Any:
             return trace.get_current_span()
 
+        @threaded
+        def current_span() -> tuple[Any, Any]:
+            return trace.get_current_span(), sync_await(on_the_loop)
+
         with trace.use_span(outer):
-            assert await current_span() is outer
+            assert await current_span() == (outer, outer)
     finally:
         instrumentation.reset()
         provider.shutdown()
+
+
+def test_a_call_that_would_record_nothing_gets_no_probe() -> None:
+    # The API's own tracer provider (no SDK installed one) records nothing, and
+    # the aiothreads logger is not enabled for DEBUG.
+    assert not logging.getLogger("aiothreads").isEnabledFor(logging.DEBUG)
+    instrumentation.configure(prometheus=False, structlog=False)
+    try:
+        telemetry = current_telemetry()
+        assert telemetry is not None
+        assert telemetry.call("threaded", "nothing.to.record") is None
+    finally:
+        instrumentation.reset()
 
 
 @pytest.mark.asyncio
