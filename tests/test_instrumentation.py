@@ -451,6 +451,40 @@ async def test_generator_cancellation_reasons(telemetry: Telemetry, stop: Any, r
     )
 
 
+class _RaisingProcessor(SpanProcessor):
+    """A span processor with a bug: it raises whenever a span ends."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        raise RuntimeError("processor bug")
+
+
+@pytest.mark.asyncio
+async def test_a_span_processor_that_raises_never_breaks_a_call() -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(_RaisingProcessor())
+    instrumentation.configure(tracer_provider=provider, prometheus=False, structlog=False)
+    try:
+
+        async def on_the_loop() -> str:
+            return "awaited"
+
+        @threaded
+        def call() -> str:
+            return sync_await(on_the_loop)
+
+        @threaded_iterable(max_size=1)
+        def rows() -> Generator[int, None, None]:
+            yield from range(3)
+
+        assert await call() == "awaited"
+        assert [row async for row in rows()] == [0, 1, 2]
+        with pytest.raises(_Broken):
+            await broken()
+    finally:
+        instrumentation.reset()
+        provider.shutdown()
+
+
 @pytest.mark.asyncio
 async def test_spans_made_in_a_generator_are_children_of_its_span(telemetry: Telemetry) -> None:
     tracer = telemetry.provider.get_tracer("test")
