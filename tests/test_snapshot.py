@@ -229,6 +229,21 @@ async def test_a_traced_call_shows_its_trace_id() -> None:
     assert int(trace_id, 16)
 
 
+@pytest.mark.asyncio
+async def test_an_uninstrumented_call_shows_no_trace_id() -> None:
+    instrumentation.configure(enabled=False)
+    try:
+        blocked = Blocked()
+        call = threaded(blocked.block, name="untraced")(SECRET)
+        assert await in_own_thread(blocked.started)
+        seen = only("untraced")
+        blocked.release.set()
+        await call
+    finally:
+        instrumentation.reset()
+    assert seen.trace_id is None
+
+
 def test_several_loops_in_several_threads(loop_factory: object) -> None:
     started = threading.Barrier(3, timeout=5)
     release = threading.Event()

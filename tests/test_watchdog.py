@@ -215,9 +215,13 @@ async def test_metric_span_event_and_structlog_event(slow_log: SlowLog) -> None:
     (event,) = [event for event in span.events if event.name == "aiothreads.slow"]
     assert event.attributes is not None
     assert event.attributes["aiothreads.elapsed"] == pytest.approx(THRESHOLD + 1)
-    assert "in block" in str(event.attributes["code.stacktrace"])
+    stacktrace = str(event.attributes["code.stacktrace"])
+    assert "in block" in stacktrace
     slow = [entry for entry in logs if entry["event"] == "slow threaded call"]
     assert len(slow) == 1
+    assert stacktrace == "\n".join(slow[0]["stack"])  # one frame a line
+    assert event.attributes["thread.id"] == slow[0]["thread_id"]
+    assert event.attributes["thread.name"] == slow[0]["thread"]
     assert slow[0]["log_level"] == "warning"
     assert slow[0]["function"] == "stuck"
     assert slow[0]["trace_id"] == format(span.context.trace_id, "032x")
