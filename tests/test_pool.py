@@ -123,6 +123,20 @@ def test_shutdown_waits_for_running_work_by_default() -> None:
     assert not worker.is_alive()
 
 
+def test_shutdown_runs_the_queued_work_by_default() -> None:
+    started, release = threading.Event(), threading.Event()
+    pool = WorkerPool(max_workers=1)
+    pool.submit(lambda: (started.set(), release.wait(5)))
+    assert started.wait(5)
+    queued = pool.submit(abs, -3)
+
+    pool.shutdown(wait=False)  # the only worker is busy: the call is still queued
+    release.set()
+
+    assert queued.result(5) == 3
+    pool.shutdown()
+
+
 @pytest.mark.asyncio
 async def test_an_idle_worker_takes_the_next_call_instead_of_a_new_thread() -> None:
     with WorkerPool(max_workers=4) as pool:
