@@ -774,6 +774,30 @@ async def _started(
 
 
 @pytest.mark.asyncio
+async def test_a_generator_its_executor_refused_ends_an_error_span_under_the_callers(
+    telemetry: Telemetry,
+) -> None:
+    executor = ThreadPoolExecutor(1)
+    executor.shutdown()
+
+    @threaded_iterable(max_size=1, executor=executor)
+    def refused() -> Generator[int, None, None]:
+        yield 1
+
+    with telemetry.provider.get_tracer("test").start_as_current_span("request") as request:
+        stream = refused()
+    with pytest.raises(ExecutorRefused):
+        await stream.__anext__()  # started outside the request: the span is still its child
+    span = telemetry.span(f"iterable {name(refused.__qualname__)}")
+    assert span.parent is not None
+    assert span.parent.span_id == request.get_span_context().span_id
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "aiothreads.ExecutorRefused"
+    assert [event.name for event in span.events] == ["exception"]
+
+
+@pytest.mark.asyncio
 async def test_labels_never_carry_argument_values(telemetry: Telemetry) -> None:
     secret = "s3cr3t-argument"
 

@@ -291,7 +291,10 @@ async def test_an_unawaited_close_whose_cleanup_raises_leaves_nothing_unretrieve
         iterator.close()  # not awaited
         with pytest.raises(ValueError, match="cleanup failed"):  # waiting shows it too
             await asyncio.wait_for(iterator.wait_closed(), 5)
-    assert any("failed while it was being stopped" in record.message for record in caplog.records)
+    assert any(
+        record.message == "a threaded generator failed while it was being stopped"
+        for record in caplog.records
+    )
 
 
 EXIT_WITH_THREADS_SCRIPT = """

@@ -244,6 +244,30 @@ async def test_an_uninstrumented_call_shows_no_trace_id() -> None:
     assert seen.trace_id is None
 
 
+@pytest.mark.asyncio
+async def test_a_limited_generator_shows_how_long_it_waited_for_its_place() -> None:
+    limiter = aiothreads.CapacityLimiter(1)
+    running, release = threading.Event(), threading.Event()
+
+    @threaded_iterable(max_size=1, limit=limiter, name="limited_rows")
+    def rows() -> Generator[int, None, None]:
+        running.set()
+        release.wait(5)
+        yield 1
+
+    async with limiter:
+        stream = rows()
+        first = asyncio.ensure_future(stream.__anext__())
+        await turns_until(lambda: limiter.waiting == 1, "the generator queuing for the place")
+    assert await in_own_thread(running)
+    seen = only("limited_rows")
+    release.set()
+    assert await first == 1
+    await stream.aclose()
+    assert seen.limit_wait is not None
+    assert seen.limit_wait > 0
+
+
 def test_several_loops_in_several_threads(loop_factory: object) -> None:
     started = threading.Barrier(3, timeout=5)
     release = threading.Event()
