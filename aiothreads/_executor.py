@@ -298,8 +298,15 @@ def run_in_executor(executor: Executor | None, call: ThreadCall[T]) -> asyncio.F
     except BaseException as exc:  # nothing was queued: settle the books here
         refused_call(call, exc)
         if not isinstance(exc, Exception):
+            _let_go(call)
             raise
     return call
+
+
+def _let_go(call: asyncio.Future[Any]) -> None:
+    """Mark the failure of a refused call as seen: its caller gets the interrupt instead."""
+    if not call.cancelled():
+        call.exception()
 
 
 def refused_call(call: ThreadCall[T], exc: BaseException) -> asyncio.Future[T]:
@@ -447,5 +454,6 @@ def run_in_new_thread(call: ThreadCall[T], *, name: str, detach: bool = True) ->
     except BaseException as exc:  # no thread could be started (limits, interpreter exit)
         refused_call(call, exc)
         if not isinstance(exc, Exception):
+            _let_go(call)
             raise
     return call

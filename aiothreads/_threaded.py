@@ -148,17 +148,25 @@ class ThreadedBase(Generic[P, T], ABC):
         on_finish: Callable[[], None] | None = None,
         limit_wait: float | None = None,
     ) -> asyncio.Future[T]:
-        context = contextvars.copy_context()
-        telemetry = current_telemetry() if self._instrumented else None
-        probe = None
-        if telemetry is not None:
-            probe = telemetry.call(self._dispatch.kind, self._name)
-            if probe is not None and limit_wait is not None:
-                probe.limit_waited(limit_wait)
-        about = self._about if limit_wait is None else (*self._about[:2], limit_wait, None, None)
-        return self._dispatch(
-            ThreadCall(loop, self.func, (args, kwargs, context), probe, on_finish, about=about)
-        )
+        try:
+            context = contextvars.copy_context()
+            telemetry = current_telemetry() if self._instrumented else None
+            probe = None
+            if telemetry is not None:
+                probe = telemetry.call(self._dispatch.kind, self._name)
+                if probe is not None and limit_wait is not None:
+                    probe.limit_waited(limit_wait)
+            about = (
+                self._about if limit_wait is None else (*self._about[:2], limit_wait, None, None)
+            )
+            call = ThreadCall(
+                loop, self.func, (args, kwargs, context), probe, on_finish, about=about
+            )
+        except BaseException:
+            if on_finish is not None:  # no call took the limit place: give it back
+                on_finish()
+            raise
+        return self._dispatch(call)  # the call gives the place back, whatever happens to it
 
     async def _submit_when_awaited(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> T:
         loop = asyncio.get_running_loop()
@@ -189,14 +197,8 @@ class ThreadedBase(Generic[P, T], ABC):
             if probe is not None:  # counted once, as a call that never ran
                 probe.skipped()
             raise
-        try:
-            future = self._submit(
-                loop, args, kwargs, limiter.release, limit_wait=time.perf_counter() - waited_since
-            )
-        except BaseException:
-            limiter.release()
-            raise
-        return await future
+        limit_wait = time.perf_counter() - waited_since
+        return await self._submit(loop, args, kwargs, limiter.release, limit_wait=limit_wait)
 
     def __getattr__(self, name: str) -> Any:
         # 1.x subclasses set only ``func``; give them what the calls need.

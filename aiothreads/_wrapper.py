@@ -271,7 +271,8 @@ class IteratorWrapper(Generic[P, T]):
         try:
             self._start(time.perf_counter() - waited_since)
         except BaseException:
-            limiter.release()
+            if self._job is None:  # no producer took the place: give it back
+                limiter.release()
             raise
 
     def close(self) -> Awaitable[None]:

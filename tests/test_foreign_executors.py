@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from aiothreads import threaded
+from aiothreads import CapacityLimiter, threaded, threaded_iterable
 from tests.waiting import turns_until
 
 T = TypeVar("T")
@@ -139,4 +139,72 @@ async def test_work_an_executor_failed_never_runs_even_if_it_runs_it_anyway() ->
     with pytest.raises(RuntimeError, match=r"^overloaded$"):  # the executor's own error
         await work()
     await asyncio.to_thread(executor.run_accepted)  # too late: the call was settled as refused
+    assert ran == []
+
+
+class InterruptedExecutor(Executor):
+    """An executor whose ``submit()`` is interrupted (Ctrl-C arrives inside it)."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        raise KeyboardInterrupt
+
+
+def test_an_iterator_whose_executor_is_interrupted_settles_before_the_interrupt_goes_on(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    limiter = CapacityLimiter(1)
+    ran: list[int] = []
+
+    @threaded_iterable(max_size=1, limit=limiter, executor=InterruptedExecutor())
+    def rows() -> Generator[int, None, None]:
+        ran.append(1)
+        yield 1
+
+    stream = rows()
+    loop = loop_factory()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(stream.__anext__())
+        assert stream.closed
+        assert limiter.borrowed_tokens == 0  # its place was given back before it went on
+        with pytest.raises(StopAsyncIteration):  # it is over: it never runs
+            loop.run_until_complete(stream.__anext__())
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+    assert ran == []
+
+
+@pytest.mark.parametrize("waits_for_its_place", [False, True])
+def test_a_limited_call_whose_executor_is_interrupted_gives_its_place_back_once(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], waits_for_its_place: bool
+) -> None:
+    limiter = CapacityLimiter(1)
+    ran: list[int] = []
+
+    @threaded(limit=limiter, executor=InterruptedExecutor())
+    def work() -> None:
+        ran.append(1)
+
+    queued: list[asyncio.Future[None]] = []
+
+    async def queue_behind_the_limit() -> None:
+        async with limiter:  # the call queues for the place; its submit is interrupted later
+            queued.append(asyncio.ensure_future(work()))
+            await turns_until(lambda: limiter.waiting == 1, "the call queuing for the place")
+
+    loop = loop_factory()
+    try:
+        with pytest.raises(KeyboardInterrupt):  # out of the loop, from the call's task
+            if waits_for_its_place:
+                loop.run_until_complete(queue_behind_the_limit())
+            else:
+                queued.append(loop.create_task(work()))  # type: ignore[arg-type]
+            loop.run_until_complete(queued[0])
+        assert isinstance(queued[0].exception(), KeyboardInterrupt)
+        assert limiter.borrowed_tokens == 0
+        assert limiter.waiting == 0
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
     assert ran == []
