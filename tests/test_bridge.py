@@ -25,6 +25,7 @@ from aiothreads import (
     threaded_iterable,
     wait_coroutine,
 )
+from tests.loops import cancels_itself
 
 tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant")
 
@@ -341,12 +342,6 @@ async def test_a_task_cancelled_before_its_coroutine_ran_cancels_the_wait() -> N
 
 @pytest.mark.asyncio
 async def test_a_coroutine_cancelled_on_the_loop_raises_cancelled_in_the_thread() -> None:
-    async def cancels_itself() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()
-        await asyncio.sleep(0)
-
     @threaded
     def work() -> str:
         try:

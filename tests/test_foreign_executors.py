@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import queue
 import threading
 from collections.abc import Callable, Generator
@@ -13,26 +12,11 @@ from typing import Any, TypeVar
 import pytest
 
 from aiothreads import CapacityLimiter, threaded, threaded_iterable
+from tests.loops import loop_in_thread
 from tests.waiting import turns_until
 
 T = TypeVar("T")
 _Work = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
-
-
-@contextlib.contextmanager
-def loop_in_thread(
-    factory: Callable[[], asyncio.AbstractEventLoop],
-) -> Generator[asyncio.AbstractEventLoop, None, None]:
-    loop = factory()
-    loop.set_debug(True)  # touching its futures from another thread raises, as it must not
-    thread = threading.Thread(target=loop.run_forever)
-    thread.start()
-    try:
-        yield loop
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
 
 
 class OtherLoopExecutor(Executor):
@@ -90,7 +74,7 @@ async def test_a_call_on_an_executor_whose_futures_belong_to_another_loop(
         release.wait(5)
         return "held"
 
-    with loop_in_thread(loop_factory) as other:
+    with loop_in_thread(loop_factory, debug=True) as other:  # touched from here, it raises
         executor = OtherLoopExecutor(other)
         try:
             run = threaded(executor=executor)

@@ -39,6 +39,7 @@ from aiothreads import (
 )
 from aiothreads.instrumentation import METRICS
 from aiothreads.instrumentation._hooks import current as current_telemetry
+from tests.loops import cancels_itself
 from tests.python_process import run_python
 from tests.waiting import turns_until
 
@@ -590,12 +591,6 @@ async def test_sync_await_that_fails_or_is_cancelled_is_reported_with_its_error(
     async def refuses() -> None:
         raise _Broken("on the loop")
 
-    async def cancels_itself() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()
-        await asyncio.sleep(0)
-
     @threaded
     def work() -> list[str]:
         current = [trace.get_current_span().name]  # type: ignore[attr-defined]
@@ -617,9 +612,14 @@ async def test_sync_await_that_fails_or_is_cancelled_is_reported_with_its_error(
         assert span.attributes is not None
         assert span.attributes["error.type"].endswith(error)  # type: ignore[union-attr]
         assert [event.name for event in span.events] == ["exception"]
-    cancelled = telemetry.span(f"sync_await {name(cancels_itself.__qualname__)}")
+    cancelled = telemetry.span(
+        f"sync_await {f'{cancels_itself.__module__}.{cancels_itself.__qualname__}'}"
+    )
     assert cancelled.status.status_code is not StatusCode.ERROR
-    labels = {"function": name(cancels_itself.__qualname__), "kind": "sync_await"}
+    labels = {
+        "function": f"{cancels_itself.__module__}.{cancels_itself.__qualname__}",
+        "kind": "sync_await",
+    }
     assert telemetry.value("aiothreads_calls_finished_total", outcome="cancelled", **labels) == 1
 
 

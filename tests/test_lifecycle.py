@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import inspect
 import logging
@@ -24,6 +23,7 @@ from aiothreads import (
     threaded_iterable,
     wait_coroutine,
 )
+from tests.loops import loop_in_thread
 from tests.python_process import run_dev_script
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
@@ -152,19 +152,6 @@ def test_many_loops_in_many_threads_start_run_and_close_at_once() -> None:
     finally:
         sys.setswitchinterval(interval)
     assert failures == []
-
-
-@contextlib.contextmanager
-def loop_in_thread(factory: LoopFactory) -> Generator[asyncio.AbstractEventLoop, None, None]:
-    loop = factory()
-    thread = threading.Thread(target=loop.run_forever)
-    thread.start()
-    try:
-        yield loop
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
 
 
 @pytest.mark.asyncio
