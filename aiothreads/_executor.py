@@ -296,17 +296,21 @@ def run_in_executor(executor: Executor | None, call: ThreadCall[T]) -> asyncio.F
         else:
             _ForeignWork(call).submit(executor)
     except BaseException as exc:  # nothing was queued: settle the books here
-        refused_call(call, exc)
-        if not isinstance(exc, Exception):
-            _let_go(call)
-            raise
+        _settle_unstarted(call, exc)
     return call
 
 
-def _let_go(call: asyncio.Future[Any]) -> None:
-    """Mark the failure of a refused call as seen: its caller gets the interrupt instead."""
-    if not call.cancelled():
-        call.exception()
+def _settle_unstarted(call: ThreadCall[Any], exc: BaseException) -> None:
+    """Fail ``call``, which could not be started; re-raise ``exc`` if it is an interrupt.
+
+    Called in the ``except`` block that caught ``exc``. An interrupt goes on
+    alone: the call's own failure is marked as seen, since nobody will await it.
+    """
+    refused_call(call, exc)
+    if not isinstance(exc, Exception):
+        if not call.cancelled():
+            call.exception()
+        raise exc
 
 
 def refused_call(call: ThreadCall[T], exc: BaseException) -> asyncio.Future[T]:
@@ -452,8 +456,5 @@ def run_in_new_thread(call: ThreadCall[T], *, name: str, detach: bool = True) ->
     try:
         thread.start()
     except BaseException as exc:  # no thread could be started (limits, interpreter exit)
-        refused_call(call, exc)
-        if not isinstance(exc, Exception):
-            _let_go(call)
-            raise
+        _settle_unstarted(call, exc)
     return call

@@ -173,22 +173,20 @@ class ThreadedBase(Generic[P, T], ABC):
         limiter = self._limiter
         if limiter is None:
             return await self._submit(loop, args, kwargs)
-        return await self._submit_when_admitted(limiter, args, kwargs)
+        return await self._submit_when_admitted(limiter, args, kwargs, time.perf_counter())
 
     async def _submit_when_admitted(
         self,
         limiter: CapacityLimiter,
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
-        waited_since: float | None = None,
+        waited_since: float,
     ) -> T:
         """Wait for a place under the limit, then run the call holding it.
 
-        ``waited_since`` is when the call was made (``time.perf_counter()``), if not now.
+        ``waited_since`` is when the call was made, on ``time.perf_counter()``'s clock.
         """
         loop = asyncio.get_running_loop()
-        if waited_since is None:
-            waited_since = time.perf_counter()
         try:
             await limiter.acquire()
         except asyncio.CancelledError:
