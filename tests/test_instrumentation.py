@@ -41,7 +41,7 @@ from aiothreads.instrumentation import METRICS
 from aiothreads.instrumentation._hooks import current as current_telemetry
 from tests.loops import cancels_itself
 from tests.python_process import run_python
-from tests.waiting import turns_until
+from tests.waiting import queued_for_a_place, turns_until
 
 MODULE = __name__
 LIMIT_WAIT = "aiothreads.limit_wait_seconds"
@@ -505,16 +505,9 @@ async def test_spans_made_in_a_generator_are_children_of_its_span(telemetry: Tel
 
 @pytest.mark.asyncio
 async def test_a_failing_generator_is_reported_with_its_error(telemetry: Telemetry) -> None:
-    @threaded_iterable(max_size=1)
-    def fails() -> Generator[int, None, None]:
-        yield 1
-        raise _Broken("mid-stream")
-
-    with pytest.raises(_Broken):
-        async for _ in fails():
-            pass
+    await stop_by_error()
     await telemetry.iterator_ended()
-    span = telemetry.span(f"iterable {name(fails.__qualname__)}")
+    span = telemetry.span(f"iterable {name('stop_by_error.<locals>.fails')}")
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes is not None
     assert span.attributes["error.type"] == f"{__name__}._Broken"
@@ -522,8 +515,8 @@ async def test_a_failing_generator_is_reported_with_its_error(telemetry: Telemet
     assert (stopped.name, dict(stopped.attributes or {})) == ("cancelled", {"reason": "error"})
     assert raised.name == "exception"
     (event,) = telemetry.events("threaded call failed")
-    assert event["function"] == name(fails.__qualname__)
-    assert event["error"] == "_Broken: mid-stream"
+    assert event["function"] == name("stop_by_error.<locals>.fails")
+    assert event["error"] == "_Broken: generator"
 
 
 @pytest.mark.asyncio
@@ -1212,8 +1205,7 @@ async def test_an_iterator_that_waited_for_its_limit_has_the_wait_on_its_span(
     began = time.perf_counter()
     async with limiter:
         stream = rows()
-        first = asyncio.ensure_future(stream.__anext__())
-        await turns_until(lambda: limiter.waiting == 1, "the iterator queuing for the place")
+        first = await queued_for_a_place(limiter, stream.__anext__())
     assert await first == 1
     await stream.aclose()
     await telemetry.iterator_ended()
@@ -1283,8 +1275,7 @@ async def test_an_uninstrumented_iterator_cancelled_while_waiting_for_its_limit_
 
     async with limiter:
         stream = quiet()
-        admission = asyncio.ensure_future(stream.__anext__())
-        await turns_until(lambda: limiter.waiting == 1, "the iterator queuing for the place")
+        admission = await queued_for_a_place(limiter, stream.__anext__())
         admission.cancel()
         with pytest.raises(asyncio.CancelledError):
             await admission

@@ -19,7 +19,7 @@ from aiothreads import (
     threaded_iterable_separate,
     threaded_separate,
 )
-from tests.waiting import turns_until
+from tests.waiting import queued_for_a_place, turns_until
 
 
 async def in_own_thread(event: threading.Event, timeout: float = 5) -> bool:
@@ -179,8 +179,7 @@ async def test_a_limited_iterator_closed_while_it_waits_for_admission_never_runs
     holder_items = asyncio.ensure_future(holder.__anext__())
     assert await in_own_thread(holder_running)
     waiting = rows("waiting")
-    admission = asyncio.ensure_future(waiting.__anext__())
-    await turns_until(lambda: limiter.waiting == 1, "the second iterator queuing for the place")
+    admission = await queued_for_a_place(limiter, waiting.__anext__())
 
     waiting.close()
     release_holder.set()
@@ -206,8 +205,7 @@ async def test_an_iterator_cancelled_while_it_waits_for_admission_is_closed() ->
 
     async with limiter:
         stream = rows()
-        admission = asyncio.ensure_future(stream.__anext__())
-        await turns_until(lambda: limiter.waiting == 1, "the iterator queuing for the place")
+        admission = await queued_for_a_place(limiter, stream.__anext__())
         admission.cancel()
         with pytest.raises(asyncio.CancelledError):
             await admission
@@ -263,9 +261,8 @@ async def test_two_consumers_waiting_for_admission_start_one_producer() -> None:
 
     async with limiter:  # both consumers of one iterator wait for the place
         stream = rows()
-        first = asyncio.ensure_future(stream.__anext__())
-        second = asyncio.ensure_future(stream.__anext__())
-        await turns_until(lambda: limiter.waiting == 2, "both consumers queuing for the place")
+        first = await queued_for_a_place(limiter, stream.__anext__())
+        second = await queued_for_a_place(limiter, stream.__anext__())
     assert sorted(await asyncio.gather(first, second)) == [1, 2]
     await stream.aclose()
     assert starts == [1]

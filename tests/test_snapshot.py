@@ -26,7 +26,7 @@ from aiothreads import (
 )
 from aiothreads._inflight import running
 from tests.streams import one_ahead_of_its_consumer
-from tests.waiting import turns_until
+from tests.waiting import queued_for_a_place, turns_until
 
 MODULE = __name__
 SECRET = "s3cr3t-argument-value"
@@ -257,8 +257,7 @@ async def test_a_limited_generator_shows_how_long_it_waited_for_its_place() -> N
 
     async with limiter:
         stream = rows()
-        first = asyncio.ensure_future(stream.__anext__())
-        await turns_until(lambda: limiter.waiting == 1, "the generator queuing for the place")
+        first = await queued_for_a_place(limiter, stream.__anext__())
     assert await in_own_thread(running)
     seen = only("limited_rows")
     release.set()

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from aiothreads import CapacityLimiter
+
+T = TypeVar("T")
 
 MAX_TURNS = 10_000
 """Loop turns after which a state that never came may be a failure."""
@@ -32,3 +38,11 @@ async def turns_until(condition: Callable[[], bool], what: str) -> None:
             raise AssertionError(f"never happened: {what}")
         turns += 1
         await asyncio.sleep(0)
+
+
+async def queued_for_a_place(limiter: CapacityLimiter, work: Awaitable[T]) -> asyncio.Future[T]:
+    """Start ``work`` and return it once it waits for a place under ``limiter``."""
+    waiting = limiter.waiting
+    started = asyncio.ensure_future(work)
+    await turns_until(lambda: limiter.waiting > waiting, "the work queuing for a place")
+    return started
