@@ -688,6 +688,16 @@ async def test_sync_await_after_the_caller_gave_up_is_cancelled_not_failed(
     assert telemetry.value("aiothreads_calls_finished_total", outcome="error", **labels) == 0
 
 
+def assert_refused_under(span: ReadableSpan, parent: trace.Span) -> None:
+    """``span`` is an error span of work its executor refused, a child of ``parent``."""
+    assert span.parent is not None
+    assert span.parent.span_id == parent.get_span_context().span_id
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "aiothreads.ExecutorRefused"
+    assert [event.name for event in span.events] == ["exception"]
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("when", ["at submit", "while queued"])
 async def test_a_call_its_executor_refused_ends_an_error_span_under_the_callers(
@@ -715,12 +725,7 @@ async def test_a_call_its_executor_refused_ends_an_error_span_under_the_callers(
     executor.shutdown()
     test = "test_a_call_its_executor_refused_ends_an_error_span_under_the_callers.<locals>"
     span = telemetry.span(f"threaded {name(test + '.refused')}")
-    assert span.parent is not None
-    assert span.parent.span_id == request.get_span_context().span_id
-    assert span.status.status_code is StatusCode.ERROR
-    assert span.attributes is not None
-    assert span.attributes["error.type"] == "aiothreads.ExecutorRefused"
-    assert [event.name for event in span.events] == ["exception"]
+    assert_refused_under(span, request)
     (event,) = telemetry.events("threaded call refused")
     assert event["log_level"] == "debug"
     assert event["function"] == name(test + ".refused")
@@ -782,12 +787,7 @@ async def test_a_generator_its_executor_refused_ends_an_error_span_under_the_cal
     with pytest.raises(ExecutorRefused):
         await stream.__anext__()  # started outside the request: the span is still its child
     span = telemetry.span(f"iterable {name(refused.__qualname__)}")
-    assert span.parent is not None
-    assert span.parent.span_id == request.get_span_context().span_id
-    assert span.status.status_code is StatusCode.ERROR
-    assert span.attributes is not None
-    assert span.attributes["error.type"] == "aiothreads.ExecutorRefused"
-    assert [event.name for event in span.events] == ["exception"]
+    assert_refused_under(span, request)
 
 
 @pytest.mark.asyncio
