@@ -108,8 +108,23 @@ async def test_wrapper_with_an_explicit_executor() -> None:
 
 
 def test_wrapper_rejects_a_non_callable() -> None:
-    with pytest.raises(TypeError, match="callable"):
+    with pytest.raises(TypeError, match=r"^gen_func must be callable, got int$"):
         IteratorWrapper(42)  # type: ignore[arg-type]
+
+
+def test_wrapper_rejects_a_flag_that_is_not_a_bool() -> None:
+    with pytest.raises(TypeError, match=r"^instrument must be a bool, got str$"):
+        IteratorWrapper(letters, instrument="yes")  # type: ignore[arg-type]
+
+
+def test_a_wrapper_built_by_hand_is_named_after_its_generator_and_keeps_its_loop() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        wrapper: IteratorWrapper[Any, str] = IteratorWrapper(letters, loop)
+        assert wrapper.loop is loop
+        assert repr(wrapper).startswith(f"<IteratorWrapper {__name__}.letters ")
+    finally:
+        loop.close()
 
 
 @pytest.mark.asyncio

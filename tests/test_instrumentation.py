@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import logging
 import os
 import threading
@@ -27,6 +28,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from aiothreads import (
     CapacityLimiter,
     ExecutorRefused,
+    IteratorWrapper,
     ThreadedIterableBase,
     instrumentation,
     sync_await,
@@ -303,6 +305,24 @@ async def test_items_yielded_and_iterator_span(telemetry: Telemetry) -> None:
     assert span.attributes is not None
     assert span.attributes["aiothreads.items"] == 1000
     assert span.attributes["aiothreads.outcome"] == "ok"
+
+
+@pytest.mark.asyncio
+async def test_a_wrapper_built_by_hand_is_traced_under_its_generators_name(
+    telemetry: Telemetry,
+) -> None:
+    def letters() -> Generator[str, None, None]:
+        yield from "abc"
+
+    wrapper: IteratorWrapper[Any, str] = IteratorWrapper(letters, max_size=1)  # as in 1.x
+    assert [item async for item in wrapper] == ["a", "b", "c"]
+    await telemetry.iterator_ended()
+    function = name(
+        "test_a_wrapper_built_by_hand_is_traced_under_its_generators_name.<locals>.letters"
+    )
+    labels = {"function": function, "kind": "iterable"}
+    assert telemetry.value("aiothreads_items_yielded_total", **labels) == 3
+    assert telemetry.span(f"iterable {function}").attributes is not None
 
 
 @pytest.mark.asyncio
@@ -1492,6 +1512,94 @@ async def test_opentelemetry_and_prometheus_metrics_agree() -> None:
     finally:
         instrumentation.reset()
         provider.shutdown()
+
+
+OPENTELEMETRY_AND_PROMETHEUS_NAMES = {
+    "aiothreads.call.started": "aiothreads_calls_started_total",
+    "aiothreads.call.active": "aiothreads_calls_in_flight",
+    "aiothreads.call.queued": "aiothreads_calls_queued",
+    "aiothreads.call.slow": "aiothreads_calls_slow_total",
+    "aiothreads.thread.started": "aiothreads_separate_threads_started_total",
+    "aiothreads.thread.active": "aiothreads_separate_threads_alive",
+    "aiothreads.generator.items": "aiothreads_items_yielded_total",
+    "aiothreads.generator.blocked": "aiothreads_producer_blocked_seconds_total",
+    "aiothreads.channel.depth": "aiothreads_channel_depth",
+    "aiothreads.channel.capacity": "aiothreads_channel_capacity",
+    "aiothreads.generator.active": "aiothreads_iterators_active",
+}
+
+
+@pytest.mark.asyncio
+async def test_every_opentelemetry_instrument_reports_what_its_prometheus_family_does() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    registry = CollectorRegistry()
+    instrumentation.configure(
+        meter_provider=provider, registry=registry, opentelemetry=False, structlog=False
+    )
+    running, parked, release = threading.Event(), threading.Event(), threading.Event()
+
+    @threaded_separate
+    def hold() -> None:
+        running.set()
+        release.wait(5)
+
+    @threaded_iterable(max_size=3)
+    def stream() -> Generator[int, None, None]:
+        yield from range(5)  # 4 waits until the consumer drained the channel to 1
+        parked.set()
+        release.wait(5)
+        yield from itertools.count(5)
+
+    held = asyncio.ensure_future(hold())
+    try:
+        assert await asyncio.to_thread(running.wait, 5)
+        async with stream() as items:
+            assert await items.__anext__() == 0
+            await turns_until(lambda: items.channel.waiting_for_room, "the producer blocking")
+            assert [await items.__anext__(), await items.__anext__()] == [1, 2]
+            assert await asyncio.to_thread(parked.wait, 5)  # the counts stand still now
+            seen = _assert_the_same_in_both(reader, registry)
+            assert seen["aiothreads.thread.active"] == seen["aiothreads.thread.started"] == 1
+            assert seen["aiothreads.call.active"] == 2  # hold() and the producer
+            assert seen["aiothreads.channel.capacity"] == 3
+            assert seen["aiothreads.channel.depth"] == 2
+            assert seen["aiothreads.generator.active"] == 1
+            assert seen["aiothreads.generator.blocked"] > 0
+            release.set()
+        await held
+        seen = _assert_the_same_in_both(reader, registry)
+        assert seen["aiothreads.thread.active"] == seen["aiothreads.generator.active"] == 0
+        assert seen["aiothreads.generator.stopped"] == 1
+        assert seen["aiothreads.generator.items"] >= 5  # and 5 if it got in before the close
+        assert seen["aiothreads.call.finished"] == 2
+    finally:
+        release.set()
+        await held
+        instrumentation.reset()
+        provider.shutdown()
+
+
+def _assert_the_same_in_both(reader: Any, registry: CollectorRegistry) -> dict[str, float]:
+    """Compare every observed point with its Prometheus sample; return each instrument's sum."""
+    names = {
+        **OPENTELEMETRY_AND_PROMETHEUS_NAMES,
+        "aiothreads.call.finished": "aiothreads_calls_finished_total",
+        "aiothreads.generator.stopped": "aiothreads_generator_cancellations_total",
+    }
+    sums = dict.fromkeys(names, 0.0)
+    for otel_name, found in _otel_points(reader).items():
+        if otel_name not in names:  # the histograms
+            continue
+        for _, point in found:
+            labels = {key: str(value) for key, value in point.attributes.items()}
+            sample = registry.get_sample_value(names[otel_name], labels)
+            assert (sample or 0) == point.value, otel_name  # Prometheus leaves out what cannot be
+            sums[otel_name] += point.value
+    return sums
 
 
 def test_switching_opentelemetry_metrics_off_stops_their_reports() -> None:

@@ -13,15 +13,16 @@ collects, so it costs nothing per call.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
 
 from .._version import __version__
-from ._tallies import DURATION_BUCKETS, OUTCOMES, REASONS, Tallies
+from ._tallies import DURATION_BUCKETS, OUTCOMES, REASONS, Tallies, Tally
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from ._tallies import StreamTotals, Tally, TallySeries
+    from ._tallies import StreamTotals, TallySeries
 
 __all__ = ["INSTRUMENTS", "OpenTelemetryMetrics", "global_meter_provider_installed"]
 
@@ -81,20 +82,24 @@ class OpenTelemetryMetrics:
 
         self._duration = histogram("aiothreads.call.duration")
         self._wait = histogram("aiothreads.call.wait.duration")
+        counter = meter.create_observable_counter
+        up_down = meter.create_observable_up_down_counter
+        gauge = meter.create_observable_gauge
+        each, streams = self._each, self._each_stream
         observed: tuple[tuple[Callable[..., Any], str, Callable[[Any], Iterable[Any]]], ...] = (
-            (meter.create_observable_counter, "aiothreads.call.started", self._started),
-            (meter.create_observable_counter, "aiothreads.call.finished", self._finished),
-            (meter.create_observable_up_down_counter, "aiothreads.call.active", self._active),
-            (meter.create_observable_up_down_counter, "aiothreads.call.queued", self._queued),
-            (meter.create_observable_counter, "aiothreads.call.slow", self._slow),
-            (meter.create_observable_counter, "aiothreads.thread.started", self._threads),
-            (meter.create_observable_up_down_counter, "aiothreads.thread.active", self._alive),
-            (meter.create_observable_counter, "aiothreads.generator.items", self._items),
-            (meter.create_observable_counter, "aiothreads.generator.blocked", self._blocked),
-            (meter.create_observable_counter, "aiothreads.generator.stopped", self._stopped),
-            (meter.create_observable_gauge, "aiothreads.channel.depth", self._depth),
-            (meter.create_observable_gauge, "aiothreads.channel.capacity", self._capacity),
-            (meter.create_observable_up_down_counter, "aiothreads.generator.active", self._open),
+            (counter, "aiothreads.call.started", each(attrgetter("submitted"))),
+            (counter, "aiothreads.call.finished", self._finished),
+            (up_down, "aiothreads.call.active", each(Tally.in_flight)),
+            (up_down, "aiothreads.call.queued", each(Tally.queued)),
+            (counter, "aiothreads.call.slow", each(attrgetter("slow"))),
+            (counter, "aiothreads.thread.started", each(attrgetter("threads_started"))),
+            (up_down, "aiothreads.thread.active", each(Tally.threads_alive)),
+            (counter, "aiothreads.generator.items", each(attrgetter("items"))),
+            (counter, "aiothreads.generator.blocked", each(attrgetter("blocked"))),
+            (counter, "aiothreads.generator.stopped", self._stopped),
+            (gauge, "aiothreads.channel.depth", streams(attrgetter("depth"))),
+            (gauge, "aiothreads.channel.capacity", streams(attrgetter("capacity"))),
+            (up_down, "aiothreads.generator.active", streams(attrgetter("active"))),
         )
         for create, name, callback in observed:
             unit, description = INSTRUMENTS[name]
@@ -136,11 +141,13 @@ class OpenTelemetryMetrics:
             for series in self._tallies.snapshot()
         ]
 
-    def _each(self, value: Callable[[Tally], float]) -> list[Any]:
-        return [self._observation(value(total), labels) for labels, total in self._totals()]
+    def _each(self, value: Callable[[Tally], float]) -> Callable[[Any], list[Any]]:
+        """Make an instrument callback that observes ``value`` of every function's totals."""
 
-    def _started(self, _: Any) -> list[Any]:
-        return self._each(lambda total: total.submitted)
+        def observe(_: Any) -> list[Any]:
+            return [self._observation(value(total), labels) for labels, total in self._totals()]
+
+        return observe
 
     def _finished(self, _: Any) -> list[Any]:
         return [
@@ -148,27 +155,6 @@ class OpenTelemetryMetrics:
             for labels, total in self._totals()
             for index, outcome in enumerate(OUTCOMES)
         ]
-
-    def _active(self, _: Any) -> list[Any]:
-        return self._each(lambda total: total.in_flight())
-
-    def _queued(self, _: Any) -> list[Any]:
-        return self._each(lambda total: total.queued())
-
-    def _slow(self, _: Any) -> list[Any]:
-        return self._each(lambda total: total.slow)
-
-    def _threads(self, _: Any) -> list[Any]:
-        return self._each(lambda total: total.threads_started)
-
-    def _alive(self, _: Any) -> list[Any]:
-        return self._each(lambda total: total.threads_alive())
-
-    def _items(self, _: Any) -> list[Any]:
-        return self._each(lambda total: total.items)
-
-    def _blocked(self, _: Any) -> list[Any]:
-        return self._each(lambda total: total.blocked)
 
     def _stopped(self, _: Any) -> list[Any]:
         return [
@@ -178,19 +164,15 @@ class OpenTelemetryMetrics:
             if total.cancellations[index]
         ]
 
-    def _stream_values(self, value: Callable[[StreamTotals], float]) -> list[Any]:
-        if not self._reporting():
-            return []
-        return [
-            self._observation(value(total), {"function": function, "kind": kind})
-            for (function, kind), total in self._tallies.streams.totals().items()
-        ]
+    def _each_stream(self, value: Callable[[StreamTotals], float]) -> Callable[[Any], list[Any]]:
+        """Make an instrument callback that observes ``value`` of every streaming function."""
 
-    def _depth(self, _: Any) -> list[Any]:
-        return self._stream_values(lambda total: total.depth)
+        def observe(_: Any) -> list[Any]:
+            if not self._reporting():
+                return []
+            return [
+                self._observation(value(total), {"function": function, "kind": kind})
+                for (function, kind), total in self._tallies.streams.totals().items()
+            ]
 
-    def _capacity(self, _: Any) -> list[Any]:
-        return self._stream_values(lambda total: total.capacity)
-
-    def _open(self, _: Any) -> list[Any]:
-        return self._stream_values(lambda total: total.active)
+        return observe
