@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, overload
 
 from ._binding import MethodBinder, unwrap_method
+from ._decorating import decorate
 from ._limits import as_limiter
 from ._names import copy_metadata, qualified_name
 from ._validate import (
@@ -270,16 +271,15 @@ def threaded_iterable(
             type.
         ValueError: ``max_size`` is negative, or ``limit`` less than 1.
     """
-    options: dict[str, Any] = {
-        "max_size": check_size("max_size", max_size),
-        "limit": as_limiter(limit),
-        "executor": check_thread_executor(executor),
-        "name": check_name(name),
-        "instrument": check_flag("instrument", instrument),
-    }
-    if func is None:
-        return functools.partial(ThreadedIterable, **options)
-    return ThreadedIterable(func, **options)
+    return decorate(
+        ThreadedIterable,
+        func,
+        limit=limit,
+        name=name,
+        instrument=instrument,
+        max_size=check_size("max_size", max_size),
+        executor=check_thread_executor(executor),
+    )
 
 
 @overload
@@ -354,12 +354,11 @@ def threaded_iterable_separate(
             function, or an option has the wrong type.
         ValueError: ``max_size`` is negative, or ``limit`` less than 1.
     """
-    options: dict[str, Any] = {
-        "max_size": check_size("max_size", max_size),
-        "limit": as_limiter(limit),
-        "name": check_name(name),
-        "instrument": check_flag("instrument", instrument),
-    }
-    if func is None:
-        return functools.partial(ThreadedIterableSeparate, **options)
-    return ThreadedIterableSeparate(func, **options)
+    return decorate(
+        ThreadedIterableSeparate,
+        func,
+        limit=limit,
+        name=name,
+        instrument=instrument,
+        max_size=check_size("max_size", max_size),
+    )

@@ -9,14 +9,13 @@ interpreter exit; with ``detach=False`` the interpreter waits for it.
 
 from __future__ import annotations
 
-import functools
 import inspect
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
+from ._decorating import decorate
 from ._executor import run_in_new_thread
-from ._limits import as_limiter
 from ._threaded import Threaded
-from ._validate import check_flag, check_name
+from ._validate import check_flag
 from .types import P, R, T
 
 if TYPE_CHECKING:
@@ -152,12 +151,11 @@ def threaded_separate(
     """
     if isinstance(func, bool):  # aiothreads 1.x: @threaded_separate(False)
         func, detach = None, func
-    options: dict[str, Any] = {
-        "detach": check_flag("detach", detach),
-        "limit": as_limiter(limit),
-        "name": check_name(name),
-        "instrument": check_flag("instrument", instrument),
-    }
-    if func is None:
-        return functools.partial(ThreadedSeparate, **options)
-    return ThreadedSeparate(func, **options)
+    return decorate(
+        ThreadedSeparate,
+        func,
+        limit=limit,
+        name=name,
+        instrument=instrument,
+        detach=check_flag("detach", detach),
+    )

@@ -1,0 +1,43 @@
+"""The two spellings of every decorator: ``@decorator`` and ``@decorator(option=...)``."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from ._limits import as_limiter
+from ._validate import check_flag, check_name
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._limits import CapacityLimiter
+
+__all__ = ["decorate"]
+
+
+def decorate(
+    kind: Callable[..., Any],
+    func: Callable[..., Any] | None,
+    *,
+    limit: int | CapacityLimiter | None,
+    name: str | None,
+    instrument: bool,
+    **checked: Any,
+) -> Any:
+    """Return ``kind(func, ...)``, or a decorator that makes it once ``func`` is given.
+
+    The options every decorator has (``limit``, ``name``, ``instrument``) are
+    checked here; those particular to ``kind`` come in ``checked``, already
+    checked by the caller, so a bad option fails where the decorator is
+    written, before any function is decorated.
+    """
+    options = {
+        "limit": as_limiter(limit),
+        "name": check_name(name),
+        "instrument": check_flag("instrument", instrument),
+        **checked,
+    }
+    if func is None:
+        return functools.partial(kind, **options)
+    return kind(func, **options)
