@@ -5,6 +5,10 @@ and ``timeout``). Mutants listed as equivalent in ``docs/mutation-equivalents.md
 (no test can tell them from the original) are counted apart, and the score is
 the share caught of the rest. The table goes to standard output in Markdown,
 followed by every survivor that is not listed there.
+
+The "minutes" column adds up how long the tests ran for each checked mutant,
+as mutmut recorded it: a run with ``--max-children N`` takes about that
+divided by N, plus one run of the suite to map tests to functions.
 """
 
 from __future__ import annotations
@@ -34,13 +38,16 @@ def equivalents(listing: Path = EQUIVALENTS) -> set[str]:
 def tally(mutants: Path, equivalent: set[str]) -> tuple[dict[str, Counter[str]], list[str]]:
     """Count the statuses of each module's mutants; return them and the unexplained survivors.
 
-    A survivor listed in ``equivalent`` is counted as ``equivalent``.
+    A survivor listed in ``equivalent`` is counted as ``equivalent``; the
+    seconds the tests of the checked mutants ran are counted as ``seconds``.
     """
     by_module: dict[str, Counter[str]] = {}
     unexplained: list[str] = []
     for meta in sorted(mutants.rglob("*.py.meta")):
         module = str(meta.relative_to(mutants)).removesuffix(".py.meta").replace("/", ".")
-        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        recorded = json.loads(meta.read_text())
+        codes = recorded["exit_code_by_key"]
+        durations = recorded.get("durations_by_key", {})
         statuses: Counter[str] = Counter()
         for name, code in codes.items():
             status = status_by_exit_code[code]
@@ -50,6 +57,8 @@ def tally(mutants: Path, equivalent: set[str]) -> tuple[dict[str, Counter[str]],
                 else:
                     unexplained.append(name)
             statuses[status] += 1
+            if code is not None:
+                statuses["seconds"] += round(durations.get(name, 0.0))
         by_module[module] = statuses
     return by_module, unexplained
 
@@ -57,18 +66,22 @@ def tally(mutants: Path, equivalent: set[str]) -> tuple[dict[str, Counter[str]],
 def report(by_module: dict[str, Counter[str]]) -> str:
     """Return the Markdown table: a row per module that had mutants checked, and the total."""
     lines = [
-        "| module | mutants | " + " | ".join(SHOWN) + " | equivalent | caught |",
-        "| --- | ---: | " + " | ".join("---:" for _ in SHOWN) + " | ---: | ---: |",
+        "| module | mutants | " + " | ".join(SHOWN) + " | equivalent | caught | minutes |",
+        "| --- | ---: | " + " | ".join("---:" for _ in SHOWN) + " | ---: | ---: | ---: |",
     ]
     total: Counter[str] = Counter()
     for module, statuses in by_module.items():
-        checked = sum(statuses.values()) - statuses["not checked"]
+        checked = _checked(statuses)
         if checked == 0:
             continue
         total += statuses
         lines.append(_row(module, statuses, checked))
-    lines.append(_row("**all**", total, sum(total.values()) - total["not checked"]))
+    lines.append(_row("**all**", total, _checked(total)))
     return "\n".join(lines)
+
+
+def _checked(statuses: Counter[str]) -> int:
+    return sum(statuses.values()) - statuses["not checked"] - statuses["seconds"]
 
 
 def _row(name: str, statuses: Counter[str], checked: int) -> str:
@@ -76,7 +89,8 @@ def _row(name: str, statuses: Counter[str], checked: int) -> str:
     counts = " | ".join(str(statuses[status]) for status in SHOWN)
     candidates = checked - statuses["equivalent"]
     score = f"{caught / candidates:.1%}" if candidates else "-"
-    return f"| {name} | {checked} | {counts} | {statuses['equivalent']} | {score} |"
+    minutes = statuses["seconds"] / 60
+    return f"| {name} | {checked} | {counts} | {statuses['equivalent']} | {score} | {minutes:.0f} |"
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from aiothreads import (
     threaded_iterable,
     wait_coroutine,
 )
+from aiothreads._inbox import LoopInbox, inbox_for
 from tests.loops import cancels_itself
 
 tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant")
@@ -382,6 +383,59 @@ async def test_a_cancelled_caller_stops_the_next_sync_await_before_it_starts() -
         await call
     assert await asyncio.to_thread(finished.wait, 5)
     assert messages == ["the caller of this threaded call was cancelled"]
+    assert started == []
+
+
+@pytest.mark.asyncio
+async def test_a_caller_cancelled_while_its_sync_await_is_on_the_way_never_starts_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The caller is cancelled after the thread's own check, before the coroutine starts.
+
+    The loop is held until the thread has posted both the caller's
+    cancellation and ``sync_await``'s start, so the loop runs them in that
+    order in one batch.
+    """
+    inbox = inbox_for(asyncio.get_running_loop())
+    loop_held, start_posted, finished = threading.Event(), threading.Event(), threading.Event()
+    posting_threads: set[int] = set()
+    started: list[bool] = []
+    messages: list[str] = []
+    callers: list[asyncio.Task[None]] = []
+    post = LoopInbox.post
+
+    def post_and_tell(self: LoopInbox, callback: Callable[..., object], *args: Any) -> None:
+        post(self, callback, *args)
+        if threading.get_ident() in posting_threads:
+            start_posted.set()
+
+    def hold_the_loop() -> None:
+        loop_held.set()
+        assert start_posted.wait(5)
+
+    async def never_started() -> None:
+        started.append(True)
+
+    @threaded
+    def work() -> None:
+        inbox.post(hold_the_loop)
+        assert loop_held.wait(5)
+        inbox.post(callers[0].cancel)
+        posting_threads.add(threading.get_ident())
+        try:
+            sync_await(never_started)
+        except asyncio.CancelledError as exc:
+            messages.append(str(exc))
+            raise
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(LoopInbox, "post", post_and_tell)
+    callers.append(asyncio.ensure_future(work()))
+    with pytest.raises(asyncio.CancelledError):
+        await callers[0]
+    assert await asyncio.to_thread(finished.wait, 5)
+    assert messages == ["the event loop cancelled the awaited task"]
     assert started == []
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 
@@ -219,6 +221,35 @@ async def test_channel_is_bound_to_one_loop() -> None:
 
     thread = start_thread(other_loop)
     await join(thread)
+
+
+def test_an_item_for_a_getter_whose_loop_was_closed_by_hand_stays_in_the_channel(
+    loop_factory: object,
+) -> None:
+    loop = loop_factory()  # type: ignore[operator]
+    channel: FromThreadChannel[int] = FromThreadChannel()
+
+    async def start_waiting() -> Coroutine[Any, Any, int]:
+        getting = channel.get()
+        getting.send(None)  # queues a getter and suspends on it
+        return getting
+
+    getting = loop.run_until_complete(start_waiting())
+    loop.close()  # by hand: the getter is still queued, and nobody is left to wake
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            channel.put(1)
+        except BaseException as exc:  # whatever it is, the test reports it
+            errors.append(exc)
+
+    try:
+        start_thread(produce).join(5)
+    finally:
+        getting.close()
+    assert errors == []
+    assert channel.qsize() == 1
 
 
 @pytest.mark.watchdog  # the application's executor: nothing announces the close
