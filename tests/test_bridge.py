@@ -8,7 +8,7 @@ import contextvars
 import gc
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -501,6 +501,44 @@ async def test_a_generator_waiting_on_the_loop_is_freed_when_its_consumer_leaves
     await stream.close()
     assert await asyncio.to_thread(returned.wait, 5), "the producer still waits on the loop"
     assert [type(exc) for exc in outcome] == [asyncio.CancelledError]
+
+
+@pytest.mark.asyncio_errors_expected  # the closed loop leaves the coroutine pending
+@pytest.mark.watchdog  # the application's executor: nothing announces the close
+def test_a_consumer_leaving_after_its_loop_closed_under_a_waiting_generator_is_quiet(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    loop = loop_factory()
+    executor = ThreadPoolExecutor(1)
+    loop.set_default_executor(executor)
+    outcome: list[BaseException] = []
+
+    async def forever(waiting: asyncio.Event) -> None:
+        waiting.set()
+        await asyncio.Event().wait()
+
+    @threaded_iterable(max_size=1)
+    def produce(waiting: asyncio.Event) -> Generator[int, None, None]:
+        yield 1
+        try:
+            sync_await(forever, waiting)
+        except BaseException as exc:
+            outcome.append(exc)
+            raise
+
+    async def start() -> AsyncIterator[int]:
+        waiting = asyncio.Event()
+        items = aiter(produce(waiting))
+        assert await anext(items) == 1
+        await waiting.wait()  # the generator waits on the loop now
+        return items
+
+    items = loop.run_until_complete(start())
+    loop.close()
+    del items  # the consumer leaves: the wake-up for the generator has no loop to go to
+    gc.collect()
+    executor.shutdown(wait=True)  # the backstop's poll ends the generator's wait
+    assert [type(exc) for exc in outcome] == [LoopClosedError]
 
 
 @pytest.mark.asyncio

@@ -43,6 +43,7 @@ import functools
 import logging
 import multiprocessing
 import queue
+import socket
 import threading
 import time
 from collections import Counter
@@ -112,6 +113,13 @@ class Work:
         self.saw_cancelled = is_cancelled()
         yield from range(1, count)
         self.returned = True
+
+
+def report_then_wait(port: int) -> None:
+    """In a worker process: tell the test on ``port`` that it runs, then wait for its word."""
+    with socket.create_connection(("127.0.0.1", port), timeout=HANG_GUARD) as connection:
+        connection.sendall(b"running")
+        connection.recv(1)
 
 
 def multiply(a: int, b: int) -> int:
@@ -1111,6 +1119,53 @@ async def test_a_process_pool_call_cancelled_by_its_caller_is_counted_cancelled(
     assert_cancelled(await outcome_of(call))
     await harness.settle()
     assert harness.books(limiter) == settled(cancelled=1)
+
+
+@pytest.mark.asyncio
+@LIMITS
+async def test_a_process_pool_call_cancelled_by_its_caller_while_it_runs_is_counted_cancelled(
+    harness: Harness, limited: bool
+) -> None:
+    limiter = limiter_for(limited)
+    decorated = threaded(limit=limiter, executor=process_pool(harness))(report_then_wait)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(HANG_GUARD * 2)  # a worker process takes a while to start
+        call = decorated(server.getsockname()[1])
+        connection, _ = await in_own_thread(server.accept)
+        with connection:
+            assert await in_own_thread(functools.partial(connection.recv, 7)) == b"running"
+            call.cancel()  # its worker process goes on: only the caller stops waiting
+            assert_cancelled(await outcome_of(call))
+            connection.sendall(b"!")
+    await harness.settle()
+    assert harness.books(limiter) == settled(cancelled=1)
+
+
+@pytest.mark.asyncio
+async def test_a_call_a_process_pool_drops_at_shutdown_is_counted_cancelled(
+    harness: Harness,
+) -> None:
+    pool = process_pool(harness)
+    decorated = threaded(executor=pool)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(HANG_GUARD * 2)  # a worker process takes a while to start
+        running = decorated(report_then_wait)(server.getsockname()[1])
+        connection, _ = await in_own_thread(server.accept)
+        with connection:
+            assert await in_own_thread(functools.partial(connection.recv, 7)) == b"running"
+            # The pool queues two calls for its worker ahead of time; the last stays with it.
+            *ahead, last = [decorated(multiply)(VALUE, factor) for factor in (2, 3, 4)]
+            pool.shutdown(wait=False, cancel_futures=True)
+            connection.sendall(b"!")
+        assert await outcome_of(running) is None
+        assert_cancelled(await outcome_of(last))
+        ran = 0
+        for call, factor in zip(ahead, (2, 3), strict=True):
+            taken = await outcome_of(call)
+            assert taken == VALUE * factor or isinstance(taken, asyncio.CancelledError)
+            ran += taken == VALUE * factor
+    await harness.settle()
+    assert harness.books(None) == settled(ok=1 + ran, cancelled=3 - ran)
 
 
 @pytest.mark.asyncio

@@ -94,6 +94,36 @@ async def test_a_call_on_an_executor_whose_futures_belong_to_another_loop(
     assert executor.ran == 2  # the cancelled call's executor dropped it
 
 
+class DoneOnAnotherLoopExecutor(Executor):
+    """Runs work on another loop's thread inside ``submit()``; returns that loop's future, done."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def submit(  # type: ignore[override]
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> asyncio.Future[T]:
+        finished: Future[asyncio.Future[T]] = Future()
+
+        def run_there() -> None:
+            future = self._loop.create_future()
+            future.set_result(fn(*args, **kwargs))
+            finished.set_result(future)
+
+        self._loop.call_soon_threadsafe(run_there)
+        return finished.result(5)
+
+
+@pytest.mark.asyncio
+async def test_a_call_whose_executor_returns_another_loops_future_done(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    with loop_in_thread(loop_factory, debug=True) as other:  # touched from here, it raises
+        run = threaded(executor=DoneOnAnotherLoopExecutor(other))
+        assert await run(lambda: "ran there")() == "ran there"
+        assert await run(lambda: "and again")() == "and again"
+
+
 class FailsThenRunsExecutor(Executor):
     """Fails each future it returns at once, and runs the work later anyway (misbehaving)."""
 

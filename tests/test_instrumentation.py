@@ -11,7 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from time import time_ns
 from typing import Any
@@ -808,6 +808,33 @@ async def test_a_generator_its_executor_refused_ends_an_error_span_under_the_cal
         await stream.__anext__()  # started outside the request: the span is still its child
     span = telemetry.span(f"iterable {name(refused.__qualname__)}")
     assert_refused_under(span, request)
+
+
+class _InterruptedExecutor(Executor):
+    """An executor whose ``submit()`` is interrupted (Ctrl-C arrives inside it)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        raise KeyboardInterrupt("interrupted in submit")
+
+
+def test_a_generator_whose_start_is_interrupted_is_traced_as_refused_by_the_interrupt(
+    telemetry: Telemetry, loop_factory: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    @threaded_iterable(max_size=1, executor=_InterruptedExecutor())
+    def interrupted() -> Generator[int, None, None]:
+        yield 1
+
+    loop = loop_factory()
+    try:
+        with telemetry.provider.get_tracer("test").start_as_current_span("request") as request:
+            stream = interrupted()
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(stream.__anext__())
+    finally:
+        loop.close()
+    span = telemetry.span(f"iterable {name(interrupted.__qualname__)}")
+    assert_refused_under(span, request)
+    assert span.status.description == "the executor refused the call: interrupted in submit"
 
 
 @pytest.mark.asyncio
