@@ -1,4 +1,8 @@
-"""The two spellings of every decorator: ``@decorator`` and ``@decorator(option=...)``."""
+"""The two spellings of a decorator, ``@decorator`` and ``@decorator(option=...)``.
+
+For the decorators that always make one kind of object; ``threaded`` chooses
+the kind by the function it gets, so it keeps its options until then.
+"""
 
 from __future__ import annotations
 
