@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from aiothreads import ChannelClosed, ChannelTimeout, FromThreadChannel
+from aiothreads._channel import EMPTY, _Empty
+from aiothreads._outcomes import StopReason
 from tests.waiting import turns_until
 
 
@@ -281,7 +283,74 @@ def test_loop_closing_releases_a_blocked_producer(
     thread.join(5)  # a hang guard: the backstop's poll is what ends the wait
     assert not thread.is_alive(), "the producer stayed blocked after the loop closed"
     assert len(released) == 1
-    assert "event loop closed" in str(released[0])
+    assert str(released[0]) == "the event loop closed while put() waited for room"
+    assert channel.close_reason is StopReason.LOOP_CLOSED
+
+
+@pytest.mark.watchdog  # polls every few milliseconds: a live loop must not look closed
+@pytest.mark.asyncio
+async def test_a_producer_waiting_through_many_polls_of_a_live_loop_still_delivers() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=1)
+    channel.put(0)
+    assert await channel.get() == 0  # binds the channel to this loop
+    channel.put(1)
+    polls = threading.Semaphore(0)
+    channel.on_blocked = lambda _: polls.release()  # at the end of each wait for room
+    thread = start_thread(channel.put, 2)
+    for _ in range(3):  # three waits ended with no room made: three polls of the loop
+        assert await asyncio.to_thread(polls.acquire, True, 5)
+    assert [await channel.get(), await channel.get()] == [1, 2]
+    await join(thread)
+
+
+def test_room_made_just_before_the_loop_closes_by_hand_still_takes_the_item(
+    loop_factory: object,
+) -> None:
+    loop = loop_factory()  # type: ignore[operator]
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=1)
+    woken, proceed = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    async def fill_and_bind() -> None:
+        channel.put(0)
+        assert await channel.get() == 0
+
+    loop.run_until_complete(fill_and_bind())
+    channel.put(1)
+
+    def produce() -> None:
+        try:
+            channel.put(2)
+        except BaseException as exc:  # whatever it is, the test reports it
+            errors.append(exc)
+
+    def woken_for_room(_: float) -> None:
+        woken.set()
+        assert proceed.wait(5)  # holds the producer between its wake-up and its check
+
+    channel.on_blocked = woken_for_room
+    thread = start_thread(produce)
+    loop.run_until_complete(turns_until(lambda: channel.waiting_for_room, "the producer blocking"))
+    assert loop.run_until_complete(channel.get()) == 1  # room: the producer is woken
+    assert woken.wait(5)
+    loop.close()
+    proceed.set()
+    thread.join(5)
+    assert errors == []
+    assert channel.take_nowait() == 2
+
+
+@pytest.mark.asyncio
+async def test_an_item_arriving_while_a_getter_queues_is_taken_at_once() -> None:
+    class PutWhileTheGetterLooks(FromThreadChannel[int]):
+        def take_nowait(self) -> int | _Empty:
+            taken = super().take_nowait()
+            if taken is EMPTY and not self.items_put:  # the first look finds nothing...
+                start_thread(self.put, 7).join(5)  # ...and an item arrives right after it
+            return taken
+
+    channel = PutWhileTheGetterLooks()
+    assert await asyncio.wait_for(channel.get(), 5) == 7
 
 
 @pytest.mark.parametrize(
