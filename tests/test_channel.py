@@ -133,10 +133,23 @@ async def test_close_keeps_buffered_items_for_the_consumer() -> None:
     channel.close()
     assert channel.is_closed
     assert [await channel.get(), await channel.get()] == [1, 2]
-    with pytest.raises(ChannelClosed):
+    with pytest.raises(ChannelClosed, match=r"^the channel is closed and drained$"):
         await channel.get()
-    with pytest.raises(ChannelClosed):
+    with pytest.raises(ChannelClosed, match=r"^put\(\) on a closed channel$"):
         channel.put(3)
+
+
+def test_a_put_after_the_consumer_saw_its_loop_close_says_so() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel()
+    channel.abandon(StopReason.LOOP_CLOSED)
+    with pytest.raises(
+        ChannelClosed, match=r"^the event loop closed: put\(\) on a closed channel$"
+    ):
+        channel.put(1)
+    channel_left: FromThreadChannel[int] = FromThreadChannel()
+    channel_left.abandon(StopReason.BREAK)
+    with pytest.raises(ChannelClosed, match=r"^put\(\) on a closed channel$"):
+        channel_left.put(1)
 
 
 @pytest.mark.asyncio
@@ -155,6 +168,19 @@ async def test_get_timeout() -> None:
     with pytest.raises(ChannelTimeout, match=r"^no item arrived within the timeout$"):
         await channel.get(timeout=0.01)
     assert issubclass(ChannelTimeout, asyncio.TimeoutError)
+
+
+@pytest.mark.asyncio
+async def test_a_getter_that_timed_out_leaves_the_next_item_to_the_next_getter() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel()
+    with pytest.raises(ChannelTimeout):
+        await channel.get(timeout=0.01)
+    assert not channel._getters  # it left the queue: no wake-up goes to it
+    second = asyncio.create_task(channel.get())
+    await turns_until(lambda: len(channel._getters) == 1, "only the second getter waits")
+    thread = start_thread(channel.put, 5)
+    assert await asyncio.wait_for(second, 5) == 5
+    await join(thread)
 
 
 @pytest.mark.asyncio
