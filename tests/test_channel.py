@@ -191,6 +191,16 @@ async def test_default_timeout_applies() -> None:
 
 
 @pytest.mark.asyncio
+async def test_an_item_put_while_a_getter_waits_with_a_timeout_is_delivered() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel()
+    getter = asyncio.create_task(channel.get(timeout=5))
+    await turns_until(lambda: len(channel._getters) == 1, "the getter waits")
+    thread = start_thread(channel.put, 5)
+    assert await getter == 5
+    await join(thread)
+
+
+@pytest.mark.asyncio
 async def test_item_arriving_before_the_timeout_is_delivered() -> None:
     channel: FromThreadChannel[int] = FromThreadChannel()
     thread = start_thread(channel.put, 5)
@@ -244,7 +254,9 @@ async def test_channel_is_bound_to_one_loop() -> None:
         async def get() -> int:
             return await channel.get()
 
-        with pytest.raises(RuntimeError, match="another event loop"):
+        with pytest.raises(
+            RuntimeError, match=r"^this FromThreadChannel is bound to another event loop$"
+        ):
             asyncio.run(get())
 
     thread = start_thread(other_loop)
@@ -398,7 +410,9 @@ def test_bad_arguments_are_rejected(kwargs: dict[str, object], error: type[Excep
 @pytest.mark.asyncio
 async def test_bad_get_timeout_is_rejected() -> None:
     channel: FromThreadChannel[int] = FromThreadChannel()
-    with pytest.raises(ValueError, match="timeout"):
+    with pytest.raises(
+        ValueError, match=r"^timeout must be >= 0 seconds \(0 means no timeout\), got -1$"
+    ):
         await channel.get(timeout=-1)
 
 
