@@ -403,7 +403,8 @@ async def test_an_item_arriving_while_a_getter_queues_is_taken_at_once() -> None
     ],
 )
 def test_bad_arguments_are_rejected(kwargs: dict[str, object], error: type[Exception]) -> None:
-    with pytest.raises(error):
+    (argument,) = kwargs
+    with pytest.raises(error, match=rf"^{argument} must be "):
         FromThreadChannel(**kwargs)  # type: ignore[arg-type]
 
 
