@@ -417,6 +417,13 @@ async def test_bad_get_timeout_is_rejected() -> None:
         await channel.get(timeout=-1)
 
 
+def test_a_new_channel_is_open_and_nobody_waits_for_room() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=1)
+    assert channel.is_closed is False
+    assert channel.waiting_for_room is False
+    assert channel.close_reason is None
+
+
 def test_repr_and_size() -> None:
     channel: FromThreadChannel[int] = FromThreadChannel(maxsize=4)
     channel.put(1)

@@ -506,6 +506,32 @@ async def test_a_span_processor_that_raises_never_breaks_a_call() -> None:
         provider.shutdown()
 
 
+class _BrokenLogger:
+    """A structlog logger whose every level raises, as a log pipeline that is down would."""
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        def log(event: str, **fields: Any) -> None:
+            raise RuntimeError("the log pipeline is down")
+
+        return log
+
+
+@pytest.mark.asyncio
+async def test_a_log_backend_that_raises_never_breaks_a_call() -> None:
+    instrumentation.configure(logger=_BrokenLogger(), prometheus=False, opentelemetry=False)
+    try:
+
+        @threaded_separate
+        def separate() -> str:
+            return "returned"
+
+        assert await separate() == "returned"  # logs its thread's start and end
+        with pytest.raises(_Broken):
+            await broken()  # logs the failure
+    finally:
+        instrumentation.reset()
+
+
 @pytest.mark.asyncio
 async def test_spans_made_in_a_generator_are_children_of_its_span(telemetry: Telemetry) -> None:
     tracer = telemetry.provider.get_tracer("test")

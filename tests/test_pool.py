@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 import pytest
 
-from aiothreads import _pool, threaded
+from aiothreads import ExecutorRefused, _pool, threaded
 from aiothreads._asyncio_internals import default_executor_of
 from aiothreads._executor import default_executor
 from aiothreads._pool import WorkerPool
@@ -163,6 +164,20 @@ async def test_installed_as_the_default_executor_of_loops_without_one() -> None:
     assert (await asyncio.to_thread(lambda: threading.current_thread().name)).startswith(
         "aiothreads_"
     )
+
+
+def test_a_call_after_its_loop_shut_the_default_executor_down_is_refused_in_asyncios_words(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    loop = loop_factory()
+    try:
+        loop.run_until_complete(loop.shutdown_default_executor())  # before any call installed one
+        with pytest.raises(ExecutorRefused) as refused:
+            loop.run_until_complete(thread_name())
+    finally:
+        loop.close()
+    assert isinstance(refused.value.__cause__, RuntimeError)
+    assert str(refused.value.__cause__) == "Executor shutdown has been called"
 
 
 @pytest.mark.asyncio
