@@ -809,6 +809,32 @@ def test_a_result_its_closed_loop_cannot_take_is_logged_as_dropped(
     assert event["kind"] == "threaded"
 
 
+def test_a_dropped_result_is_logged_even_for_a_function_kept_out_of_instrumentation(
+    caplog: pytest.LogCaptureFixture, loop_factory: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    executor = ThreadPoolExecutor(1)
+
+    @threaded(executor=executor, instrument=False)
+    def outlives_its_loop() -> str:
+        started.set()
+        release.wait(5)
+        return "nobody takes this"
+
+    loop = loop_factory()
+    try:
+        loop.run_until_complete(_started(outlives_its_loop, started))
+    finally:
+        loop.close()  # by hand, while the call runs
+    with caplog.at_level(logging.WARNING, logger="aiothreads"):
+        release.set()
+        executor.shutdown(wait=True)  # the thread tried to deliver and gave up
+    (record,) = caplog.records
+    assert record.getMessage().startswith("result dropped: event loop closed function=")
+    fields = record.aiothreads  # type: ignore[attr-defined]
+    assert fields["function"] == name(outlives_its_loop.__qualname__)
+
+
 async def _started(
     function: Callable[[], Awaitable[str]], started: threading.Event
 ) -> asyncio.Future[str]:
