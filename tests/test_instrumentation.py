@@ -133,12 +133,17 @@ def broken() -> None:
 
 @pytest.mark.asyncio
 async def test_successful_call_metrics(telemetry: Telemetry) -> None:
+    began = time.perf_counter()
     assert await add(1, 2) == 3
+    elapsed = time.perf_counter() - began
     labels = {"function": name("add"), "kind": "threaded"}
     assert telemetry.value("aiothreads_calls_started_total", **labels) == 1
     assert telemetry.value("aiothreads_calls_finished_total", outcome="ok", **labels) == 1
     assert telemetry.value("aiothreads_call_duration_seconds_count", **labels) == 1
     assert telemetry.value("aiothreads_call_wait_seconds_count", **labels) == 1
+    # Parts of the call, so never longer than the whole of it as the caller saw it.
+    assert 0 <= telemetry.value("aiothreads_call_wait_seconds_sum", **labels) <= elapsed
+    assert 0 <= telemetry.value("aiothreads_call_duration_seconds_sum", **labels) <= elapsed
     assert telemetry.value("aiothreads_calls_in_flight", **labels) == 0
     assert telemetry.value("aiothreads_calls_queued", **labels) == 0
 
@@ -504,6 +509,44 @@ async def test_a_span_processor_that_raises_never_breaks_a_call() -> None:
     finally:
         instrumentation.reset()
         provider.shutdown()
+
+
+class _SpanWithoutContext:
+    """A recording span whose context cannot be read, as a broken tracing backend's."""
+
+    def is_recording(self) -> bool:
+        return True
+
+    def get_span_context(self) -> Any:
+        raise RuntimeError("the span's context is lost")
+
+    def __getattr__(self, name: str) -> Callable[..., None]:  # set_attributes, end, ...
+        return lambda *args, **kwargs: None
+
+
+class _TracerOfSpansWithoutContext:
+    def start_span(self, *args: Any, **kwargs: Any) -> _SpanWithoutContext:
+        return _SpanWithoutContext()
+
+
+class _ProviderOfSpansWithoutContext(trace.TracerProvider):
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+        return _TracerOfSpansWithoutContext()
+
+
+@pytest.mark.asyncio
+async def test_a_span_whose_context_cannot_be_read_never_breaks_a_call() -> None:
+    instrumentation.configure(
+        tracer_provider=_ProviderOfSpansWithoutContext(),
+        registry=CollectorRegistry(),
+        structlog=False,
+    )
+    try:
+        assert await add(2, 3) == 5  # its duration would carry the span's ids as an exemplar
+        with pytest.raises(_Broken):
+            await broken()
+    finally:
+        instrumentation.reset()
 
 
 class _BrokenLogger:

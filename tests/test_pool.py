@@ -10,7 +10,7 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 import pytest
 
-from aiothreads import ExecutorRefused, _pool, threaded
+from aiothreads import ExecutorRefused, _asyncio_internals, _pool, threaded
 from aiothreads._asyncio_internals import default_executor_of
 from aiothreads._executor import default_executor
 from aiothreads._pool import WorkerPool
@@ -178,6 +178,31 @@ def test_a_call_after_its_loop_shut_the_default_executor_down_is_refused_in_asyn
         loop.close()
     assert isinstance(refused.value.__cause__, RuntimeError)
     assert str(refused.value.__cause__) == "Executor shutdown has been called"
+
+
+@pytest.mark.asyncio
+async def test_a_loop_that_hides_its_default_executor_runs_calls_through_run_in_executor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = asyncio.get_running_loop()
+    hidden = ThreadPoolExecutor(1, thread_name_prefix="hidden")
+    loop.set_default_executor(hidden)
+    # As for a loop type that neither names its executor nor lets it be found.
+    monkeypatch.setattr(_asyncio_internals, "_WITHOUT_ATTRIBUTE", {type(loop)})
+    monkeypatch.setattr(_asyncio_internals, "_OPAQUE", {type(loop)})
+    try:
+        assert default_executor_of(loop) == (False, None)
+        assert (await thread_name()).startswith("hidden")
+
+        @threaded
+        def fails() -> None:
+            raise LookupError("raised in the thread")
+
+        with pytest.raises(LookupError, match=r"^raised in the thread$"):
+            await fails()
+    finally:
+        monkeypatch.undo()
+        hidden.shutdown(wait=True)
 
 
 @pytest.mark.asyncio
