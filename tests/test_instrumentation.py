@@ -144,6 +144,7 @@ async def test_successful_call_metrics(telemetry: Telemetry) -> None:
     # Parts of the call, so never longer than the whole of it as the caller saw it.
     assert 0 <= telemetry.value("aiothreads_call_wait_seconds_sum", **labels) <= elapsed
     assert 0 <= telemetry.value("aiothreads_call_duration_seconds_sum", **labels) <= elapsed
+    assert telemetry.events("threaded call failed") == []
     assert telemetry.value("aiothreads_calls_in_flight", **labels) == 0
     assert telemetry.value("aiothreads_calls_queued", **labels) == 0
 

@@ -24,7 +24,8 @@ from aiothreads import (
     threaded_iterable_separate,
     threaded_separate,
 )
-from aiothreads._inflight import running
+from aiothreads._executor import ThreadCall
+from aiothreads._inflight import NOT_RUNNING, running
 from tests.streams import one_ahead_of_its_consumer
 from tests.waiting import queued_for_a_place, turns_until
 
@@ -111,6 +112,15 @@ async def test_a_blocked_call_shows_with_the_line_it_blocks_on(decorate: object,
     blocked.release.set()
     assert await call == SECRET
     assert snapshot() == []
+
+
+@pytest.mark.asyncio
+async def test_a_call_is_running_only_between_its_start_and_its_end_in_a_thread() -> None:
+    call = ThreadCall(asyncio.get_running_loop(), threading.get_ident)
+    assert call.started_at == NOT_RUNNING  # made, not yet taken by a thread
+    await asyncio.to_thread(call.run)
+    assert await call != threading.get_ident()  # it ran in the other thread
+    assert call.started_at == NOT_RUNNING  # ended
 
 
 @pytest.mark.asyncio
