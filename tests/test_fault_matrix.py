@@ -122,6 +122,12 @@ def report_then_wait(port: int) -> None:
         connection.recv(1)
 
 
+def report(port: int, word: bytes) -> None:
+    """In a worker process: tell the test on ``port`` that this call ran, by ``word``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=HANG_GUARD) as connection:
+        connection.sendall(word)
+
+
 def multiply(a: int, b: int) -> int:
     """Module level, so that a process pool can pickle it by reference."""
     return a * b
@@ -1166,6 +1172,36 @@ async def test_a_call_a_process_pool_drops_at_shutdown_is_counted_cancelled(
             ran += taken == VALUE * factor
     await harness.settle()
     assert harness.books(None) == settled(ok=1 + ran, cancelled=3 - ran)
+
+
+@pytest.mark.asyncio
+async def test_a_process_pool_call_cancelled_while_queued_never_runs(harness: Harness) -> None:
+    decorated = threaded(executor=process_pool(harness))
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(HANG_GUARD * 2)  # a worker process takes a while to start
+        port = server.getsockname()[1]
+        running = decorated(report_then_wait)(port)
+        connection, _ = await in_own_thread(server.accept)
+        with connection:
+            assert await in_own_thread(functools.partial(connection.recv, 7)) == b"running"
+            # The pool queues two calls for its worker ahead of time; the rest stay with it.
+            ahead = [decorated(multiply)(VALUE, factor) for factor in (2, 3)]
+            cancelled = decorated(report)(port, b"cancelled")
+            after = decorated(report)(port, b"after")
+            cancelled.cancel()
+            assert_cancelled(await outcome_of(cancelled))  # the pool was told to drop it
+            connection.sendall(b"!")
+        first_to_report, _ = await in_own_thread(server.accept)
+        with first_to_report:
+            assert await in_own_thread(functools.partial(first_to_report.recv, 9)) == b"after"
+        assert [await outcome_of(call) for call in (running, *ahead, after)] == [
+            None,
+            VALUE * 2,
+            VALUE * 3,
+            None,
+        ]
+    await harness.settle()
+    assert harness.books(None) == settled(ok=4, cancelled=1)
 
 
 @pytest.mark.asyncio
