@@ -1127,22 +1127,62 @@ async def test_a_process_pool_call_cancelled_by_its_caller_is_counted_cancelled(
     assert harness.books(limiter) == settled(cancelled=1)
 
 
+class WorkerReports:
+    """A listening socket worker processes report to; the test holds one running call on it."""
+
+    def __init__(
+        self, server: socket.socket, running: asyncio.Future[None], connection: socket.socket
+    ) -> None:
+        self.server = server
+        self.port: int = server.getsockname()[1]
+        self.running = running
+        self._connection = connection
+        self._released = False
+
+    def release(self) -> None:
+        """Let the running call end."""
+        if not self._released:
+            self._released = True
+            self._connection.sendall(b"!")
+
+    async def next_word(self, size: int) -> bytes:
+        """Wait for the next call to report; return what it sent."""
+        connection, _ = await in_own_thread(self.server.accept)
+        with connection:
+            return await in_own_thread(functools.partial(connection.recv, size))
+
+
+@contextlib.asynccontextmanager
+async def a_call_running_in_a_worker_process(
+    decorated: Callable[..., asyncio.Future[None]],
+) -> AsyncIterator[WorkerReports]:
+    """Start ``decorated(report_then_wait)``; yield once its worker process runs it.
+
+    The call ends on ``release()``, or when the block does.
+    """
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(HANG_GUARD * 2)  # a worker process takes a while to start
+        running = decorated(report_then_wait)(server.getsockname()[1])
+        connection, _ = await in_own_thread(server.accept)
+        with connection:
+            assert await in_own_thread(functools.partial(connection.recv, 7)) == b"running"
+            reports = WorkerReports(server, running, connection)
+            try:
+                yield reports
+            finally:
+                reports.release()
+
+
 @pytest.mark.asyncio
 @LIMITS
 async def test_a_process_pool_call_cancelled_by_its_caller_while_it_runs_is_counted_cancelled(
     harness: Harness, limited: bool
 ) -> None:
     limiter = limiter_for(limited)
-    decorated = threaded(limit=limiter, executor=process_pool(harness))(report_then_wait)
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        server.settimeout(HANG_GUARD * 2)  # a worker process takes a while to start
-        call = decorated(server.getsockname()[1])
-        connection, _ = await in_own_thread(server.accept)
-        with connection:
-            assert await in_own_thread(functools.partial(connection.recv, 7)) == b"running"
-            call.cancel()  # its worker process goes on: only the caller stops waiting
-            assert_cancelled(await outcome_of(call))
-            connection.sendall(b"!")
+    decorated = threaded(limit=limiter, executor=process_pool(harness))
+    async with a_call_running_in_a_worker_process(decorated) as reports:
+        reports.running.cancel()  # its worker process goes on: only the caller stops waiting
+        assert_cancelled(await outcome_of(reports.running))
     await harness.settle()
     assert harness.books(limiter) == settled(cancelled=1)
 
@@ -1153,23 +1193,17 @@ async def test_a_call_a_process_pool_drops_at_shutdown_is_counted_cancelled(
 ) -> None:
     pool = process_pool(harness)
     decorated = threaded(executor=pool)
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        server.settimeout(HANG_GUARD * 2)  # a worker process takes a while to start
-        running = decorated(report_then_wait)(server.getsockname()[1])
-        connection, _ = await in_own_thread(server.accept)
-        with connection:
-            assert await in_own_thread(functools.partial(connection.recv, 7)) == b"running"
-            # The pool queues two calls for its worker ahead of time; the last stays with it.
-            *ahead, last = [decorated(multiply)(VALUE, factor) for factor in (2, 3, 4)]
-            pool.shutdown(wait=False, cancel_futures=True)
-            connection.sendall(b"!")
-        assert await outcome_of(running) is None
-        assert_cancelled(await outcome_of(last))
-        ran = 0
-        for call, factor in zip(ahead, (2, 3), strict=True):
-            taken = await outcome_of(call)
-            assert taken == VALUE * factor or isinstance(taken, asyncio.CancelledError)
-            ran += taken == VALUE * factor
+    async with a_call_running_in_a_worker_process(decorated) as reports:
+        # The pool queues two calls for its worker ahead of time; the last stays with it.
+        *ahead, last = [decorated(multiply)(VALUE, factor) for factor in (2, 3, 4)]
+        pool.shutdown(wait=False, cancel_futures=True)
+    assert await outcome_of(reports.running) is None
+    assert_cancelled(await outcome_of(last))
+    ran = 0
+    for call, factor in zip(ahead, (2, 3), strict=True):
+        taken = await outcome_of(call)
+        assert taken == VALUE * factor or isinstance(taken, asyncio.CancelledError)
+        ran += taken == VALUE * factor
     await harness.settle()
     assert harness.books(None) == settled(ok=1 + ran, cancelled=3 - ran)
 
@@ -1177,29 +1211,21 @@ async def test_a_call_a_process_pool_drops_at_shutdown_is_counted_cancelled(
 @pytest.mark.asyncio
 async def test_a_process_pool_call_cancelled_while_queued_never_runs(harness: Harness) -> None:
     decorated = threaded(executor=process_pool(harness))
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        server.settimeout(HANG_GUARD * 2)  # a worker process takes a while to start
-        port = server.getsockname()[1]
-        running = decorated(report_then_wait)(port)
-        connection, _ = await in_own_thread(server.accept)
-        with connection:
-            assert await in_own_thread(functools.partial(connection.recv, 7)) == b"running"
-            # The pool queues two calls for its worker ahead of time; the rest stay with it.
-            ahead = [decorated(multiply)(VALUE, factor) for factor in (2, 3)]
-            cancelled = decorated(report)(port, b"cancelled")
-            after = decorated(report)(port, b"after")
-            cancelled.cancel()
-            assert_cancelled(await outcome_of(cancelled))  # the pool was told to drop it
-            connection.sendall(b"!")
-        first_to_report, _ = await in_own_thread(server.accept)
-        with first_to_report:
-            assert await in_own_thread(functools.partial(first_to_report.recv, 9)) == b"after"
-        assert [await outcome_of(call) for call in (running, *ahead, after)] == [
-            None,
-            VALUE * 2,
-            VALUE * 3,
-            None,
-        ]
+    async with a_call_running_in_a_worker_process(decorated) as reports:
+        # The pool queues two calls for its worker ahead of time; the rest stay with it.
+        ahead = [decorated(multiply)(VALUE, factor) for factor in (2, 3)]
+        cancelled = decorated(report)(reports.port, b"cancelled")
+        after = decorated(report)(reports.port, b"after")
+        cancelled.cancel()
+        assert_cancelled(await outcome_of(cancelled))  # the pool was told to drop it
+        reports.release()
+        assert await reports.next_word(9) == b"after"
+    assert [await outcome_of(call) for call in (reports.running, *ahead, after)] == [
+        None,
+        VALUE * 2,
+        VALUE * 3,
+        None,
+    ]
     await harness.settle()
     assert harness.books(None) == settled(ok=4, cancelled=1)
 

@@ -1600,8 +1600,9 @@ async def test_opentelemetry_metrics_cost_two_instrument_operations_per_call() -
         provider.provider.shutdown()
 
 
-@pytest.mark.asyncio
-async def test_opentelemetry_and_prometheus_metrics_agree() -> None:
+@pytest.fixture
+def both_metrics() -> Iterator[tuple[Any, CollectorRegistry]]:
+    """OpenTelemetry metrics into an in-memory reader and Prometheus into a registry, at once."""
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -1612,29 +1613,37 @@ async def test_opentelemetry_and_prometheus_metrics_agree() -> None:
         meter_provider=provider, registry=registry, opentelemetry=False, structlog=False
     )
     try:
-        assert instrumentation.enabled_backends() == ["opentelemetry_metrics", "prometheus"]
-
-        @threaded_iterable(max_size=4)
-        def numbers() -> Iterator[int]:
-            yield from range(10)
-
-        assert [await add(1, 1) for _ in range(5)] == [2] * 5
-        assert [item async for item in numbers()] == list(range(10))
-        points = _otel_points(reader)
-        calls = {"function": name("add"), "kind": "threaded"}
-        stream = {
-            "function": name("test_opentelemetry_and_prometheus_metrics_agree.<locals>.numbers"),
-            "kind": "iterable",
-        }
-        assert _value(points, "aiothreads.call.started", **calls) == registry.get_sample_value(
-            "aiothreads_calls_started_total", calls
-        )
-        assert _value(points, "aiothreads.generator.items", **stream) == 10
-        assert registry.get_sample_value("aiothreads_items_yielded_total", stream) == 10
-        assert _value(points, "aiothreads.generator.active", **stream) == 0
+        yield reader, registry
     finally:
         instrumentation.reset()
         provider.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_opentelemetry_and_prometheus_metrics_agree(
+    both_metrics: tuple[Any, CollectorRegistry],
+) -> None:
+    reader, registry = both_metrics
+    assert instrumentation.enabled_backends() == ["opentelemetry_metrics", "prometheus"]
+
+    @threaded_iterable(max_size=4)
+    def numbers() -> Iterator[int]:
+        yield from range(10)
+
+    assert [await add(1, 1) for _ in range(5)] == [2] * 5
+    assert [item async for item in numbers()] == list(range(10))
+    points = _otel_points(reader)
+    calls = {"function": name("add"), "kind": "threaded"}
+    stream = {
+        "function": name("test_opentelemetry_and_prometheus_metrics_agree.<locals>.numbers"),
+        "kind": "iterable",
+    }
+    assert _value(points, "aiothreads.call.started", **calls) == registry.get_sample_value(
+        "aiothreads_calls_started_total", calls
+    )
+    assert _value(points, "aiothreads.generator.items", **stream) == 10
+    assert registry.get_sample_value("aiothreads_items_yielded_total", stream) == 10
+    assert _value(points, "aiothreads.generator.active", **stream) == 0
 
 
 OPENTELEMETRY_AND_PROMETHEUS_NAMES = {
@@ -1653,16 +1662,10 @@ OPENTELEMETRY_AND_PROMETHEUS_NAMES = {
 
 
 @pytest.mark.asyncio
-async def test_every_opentelemetry_instrument_reports_what_its_prometheus_family_does() -> None:
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
-    registry = CollectorRegistry()
-    instrumentation.configure(
-        meter_provider=provider, registry=registry, opentelemetry=False, structlog=False
-    )
+async def test_every_opentelemetry_instrument_reports_what_its_prometheus_family_does(
+    both_metrics: tuple[Any, CollectorRegistry],
+) -> None:
+    reader, registry = both_metrics
     running, parked, release = threading.Event(), threading.Event(), threading.Event()
 
     @threaded_separate
@@ -1702,8 +1705,6 @@ async def test_every_opentelemetry_instrument_reports_what_its_prometheus_family
     finally:
         release.set()
         await held
-        instrumentation.reset()
-        provider.shutdown()
 
 
 def _assert_the_same_in_both(reader: Any, registry: CollectorRegistry) -> dict[str, float]:
