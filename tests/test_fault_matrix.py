@@ -70,8 +70,10 @@ from aiothreads import (
     threaded_separate,
 )
 from aiothreads._pool import WorkerPool
+from tests.waiting import turns_until
 
 T = TypeVar("T")
+E = TypeVar("E", bound=Executor)
 
 HANG_GUARD = 5.0
 """Seconds any single wait may take. Only a safety net: a cell that needs it fails."""
@@ -467,7 +469,7 @@ class Harness:
         self.releases.append(work.release)
         return work
 
-    def track(self, executor: Executor) -> Executor:
+    def track(self, executor: E) -> E:
         self.executors.append(executor)
         return executor
 
@@ -1070,6 +1072,19 @@ def test_a_call_running_when_its_loop_is_closed_is_dropped_quietly(
 # -- 7. process pools -----------------------------------------------------------------------------
 
 
+class RecordingProcessPool(ProcessPoolExecutor):
+    """A process pool that keeps the futures it returned, in order."""
+
+    def __init__(self) -> None:
+        super().__init__(1, mp_context=multiprocessing.get_context("spawn"))
+        self.futures: list[Future[Any]] = []
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future = super().submit(fn, *args, **kwargs)
+        self.futures.append(future)
+        return future
+
+
 def process_pool(harness: Harness) -> ProcessPoolExecutor:
     # spawn: fork is unsafe in a process with threads, and deprecated there from 3.12 on
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
@@ -1210,14 +1225,16 @@ async def test_a_call_a_process_pool_drops_at_shutdown_is_counted_cancelled(
 
 @pytest.mark.asyncio
 async def test_a_process_pool_call_cancelled_while_queued_never_runs(harness: Harness) -> None:
-    decorated = threaded(executor=process_pool(harness))
+    pool = harness.track(RecordingProcessPool())
+    decorated = threaded(executor=pool)
     async with a_call_running_in_a_worker_process(decorated) as reports:
         # The pool queues two calls for its worker ahead of time; the rest stay with it.
         ahead = [decorated(multiply)(VALUE, factor) for factor in (2, 3)]
         cancelled = decorated(report)(reports.port, b"cancelled")
         after = decorated(report)(reports.port, b"after")
         cancelled.cancel()
-        assert_cancelled(await outcome_of(cancelled))  # the pool was told to drop it
+        assert_cancelled(await outcome_of(cancelled))
+        await turns_until(pool.futures[3].cancelled, "the pool's own future cancelled")
         reports.release()
         assert await reports.next_word(9) == b"after"
     assert [await outcome_of(call) for call in (reports.running, *ahead, after)] == [
