@@ -827,13 +827,14 @@ async def test_a_call_its_executor_refused_ends_an_error_span_under_the_callers(
     assert telemetry.value("aiothreads_calls_finished_total", **labels) == 1
 
 
-def test_a_result_its_closed_loop_cannot_take_is_logged_as_dropped(
-    telemetry: Telemetry, loop_factory: Callable[[], asyncio.AbstractEventLoop]
-) -> None:
+def _a_result_its_closed_loop_cannot_take(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], *, instrument: bool
+) -> str:
+    """Run a call whose loop is closed by hand while it runs; return its function's name."""
     started, release = threading.Event(), threading.Event()
     executor = ThreadPoolExecutor(1)
 
-    @threaded(executor=executor)
+    @threaded(executor=executor, instrument=instrument)
     def outlives_its_loop() -> str:
         started.set()
         release.wait(5)
@@ -847,36 +848,27 @@ def test_a_result_its_closed_loop_cannot_take_is_logged_as_dropped(
     release.set()
     executor.shutdown(wait=True)  # the thread tried to deliver and gave up
     assert not running.done()
+    return name(outlives_its_loop.__qualname__)
+
+
+def test_a_result_its_closed_loop_cannot_take_is_logged_as_dropped(
+    telemetry: Telemetry, loop_factory: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    function = _a_result_its_closed_loop_cannot_take(loop_factory, instrument=True)
     (event,) = telemetry.events("result dropped: event loop closed")
     assert event["log_level"] == "warning"
-    assert event["function"] == name(outlives_its_loop.__qualname__)
+    assert event["function"] == function
     assert event["kind"] == "threaded"
 
 
 def test_a_dropped_result_is_logged_even_for_a_function_kept_out_of_instrumentation(
     caplog: pytest.LogCaptureFixture, loop_factory: Callable[[], asyncio.AbstractEventLoop]
 ) -> None:
-    started, release = threading.Event(), threading.Event()
-    executor = ThreadPoolExecutor(1)
-
-    @threaded(executor=executor, instrument=False)
-    def outlives_its_loop() -> str:
-        started.set()
-        release.wait(5)
-        return "nobody takes this"
-
-    loop = loop_factory()
-    try:
-        loop.run_until_complete(_started(outlives_its_loop, started))
-    finally:
-        loop.close()  # by hand, while the call runs
     with caplog.at_level(logging.WARNING, logger="aiothreads"):
-        release.set()
-        executor.shutdown(wait=True)  # the thread tried to deliver and gave up
+        function = _a_result_its_closed_loop_cannot_take(loop_factory, instrument=False)
     (record,) = caplog.records
     assert record.getMessage().startswith("result dropped: event loop closed function=")
-    fields = record.aiothreads  # type: ignore[attr-defined]
-    assert fields["function"] == name(outlives_its_loop.__qualname__)
+    assert record.aiothreads["function"] == function  # type: ignore[attr-defined]
 
 
 async def _started(
