@@ -26,6 +26,13 @@ async def join(thread: threading.Thread) -> None:
     assert not thread.is_alive()
 
 
+async def full_channel_of_this_loop() -> FromThreadChannel[int]:
+    """A channel of one item, made on the running loop (so bound to it), holding ``1``."""
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=1)
+    channel.put(1)
+    return channel
+
+
 async def stream_numbers(channel: FromThreadChannel[int], count: int) -> list[int]:
     """Put ``range(count)`` from a thread that then closes; return what ``get()`` gave."""
 
@@ -297,14 +304,7 @@ def test_loop_closing_releases_a_blocked_producer(
     loop_factory: object,
 ) -> None:
     loop = loop_factory()  # type: ignore[operator]
-    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=1)
-    channel.put(0)
-
-    async def bind() -> None:
-        assert await channel.get() == 0
-
-    loop.run_until_complete(bind())
-    channel.put(1)
+    channel = loop.run_until_complete(full_channel_of_this_loop())
     released: list[BaseException] = []
     about_to_block = threading.Event()
 
@@ -328,10 +328,7 @@ def test_loop_closing_releases_a_blocked_producer(
 @pytest.mark.watchdog  # polls every few milliseconds: a live loop must not look closed
 @pytest.mark.asyncio
 async def test_a_producer_waiting_through_many_polls_of_a_live_loop_still_delivers() -> None:
-    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=1)
-    channel.put(0)
-    assert await channel.get() == 0  # binds the channel to this loop
-    channel.put(1)
+    channel = await full_channel_of_this_loop()
     polls = threading.Semaphore(0)
     channel.on_blocked = lambda _: polls.release()  # at the end of each wait for room
     thread = start_thread(channel.put, 2)
@@ -345,16 +342,9 @@ def test_room_made_just_before_the_loop_closes_by_hand_still_takes_the_item(
     loop_factory: object,
 ) -> None:
     loop = loop_factory()  # type: ignore[operator]
-    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=1)
+    channel = loop.run_until_complete(full_channel_of_this_loop())
     woken, proceed = threading.Event(), threading.Event()
     errors: list[BaseException] = []
-
-    async def fill_and_bind() -> None:
-        channel.put(0)
-        assert await channel.get() == 0
-
-    loop.run_until_complete(fill_and_bind())
-    channel.put(1)
 
     def produce() -> None:
         try:
