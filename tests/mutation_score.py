@@ -17,6 +17,7 @@ import json
 import re
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mutmut.stats import status_by_exit_code
@@ -35,62 +36,77 @@ def equivalents(listing: Path = EQUIVALENTS) -> set[str]:
     return {match.group(1) for line in lines if (match := _LISTED.match(line))}
 
 
-def tally(mutants: Path, equivalent: set[str]) -> tuple[dict[str, Counter[str]], list[str]]:
+@dataclass
+class ModuleTally:
+    """A module's mutants by status, and the seconds the tests of the checked ones ran."""
+
+    statuses: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def __iadd__(self, other: ModuleTally) -> ModuleTally:
+        self.statuses += other.statuses
+        self.seconds += other.seconds
+        return self
+
+    @property
+    def checked(self) -> int:
+        """How many of the module's mutants have a result."""
+        return sum(self.statuses.values()) - self.statuses["not checked"]
+
+
+def tally(mutants: Path, equivalent: set[str]) -> tuple[dict[str, ModuleTally], list[str]]:
     """Count the statuses of each module's mutants; return them and the unexplained survivors.
 
-    A survivor listed in ``equivalent`` is counted as ``equivalent``; the
-    seconds the tests of the checked mutants ran are counted as ``seconds``.
+    A survivor listed in ``equivalent`` is counted as ``equivalent``.
     """
-    by_module: dict[str, Counter[str]] = {}
+    by_module: dict[str, ModuleTally] = {}
     unexplained: list[str] = []
     for meta in sorted(mutants.rglob("*.py.meta")):
         module = str(meta.relative_to(mutants)).removesuffix(".py.meta").replace("/", ".")
         recorded = json.loads(meta.read_text())
-        codes = recorded["exit_code_by_key"]
         durations = recorded.get("durations_by_key", {})
-        statuses: Counter[str] = Counter()
-        for name, code in codes.items():
+        counted = ModuleTally()
+        for name, code in recorded["exit_code_by_key"].items():
             status = status_by_exit_code[code]
             if status == "survived":
                 if name in equivalent:
                     status = "equivalent"
                 else:
                     unexplained.append(name)
-            statuses[status] += 1
+            counted.statuses[status] += 1
             if code is not None:
-                statuses["seconds"] += round(durations.get(name, 0.0))
-        by_module[module] = statuses
+                counted.seconds += durations.get(name, 0.0)
+        by_module[module] = counted
     return by_module, unexplained
 
 
-def report(by_module: dict[str, Counter[str]]) -> str:
+def report(by_module: dict[str, ModuleTally]) -> str:
     """Return the Markdown table: a row per module that had mutants checked, and the total."""
     lines = [
         "| module | mutants | " + " | ".join(SHOWN) + " | equivalent | caught | minutes |",
         "| --- | ---: | " + " | ".join("---:" for _ in SHOWN) + " | ---: | ---: | ---: |",
     ]
-    total: Counter[str] = Counter()
-    for module, statuses in by_module.items():
-        checked = _checked(statuses)
-        if checked == 0:
+    total = ModuleTally()
+    for module, counted in by_module.items():
+        if counted.checked == 0:
             continue
-        total += statuses
-        lines.append(_row(module, statuses, checked))
-    lines.append(_row("**all**", total, _checked(total)))
+        total += counted
+        lines.append(_row(module, counted))
+    lines.append(_row("**all**", total))
     return "\n".join(lines)
 
 
-def _checked(statuses: Counter[str]) -> int:
-    return sum(statuses.values()) - statuses["not checked"] - statuses["seconds"]
-
-
-def _row(name: str, statuses: Counter[str], checked: int) -> str:
+def _row(name: str, counted: ModuleTally) -> str:
+    statuses = counted.statuses
     caught = sum(statuses[status] for status in CAUGHT)
     counts = " | ".join(str(statuses[status]) for status in SHOWN)
-    candidates = checked - statuses["equivalent"]
+    candidates = counted.checked - statuses["equivalent"]
     score = f"{caught / candidates:.1%}" if candidates else "-"
-    minutes = statuses["seconds"] / 60
-    return f"| {name} | {checked} | {counts} | {statuses['equivalent']} | {score} | {minutes:.0f} |"
+    minutes = counted.seconds / 60
+    return (
+        f"| {name} | {counted.checked} | {counts} | {statuses['equivalent']} | {score}"
+        f" | {minutes:.0f} |"
+    )
 
 
 def main() -> None:
