@@ -13,6 +13,11 @@ from pathlib import Path
 import nox
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+# Newer Pythons than Debian 12 has: ``tests-3.14`` and ``tests-3.15`` run the
+# suite on this machine's own interpreter where it has one, else on Debian
+# unstable's, in a root that .ci/sid_root.sh builds once and reuses.
+NEWER_PYTHONS = ["3.14", "3.15"]
+SID_ROOT_SCRIPT = Path(__file__).parent / ".ci" / "sid_root.sh"
 
 
 @functools.cache
@@ -27,10 +32,15 @@ def found(version: str) -> bool:
     return completed.returncode == 0
 
 
-def needs(session: nox.Session, *commands: str | tuple[str, ...]) -> None:
+def needs(
+    session: nox.Session,
+    *commands: str | tuple[str, ...],
+    install: str = "prometheus chromium",
+) -> None:
     """Skip ``session`` where a system tool it needs is missing; under CI, fail instead.
 
-    A tuple names alternatives, any one of which will do.
+    A tuple names alternatives, any one of which will do; ``install`` names the
+    Debian packages that provide them.
     """
     missing = [
         " or ".join(names)
@@ -39,7 +49,7 @@ def needs(session: nox.Session, *commands: str | tuple[str, ...]) -> None:
     ]
     if not missing:
         return
-    message = f"needs {', '.join(missing)} (Debian: apt-get install prometheus chromium)"
+    message = f"needs {', '.join(missing)} (Debian: apt-get install {install})"
     if "CI" in os.environ:
         session.error(message)
     session.skip(message)
@@ -57,6 +67,7 @@ def preferably(version: str) -> str:
 
 nox.options.sessions = [
     "tests",
+    *(f"tests-{version}" for version in NEWER_PYTHONS),
     "tests_without_extras",
     "downstream",
     "e2e",
@@ -70,13 +81,24 @@ nox.options.sessions = [
 nox.options.reuse_existing_virtualenvs = True
 
 
-CORE_TEST_DEPENDENCIES = [
-    "pytest>=8",
-    "pytest-asyncio>=1.3",
-    "pytest-timeout>=2.2",
-    "hypothesis>=6.90",
-    "uvloop>=0.19",
-]
+nox.needs_version = ">=2025.2.9"  # for nox.project.dependency_groups
+PYPROJECT = nox.project.load_toml(Path(__file__).parent / "pyproject.toml")
+
+
+def groups(*names: str) -> tuple[str, ...]:
+    """The requirements of these dependency groups of pyproject.toml, to install.
+
+    Resolved here rather than by ``pip install --group`` (pip 25.1 and later),
+    so that any pip will do. A group that names ``aiothreads[...]`` gets this
+    checkout's extras: install it together with ``-e .``.
+    """
+    return nox.project.dependency_groups(PYPROJECT, *names)
+
+
+# What the tests sessions install; the root of a newer Python installs the
+# same with pip's own ``--group`` (its requirements hold spaces: no env string).
+TEST_INSTALL = ("-e", ".", *groups("test"))
+SID_ROOT_INSTALL = "-e . --group test"
 
 
 @nox.session(python=PYTHONS)
@@ -86,7 +108,12 @@ def tests(session: nox.Session) -> None:
 
     Each async test runs on asyncio's loop and on uvloop.
     """
-    session.install("-e", ".[test]")
+    run_tests(session)
+
+
+def run_tests(session: nox.Session) -> None:
+    """The ``tests`` session's steps, in the session's virtualenv."""
+    session.install(*TEST_INSTALL)
     session.run("pytest", "-m", "not e2e", *session.posargs)
     if session.python == preferably(PYTHONS[-1]):
         # Tests that choose their backends themselves learn nothing new here.
@@ -108,6 +135,44 @@ def tests(session: nox.Session) -> None:
             *session.posargs,
             env={"AIOTHREADS_INSTRUMENTATION": "off"},
         )
+
+
+def tests_on_newer_python(version: str) -> None:
+    """Define ``tests-<version>``: as ``tests`` where this machine has the Python,
+    else the same suite in Debian unstable's, in a root of its own.
+    """
+    if found(version):
+
+        def on_this_machine(session: nox.Session) -> None:
+            run_tests(session)
+
+        on_this_machine.__doc__ = f"The suite, as ``tests``, on this machine's Python {version}."
+        nox.session(name=f"tests-{version}", python=version)(on_this_machine)
+        return
+
+    def in_sid_root(session: nox.Session) -> None:
+        # Building the root and entering it (debootstrap, chroot, mounts) takes root.
+        if os.geteuid() != 0:
+            message = f"python{version} not found, and running Debian's in a root needs root"
+            if "CI" in os.environ:
+                session.error(message)
+            session.skip(message)
+        needs(session, "debootstrap", install="debootstrap")
+        # The root has no browser: the demo page is checked in Chromium by the
+        # host's sessions (the page is the same on every Python).
+        in_a_browser = "tests/test_demo_service.py::test_the_page_shows_a_stuck_call_in_a_browser"
+        session.run(
+            "bash", str(SID_ROOT_SCRIPT), version, "pytest", "-m", "not e2e",
+            f"--deselect={in_a_browser}", *session.posargs,
+            env={"AIOTHREADS_SID_INSTALL": SID_ROOT_INSTALL}, external=True,
+        )  # fmt: skip
+
+    in_sid_root.__doc__ = f"The suite on Debian unstable's Python {version}, in a root of its own."
+    nox.session(name=f"tests-{version}", python=False)(in_sid_root)
+
+
+for newer_python in NEWER_PYTHONS:
+    tests_on_newer_python(newer_python)
 
 
 ROOT = Path(__file__).parent
@@ -161,7 +226,7 @@ def downstream(session: nox.Session) -> None:
 def e2e(session: nox.Session) -> None:
     """The demo and a real Prometheus: dashboard queries, alert rules, promtool."""
     needs(session, "prometheus", "promtool")
-    session.install("-e", ".[test]")
+    session.install(*TEST_INSTALL)
     session.run("pytest", "-m", "e2e", *session.posargs)
 
 
@@ -169,7 +234,9 @@ def e2e(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the site strictly, run every code block, check the pages in Chromium."""
     needs(session, ("chromium", "chromium-browser", "google-chrome"))
-    session.install("-e", ".[docs]")
+    # The test group runs the pages' code blocks (OpenTelemetry's SDK,
+    # prometheus-client, dask); the docs group alone builds the site.
+    session.install("-e", ".", *groups("test", "docs"))
     session.run("pytest", "-q", "tests/test_docs.py", "tests/test_readme.py", *session.posargs)
     session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
     session.run("python", "docs/check_site.py", "site")
@@ -178,7 +245,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(python=preferably(PYTHONS[-1]))
 def benchmarks(session: nox.Session) -> None:
     """A smoke run of the benchmark suite with tiny sizes (the full run is by hand)."""
-    session.install("-e", ".[bench]")
+    session.install("-e", ".", *groups("bench"))
     session.run("python", "-m", "benchmarks.run", "--quick", *session.posargs)
     session.run("python", "-m", "benchmarks.handoff_floor", "--round-trips", "200", "--rounds", "1")
     session.run(
@@ -190,7 +257,7 @@ def benchmarks(session: nox.Session) -> None:
 @nox.session(python=preferably(PYTHONS[-1]))
 def tests_without_extras(session: nox.Session) -> None:
     """The core suite where none of the instrumentation libraries is installed."""
-    session.install("-e", ".", *CORE_TEST_DEPENDENCIES)
+    session.install("-e", ".", *groups("test-core"))
     session.run(
         "pytest",
         "-q",
@@ -221,7 +288,7 @@ def mutation(session: nox.Session) -> None:
     docs/contributing.md has the latest score and the survivors known to be
     equivalent, with the reason.
     """
-    session.install("-e", ".[test]", MUTMUT)
+    session.install(*TEST_INSTALL, MUTMUT)
     session.run("mutmut", "run", "--max-children", str(os.cpu_count() or 2), *session.posargs)
     session.run("mutmut", "results")
     session.run("python", "-m", "tests.mutation_score")
@@ -244,7 +311,8 @@ def typing(session: nox.Session) -> None:
     """
     session.install(
         "-e",
-        ".[lint,all]",
+        ".[all]",
+        *groups("lint"),
         "typing_extensions",
         "opentelemetry-sdk>=1.20",
         "opentelemetry-exporter-otlp-proto-http>=1.20",

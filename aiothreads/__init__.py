@@ -14,7 +14,7 @@ from ._bridge import sync_await, sync_wait_coroutine, wait_coroutine
 from ._cancellation import check_cancelled, is_cancelled
 from ._channel import ChannelClosed, ChannelTimeout, FromThreadChannel
 from ._errors import ExecutorRefused, LoopClosedError, NoEventLoopError, ThreadPoolException
-from ._inflight import CodeLocation, RunningWork, snapshot
+from ._inflight import AwaitingTask, CodeLocation, RunningWork, snapshot
 from ._iterable import (
     BoundThreadedIterable,
     ThreadedIterable,
@@ -24,6 +24,7 @@ from ._iterable import (
     threaded_iterable_separate,
 )
 from ._limits import CapacityLimiter
+from ._remote import runs_in_threads
 from ._separate import ThreadedSeparate, threaded_separate
 from ._threaded import (
     THREADED_ITERABLE_DEFAULT_MAX_SIZE,
@@ -39,6 +40,7 @@ from .types import EVENT_LOOP
 __all__ = [
     "EVENT_LOOP",
     "THREADED_ITERABLE_DEFAULT_MAX_SIZE",
+    "AwaitingTask",
     "BoundThreaded",
     "BoundThreadedIterable",
     "CapacityLimiter",
@@ -61,6 +63,7 @@ __all__ = [
     "__version__",
     "check_cancelled",
     "is_cancelled",
+    "runs_in_threads",
     "snapshot",
     "sync_await",
     "sync_wait_coroutine",

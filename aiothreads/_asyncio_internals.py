@@ -3,7 +3,7 @@
 aiothreads reads a few private attributes of asyncio's loops and futures to
 save work on every call. Each one is read here only, and each has a fallback
 that keeps the library correct (if slower) should a Python release change it.
-Checked on CPython 3.10, 3.11, 3.12 and 3.13, and uvloop 0.23 (which keeps its
+Checked on CPython 3.10 to 3.15, and uvloop 0.23 (which keeps its
 default executor private).
 
 =============================== ================================================
@@ -12,9 +12,11 @@ internal                        fallback when missing
 ``asyncio._get_running_loop``   ``asyncio.get_running_loop`` with the exception
 ``loop._default_executor``      found among the loop's ``gc.get_referents()``
                                 (uvloop's loop, written in Cython, hides it
-                                but reports it to the garbage collector);
-                                where neither shows it, the loop counts as
-                                one that keeps it private (calls go through
+                                but reports it to the garbage collector),
+                                leaving out the loop's own attributes; where
+                                neither shows it, or two executors could be
+                                it, the loop counts as one that keeps it
+                                private (calls go through
                                 ``loop.run_in_executor``)
 ``loop._executor_shutdown_called`` uvloop's ``loop._check_default_executor()``,
                                 which raises once it was called; else treated
@@ -24,31 +26,40 @@ internal                        fallback when missing
                                 is used until the shutdown hook retires it)
 ``Future._callbacks``           callbacks are left to asyncio, which schedules
                                 them one loop turn later
-``asyncio.tasks._enter_task``,  (Python 3.10 and 3.11 only) tasks for
-``asyncio.tasks._leave_task``   ``sync_await`` start the usual way, one loop
-                                turn later
+``Future._asyncio_awaited_by``  (Python 3.14 and later) the tasks awaiting a
+                                future are found among its callbacks, as on
+                                earlier Pythons
+``Task.task_wakeup.__self__``   the task a callback belongs to; a callback
+                                without it is not counted as a waiting task
 =============================== ================================================
+
+``asyncio.future_add_to_awaited_by`` and ``future_discard_from_awaited_by``
+are public from Python 3.14 on; before, the call graph they feed does not
+exist and linking is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
     "asyncgens_shut_down",
+    "awaiting_tasks",
     "default_executor_of",
-    "enter_task",
     "executor_shut_down",
     "future_callbacks",
-    "leave_task",
+    "is_task",
+    "link_awaiters",
     "remember_default_executor",
     "running_loop_or_none",
+    "unlink_awaiters",
 ]
 
 
@@ -81,28 +92,44 @@ def default_executor_of(loop: asyncio.AbstractEventLoop) -> tuple[bool, Executor
     if type(loop) in _OPAQUE:
         return False, None
     referents = gc.get_referents(loop)
-    known = getattr(loop, _REMEMBERED, None)
+    remembered: weakref.ref[Executor] | None = getattr(loop, _REMEMBERED, None)
+    known = remembered() if remembered is not None else None
     if known is not None and known in referents:
         return True, known
-    for referent in referents:
-        if isinstance(referent, Executor):
-            return remember_default_executor(loop, referent), referent
-    return True, None
+    # Attributes of the loop's own (an application's ``loop.pool = ...``) are
+    # no default executor, though Python 3.14+ reports them as referents too.
+    attributes = getattr(loop, "__dict__", {}).values()
+    found = [
+        referent
+        for referent in referents
+        if isinstance(referent, Executor) and not any(referent is value for value in attributes)
+    ]
+    if not found:
+        return True, None
+    if len(found) > 1:  # which one is the default cannot be told: the loop picks it
+        return False, None
+    return remember_default_executor(loop, found[0]), found[0]
 
 
 def remember_default_executor(loop: asyncio.AbstractEventLoop, executor: Executor) -> bool:
     """Note ``executor``, just installed or found, as ``loop``'s default executor.
 
     Returns ``False`` (and gives up on such loops) if it cannot be seen among
-    the loop's referents, where ``default_executor_of`` looks for it.
+    the loop's referents, where ``default_executor_of`` looks for it. Only a
+    weak reference is kept on the loop: a strong one would itself be one of
+    the loop's referents (Python 3.14+ reports an object's attribute values
+    as its referents), and an executor the application replaced would then
+    still look installed.
     """
     if type(loop) not in _WITHOUT_ATTRIBUTE:
         return True
     try:
-        setattr(loop, _REMEMBERED, executor)
+        setattr(loop, _REMEMBERED, weakref.ref(executor))
     except AttributeError:  # a loop without a __dict__
         _OPAQUE.add(type(loop))
         return False
+    except TypeError:  # an executor without weak references: looked for each time
+        pass
     if executor not in gc.get_referents(loop):
         _OPAQUE.add(type(loop))
         return False
@@ -145,12 +172,49 @@ def future_callbacks(future: asyncio.Future[Any]) -> list[tuple[Callable[[Any], 
     return callbacks or []
 
 
-enter_task: Final[Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] | None] = getattr(
-    asyncio.tasks, "_enter_task", None
-)
-"""Make a task the loop's current one, as asyncio does around each of its steps."""
+def awaiting_tasks(future: asyncio.Future[Any]) -> tuple[asyncio.Task[Any], ...]:
+    """Return the tasks that await ``future`` right now (on its loop's thread)."""
+    awaited_by: Any = getattr(future, "_asyncio_awaited_by", None)
+    owners: list[Any] = (
+        list(awaited_by)
+        if awaited_by
+        else [getattr(callback, "__self__", None) for callback, _ in future_callbacks(future)]
+    )
+    return tuple(owner for owner in owners if is_task(owner))
 
-leave_task: Final[Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] | None] = getattr(
-    asyncio.tasks, "_leave_task", None
+
+def is_task(value: object) -> TypeGuard[asyncio.Task[Any]]:
+    """Whether ``value`` is an ``asyncio.Task`` (of any result type)."""
+    return isinstance(value, asyncio.Task)
+
+
+_add_to_awaited_by: Final[Callable[[asyncio.Future[Any], asyncio.Future[Any]], None] | None] = (
+    getattr(asyncio, "future_add_to_awaited_by", None)
 )
-"""Undo ``enter_task``."""
+_discard_from_awaited_by: Final[
+    Callable[[asyncio.Future[Any], asyncio.Future[Any]], None] | None
+] = getattr(asyncio, "future_discard_from_awaited_by", None)
+
+
+def link_awaiters(
+    task: asyncio.Task[Any], call: asyncio.Future[Any]
+) -> tuple[asyncio.Future[Any], ...]:
+    """Record the tasks awaiting ``call`` as awaiting ``task`` too; return them.
+
+    ``task`` was started by the thread that runs ``call``: asyncio's call graph
+    (Python 3.14 and later) then shows it under the tasks that wait for that
+    thread. Called on ``task``'s loop; a no-op before 3.14.
+    """
+    if _add_to_awaited_by is None or call.get_loop() is not task.get_loop():
+        return ()
+    awaiters = awaiting_tasks(call)
+    for awaiter in awaiters:
+        _add_to_awaited_by(task, awaiter)
+    return awaiters
+
+
+def unlink_awaiters(task: asyncio.Task[Any], awaiters: tuple[asyncio.Future[Any], ...]) -> None:
+    """Undo ``link_awaiters``."""
+    if _discard_from_awaited_by is not None:
+        for awaiter in awaiters:
+            _discard_from_awaited_by(task, awaiter)

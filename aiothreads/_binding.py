@@ -3,14 +3,15 @@
 Decorators go above ``@staticmethod`` and ``@classmethod``; the decorated
 object remembers which it wrapped and binds accordingly. A decorated function
 accessed through an instance returns a bound object that is cached per
-instance, so ``obj.method is obj.method`` holds while either is alive. The
-cache is keyed by identity and holds bound objects weakly, so it works for
-unhashable instances and ``__slots__`` classes and never keeps an instance
-alive.
+instance, so ``obj.method is obj.method`` holds while either is alive, also
+when several threads bind it at once. The cache is keyed by identity and
+holds bound objects weakly, so it works for unhashable instances and
+``__slots__`` classes and never keeps an instance alive.
 """
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
@@ -26,6 +27,9 @@ class _Bound(Protocol):
 
 
 B = TypeVar("B", bound=_Bound)
+
+# Reentrant: a collection while the lock is held may run code that binds too.
+_publishing = threading.RLock()
 
 
 class MethodBinder(Generic[B]):
@@ -56,8 +60,11 @@ class MethodBinder(Generic[B]):
         key = id(target)
         bound = self._bound.get(key)
         if bound is None or bound.__self__ is not target:
-            bound = self._bind(target)
-            self._bound[key] = bound
+            made = self._bind(target)
+            with _publishing:  # threads binding the same target at once all get the first
+                bound = self._bound.get(key)
+                if bound is None or bound.__self__ is not target:
+                    bound = self._bound[key] = made
         return bound
 
 

@@ -18,6 +18,14 @@ Semantics:
   a threaded generator whose consumer left: within a second).
 * A coroutine object that cannot be run is closed, so it never warns that it
   was never awaited.
+* The coroutine runs as a task of its own, named ``sync_await:NAME from
+  THREAD``, in its own copy of the context (values it sets last across its
+  awaits and never reach the thread), as ``asyncio.create_task`` would.
+* A ``KeyboardInterrupt`` or ``SystemExit`` raised by the coroutine stops the
+  loop, as any task's does; the waiting thread gets it too once the loop runs
+  its callbacks again (``asyncio.run`` does as it shuts down) or is closed.
+  Raised in the coroutine's very first step on Python 3.12+, asyncio also
+  logs it as never retrieved: the eager task that holds it is never returned.
 """
 
 from __future__ import annotations
@@ -31,10 +39,12 @@ import threading
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from . import _loops
+from ._asyncio_internals import link_awaiters, unlink_awaiters
 from ._cancellation import Scope, StreamScope, current_scope
 from ._eager import start_task
 from ._errors import LoopClosedError, NoEventLoopError
 from ._inbox import inbox_for
+from ._inflight import WAIT_CODES
 from ._loops import loop_state, running_loop_or_none
 from ._names import qualified_name
 from ._outcomes import OK, outcome_of
@@ -54,6 +64,12 @@ _NO_LOOP_HINT = (
     "Call it from a function decorated with @threaded (or another aiothreads decorator), "
     "pass the loop explicitly with sync_wait_coroutine(loop, ...) or wait_coroutine(coro, loop), "
     "or set aiothreads.EVENT_LOOP in this thread's context."
+)
+
+_ON_THE_LOOP_HINT = (
+    "{name}() was called on the event loop's own thread, in async code: waiting there "
+    "would block the loop. Write 'await {target}(...)' instead; {name}() is for "
+    "blocking code running in a thread (a function decorated with @threaded)."
 )
 
 
@@ -104,7 +120,7 @@ def sync_await(func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> Any
         asyncio.CancelledError: the loop cancelled the task (e.g. at shutdown).
         BaseException: whatever ``func`` or the awaitable raised.
     """
-    loop = _loop_from_context("sync_await")
+    loop = _loop_from_context("sync_await", func)
     return _run_on_loop(loop, func, args, kwargs)
 
 
@@ -144,7 +160,7 @@ def wait_coroutine(
         BaseException: whatever the coroutine raised.
     """
     try:
-        target = loop if loop is not None else _loop_from_context("wait_coroutine")
+        target = loop if loop is not None else _loop_from_context("wait_coroutine", coro)
     except BaseException:
         coro.close()
         raise
@@ -189,7 +205,7 @@ def sync_wait_coroutine(
         asyncio.CancelledError: the loop cancelled the task.
         BaseException: whatever the coroutine raised.
     """
-    target = loop if loop is not None else _loop_from_context("sync_wait_coroutine")
+    target = loop if loop is not None else _loop_from_context("sync_wait_coroutine", coro_func)
     return _run_on_loop(target, coro_func, args, kwargs)
 
 
@@ -197,11 +213,23 @@ def _given(coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
     return coro
 
 
-def _loop_from_context(name: str) -> asyncio.AbstractEventLoop:
+def _loop_from_context(name: str, target: object) -> asyncio.AbstractEventLoop:
     try:
         return EVENT_LOOP.get()
     except LookupError:
+        if running_loop_or_none() is not None:
+            hint = _ON_THE_LOOP_HINT.format(name=name, target=_name_of(target))
+            raise RuntimeError(hint) from None
         raise NoEventLoopError(_NO_LOOP_HINT.format(name=name)) from None
+
+
+def _name_of(target: object) -> str:
+    """Return the name a user wrote for ``target``: a function's, or a coroutine's."""
+    if inspect.iscoroutine(target):
+        return str(getattr(target, "__qualname__", type(target).__qualname__))
+    if callable(target):
+        return qualified_name(target).rsplit(".", 1)[-1]
+    return repr(target)
 
 
 def _coroutine_name(coro: Coroutine[Any, Any, Any]) -> str:
@@ -251,16 +279,19 @@ def _run_on_loop(
 class _Waiter(Generic[T]):
     """Carries one coroutine to the loop and its outcome back to the waiting thread.
 
-    The task releases a plain lock the thread blocks on as soon as the
-    coroutine finishes, from inside its last step: no done callback, no
-    ``concurrent.futures`` machinery in between. The task also starts eagerly
-    (``aiothreads._eager``), in the very callback that carried it to the
-    loop, so a coroutine that does not suspend is done in that loop turn.
+    On the loop, ``func(*args, **kwargs)`` is called; a plain value is the
+    result at once, and a coroutine becomes a task of its own, named after
+    it and the calling thread (``sync_await:audit from aiothreads_1``), that
+    holds the user's coroutine itself. The thread blocks on a plain lock,
+    released by the task's done callback, or at once where the task finished
+    in its eager first step (see ``aiothreads._eager``). On Python 3.14 and
+    later, the tasks awaiting the threaded call this thread runs are recorded
+    as awaiting the new task, so asyncio's call graph links them.
     """
 
     __slots__ = (
         "_args",
-        "_body_ran",
+        "_awaiters",
         "_coro",
         "_done",
         "_error",
@@ -272,6 +303,7 @@ class _Waiter(Generic[T]):
         "_task",
         "cancelled",
         "scope",
+        "thread_name",
     )
 
     def __init__(
@@ -285,7 +317,8 @@ class _Waiter(Generic[T]):
         self._done = threading.Lock()
         self._done.acquire()
         self._signalled = False
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[T] | None = None
+        self._awaiters: tuple[asyncio.Future[Any], ...] = ()
         self._result: T | None = None
         self._error: BaseException | None = None
         self.scope = scope
@@ -294,8 +327,13 @@ class _Waiter(Generic[T]):
         self._kwargs = kwargs
         self._coro = coro
         self._loop_closed = False
-        self._body_ran = False
         self.cancelled = False
+        self.thread_name = threading.current_thread().name
+
+    @property
+    def task(self) -> asyncio.Task[T] | None:
+        """The task running the coroutine, once started (``None`` for a plain callable)."""
+        return self._task
 
     def close_unstarted(self) -> None:
         """Close the coroutine we were given if it never got to run (no warning then)."""
@@ -304,34 +342,45 @@ class _Waiter(Generic[T]):
             coro.close()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Create the task (on the loop's thread; the handle carries our context)."""
+        """Call the function and start its coroutine's task (on the loop's thread)."""
         if self.scope is not None and self.scope.cancelled():
             # The caller gave up while this was on its way: never start the coroutine.
             self.close_unstarted()
             self.cancelled = True
             self._signal()
             return
-        drive = self._drive()
+        func, args, kwargs = self._func, self._args, self._kwargs
+        self._args, self._kwargs = (), {}
         try:
-            task = start_task(loop, drive)
-        except BaseException as exc:  # e.g. the application's task factory failed
-            drive.close()
-            self.close_unstarted()
-            self._error = exc
-            self._signal()
-            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: the loop's too
-                raise
-            return  # the waiting thread raises it: that is where it belongs
-        if self._signalled:  # it ran to its end eagerly
+            outcome: Any = func(*args, **kwargs)
+        except BaseException as exc:
+            self._fail_to_start(exc)
             return
+        if not inspect.isawaitable(outcome):  # a plain callable's value is the result
+            self._result = outcome
+            self._signal()
+            return
+        coro = outcome if asyncio.iscoroutine(outcome) else _awaited(outcome)
+        self._coro = coro
+        try:
+            task = start_task(loop, coro, self._task_name(coro))
+        except BaseException as exc:  # e.g. the application's task factory failed
+            self._fail_to_start(exc)
+            return
+        self._coro = None  # the task owns it now
+        if task.done():  # it ran to its end eagerly
+            self._take_outcome(task)
+        else:
+            self._watch(task, loop)
+
+    def _watch(self, task: asyncio.Task[T], loop: asyncio.AbstractEventLoop) -> None:
+        """Wait for ``task`` to end, and cancel it if the threaded call's caller gives up."""
         self._task = task
-        if not self._body_ran:
-            # Started the usual way: only a done callback notices the task being
-            # cancelled before its coroutine ever runs (which then never signals).
-            task.add_done_callback(self._finish)
+        task.add_done_callback(self._finish)
         caller = self.scope.future if self.scope is not None else None
         if caller is None:
             return
+        self._awaiters = link_awaiters(task, caller)
         caller_loop = caller.get_loop()
         if caller_loop is loop:
             caller.add_done_callback(self._caller_gave_up)
@@ -341,30 +390,29 @@ class _Waiter(Generic[T]):
         with contextlib.suppress(RuntimeError):  # that loop is closed: nobody can cancel
             caller_loop.call_soon_threadsafe(caller.add_done_callback, self._caller_gave_up)
 
-    async def _drive(self) -> None:
-        self._coro = None  # running now: awaiting it is ours to do
-        self._body_ran = True
-        try:
-            outcome: Any = self._func(*self._args, **self._kwargs)
-            if inspect.isawaitable(outcome):  # a plain callable's value is the result
-                outcome = await outcome
-            self._result = outcome
-        except asyncio.CancelledError:
+    def _task_name(self, coro: Coroutine[Any, Any, Any]) -> str:
+        name = getattr(coro, "__qualname__", None) or qualified_name(self._func)
+        return f"sync_await:{name} from {self.thread_name}"
+
+    def _fail_to_start(self, exc: BaseException) -> None:
+        """Hand ``exc`` (the function or starting its task raised it) to the waiting thread."""
+        self.close_unstarted()
+        self._error = exc
+        self._signal()
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: the loop's too
+            raise exc
+
+    def _take_outcome(self, task: asyncio.Task[T]) -> None:
+        """Keep the finished task's outcome for the waiting thread, and wake it."""
+        if task.cancelled():
             self.cancelled = True
-            raise
-        except Exception as exc:
-            self._error = exc
-        except (KeyboardInterrupt, SystemExit) as exc:
-            self._error = exc
-            # The loop must stop with it too, as for any task. Raised from a callback,
-            # not from the task: a task's exception would be reported as never
-            # retrieved when the loop stops before a done callback could take it.
-            asyncio.get_running_loop().call_soon(_reraise, exc)
-        except BaseException as exc:  # GeneratorExit: closed unfinished, with its loop
-            self._error = exc
-            raise
-        finally:
-            self._signal()
+        else:
+            error = task.exception()  # read, so that nothing is reported as unretrieved
+            if error is None:
+                self._result = task.result()
+            else:
+                self._error = error
+        self._signal()
 
     def _caller_gave_up(self, caller: asyncio.Future[Any]) -> None:
         """Cancel what we wait for once the threaded call's own caller cancelled it.
@@ -381,14 +429,11 @@ class _Waiter(Generic[T]):
         with contextlib.suppress(RuntimeError):  # that loop closed: the wait ends by itself
             task_loop.call_soon_threadsafe(task.cancel)
 
-    def _finish(self, task: asyncio.Task[None]) -> None:
-        """Done callback: collect the task, and signal if it never ran (cancelled first)."""
-        self.close_unstarted()
-        if task.cancelled():
-            self.cancelled = True
-        else:
-            task.exception()  # read, so that nothing is ever reported as unretrieved
-        self._signal()
+    def _finish(self, task: asyncio.Task[T]) -> None:
+        """Done callback: unlink the call graph and hand the outcome to the thread."""
+        unlink_awaiters(task, self._awaiters)
+        self._awaiters = ()
+        self._take_outcome(task)
 
     def _signal(self) -> None:
         if self._signalled:
@@ -420,6 +465,8 @@ class _Waiter(Generic[T]):
             state.remove_waiter(self)
             if consumer_left is not None and isinstance(scope, StreamScope):
                 scope.channel.forget_abandon_callback(consumer_left)
+        if self._loop_closed:
+            self._outcome_left_behind()
         if self._loop_closed:  # nothing will run the task: do not touch the loop
             self.close_unstarted()
             raise LoopClosedError("the event loop closed while a thread waited on it")
@@ -431,6 +478,23 @@ class _Waiter(Generic[T]):
             finally:
                 self._error = None
         return self._result  # type: ignore[return-value]
+
+    def _outcome_left_behind(self) -> None:
+        """Take the outcome of a task that ended as its loop stopped for good.
+
+        An interrupt raised by the coroutine stops the loop before its done
+        callback can run; once the loop is closed, its outcome is read here.
+        """
+        task = self._task
+        if task is None or not task.done():
+            return
+        self._loop_closed = False
+        if task.cancelled():
+            self.cancelled = True
+            return
+        self._error = task.exception()
+        if self._error is None:
+            self._result = task.result()
 
     def loop_closed(self) -> None:
         """Stop waiting: the loop was closed by hand (called where it was closed)."""
@@ -447,8 +511,12 @@ class _Waiter(Generic[T]):
                 loop.call_soon_threadsafe(task.cancel)
 
 
-def _reraise(interrupt: BaseException) -> None:
-    raise interrupt
+WAIT_CODES.add(_Waiter[Any].wait.__code__)
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    """Await an awaitable that is not a coroutine (a future, an object with ``__await__``)."""
+    return await awaitable
 
 
 def _submit(loop: asyncio.AbstractEventLoop, waiter: _Waiter[T]) -> _Waiter[T]:

@@ -322,10 +322,15 @@ class FromThreadChannel(Generic[T]):
 
     def _bind(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-            on_loop_shutdown(loop, self)
-        elif self._loop is not loop:
+        bound = self._loop
+        if bound is None:
+            with self._lock:  # two loops' first get() at once: one binds, the other fails
+                bound = self._loop
+                if bound is None:
+                    bound = self._loop = loop
+            if bound is loop:
+                on_loop_shutdown(loop, self)
+        if bound is not loop:
             raise RuntimeError("this FromThreadChannel is bound to another event loop")
         return loop
 

@@ -33,10 +33,13 @@ class ThreadPoolException(RuntimeError):
 class ExecutorRefused(ThreadPoolException):
     """The executor refused or dropped a call before it ran.
 
-    Raised through the call's future (or the iteration) when ``submit()``
-    raised, the executor was shut down, or it cancelled the queued work
+    Raised through the call's future (or the iteration) when the executor
+    was shut down (its ``submit()`` raised a plain ``RuntimeError``), no
+    thread could be started, or the executor cancelled the queued work
     (``shutdown(cancel_futures=True)``). The executor's own error, if any,
-    is the ``__cause__``.
+    is the ``__cause__``. An exception of another type that ``submit()``
+    raises (a load-shedding executor's own, say) reaches the caller as it
+    is, as with ``loop.run_in_executor``.
     """
 
 

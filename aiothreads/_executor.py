@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import pickle
 import threading
 import time
 import weakref
@@ -39,13 +38,14 @@ from ._cancellation import run_as_call
 from ._errors import ExecutorRefused
 from ._future import CallFuture
 from ._inbox import inbox_for
-from ._inflight import NOT_RUNNING, WORK_CODES
+from ._inflight import NOT_RUNNING, WORK_CODES, came_back, went_away
 from ._log import emit
 from ._loops import release_if_closed, running_loop_or_none
 from ._names import qualified_name
-from ._outcomes import CANCELLED, ERROR, outcome_of
+from ._outcomes import CANCELLED, ERROR, Refusal, outcome_of
 from ._pool import WorkerPool
-from ._validate import is_process_pool
+from ._pool_state import count_refusal, pool_name, refusal_of, watch
+from ._remote import Carried, check_picklable, runs_elsewhere
 from ._watchdog import WATCHDOG
 
 if TYPE_CHECKING:
@@ -72,6 +72,11 @@ With a context, the function runs inside it as an aiothreads call (with
 """
 
 NO_ARGUMENTS: Final[Arguments] = ((), MappingProxyType({}), None)
+
+ExecutorFuture: TypeAlias = "concurrent.futures.Future[T] | asyncio.Future[T]"
+"""What an executor's ``submit()`` returns: a ``concurrent.futures`` or an asyncio future."""
+
+_NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
 
 
 class ThreadCall(CallFuture[T]):
@@ -124,6 +129,13 @@ class ThreadCall(CallFuture[T]):
     def about(self) -> About:
         """What runs: kind, function name, limit wait, channel (for ``snapshot()``)."""
         return self._about or ("threaded", qualified_name(self._func), None, None, None)
+
+    def __repr__(self) -> str:
+        # asyncio's own, with the function after the state: "<ThreadCall pending
+        # mod.func>", also where asyncio logs an exception as never retrieved.
+        parts = super().__repr__().removesuffix(">").split(" ", 2)
+        parts.insert(min(len(parts), 2), self.about[1])
+        return " ".join(parts) + ">"
 
     @property
     def submitted_at(self) -> float:
@@ -201,31 +213,67 @@ class ThreadCall(CallFuture[T]):
         args, kwargs, _ = self._arguments
         return self._func, args, kwargs
 
-    def running_elsewhere(self, work: asyncio.Future[T]) -> None:
-        """Settle this call from ``work``, which runs it elsewhere (in another process).
+    def trace_headers(self) -> Mapping[str, str]:
+        """Open the call's span as its work leaves this process; return what carries it along.
 
-        Called on the loop's thread. Cancelling the call cancels ``work``.
+        The W3C trace context and baggage, empty when the call is not traced.
+        Called on the loop's thread, in the caller's context.
+        """
+        return _NO_HEADERS if self._probe is None else self._probe.carry()
+
+    def running_elsewhere(self, work: ExecutorFuture[T], executor: str) -> None:
+        """Settle this call from ``work``, run in another process by ``executor`` (a class name).
+
+        Called on the loop's thread once the executor took the call. Until
+        ``work`` is done the call keeps its limit place and shows in
+        ``snapshot()``. Cancelling the call cancels ``work``, which only
+        stops it if no worker has started it: the outcome of work that runs
+        on is dropped when it arrives.
         """
         self._arguments = NO_ARGUMENTS
         if self._probe is not None:
             self._probe.running()
-        work.add_done_callback(self._settle_from)
+        went_away(self, executor)
+        on_loop_of(work, work.add_done_callback, self._came_back)
         self.add_done_callback(functools.partial(_cancel_if_cancelled, work))
 
-    def _settle_from(self, work: asyncio.Future[T]) -> None:
-        error = None if work.cancelled() else work.exception()
-        if self._on_finish is not None:
-            self._on_finish()
-        if self._probe is not None:
-            self._probe.finished(outcome_of(error, work.cancelled() or self.cancelled()), error)
-        if self.done():
-            return
+    def _came_back(self, work: ExecutorFuture[T]) -> None:
+        """Hand ``work``, now done, to the loop, which settles the call from it.
+
+        Called wherever ``work`` completed (an executor's thread, often): it
+        does no more there than post, since that thread may be what limits
+        the executor's throughput. Should the loop be closed, the books are
+        settled here, and the outcome is dropped.
+        """
+        try:
+            self._inbox.post(self._settle_from, work)
+        except RuntimeError:  # the loop is closed: nobody is left to receive it
+            self._settle_books(work)
+            self._deliver(self.resolve, None)  # reports the outcome dropped
+
+    def _settle_from(self, work: ExecutorFuture[T]) -> None:
+        """Settle the call from ``work`` (on the loop's thread).
+
+        Work the executor cancelled (or dropped at shutdown) cancels the call.
+        """
+        error = self._settle_books(work)
         if work.cancelled():
-            self.cancel()
+            self.fail(asyncio.CancelledError())
         elif error is not None:
             self.fail(error)
         else:
             self.resolve(work.result())
+
+    def _settle_books(self, work: ExecutorFuture[T]) -> BaseException | None:
+        """Count the call's outcome, give its place back; return the work's exception."""
+        came_back(self)
+        dropped = work.cancelled()
+        error = None if dropped else work.exception()
+        if self._probe is not None:
+            self._probe.finished(outcome_of(error, dropped or self.cancelled()), error)
+        if self._on_finish is not None:
+            self._on_finish()
+        return error
 
     def abandon(self) -> None:
         """Fail the call: its executor dropped it unrun (shut down with ``cancel_futures``)."""
@@ -260,9 +308,9 @@ class ThreadCall(CallFuture[T]):
 WORK_CODES.add(ThreadCall[Any].run.__code__)
 
 
-def _cancel_if_cancelled(work: asyncio.Future[Any], call: asyncio.Future[Any]) -> None:
+def _cancel_if_cancelled(work: ExecutorFuture[Any], call: asyncio.Future[Any]) -> None:
     if call.cancelled() and not work.done():
-        work.cancel()
+        on_loop_of(work, work.cancel)
 
 
 def _storable(exc: BaseException) -> BaseException:
@@ -279,23 +327,27 @@ def run_in_executor(executor: Executor | None, call: ThreadCall[T]) -> asyncio.F
 
     See ``default_executor`` for which executor that is. Returns the call,
     the future its caller awaits; if the executor refuses it, the call has
-    failed with ``ExecutorRefused`` already.
+    failed already (see ``refused_call``).
     """
+    default = executor is None
     try:
         if executor is None:
             executor = default_executor(call.get_loop())
             if executor is None:
-                _ForeignWork(call).submit_with(
+                _ForeignWork(call, None).submit_with(
                     functools.partial(call.get_loop().run_in_executor, None)
                 )
                 return call
         if type(executor) is WorkerPool:
             executor.enqueue(call)
-        elif is_process_pool(executor):
-            _run_in_process(executor, call)
+        elif runs_elsewhere(executor):
+            _run_elsewhere(executor, call)
         else:
-            _ForeignWork(call).submit(executor)
+            watch(executor, default=default)  # for its pool metrics
+            _ForeignWork(call, None if default else executor).submit(executor)
     except BaseException as exc:  # nothing was queued: settle the books here
+        if type(executor) is not WorkerPool and (executor is None or not runs_elsewhere(executor)):
+            count_refusal(pool_name(None if default else executor), refusal_of(exc))
         _settle_unstarted(call, exc)
     return call
 
@@ -314,12 +366,18 @@ def _settle_unstarted(call: ThreadCall[Any], exc: BaseException) -> None:
 
 
 def refused_call(call: ThreadCall[T], exc: BaseException) -> asyncio.Future[T]:
-    """Fail ``call``, which could not be started, with ``ExecutorRefused``; return it.
+    """Fail ``call``, which could not be started, with ``exc``; return it.
 
-    Called on the loop's thread; the probe and the limit place are settled here, once.
+    An exception of a type of the executor's own (a load-shedding executor's
+    ``Overloaded``, ``BrokenThreadPool``) fails the call as it is, as with
+    ``loop.run_in_executor``, so that the caller catches it by its type. A
+    plain ``RuntimeError`` (a shut-down executor, no thread to be had) and an
+    interrupt become ``ExecutorRefused`` chained to it, which is a
+    ``RuntimeError`` too. Either way the call counts as refused. Called on
+    the loop's thread; the probe and the limit place are settled here, once.
     """
     error = exc
-    if not isinstance(exc, ExecutorRefused):
+    if type(exc) is RuntimeError or not isinstance(exc, Exception):
         error = ExecutorRefused(f"the executor refused the call: {exc}")
         error.__cause__ = exc
     call.refuse(error, on_loop_thread=True)
@@ -336,10 +394,11 @@ class _ForeignWork:
     the books are settled once; the executor's exception is always retrieved.
     """
 
-    __slots__ = ("_call", "_claimed", "_lock", "_work")
+    __slots__ = ("_call", "_claimed", "_lock", "_pool", "_work")
 
-    def __init__(self, call: ThreadCall[Any]) -> None:
+    def __init__(self, call: ThreadCall[Any], pool: Executor | None) -> None:
         self._call = call
+        self._pool = pool  # counted as refusing what it drops; ``None``: the default executor
         self._lock = threading.Lock()
         self._claimed = False
         self._work: concurrent.futures.Future[None] | asyncio.Future[None] | None = None
@@ -363,11 +422,12 @@ class _ForeignWork:
             self._claimed = True
         self._call.run()
 
-    def _drop(self, error: BaseException) -> None:
+    def _drop(self, error: BaseException, reason: Refusal) -> None:
         with self._lock:
             if self._claimed:
                 return  # running already: its own outcome will arrive
             self._claimed = True
+        count_refusal(pool_name(self._pool), reason)
         self._call.refuse(error)
 
     def _work_done(self, work: concurrent.futures.Future[None] | asyncio.Future[None]) -> None:
@@ -375,12 +435,13 @@ class _ForeignWork:
             self._drop(
                 ExecutorRefused(
                     "the executor dropped the call before it ran (shut down, or cancelled it)"
-                )
+                ),
+                Refusal.DROPPED,
             )
             return
         error = work.exception()  # retrieved here, so it is never reported as lost
         if error is not None:
-            self._drop(error)
+            self._drop(error, Refusal.REJECTED)
 
     def _call_done(self, call: asyncio.Future[Any]) -> None:
         work = self._work
@@ -398,24 +459,25 @@ def on_loop_of(work: object, action: Callable[..., object], *args: Any) -> None:
     action(*args)
 
 
-def _run_in_process(executor: Executor, call: ThreadCall[Any]) -> None:
-    """Run ``call``'s function in a worker process: it and its arguments must pickle.
+def _run_elsewhere(executor: Executor, call: ThreadCall[Any]) -> None:
+    """Hand ``call``'s function and arguments to ``executor``, which runs them in another process.
 
-    Context variables and ``EVENT_LOOP`` do not cross processes, so
-    ``sync_await`` and ``is_cancelled`` are not available there.
+    They must pickle (``ExecutorRefused`` otherwise, before anything is
+    submitted); keyword arguments are bound with ``functools.partial``, so the
+    executor's ``submit()`` never mistakes one for an option of its own. A
+    traced call travels as ``Carried`` (see ``aiothreads._remote``). Context
+    variables and ``EVENT_LOOP`` do not cross processes, so ``sync_await``
+    and ``is_cancelled`` are not available there.
     """
     func, args, kwargs = call.function_and_arguments()
-    try:
-        pickle.dumps((func, args, kwargs))
-    except Exception as exc:
-        error = ExecutorRefused(
-            f"{qualified_name(func)} cannot run on {type(executor).__name__}: the function "
-            f"or its arguments do not pickle ({exc}); use a thread executor, or a "
-            "module-level function with picklable arguments"
-        )
-        raise error from exc
-    work = asyncio.wrap_future(executor.submit(func, *args, **kwargs), loop=call.get_loop())
-    call.running_elsewhere(work)
+    check_picklable(executor, func, args, kwargs)
+    if kwargs:
+        func = functools.partial(func, **kwargs)
+    headers = call.trace_headers()
+    if headers:
+        kind, function = call.about[:2]
+        func = Carried(func, kind, function, headers)
+    call.running_elsewhere(executor.submit(func, *args), type(executor).__name__)
 
 
 def default_executor(loop: asyncio.AbstractEventLoop) -> Executor | None:

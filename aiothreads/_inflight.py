@@ -7,10 +7,16 @@ threads' stacks (``sys._current_frames()``): each frame of a routine in
 the innermost one is what that thread runs now. So asking costs a walk over
 the threads' stacks, and not asking costs nothing. It reports function names,
 code locations and timings, never argument values, results or local variables.
+
+Calls handed to an executor that runs them in another process are the
+exception: no thread here runs them, so each is noted (``went_away``) while
+its executor holds it, and shown with that executor's name instead of a
+thread and a stack.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sys
 import threading
@@ -19,23 +25,29 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from ._asyncio_internals import awaiting_tasks, is_task
+
 if TYPE_CHECKING:
-    import asyncio
     from types import CodeType, FrameType
 
 __all__ = [
     "NOT_RUNNING",
+    "WAIT_CODES",
     "WORK_CODES",
     "About",
+    "AwaitingTask",
     "CodeLocation",
     "Running",
     "RunningWork",
     "SlowCallReporter",
+    "came_back",
+    "coroutine_stack",
     "running",
     "snapshot",
     "stack_of",
     "thread_frames",
     "thread_names",
+    "went_away",
 ]
 
 About = tuple[str, str, "float | None", "Any", "SlowCallReporter | None"]
@@ -102,6 +114,10 @@ NOT_RUNNING: Final = -1.0
 WORK_CODES: Final[set[CodeType]] = set()
 """The code of the routines that run a call in its thread, with the call as ``self``."""
 
+WAIT_CODES: Final[set[CodeType]] = set()
+"""The code of the routines in which a thread waits for a task on a loop
+(``sync_await``), with an object whose ``task`` is that task as ``self``."""
+
 STACK_DEPTH: Final = 40
 """Innermost frames kept in a stack."""
 
@@ -122,6 +138,21 @@ class CodeLocation:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line} in {self.function}"
+
+
+@dataclasses.dataclass(frozen=True)
+class AwaitingTask:
+    """An asyncio task linked to running work, as ``snapshot()`` saw it."""
+
+    name: str
+    """The task's name (``asyncio.Task.get_name()``)."""
+    stack: tuple[CodeLocation, ...] = ()
+    """Its coroutine chain, outermost first, where each coroutine is suspended
+    now (empty unless asked for, or once the task is done)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return it as plain JSON-ready values."""
+        return {"name": self.name, "stack": [str(location) for location in self.stack]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,11 +188,38 @@ class RunningWork:
     stack: tuple[CodeLocation, ...]
     """Its thread's stack, innermost last, from the first frame outside the
     thread machinery (empty unless asked for)."""
+    executor: str | None = None
+    """The executor's class, for a call that runs outside this process (a
+    process pool, a dask cluster): its thread is elsewhere, so its thread name
+    is empty, its thread id 0 and its stack empty, and it counts as started
+    when its executor took it. ``None`` for work in this process's threads."""
+    awaited_by: tuple[AwaitingTask, ...] = ()
+    """The tasks that await this call now (the call's caller, usually one);
+    empty for generators, whose consumer awaits items, not the call."""
+    waiting_on: AwaitingTask | None = None
+    """The task this call's thread blocks on now through ``sync_await`` (and
+    its relatives): the coroutine it started on the loop."""
+
+    @property
+    def where(self) -> CodeLocation | None:
+        """The innermost frame of the stack in the application's own code.
+
+        Frames of the standard library and of aiothreads itself (a thread
+        waiting in ``threading``, or in ``sync_await``) are passed over;
+        ``None`` without a stack.
+        """
+        for location in reversed(self.stack):
+            if not _is_library(location.file):
+                return location
+        return self.stack[-1] if self.stack else None
 
     def as_dict(self) -> dict[str, Any]:
         """Return it as plain JSON-ready values (the stack as ``file:line in function``)."""
         fields = dataclasses.asdict(self)
         fields["stack"] = [str(location) for location in self.stack]
+        fields["where"] = None if self.where is None else str(self.where)
+        fields["awaited_by"] = [task.as_dict() for task in self.awaited_by]
+        fields["waiting_on"] = None if self.waiting_on is None else self.waiting_on.as_dict()
         return fields
 
 
@@ -171,6 +229,10 @@ def snapshot(*, stacks: bool = False) -> list[RunningWork]:
     Covers every event loop and thread of the process; longest-running
     first. Calls waiting for a worker or for a ``limit=`` place are not
     running yet and do not appear (``aiothreads_calls_queued`` counts them).
+    Calls an executor runs outside this process (a process pool, a dask
+    cluster) appear from the moment it took them until their outcome
+    arrives, with the executor's name and no thread or stack: whether one
+    still waits for a worker there is not known here.
 
     ```python
     import asyncio
@@ -205,7 +267,9 @@ def snapshot(*, stacks: bool = False) -> list[RunningWork]:
     """
     frames = thread_frames()
     running = _running_in(frames)
-    if not running:
+    with _away_lock:
+        away = list(_away.items())
+    if not running and not away:
         return []
     names = thread_names()
     now, wall = time.monotonic(), time.time()
@@ -215,12 +279,27 @@ def snapshot(*, stacks: bool = False) -> list[RunningWork]:
             work,
             started,
             names.get(ident, "?"),
-            frames.get(ident) if stacks else None,
+            frames.get(ident),
             now=now,
             wall=wall,
+            stacks=stacks,
         )
         for ident, (work, started) in running.items()
     ]
+    found.extend(
+        _describe(
+            0,
+            work,
+            work.submitted_at,
+            "",
+            None,
+            now=now,
+            wall=wall,
+            stacks=stacks,
+            executor=executor,
+        )
+        for work, executor in away
+    )
     found.sort(key=lambda work: -work.running_for)
     return found
 
@@ -234,6 +313,8 @@ def _describe(
     *,
     now: float,
     wall: float,
+    stacks: bool = False,
+    executor: str | None = None,
 ) -> RunningWork:
     kind, function, limit_wait, channel, _ = work.about
     submitted = work.submitted_at
@@ -242,6 +323,10 @@ def _describe(
         items, waiting = channel.items_put, channel.waiting_for_room
     loop = work.get_loop()
     ids = work.trace_ids()
+    awaited_by: tuple[AwaitingTask, ...] = ()
+    if isinstance(work, asyncio.Future):
+        awaited_by = tuple(_task_seen(task, stacks) for task in _tasks_awaiting(work))
+    waited_for = None if frame is None else _task_waited_for(frame)
     return RunningWork(
         function=function,
         kind=kind,
@@ -256,8 +341,75 @@ def _describe(
         items=items,
         waiting_for_room=waiting,
         trace_id=None if ids is None else ids[0],
-        stack=() if frame is None else stack_of(frame),
+        stack=stack_of(frame) if frame is not None and stacks else (),
+        executor=executor,
+        awaited_by=awaited_by,
+        waiting_on=None if waited_for is None else _task_seen(waited_for, stacks),
     )
+
+
+def _tasks_awaiting(future: asyncio.Future[Any]) -> tuple[asyncio.Task[Any], ...]:
+    """Return the tasks awaiting ``future``, read from another thread than its loop's."""
+    for _ in range(3):
+        try:
+            return awaiting_tasks(future)
+        except RuntimeError:  # its loop changed the set as it was read: read again
+            continue
+    return ()
+
+
+def _task_waited_for(innermost: FrameType) -> asyncio.Task[Any] | None:
+    """Return the task a thread blocks on in ``sync_await``, found in its stack."""
+    frame: FrameType | None = innermost
+    while frame is not None:
+        code = frame.f_code
+        if code in WAIT_CODES:
+            task: Any = getattr(frame.f_locals.get("self"), "task", None)  # nothing else is read
+            return task if is_task(task) else None
+        if code in WORK_CODES:
+            return None
+        frame = frame.f_back
+    return None
+
+
+def _task_seen(task: asyncio.Task[Any], stacks: bool) -> AwaitingTask:
+    return AwaitingTask(task.get_name(), coroutine_stack(task) if stacks else ())
+
+
+def coroutine_stack(task: asyncio.Task[Any]) -> tuple[CodeLocation, ...]:
+    """Return where ``task``'s coroutines are suspended, outermost first.
+
+    Follows each coroutine to the one it awaits, as asyncio's call graph does;
+    reads code locations only.
+    """
+    locations: list[CodeLocation] = []
+    coro: Any = task.get_coro()
+    while coro is not None and len(locations) < STACK_DEPTH:
+        frame = getattr(coro, "cr_frame", None)
+        if frame is None:  # not a native coroutine, or finished
+            break
+        code = frame.f_code
+        name = getattr(code, "co_qualname", code.co_name)
+        locations.append(CodeLocation(code.co_filename, frame.f_lineno, name))
+        coro = getattr(coro, "cr_await", None)
+    return tuple(locations)
+
+
+_away: dict[Running, str] = {}
+"""Calls running outside this process now, with their executor's class name."""
+_away_lock = threading.Lock()
+
+
+def went_away(work: Running, executor: str) -> None:
+    """Note that ``executor`` (a class name) took ``work`` to run it outside this process."""
+    with _away_lock:
+        _away[work] = executor
+
+
+def came_back(work: Running) -> None:
+    """Forget ``work`` noted by ``went_away``: its outcome has arrived (or never will)."""
+    with _away_lock:
+        _away.pop(work, None)
 
 
 def running(frames: dict[int, FrameType] | None = None) -> dict[int, tuple[Running, float]]:
@@ -307,6 +459,17 @@ def stack_of(frame: FrameType) -> tuple[CodeLocation, ...]:
         first += 1
     kept = summary[first:][-STACK_DEPTH:]
     return tuple(CodeLocation(entry.filename, entry.lineno, entry.name) for entry in kept)
+
+
+_STANDARD_LIBRARY: Final = str(Path(threading.__file__).resolve().parent)
+
+
+def _is_library(filename: str) -> bool:
+    """Whether ``filename`` is part of the standard library or of aiothreads."""
+    path = Path(filename)
+    if path.parent == _PACKAGE:
+        return True
+    return filename.startswith(_STANDARD_LIBRARY) and "site-packages" not in filename
 
 
 def _is_plumbing(filename: str) -> bool:

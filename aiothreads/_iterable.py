@@ -28,7 +28,7 @@ from ._wrapper import IteratorWrapper, IteratorWrapperSeparate
 from .types import BP, P, R, S, T
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator
+    from collections.abc import Callable, Iterable
     from concurrent.futures import Executor
 
     from typing_extensions import Self
@@ -50,7 +50,7 @@ _WrapperClass = type[IteratorWrapper[Any, Any]]
 class ThreadedIterableBase(Generic[P, T], ABC):
     """What every decorated generator function offers."""
 
-    func: Callable[P, Generator[T, None, None]]
+    func: Callable[P, Iterable[T]]
     max_size: int
     _name: str
     _wrapper_class: _WrapperClass = IteratorWrapper
@@ -61,8 +61,8 @@ class ThreadedIterableBase(Generic[P, T], ABC):
     @abstractmethod
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
-    def sync_call(self, *args: P.args, **kwargs: P.kwargs) -> Generator[T, None, None]:
-        """Call the generator function inline and return the plain generator."""
+    def sync_call(self, *args: P.args, **kwargs: P.kwargs) -> Iterable[T]:
+        """Call the function inline and return its result: a generator function's generator."""
         return self.func(*args, **kwargs)
 
     def create_wrapper(self, *args: P.args, **kwargs: P.kwargs) -> IteratorWrapper[P, T]:
@@ -108,7 +108,7 @@ class ThreadedIterable(ThreadedIterableBase[P, T]):
 
     def __init__(
         self,
-        func: Callable[P, Generator[T, None, None]],
+        func: Callable[P, Iterable[T]],
         max_size: int = 0,
         *,
         limit: int | CapacityLimiter | None = None,
@@ -177,7 +177,7 @@ class BoundThreadedIterable(ThreadedIterableBase[P, T]):
 
     def __init__(
         self,
-        func: Callable[..., Generator[T, None, None]],
+        func: Callable[..., Iterable[T]],
         instance: object,
         max_size: int = 0,
         *,
@@ -197,7 +197,7 @@ class BoundThreadedIterable(ThreadedIterableBase[P, T]):
 
 @overload
 def threaded_iterable(
-    func: Callable[P, Generator[T, None, None]],
+    func: Callable[P, Iterable[T]],
     *,
     max_size: int = 0,
     limit: int | CapacityLimiter | None = None,
@@ -214,7 +214,7 @@ def threaded_iterable(
     executor: Executor | None = None,
     name: str | None = None,
     instrument: bool = True,
-) -> Callable[[Callable[P, Generator[T, None, None]]], ThreadedIterable[P, T]]: ...
+) -> Callable[[Callable[P, Iterable[T]]], ThreadedIterable[P, T]]: ...
 def threaded_iterable(
     func: Any = None,
     *,
@@ -267,8 +267,9 @@ def threaded_iterable(
 
     Raises:
         TypeError: ``func`` is not callable, is a coroutine or async generator
-            function; ``executor`` is a process pool; an option has the wrong
-            type.
+            function; ``executor`` runs work in other processes (see
+            [`runs_in_threads`][aiothreads.runs_in_threads]); an option has
+            the wrong type.
         ValueError: ``max_size`` is negative, or ``limit`` less than 1.
     """
     return decorate(
@@ -284,7 +285,7 @@ def threaded_iterable(
 
 @overload
 def threaded_iterable_separate(
-    func: Callable[P, Generator[T, None, None]],
+    func: Callable[P, Iterable[T]],
     *,
     max_size: int = 0,
     limit: int | CapacityLimiter | None = None,
@@ -299,7 +300,7 @@ def threaded_iterable_separate(
     limit: int | CapacityLimiter | None = None,
     name: str | None = None,
     instrument: bool = True,
-) -> Callable[[Callable[P, Generator[T, None, None]]], ThreadedIterableSeparate[P, T]]: ...
+) -> Callable[[Callable[P, Iterable[T]]], ThreadedIterableSeparate[P, T]]: ...
 def threaded_iterable_separate(
     func: Any = None,
     *,

@@ -1,4 +1,4 @@
-"""The outcomes of calls and the reasons generators stop: the core's words.
+"""The outcomes of calls, the reasons generators stop and pools refuse: the core's words.
 
 The instrumentation layer borrows them for labels and span attributes. Both
 are string enums: a member is equal to, hashes like and prints as its value.
@@ -10,7 +10,7 @@ import asyncio
 import enum
 from typing import Final
 
-__all__ = ["CANCELLED", "ERROR", "OK", "Outcome", "StopReason", "outcome_of"]
+__all__ = ["CANCELLED", "ERROR", "OK", "Outcome", "Refusal", "StopReason", "outcome_of"]
 
 
 class _Word(str, enum.Enum):
@@ -49,6 +49,17 @@ class StopReason(_Word):
     """The event loop shut down or was closed."""
     ERROR = "error"
     """The generator raised."""
+
+
+class Refusal(_Word):
+    """Why a pool did not run a call it was handed (the ``reason`` label of refusals)."""
+
+    SHUT_DOWN = "shut_down"
+    """``submit()`` raised a plain ``RuntimeError``: the executor was shut down."""
+    REJECTED = "rejected"
+    """``submit()`` raised an exception of its own type (load shedding, a broken pool)."""
+    DROPPED = "dropped"
+    """The executor dropped the queued call (``shutdown(cancel_futures=True)``)."""
 
 
 OK: Final = Outcome.OK

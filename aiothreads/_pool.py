@@ -8,6 +8,17 @@ default size), and it also accepts aiothreads' own calls without creating a
 ``concurrent.futures.Future`` for each. ``asyncio.run()`` shuts it down and
 waits for it like any default executor.
 
+Workers start on demand, up to the maximum, and a worker that has had no call
+for ``idle_timeout`` seconds (10 by default) exits, taking its thread-local
+state with it; ``idle_timeout=None`` keeps every worker until shutdown, as
+aiothreads 1.1 and ``ThreadPoolExecutor`` do. Idle workers share one queue, so
+a call goes to any of them: a steady trickle of calls, at least one per worker
+per ``idle_timeout``, keeps them all (as Java's ``keepAliveTime`` does).
+
+A call the pool accepted is run by a worker, or dropped (its ``abandon()``)
+if the pool shut down before any worker took it, even when the shutdown
+raced the call in from another thread: it is never left queued.
+
 A default executor that the application installed itself is always used as
 it is; so is every executor on loops that do not expose theirs (uvloop).
 """
@@ -15,20 +26,27 @@ it is; so is every executor on loops that do not expose theirs (uvloop).
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import threading
 import weakref
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from queue import SimpleQueue
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from queue import Empty, SimpleQueue
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+
+from ._outcomes import Refusal
+from ._pool_state import DEFAULT_POOL, count_refusal, pools_changed, watch_own
+from ._validate import check_idle_timeout
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["WorkerPool"]
+__all__ = ["IDLE_TIMEOUT", "WorkerPool"]
 
 T = TypeVar("T")
+
+IDLE_TIMEOUT: Final = 10.0
+"""Seconds without a call after which a worker exits, by default (as in anyio and trio)."""
 
 
 class Work(Protocol):
@@ -49,14 +67,23 @@ class WorkerPool(ThreadPoolExecutor):
     Args:
         max_workers: How many threads at most; ``ThreadPoolExecutor``'s default
             (``min(32, cpu_count + 4)``) if ``None``.
-        thread_name_prefix: Worker threads are named ``<prefix>_<n>``.
+        thread_name_prefix: Worker threads are named ``<prefix>_<n>``, numbered
+            in the order they started.
+        idle_timeout: Seconds a worker may go without a call before it exits
+            (the pool starts another when calls need it); ``None`` keeps
+            every worker until shutdown.
 
     Raises:
-        ValueError: ``max_workers`` is not positive.
+        ValueError: ``max_workers`` or ``idle_timeout`` is not positive.
+        TypeError: ``idle_timeout`` is neither a number nor ``None``.
     """
 
     def __init__(
-        self, max_workers: int | None = None, thread_name_prefix: str = "aiothreads"
+        self,
+        max_workers: int | None = None,
+        thread_name_prefix: str = "aiothreads",
+        *,
+        idle_timeout: float | None = IDLE_TIMEOUT,
     ) -> None:
         # ThreadPoolExecutor.__init__ is not called: this class keeps its own
         # queue and threads and overrides every method that would use theirs.
@@ -64,14 +91,19 @@ class WorkerPool(ThreadPoolExecutor):
             max_workers = min(32, (_usable_cpus() or 1) + 4)
         if max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
+        idle_timeout = check_idle_timeout(idle_timeout)
         self._max_workers = max_workers
         self._thread_name_prefix = thread_name_prefix
         self._calls: SimpleQueue[Work | None] = SimpleQueue()
-        # One token per idle worker; deque append/pop are atomic, so taking a
-        # token needs no lock on the submitting side.
-        self._idle: deque[None] = deque()
+        # The idle workers: each adds itself after a call, and a submitter
+        # takes one out for its call. Set add/pop are atomic, so the
+        # submitting side needs no lock, and a worker is in it at most once.
+        self._idle: set[threading.Thread] = set()
         self._workers: list[threading.Thread] = []
+        self._numbers = itertools.count()
         self._lifecycle = threading.Lock()
+        self._crew = _Crew(self._calls, self._idle, self._workers, self._lifecycle, idle_timeout)
+        self._crew.name = self.pool_name
         self._closed = False
         self._on_shutdown: Callable[[], None] | None = None
         # Workers hold the queue, not the pool: a pool nobody references any
@@ -79,6 +111,7 @@ class WorkerPool(ThreadPoolExecutor):
         self.stop_workers = weakref.finalize(self, _stop, self._calls, self._workers)
         with _live_lock:
             _pools.add(self)
+        watch_own(self, _work.__code__)
 
     def enqueue(self, call: Work) -> None:
         """Queue ``call`` for a worker, which will call its ``run()``.
@@ -86,16 +119,20 @@ class WorkerPool(ThreadPoolExecutor):
         Raises:
             RuntimeError: the pool was shut down.
         """
-        if self._closed:
-            raise RuntimeError("cannot schedule new calls after shutdown")
-        if _exiting:
+        if self._closed or _exiting:
+            count_refusal(self.pool_name, Refusal.SHUT_DOWN)
+            if self._closed:
+                raise RuntimeError("cannot schedule new calls after shutdown")
             raise RuntimeError("cannot schedule new calls after interpreter shutdown")
         self._calls.put(call)
+        if self._closed or _exiting:  # shut down since the check: maybe behind the stop markers
+            self._crew.drop_if_stranded()  # type: ignore[unreachable]  # mypy: one thread only
+            return
         idle = self._idle
         if idle:
             try:
                 idle.pop()
-            except IndexError:  # another submitting thread took the last one
+            except KeyError:  # another submitting thread (or a leaving worker) took the last one
                 pass
             else:
                 return
@@ -110,16 +147,18 @@ class WorkerPool(ThreadPoolExecutor):
     def _add_worker(self) -> None:
         """Start a worker, unless the pool is full or shut down (a racing ``enqueue``)."""
         with self._lifecycle:
-            if self._closed or len(self._workers) >= self._max_workers:
+            if not self._closed:
+                if len(self._workers) >= self._max_workers:
+                    return
+                name = f"{self._thread_name_prefix}_{next(self._numbers)}"
+                worker = threading.Thread(target=_work, args=(self._crew,), name=name, daemon=True)
+                with _live_lock:
+                    _live_workers.add(worker)
+                worker.start()
+                self._workers.append(worker)
+                self._crew.live += 1
                 return
-            name = f"{self._thread_name_prefix}_{len(self._workers)}"
-            worker = threading.Thread(
-                target=_work, args=(self._calls, self._idle), name=name, daemon=True
-            )
-            with _live_lock:
-                _live_workers.add(worker)
-            worker.start()
-            self._workers.append(worker)
+        self._crew.drop_if_stranded()  # shut down before any worker could take the call
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the workers once the queued calls ran (or were dropped).
@@ -135,15 +174,33 @@ class WorkerPool(ThreadPoolExecutor):
             on_shutdown, self._on_shutdown = self._on_shutdown, None
         if on_shutdown is not None:
             on_shutdown()
+        pools_changed()  # its maximum no longer counts
         if cancel_futures:
-            while not self._calls.empty():
-                dropped = self._calls.get_nowait()
-                if dropped is not None:
-                    dropped.abandon()
+            dropped, markers = _take_queued(self._calls)
+            for _ in range(markers):  # an earlier shutdown's: the workers still need them
+                self._calls.put(None)
+            self._crew.abandon(dropped)
         self.stop_workers()
         if wait:
             for worker in workers:
                 worker.join()
+
+    @property
+    def pool_name(self) -> str:
+        """The ``pool`` label of its metrics: ``default`` unless given a thread-name prefix."""
+        prefix = self._thread_name_prefix
+        return prefix if prefix and prefix != "aiothreads" else DEFAULT_POOL
+
+    def pool_threads(self) -> tuple[list[threading.Thread], int, int, bool]:
+        """Return the live workers, the maximum, the queued calls and whether it is shut down."""
+        with self._lifecycle:
+            workers = [worker for worker in self._workers if worker.is_alive()]
+        return workers, self._max_workers, self._calls.qsize(), self._closed
+
+    @property
+    def idle_timeout(self) -> float | None:
+        """Seconds a worker may go without a call before it exits; ``None``: never."""
+        return self._crew.idle_timeout
 
     def call_on_shutdown(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once, in the first ``shutdown`` (before it waits)."""
@@ -160,18 +217,121 @@ def _usable_cpus() -> int | None:
     return count()
 
 
-def _work(calls: SimpleQueue[Work | None], idle: deque[None]) -> None:
+class _Crew:
+    """What a pool shares with its workers (never the pool itself): the queue, and who is left.
+
+    A call can be queued just as the pool shuts down, behind the workers'
+    stop markers, where no worker will take it. The last worker to stop drops
+    whatever is queued then; a thread that queues a call once none is left
+    drops it itself. Both happen under ``lock`` (the pool's lifecycle lock),
+    so every call is run or dropped, once.
+
+    A worker idle for ``idle_timeout`` leaves only while no call counts on
+    it (see ``retire``), so a queued call always has a worker to come.
+    """
+
+    __slots__ = ("calls", "idle", "idle_timeout", "live", "lock", "name", "workers")
+
+    def __init__(
+        self,
+        calls: SimpleQueue[Work | None],
+        idle: set[threading.Thread],
+        workers: list[threading.Thread],
+        lock: threading.Lock,
+        idle_timeout: float | None,
+    ) -> None:
+        self.calls = calls
+        self.idle = idle
+        self.workers = workers
+        self.lock = lock
+        self.idle_timeout = idle_timeout
+        self.name = DEFAULT_POOL
+        """The pool's ``pool`` label, under which it counts the calls it drops."""
+        self.live = 0
+        """Workers started and not stopped, changed under ``lock``."""
+
+    def retire(self, worker: threading.Thread, listed: bool) -> bool:
+        """Count out ``worker``, idle for ``idle_timeout``, unless a call counts on it.
+
+        A submitter that took the worker out of ``idle`` queued its call
+        first, and a call queued meanwhile may have found no idle worker to
+        take: in both cases the worker stays (out of ``idle``, so
+        ``listed`` is false from then on) and returns ``False``.
+        """
+        with self.lock:
+            if listed:
+                try:
+                    self.idle.remove(worker)
+                except KeyError:  # a submitter took it: its call is queued
+                    return False
+            if not self.calls.empty():
+                return False
+            self.workers.remove(worker)
+            self.live -= 1  # with the removal: a submitter after it sees no worker left
+            return True
+
+    def drop_if_stranded(self) -> None:
+        """Drop the queued calls if no worker is left to run them (the pool shut down)."""
+        with self.lock:
+            stranded = _take_queued(self.calls)[0] if self.live == 0 else []
+        self.abandon(stranded)
+
+    def worker_left(self, stopped: bool) -> None:
+        """Count a worker out; the last one to stop drops what nobody will run."""
+        with self.lock:
+            self.live -= 1
+            stranded = _take_queued(self.calls)[0] if stopped and self.live == 0 else []
+        self.abandon(stranded)
+
+    def abandon(self, calls: list[Work]) -> None:
+        """Settle ``calls`` as dropped unrun, and count them (called outside ``lock``)."""
+        for call in calls:
+            count_refusal(self.name, Refusal.DROPPED)
+            call.abandon()
+
+
+def _take_queued(calls: SimpleQueue[Work | None]) -> tuple[list[Work], int]:
+    """Empty ``calls``; return the calls taken and how many stop markers were among them."""
+    taken: list[Work] = []
+    markers = 0
+    while True:
+        try:
+            call = calls.get_nowait()
+        except Empty:  # a worker may take the last one between a check and a get
+            return taken, markers
+        if call is None:
+            markers += 1
+        else:
+            taken.append(call)
+
+
+def _work(crew: _Crew) -> None:
+    get, idle, idle_timeout = crew.calls.get, crew.idle, crew.idle_timeout  # positional: cheaper
+    me = threading.current_thread()
+    listed = False  # in ``idle``, where a submitter may take it for a call
+    stopped = retired = False
     try:
         while True:
-            call = calls.get()
+            try:
+                call = get(True, idle_timeout)  # never times out for ``None``
+            except Empty:
+                retired = crew.retire(me, listed)
+                if retired:
+                    return
+                listed = False
+                continue
             if call is None:  # the stop marker
+                stopped = True
                 return
             call.run()
             del call
-            idle.append(None)
+            idle.add(me)
+            listed = True
     finally:
+        if not retired:  # a retired worker was counted out already
+            crew.worker_left(stopped)
         with _live_lock:
-            _live_workers.discard(threading.current_thread())
+            _live_workers.discard(me)
 
 
 # Workers are daemon threads, so an idle pool never holds the interpreter up;

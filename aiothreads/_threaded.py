@@ -14,6 +14,9 @@ Semantics:
 * Exceptions propagate to the awaiting task with the thread's frames in the
   traceback.
 * ``sync_call`` runs the function inline, in the calling thread.
+* On an ``executor=`` that runs work in other processes the function runs
+  there, without the caller's context; ``aiothreads._remote`` says which
+  executors those are and what a call keeps on them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import inspect
 import os
 import time
 from abc import ABC, abstractmethod
+from types import CoroutineType
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -48,7 +52,7 @@ from .instrumentation._hooks import current as current_telemetry
 from .types import BP, EVENT_LOOP, P, R, S, T
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Generator, Mapping
+    from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
     from concurrent.futures import Executor
 
     from typing_extensions import Self
@@ -98,6 +102,17 @@ class PoolDispatch:
 dispatch_to_pool: Final = PoolDispatch()
 
 
+def _named(coro: Coroutine[Any, Any, T], name: str) -> Coroutine[Any, Any, T]:
+    """Give ``coro`` the function's name, which Python's warnings and asyncio's reprs show.
+
+    A coroutine that is never awaited is reported by its name ("coroutine
+    'mod.func' was never awaited"), not by the method that made it.
+    """
+    if isinstance(coro, CoroutineType):  # always: it tells mypy it has names
+        coro.__name__ = coro.__qualname__ = name
+    return coro
+
+
 class ThreadedBase(Generic[P, T], ABC):
     """What every decorated function offers: ``sync_call``, ``async_call``, ``__call__``."""
 
@@ -125,7 +140,7 @@ class ThreadedBase(Generic[P, T], ABC):
         """
         loop = running_loop_or_none()
         if loop is None:
-            return self._submit_when_awaited(args, kwargs)
+            return _named(self._submit_when_awaited(args, kwargs), self._name)
         if EVENT_LOOP.get(None) is not loop:
             # As in 1.x, the caller's context learns its loop too, so threads it
             # starts by other means (asyncio.to_thread) can use sync_await.
@@ -136,7 +151,8 @@ class ThreadedBase(Generic[P, T], ABC):
         if limiter.try_acquire():
             return self._submit(loop, args, kwargs, limiter.release)
         called_at = time.perf_counter()  # the wait starts now, not when the task first runs
-        return loop.create_task(self._submit_when_admitted(limiter, args, kwargs, called_at))
+        waiting = self._submit_when_admitted(limiter, args, kwargs, called_at)
+        return loop.create_task(_named(waiting, self._name))
 
     __call__ = async_call  # the same function: calling the object costs no extra frame
 
@@ -333,7 +349,7 @@ it decorates, so a value set after import is honoured too.
 
 @overload
 def threaded(  # type: ignore[overload-overlap]
-    func: Callable[P, Generator[T, None, None]],
+    func: Callable[P, Iterator[T]],
     /,
 ) -> ThreadedIterable[P, T]: ...
 @overload
@@ -363,7 +379,17 @@ def threaded(
     functions, instance methods, ``classmethod`` and ``staticmethod`` (put
     ``@threaded`` above them). A generator function becomes a threaded
     iterable whose ``max_size`` comes from ``THREADED_ITERABLE_DEFAULT_MAX_SIZE``
-    (default 1024). Usable bare or with options: ``@threaded(limit=4)``.
+    (default 1024), consumed with ``async for``. Usable bare or with options:
+    ``@threaded(limit=4)``.
+
+    Type checkers cannot see whether a function is a generator function, so
+    they go by its return annotation: ``Iterator[T]`` or ``Generator[T, ...]``
+    makes a threaded iterable of ``T`` (``await`` on it is an error), any
+    other annotation (``list[T]``, ``Iterable[T]``, ...) an awaitable
+    function. Annotate generator functions with ``Iterator`` or
+    ``Generator``, or decorate them with
+    [`threaded_iterable`][aiothreads._iterable.threaded_iterable], which
+    takes either kind.
 
     ```python
     import asyncio
@@ -388,7 +414,10 @@ def threaded(
             further callers wait asynchronously, and one cancelled while
             waiting gives its place up.
         executor: Run on this ``concurrent.futures.Executor`` instead of the
-            loop's default one.
+            loop's default one. One that runs work in other processes
+            (anything but a ``ThreadPoolExecutor`` or an executor declared
+            with [`runs_in_threads`][aiothreads.runs_in_threads]) gets the
+            function and its arguments, which must pickle.
         name: The name in metric labels, span names, reprs and thread names,
             instead of the function's qualified name (for lambdas and partials).
         instrument: ``False`` keeps this function out of metrics, spans and
@@ -446,7 +475,7 @@ class _ThreadedDecorator:
 
     @overload
     def __call__(  # type: ignore[overload-overlap]
-        self, func: Callable[P, Generator[T, None, None]]
+        self, func: Callable[P, Iterator[T]]
     ) -> ThreadedIterable[P, T]: ...
     @overload
     def __call__(self, func: Callable[P, T]) -> Threaded[P, T]: ...

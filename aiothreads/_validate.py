@@ -8,9 +8,10 @@ for a value out of range, with a message that names the argument.
 from __future__ import annotations
 
 import inspect
-import sys
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
+
+from ._remote import runs_elsewhere
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -19,11 +20,11 @@ __all__ = [
     "check_blocking_callable",
     "check_executor",
     "check_flag",
+    "check_idle_timeout",
     "check_name",
     "check_size",
     "check_thread_executor",
     "check_timeout",
-    "is_process_pool",
 ]
 
 
@@ -42,6 +43,19 @@ def check_timeout(name: str, value: object) -> float:
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
     if not value >= 0:  # also rejects NaN
         raise ValueError(f"{name} must be >= 0 seconds (0 means no timeout), got {value}")
+    return float(value)
+
+
+def check_idle_timeout(value: object) -> float | None:
+    """Return a pool's ``idle_timeout``: ``None``, or positive seconds as a float."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"idle_timeout must be a number of seconds or None, got {type(value).__name__}"
+        )
+    if not value > 0:  # also rejects NaN
+        raise ValueError(f"idle_timeout must be > 0 seconds (None keeps idle workers), got {value}")
     return float(value)
 
 
@@ -73,25 +87,25 @@ def check_executor(executor: object) -> Executor | None:
 
 
 def check_thread_executor(executor: object) -> Executor | None:
-    """Like ``check_executor``, and reject process pools (generators need threads).
+    """Like ``check_executor``, and reject executors whose work leaves the process.
+
+    A generator hands its items over in this process (see ``aiothreads._remote``
+    for which executors count as running work here).
 
     Raises:
         TypeError: ``executor`` is not an ``Executor``, or runs work in other processes.
     """
     checked = check_executor(executor)
-    if checked is not None and is_process_pool(checked):
+    if checked is not None and runs_elsewhere(checked):
+        name = type(checked).__name__
         raise TypeError(
-            f"{type(checked).__name__} runs work in other processes, but a threaded "
-            "generator hands its items over in this process: use a thread executor"
+            f"{name} runs work in other processes, but a threaded generator hands its "
+            "items over in this process: iterate on a thread executor (leave executor= "
+            "out), or make the remote part a @threaded function that returns a list (or "
+            "a batch per call) and iterate over that here; if your executor runs work in "
+            f"this process's threads, declare it with aiothreads.runs_in_threads({name})"
         )
     return checked
-
-
-def is_process_pool(executor: Executor) -> bool:
-    """Whether ``executor`` runs work in other processes (a ``ProcessPoolExecutor``)."""
-    # Looked up only once something imported it: importing it costs multiprocessing.
-    process = sys.modules.get("concurrent.futures.process")
-    return process is not None and isinstance(executor, process.ProcessPoolExecutor)
 
 
 def check_blocking_callable(decorator: str, func: Callable[..., Any]) -> None:

@@ -77,8 +77,9 @@ class IteratorWrapper(Generic[P, T]):
     """An async iterator over a sync generator that runs in a worker thread.
 
     Args:
-        gen_func: A callable taking no arguments that returns the generator
-            (usually ``functools.partial(generator_function, *args)``).
+        gen_func: A callable taking no arguments that returns the generator,
+            or any iterable (usually ``functools.partial(generator_function,
+            *args)``); it is called in the thread.
         loop: The event loop to deliver items to; defaults to the running loop
             at the first ``__anext__()``.
         max_size: How many items may wait between the thread and the consumer;
@@ -125,7 +126,7 @@ class IteratorWrapper(Generic[P, T]):
 
     def __init__(
         self,
-        gen_func: Callable[[], Generator[T, None, None]],
+        gen_func: Callable[[], Iterable[T]],
         loop: asyncio.AbstractEventLoop | None = None,
         max_size: int = 0,
         executor: Executor | None = None,
@@ -229,6 +230,23 @@ class IteratorWrapper(Generic[P, T]):
     def __aiter__(self) -> AsyncIterator[T]:
         """Start one ``async for``; leaving it early (``break``) stops the generator."""
         return _Iteration(self)
+
+    if not TYPE_CHECKING:  # to type checkers it is not iterable
+        # No ``__await__`` with a hint for ``await rows()``: it would make every
+        # threaded iterable awaitable to ``inspect.isawaitable()``, and code that
+        # awaits whatever is awaitable before iterating (subscription resolvers,
+        # ``aiomisc.awaitable``) would stop iterating it. Type checkers reject
+        # ``await rows()`` instead.
+
+        def __getitem__(self, index):
+            # ``for`` falls back to this where there is no ``__iter__``, so ``for row
+            # in rows()`` gets a hint too; an ``__iter__`` would make it an Iterable
+            # to isinstance() and send libraries that prefer a sync iterable (httpx's
+            # request content) down the wrong path.
+            raise TypeError(
+                f"cannot iterate over {self._name}(...), an async iterator, with "
+                "'for': use 'async for item in ...' in an async function"
+            )
 
     async def __anext__(self) -> T:
         channel = self._channel

@@ -3,7 +3,8 @@
 Run it with ``python -m aiothreads.demo`` (needs ``pip install 'aiothreads[prometheus]'``)
 and point Prometheus at ``http://127.0.0.1:9464/metrics``; the dashboard in
 ``grafana/`` shows what it does. It stops on Ctrl-C (or SIGTERM), or after
-``--duration`` seconds.
+``--duration`` seconds. It serves on 127.0.0.1 unless ``--host`` says otherwise:
+``/debug/threads`` shows where its code is, which is not for the public.
 
 The workload is an imaginary order service:
 
@@ -22,14 +23,15 @@ The workload is an imaginary order service:
 
 With ``OTEL_TRACES_EXPORTER`` set (``console``, or ``otlp`` with
 ``OTEL_EXPORTER_OTLP_ENDPOINT``) it also exports traces, configured by
-OpenTelemetry's standard environment variables (see ``aiothreads._demo_tracing``);
-look-ups and enrichments then have a child span, ``db.query``, made in their
-thread.
+OpenTelemetry's standard environment variables (``OTEL_SERVICE_NAME``,
+``OTEL_TRACES_SAMPLER``, ``OTEL_EXPORTER_OTLP_*``, ``OTEL_BSP_*``); look-ups
+and enrichments then have a child span, ``db.query``, made in their thread.
 
 ``--overload`` runs the same service hot enough to trip every alert rule
 shipped in ``grafana/alerts.yml``. The slow-call watchdog is on (5 seconds,
 or ``--slow-call-threshold``, or ``AIOTHREADS_SLOW_CALL_THRESHOLD``), and
-``/debug/threads`` beside ``/metrics`` shows what runs in threads now.
+``/debug/threads`` beside ``/metrics`` shows what runs in threads now: a page
+that refreshes itself in a browser, JSON for ``Accept: application/json``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
 import json
 import random
@@ -64,7 +67,7 @@ from aiothreads import (
     threaded_iterable_separate,
     threaded_separate,
 )
-from aiothreads._demo_http import THREADS_PATH, Endpoint
+from aiothreads._demo_http import METRICS_PATH, THREADS_PATH, Endpoint
 from aiothreads._demo_tracing import set_up_tracing
 from aiothreads.instrumentation._config import threshold_from_environment
 
@@ -232,11 +235,13 @@ class Demo:
         workers += [self._separate_thread() for _ in range(self.settings.separate_threads)]
         workers += [self._streams() for _ in range(self.settings.stream_consumers)]
         tasks = [asyncio.create_task(worker) for worker in workers]
-        await self.stopping.wait()
-        self.stop_hanging.set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await self.stopping.wait()
+        finally:  # also when this task is cancelled: no workload outlives it
+            self.stop_hanging.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -377,30 +382,38 @@ async def serve(
     """Serve metrics on ``host:port`` and run the demo until stopped; return its progress.
 
     The slow-call watchdog uses ``slow_call_threshold`` seconds, else what
-    ``AIOTHREADS_SLOW_CALL_THRESHOLD`` says, else 5.
+    ``AIOTHREADS_SLOW_CALL_THRESHOLD`` says, else 5. SIGINT and SIGTERM stop
+    it from before the banner is printed on, and a second one while it stops
+    changes nothing: it waits for the work in its threads, then returns.
+
+    Raises:
+        SystemExit: ``host:port`` cannot be served, or the traces the
+            environment asks for cannot be exported (a one-line message).
     """
     if slow_call_threshold is None:
         slow_call_threshold = threshold_from_environment() or 5.0
-    stop_tracing = set_up_tracing()
-    instrumentation.configure(prometheus=True, slow_call_threshold=slow_call_threshold)
-    metrics_app = prometheus_client.make_wsgi_app()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType] - untyped WSGI app
-    endpoint = Endpoint(host, port, metrics_app)  # pyright: ignore[reportUnknownArgumentType]
-    print(
-        f"aiothreads demo: metrics on http://{host}:{port}/metrics, threads on "
-        f"http://{host}:{port}{THREADS_PATH} (Ctrl-C stops)",
-        flush=True,
-    )
     demo = Demo(settings, slow_call_threshold)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # Windows
             loop.add_signal_handler(signum, demo.stopping.set)
+    stop_tracing = set_up_tracing()
+    metrics_app = prometheus_client.make_wsgi_app()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType] - untyped WSGI app
+    try:
+        endpoint = Endpoint(host, port, metrics_app, slow_after=slow_call_threshold)  # pyright: ignore[reportUnknownArgumentType]
+    except OSError as error:
+        if stop_tracing is not None:
+            stop_tracing()
+        raise SystemExit(_cannot_serve(host, port, error)) from None
+    instrumentation.configure(prometheus=True, slow_call_threshold=slow_call_threshold)
+    print(_banner(f"http://{host}:{endpoint.port}", stop_tracing is not None), flush=True)
     if duration is not None:
         loop.call_later(duration, demo.stopping.set)
     reporter = asyncio.create_task(_report(demo, sys.stdout.isatty()))
     try:
         await demo.run()
     finally:
+        demo.stopping.set()  # when cancelled instead, the reporter must end too
         await reporter
         await _drain()
         print(f"\nstopped: {_status(demo.progress)}", flush=True)
@@ -447,15 +460,67 @@ def _finished_calls() -> dict[str, float]:
     return finished
 
 
+def _banner(base_url: str, tracing: bool) -> str:
+    """Return what the demo prints once it serves: where to look, and how to see more."""
+    return "\n".join(
+        [
+            f"aiothreads demo: metrics on {base_url}{METRICS_PATH}, threads on "
+            f"{base_url}{THREADS_PATH} (Ctrl-C stops)",
+            *_next_steps(f"{base_url}{METRICS_PATH}", tracing),
+        ]
+    )
+
+
+def _next_steps(metrics_url: str, tracing: bool) -> list[str]:
+    """Say how to see the dashboard and the traces (``tracing``: they are exported now)."""
+    if tracing:
+        traces = ["  traces: exported as OTEL_TRACES_EXPORTER and OTEL_EXPORTER_OTLP_* say"]
+    else:
+        traces = [
+            "  traces: pip install opentelemetry-sdk and run it with OTEL_TRACES_EXPORTER=console;",
+            "    for OTLP, also pip install opentelemetry-exporter-otlp-proto-http and set",
+            "    OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318",
+        ]
+    return [
+        f"  dashboard: have Prometheus scrape {metrics_url} and import",
+        "    grafana/aiothreads.json into Grafana; or, from a clone, with Debian's prometheus:",
+        "    python grafana/preview.py --output dashboard.png (runs its own demo for a minute)",
+        *traces,
+    ]
+
+
+def _cannot_serve(host: str, port: int, error: OSError) -> str:
+    """Say in one line why ``host:port`` cannot be served, and which option to change."""
+    if error.errno in {errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE)}:
+        return (
+            f"aiothreads demo: port {port} on {host} is in use (another demo?): "
+            "choose another with --port (--port 0 picks a free one)"
+        )
+    reason = error.strerror or str(error)
+    return f"aiothreads demo: cannot serve on {host}:{port} ({reason}): check --host and --port"
+
+
+def _plain(text: str) -> str:
+    """Return a docstring as ``--help`` shows it: without the double backticks around code."""
+    return text.replace("``", "")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the demo."""
     parser = argparse.ArgumentParser(
         prog="python -m aiothreads.demo",
-        description=__doc__,
+        description=_plain(__doc__ or ""),
+        epilog="\n".join(_next_steps(f"http://127.0.0.1:9464{METRICS_PATH}", tracing=False)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address for /metrics")
-    parser.add_argument("--port", type=int, default=9464, help="port for /metrics")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to serve on (default 127.0.0.1: keep /debug/threads private)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=9464, help="port to serve on (default 9464; 0: a free one)"
+    )
     parser.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     parser.add_argument("--overload", action="store_true", help="trip every alert rule")
     parser.add_argument(
@@ -465,13 +530,18 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds after which the watchdog reports a call (default 5)",
     )
     arguments = parser.parse_args(argv)
+    if not 0 <= arguments.port <= 65535:
+        parser.error("--port must be between 0 and 65535")
     if arguments.duration is not None and arguments.duration <= 0:
         parser.error("--duration must be positive")
     threshold = arguments.slow_call_threshold
     if threshold is not None and not threshold > 0:
         parser.error("--slow-call-threshold must be positive")
     settings = Settings.for_mode(arguments.overload)
-    asyncio.run(serve(arguments.host, arguments.port, arguments.duration, settings, threshold))
+    try:
+        asyncio.run(serve(arguments.host, arguments.port, arguments.duration, settings, threshold))
+    except KeyboardInterrupt:  # only before serve() took SIGINT over: nothing ran yet
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

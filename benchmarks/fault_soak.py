@@ -36,6 +36,7 @@ from aiothreads import (
     CapacityLimiter,
     ExecutorRefused,
     instrumentation,
+    runs_in_threads,
     threaded,
     threaded_iterable,
     threaded_iterable_separate,
@@ -57,6 +58,7 @@ GAUGES = (
 )
 
 
+@runs_in_threads
 class RefusingExecutor(Executor):
     """Refuses every call, as a saturated or misconfigured executor would."""
 

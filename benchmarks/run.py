@@ -2,7 +2,7 @@
 
 Usage::
 
-    pip install -e '.[bench]'
+    pip install -e . --group bench           # pip 25.1 or later
     python -m benchmarks.run                 # full run, writes docs/benchmarks.md and .png
     python -m benchmarks.run --quick         # tiny sizes, one round: a smoke test
 
@@ -167,6 +167,8 @@ def render(samples: Samples, rounds: int, scale: float, memory_report: str, char
         "Throughput is operations per second; the last column is how many times "
         "faster aiothreads is than the implementation in that row.",
         "",
+        f"![aiothreads against its peers]({chart_name})",
+        "",
     ]
     for kind, scenarios in results.items():
         lines += [f"### {kind} event loop", ""]
@@ -182,8 +184,6 @@ def render(samples: Samples, rounds: int, scale: float, memory_report: str, char
                 lines.append(f"| {scenario} | {implementation} | {value:,.0f} {unit} | {ratio} |")
         lines.append("")
     lines += [
-        f"![aiothreads against its peers]({chart_name})",
-        "",
         "### Targets (asyncio event loop)",
         "",
         "The measured ratio compares the medians; the range is the lowest and the",

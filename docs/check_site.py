@@ -41,6 +41,7 @@ MORE_PAGES = [
     "async-from-threads/",
     "limits-and-cancellation/",
     "migrating/",
+    "free-threading/",
     "contributing/",
     "changelog/",
 ]

@@ -2,6 +2,8 @@
 
 Keeping the dashboard as code keeps every panel's query, unit and description
 in one reviewable place; a test checks that the JSON file matches this script.
+It writes the copy the package ships (``python -m aiothreads.grafana
+dashboard``) too, and a test checks that the two are the same.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DASHBOARD = HERE / "aiothreads.json"
+SHIPPED = HERE.parent / "aiothreads" / "grafana" / "aiothreads.json"
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 SELECTOR = 'job=~"$job", instance=~"$instance", kind=~"$kind", function=~"$function"'
+POOL_SELECTOR = 'job=~"$job", instance=~"$instance", pool=~"$pool"'
+"""The pools' own series are labelled by pool, not by function and kind."""
 RATE = "[$__rate_interval]"
 ERRORS = 'outcome="error"'
 TINY = "1e-9"
@@ -28,12 +33,24 @@ BACKLOG_ALERT = 50
 SEPARATE_THREADS_ALERT = 50
 ABNORMAL_STOPS_ALERT = 5
 ERROR_RATIO_ALERT = 0.10
+POOL_BUSY_ALERT = 0.9
 
 
 def series(metric: str, extra: str = "") -> str:
     """``metric{<dashboard selector>[, extra]}``."""
     labels = SELECTOR + (f", {extra}" if extra else "")
     return f"{metric}{{{labels}}}"
+
+
+def pool_series(metric: str, extra: str = "") -> str:
+    """``metric{<the dashboard's pool selector>[, extra]}``."""
+    labels = POOL_SELECTOR + (f", {extra}" if extra else "")
+    return f"{metric}{{{labels}}}"
+
+
+BUSY = "sum by (pool) ({})".format(pool_series("aiothreads_pool_threads", 'state="busy"'))
+IDLE = "sum by (pool) ({})".format(pool_series("aiothreads_pool_threads", 'state="idle"'))
+MAXIMUM = f"sum by (pool) ({pool_series('aiothreads_pool_threads_max')})"
 
 
 def quantile(q: float, metric: str, by: str = "function") -> str:
@@ -153,9 +170,51 @@ CALLS: list[dict[str, Any]] = [
 
 POOL: list[dict[str, Any]] = [
     {
+        "title": "Pool saturation (busy / maximum)",
+        "description": "Share of each pool's threads that run a call, out of the most it "
+        "may have; the line is where AiothreadsPoolFull fires (on its 10-minute average). "
+        "Pools whose maximum aiothreads cannot read are not drawn.",
+        "unit": "percentunit",
+        "threshold": POOL_BUSY_ALERT,
+        "targets": [(f"{BUSY} / {MAXIMUM}", "{{pool}}")],
+    },
+    {
+        "title": "Pool threads: busy, idle and maximum",
+        "description": "Worker threads of each pool running a call and waiting for one, "
+        "and the most it may have; idle workers of aiothreads' pool exit after 10 s.",
+        "unit": "short",
+        "targets": [
+            (BUSY, "busy {{pool}}"),
+            (IDLE, "idle {{pool}}"),
+            (MAXIMUM, "max {{pool}}"),
+        ],
+    },
+    {
+        "title": "Calls waiting for a pool thread",
+        "description": "Calls queued in each pool for a worker, from aiothreads and any "
+        "other submitter (asyncio.to_thread, loop.run_in_executor).",
+        "unit": "short",
+        "targets": [(f"sum by (pool) ({pool_series('aiothreads_pool_queued')})", "{{pool}}")],
+    },
+    {
+        "title": "Calls refused by pools",
+        "description": "Calls a pool refused or dropped before they ran, per second: "
+        "shut_down (the pool was shut down), rejected (its submit() raised its own "
+        "exception, e.g. load shedding), dropped (queued, then dropped).",
+        "unit": "ops",
+        "targets": [
+            (
+                "sum by (pool, reason) "
+                f"(rate({pool_series('aiothreads_pool_refused_total')}{RATE}))",
+                "{{reason}} {{pool}}",
+            )
+        ],
+    },
+    {
         "title": "Time waiting for a worker (p95)",
         "description": "How long pooled calls waited for a pool thread to pick them up; "
-        "the line is where AiothreadsPoolSaturated fires.",
+        "the line is where AiothreadsPoolSaturated fires (for instances whose pools do not "
+        "report both busy threads and their maximum).",
         "unit": "s",
         "threshold": POOL_WAIT_ALERT,
         "targets": [
@@ -469,6 +528,12 @@ def dashboard() -> dict[str, Any]:
                     "label_values(aiothreads_calls_started_total"
                     '{job=~"$job", instance=~"$instance", kind=~"$kind"}, function)',
                 ),
+                variable(
+                    "pool",
+                    "pool",
+                    "label_values(aiothreads_pool_refused_total"
+                    '{job=~"$job", instance=~"$instance"}, pool)',
+                ),
             ]
         },
         "panels": panels(),
@@ -481,5 +546,6 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    DASHBOARD.write_text(render())
-    print(f"wrote {DASHBOARD}")
+    for path in (DASHBOARD, SHIPPED):
+        path.write_text(render())
+        print(f"wrote {path}")

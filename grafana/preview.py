@@ -2,9 +2,11 @@
 
 Starts the demo service and a Prometheus server on 127.0.0.1 (Debian's
 ``prometheus`` package), lets them run for ``--seconds``, then draws every panel
-of ``aiothreads.json`` from Prometheus' range queries into ``docs/dashboard.png``
+of ``aiothreads.json`` from Prometheus' range queries into ``dashboard-preview.png``
 with matplotlib, in the dashboard's own grid. Both processes are stopped and
-their temporary folder removed.
+their temporary folder removed. The picture in the docs is not this one: it is
+drawn from the dashboard alone by ``draw_dashboard.py``, so that a test can
+check it.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ UNITS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "dashboard.png")
+    parser.add_argument("--output", type=Path, default=Path("dashboard-preview.png"))
     arguments = parser.parse_args()
     with local_stack("--overload") as stack:
         start = time.time()

@@ -38,6 +38,7 @@ SUBSTITUTIONS = {
     "$instance": ".*",
     "$kind": ".*",
     "$function": ".*",
+    "$pool": ".*",
 }
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -183,8 +184,19 @@ def test_template_variables_find_values(stack: Stack) -> None:
     assert kinds == {"threaded", "separate", "iterable", "iterable_separate", "sync_await"}
 
 
+HANDED_OVER = {"AiothreadsPoolSaturated": "AiothreadsPoolFull"}
+"""Rules that leave instances whose pools report their maximum (the demo's) to another rule."""
+
+
 @pytest.mark.parametrize(("alert", "expression"), ALERT_RULES, ids=[a for a, _ in ALERT_RULES])
 def test_every_alert_fires_under_overload(stack: Stack, alert: str, expression: str) -> None:
+    if alert in HANDED_OVER:  # its own condition holds, and the other rule fires instead
+        own, _, _ = expression.partition("unless")
+        assert wait_until(
+            lambda: stack.query(own), f"{alert}'s condition", time.monotonic() + DEADLINE
+        )
+        alert = HANDED_OVER[alert]
+        (expression,) = [found for name, found in ALERT_RULES if name == alert]
     condition = expression.rsplit(">", 1)[0]  # the measured value, for the failure message
     firing = f'ALERTS{{alertname="{alert}", alertstate="firing"}}'
     result = wait_until(
@@ -249,7 +261,7 @@ def promtool(*arguments: str) -> str:
 
 
 def test_promtool_accepts_the_rules() -> None:
-    assert "SUCCESS: 6 rules found" in promtool("check", "rules", str(GRAFANA / "alerts.yml"))
+    assert "SUCCESS: 7 rules found" in promtool("check", "rules", str(GRAFANA / "alerts.yml"))
 
 
 def test_every_rule_is_quiet_below_its_threshold_and_fires_after_its_for() -> None:
@@ -273,6 +285,15 @@ def test_dashboard_has_a_panel_for_every_metric() -> None:
     expressions = " ".join(expression for _, expression in panel_queries())
     for metric in METRICS:
         assert metric in expressions, f"no panel shows {metric}"
+
+
+def test_every_panel_a_runbook_names_is_on_the_dashboard() -> None:
+    page = (ROOT / "docs" / "observability.md").read_text()
+    named = re.findall(r'"([^"]+)"\s+panel', page)
+    assert named, "the runbooks name no panel: is the pattern still right?"
+    titles = {panel.get("title") for panel in dashboard()["panels"]}
+    for title in named:
+        assert " ".join(title.split()) in titles, f"no panel is titled {title!r}"
 
 
 def test_provisioning_points_at_the_dashboard() -> None:

@@ -17,11 +17,13 @@ Axes:
 Every cell checks the same contract:
 
 1. The caller sees one clear outcome: the result; ``ExecutorRefused`` (with the
-   executor's own error as ``__cause__`` when ``submit()`` raised) when the
-   executor refused or dropped the call; the exception an asyncio-future executor
-   set; or ``CancelledError`` when the caller cancelled. ``async for`` over a
-   refused or dropped generator raises instead of waiting forever. Nothing hangs:
-   every wait is guarded, so a hang fails the cell within seconds.
+   executor's plain ``RuntimeError`` as ``__cause__`` when ``submit()`` raised
+   one) when the executor refused or dropped the call; the exception of a type
+   of its own that ``submit()`` raised, as it is; the exception an
+   asyncio-future executor set; or ``CancelledError`` when the caller
+   cancelled. ``async for`` over a refused or dropped generator raises instead
+   of waiting forever. Nothing hangs: every wait is guarded, so a hang fails
+   the cell within seconds.
 2. Nothing stays counted or held once the work is released: the limiter has no
    place taken and nobody waiting; the queued, in-flight, active-iterator and
    separate-thread gauges are back to 0; every call is counted exactly once in
@@ -64,6 +66,7 @@ from aiothreads import (
     ExecutorRefused,
     instrumentation,
     is_cancelled,
+    runs_in_threads,
     threaded,
     threaded_iterable,
     threaded_iterable_separate,
@@ -182,6 +185,7 @@ class PoolClosed(RuntimeError):
 _LoopWork = tuple["asyncio.Future[Any]", "Callable[..., Any]", "tuple[Any, ...]", "dict[str, Any]"]
 
 
+@runs_in_threads
 class LoopFutureExecutor(Executor):
     """An executor whose ``submit()`` returns an ``asyncio.Future``, like aiomisc's pool.
 
@@ -269,6 +273,7 @@ def _settle_on_its_loop(future: asyncio.Future[Any], outcome: Any, *, failed: bo
         loop.call_soon_threadsafe(settle)
 
 
+@runs_in_threads
 class RefusingExecutor(Executor):
     """An executor whose ``submit()`` always raises ``error``."""
 
@@ -279,6 +284,7 @@ class RefusingExecutor(Executor):
         raise self.error("this executor takes no work")
 
 
+@runs_in_threads
 class DroppingExecutor(Executor):
     """Accepts work and never runs it: cancels its future at once, or on :meth:`drop`."""
 
@@ -725,6 +731,12 @@ async def refusing_with_runtime_error(harness: Harness, _: pytest.MonkeyPatch) -
     return RefusingExecutor(RuntimeError)
 
 
+async def refusing_with_its_own_runtime_error(
+    harness: Harness, _: pytest.MonkeyPatch
+) -> Executor | None:
+    return RefusingExecutor(PoolClosed)
+
+
 async def refusing_threads(_: Harness, monkeypatch: pytest.MonkeyPatch) -> Executor | None:
     refuse_new_aiothreads_threads(monkeypatch)
     return None
@@ -739,7 +751,6 @@ REFUSALS: list[Any] = [
         ("default executor shut down", refusing_default_executor, RuntimeError),
         ("thread pool shut down", refusing_thread_pool, RuntimeError),
         ("loop-future pool shut down", refusing_loop_future_pool, RuntimeError),
-        ("submit raises ValueError", refusing_with_value_error, ValueError),
         ("submit raises RuntimeError", refusing_with_runtime_error, RuntimeError),
     ]
 ] + [
@@ -772,6 +783,40 @@ async def test_a_refused_call_fails_with_executor_refused_chained_to_the_executo
     await harness.settle()
     assert work.runs == 0
     assert harness.books(limiter) == settled(error=1)
+
+
+OWN_REFUSALS: list[Any] = [
+    pytest.param(decorator, refusal, error, id=f"{decorator.name}-{name}")
+    for decorator in POOLED
+    for name, refusal, error in [
+        ("submit raises ValueError", refusing_with_value_error, ValueError),
+        ("submit raises its own RuntimeError", refusing_with_its_own_runtime_error, PoolClosed),
+    ]
+]
+
+
+@pytest.mark.asyncio
+@LIMITS
+@pytest.mark.parametrize(("decorator", "refusal", "error"), OWN_REFUSALS)
+async def test_an_exception_of_the_executors_own_reaches_the_caller_as_it_is(
+    harness: Harness,
+    monkeypatch: pytest.MonkeyPatch,
+    decorator: Decorator,
+    refusal: Refusal,
+    error: type[Exception],
+    limited: bool,
+) -> None:
+    work, limiter = harness.work(), limiter_for(limited)
+    decorated = decorator.apply(work, limiter, await refusal(harness, monkeypatch))
+
+    call = await harness.call(decorated, decorator)
+
+    outcome = await call.outcome()
+    assert type(outcome) is error, f"the caller should see {error.__name__}, it saw {outcome!r}"
+    assert str(outcome) == "this executor takes no work"
+    await harness.settle()
+    assert work.runs == 0
+    assert harness.books(limiter) == settled(error=1)  # counted as refused all the same
 
 
 # -- 2. dropped while queued ----------------------------------------------------------------

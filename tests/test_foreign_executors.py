@@ -6,12 +6,12 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable, Generator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pytest
 
-from aiothreads import CapacityLimiter, threaded, threaded_iterable
+from aiothreads import CapacityLimiter, runs_in_threads, threaded, threaded_iterable
 from tests.loops import loop_in_thread
 from tests.waiting import turns_until
 
@@ -19,6 +19,7 @@ T = TypeVar("T")
 _Work = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
 
 
+@runs_in_threads
 class OtherLoopExecutor(Executor):
     """Runs work on a thread of its own; its futures belong to another loop (in another thread).
 
@@ -94,6 +95,7 @@ async def test_a_call_on_an_executor_whose_futures_belong_to_another_loop(
     assert executor.ran == 2  # the cancelled call's executor dropped it
 
 
+@runs_in_threads
 class DoneOnAnotherLoopExecutor(Executor):
     """Runs work on another loop's thread inside ``submit()``; returns that loop's future, done."""
 
@@ -124,6 +126,7 @@ async def test_a_call_whose_executor_returns_another_loops_future_done(
         assert await run(lambda: "and again")() == "and again"
 
 
+@runs_in_threads
 class FailsThenRunsExecutor(Executor):
     """Fails each future it returns at once, and runs the work later anyway (misbehaving)."""
 
@@ -156,6 +159,7 @@ async def test_work_an_executor_failed_never_runs_even_if_it_runs_it_anyway() ->
     assert ran == []
 
 
+@runs_in_threads
 class InterruptedExecutor(Executor):
     """An executor whose ``submit()`` is interrupted (Ctrl-C arrives inside it)."""
 
@@ -221,4 +225,51 @@ def test_a_limited_call_whose_executor_is_interrupted_gives_its_place_back_once(
     finally:
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
+    assert ran == []
+
+
+class Overloaded(Exception):
+    """A load-shedding executor's own refusal."""
+
+
+@runs_in_threads
+class SheddingExecutor(ThreadPoolExecutor):
+    """Refuses all work with its own exception, as a load-shedding pool does when full."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        raise Overloaded("too busy, try later")
+
+
+@pytest.mark.asyncio
+async def test_a_call_its_executor_sheds_raises_the_executors_own_exception() -> None:
+    limiter = CapacityLimiter(1)
+    ran: list[int] = []
+
+    @threaded(limit=limiter, executor=SheddingExecutor())
+    def work() -> None:
+        ran.append(1)
+
+    with pytest.raises(Overloaded, match=r"^too busy, try later$"):  # as run_in_executor
+        await work()
+    with pytest.raises(Overloaded):
+        await asyncio.get_running_loop().run_in_executor(SheddingExecutor(), lambda: None)
+    assert limiter.borrowed_tokens == 0
+    assert ran == []
+
+
+@pytest.mark.asyncio
+async def test_a_generator_its_executor_sheds_raises_the_executors_own_exception() -> None:
+    limiter = CapacityLimiter(1)
+    ran: list[int] = []
+
+    @threaded_iterable(max_size=1, limit=limiter, executor=SheddingExecutor())
+    def rows() -> Generator[int, None, None]:
+        ran.append(1)
+        yield 1
+
+    stream = rows()
+    with pytest.raises(Overloaded, match=r"^too busy, try later$"):
+        await stream.__anext__()
+    assert stream.closed
+    assert limiter.borrowed_tokens == 0
     assert ran == []

@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from time import time_ns
 from typing import Any
 
@@ -31,6 +32,7 @@ from aiothreads import (
     IteratorWrapper,
     ThreadedIterableBase,
     instrumentation,
+    runs_in_threads,
     sync_await,
     sync_wait_coroutine,
     threaded,
@@ -898,6 +900,62 @@ async def test_a_generator_its_executor_refused_ends_an_error_span_under_the_cal
     assert_refused_under(span, request)
 
 
+def _documented_reason(page: str, row: str) -> str:
+    """Return the last cell (the ``reason`` label) of the table row of ``page`` starting ``row``."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / page).read_text()
+    (found,) = [line for line in text.splitlines() if line.startswith(f"| {row}")]
+    return found.strip().strip("|").split("|")[-1].strip(" `")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("when", ["at submit", "while queued"])
+async def test_a_generator_its_executor_refused_is_counted_as_the_docs_say(
+    telemetry: Telemetry, when: str
+) -> None:
+    submitted: list[object] = []
+
+    class Recording(ThreadPoolExecutor):
+        def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+            submitted.append(fn)
+            return super().submit(fn, *args, **kwargs)
+
+    executor = Recording(1)
+    started, release = threading.Event(), threading.Event()
+    if when == "at submit":
+        executor.shutdown()
+    else:  # queued behind a call that holds the only worker, then dropped
+        executor.submit(lambda: (started.set(), release.wait(5)))
+        assert await wait_in_own_thread(started)
+
+    @threaded_iterable(max_size=1, executor=executor)
+    def refused() -> Generator[int, None, None]:
+        yield 1
+
+    stream = refused()
+    starting = asyncio.ensure_future(stream.__anext__())
+    if when == "while queued":
+        await turns_until(lambda: len(submitted) == 2, "the generator queued")
+        executor.shutdown(wait=False, cancel_futures=True)
+        release.set()
+    with pytest.raises(ExecutorRefused):
+        await starting
+    executor.shutdown()
+    labels = {"function": name(refused.__qualname__), "kind": "iterable"}
+    stopped = [
+        metric.name
+        for metric in telemetry.registry.collect()
+        if metric.name == "aiothreads_generator_cancellations"
+        for sample in metric.samples
+        if sample.labels.get("function") == labels["function"] and sample.value
+    ]
+    reason = _documented_reason("semantics.md", "the executor refuses or drops the generator")
+    assert stopped == ([] if reason == "" else ["aiothreads_generator_cancellations"])
+    if not reason:  # the counter's own definition says so too
+        assert "refuse" in _documented_reason("observability.md", "`error`")
+    assert telemetry.value("aiothreads_calls_finished_total", outcome="error", **labels) == 1
+
+
+@runs_in_threads
 class _InterruptedExecutor(Executor):
     """An executor whose ``submit()`` is interrupted (Ctrl-C arrives inside it)."""
 
@@ -1136,11 +1194,15 @@ async def test_name_replaces_the_function_name_everywhere(telemetry: Telemetry, 
 async def test_a_function_opted_out_of_instrumentation_records_nothing(
     telemetry: Telemetry, kind: str
 ) -> None:
+    def function_series() -> list[str]:  # the pools' own series show the threads it used
+        exposition = generate_latest(telemetry.registry).decode()
+        return [line for line in exposition.splitlines() if "aiothreads_pool_" not in line]
+
     _, opted_out = _named_and_opted_out()[kind]
-    before = generate_latest(telemetry.registry)
+    before = function_series()
     await _use(opted_out)
     assert telemetry.finished_spans() == []
-    assert generate_latest(telemetry.registry) == before
+    assert function_series() == before
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,7 @@ def test_a_tracer_provider_that_raises_leaves_opentelemetry_out_once() -> None:
 
 
 def test_a_tracer_provider_installed_later_that_raises_is_left_out_once() -> None:
-    _, stderr = run(
+    stdout, stderr = run(
         """
         import asyncio, aiothreads
         from opentelemetry import trace
@@ -105,6 +105,33 @@ def test_a_tracer_provider_installed_later_that_raises_is_left_out_once() -> Non
     assert stderr.count("RuntimeWarning") == 1, stderr
     assert "opentelemetry is left out" in stderr
     assert "exporter broke later" in stderr
+    assert "backends: prometheus" in stdout  # no longer named among the backends that are on
+
+
+def test_enabled_backends_leaves_out_a_tracer_provider_installed_later_that_raises() -> None:
+    stdout, stderr = run(
+        """
+        import asyncio, aiothreads
+        from aiothreads import instrumentation
+        from opentelemetry import trace
+
+        @aiothreads.threaded
+        def first():
+            return 1
+
+        assert asyncio.run(first()) == 1  # resolved while no provider is installed
+
+        class Broken(trace.NoOpTracerProvider):
+            def get_tracer(self, *args, **kwargs):
+                raise RuntimeError("exporter broke later")
+
+        trace.set_tracer_provider(Broken())
+        print("before any call:", ",".join(instrumentation.enabled_backends()))
+        """
+    )
+    assert "before any call: prometheus\n" in stdout  # asking finds the failure
+    assert stderr.count("RuntimeWarning") == 1, stderr
+    assert "backends: prometheus" in stdout
 
 
 def test_a_broken_install_leaves_its_backend_out_once(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 SCRIPT = """
 import asyncio, faulthandler, multiprocessing, os, signal, threading
 import aiothreads
+from aiothreads._pool import WorkerPool
 
 faulthandler.dump_traceback_later(40, exit=True)  # a hang prints every thread's stack
 
@@ -41,6 +42,14 @@ def killed_in_a_call(started):
 def live(ready, done):
     async def main():
         assert [await double(v) for v in range(CALLS)] == [2 * v for v in range(CALLS)]
+        closed = WorkerPool(max_workers=3, thread_name_prefix="closed")
+        closed.shutdown()
+        try:
+            closed.submit(abs, -1)
+        except RuntimeError:
+            pass  # refused: counted under pool="closed", reason="shut_down"
+        else:
+            raise AssertionError("a pool shut down ran a call")
         stopped = numbers()
         async for _ in stopped:
             break  # one generator stopped early, for reason "break"
@@ -84,6 +93,13 @@ if __name__ == "__main__":
         ("aiothreads_generator_cancellations_total", {**stream, "reason": "break"}),
     ):
         print(name, labels["function"], registry.get_sample_value(name, labels))
+    for name, labels in (
+        ("aiothreads_pool_threads_max", {"pool": "default"}),
+        ("aiothreads_pool_threads_max", {"pool": "closed"}),
+        ("aiothreads_pool_refused_total", {"pool": "closed", "reason": "shut_down"}),
+        ("aiothreads_pool_refused_total", {"pool": "default", "reason": "dropped"}),
+    ):
+        print(name, labels["pool"], registry.get_sample_value(name, labels))
     done.set()
     survivor.join()
     assert survivor.exitcode == 0
@@ -127,7 +143,7 @@ def test_worker_processes_add_up_and_a_killed_one_leaves_no_stale_gauge(
     service: Service,
 ) -> None:
     values = service.values
-    assert values == [
+    assert values[:10] == [
         # Counters and histograms add up over every worker, the killed one too.
         ["aiothreads_calls_started_total __mp_main__.double", "50.0"],
         ["aiothreads_calls_finished_total __mp_main__.double", "50.0"],
@@ -143,6 +159,17 @@ def test_worker_processes_add_up_and_a_killed_one_leaves_no_stale_gauge(
         ["aiothreads_channel_capacity __mp_main__.numbers", "8.0"],
         ["aiothreads_generator_cancellations_total __mp_main__.numbers", "1.0"],
     ]
+    maximum = values[10][1]
+    assert values[10:] == [
+        # The survivor's default pool only: the killed worker's maximum is gone.
+        ["aiothreads_pool_threads_max default", maximum],
+        # A pool shut down no longer counts towards the maximum, but its refusals do.
+        ["aiothreads_pool_threads_max closed", "0.0"],
+        ["aiothreads_pool_refused_total closed", "1.0"],
+        ["aiothreads_pool_refused_total default", "0.0"],
+    ]
+    usable_cpus = getattr(os, "process_cpu_count", os.cpu_count)() or 1
+    assert float(maximum) == min(32, usable_cpus + 4)
     scrape = service.scrape.read_text()
     for family in (
         "aiothreads_calls_started_total",
@@ -157,8 +184,13 @@ def test_worker_processes_add_up_and_a_killed_one_leaves_no_stale_gauge(
         "aiothreads_channel_depth",
         "aiothreads_channel_capacity",
         "aiothreads_iterators_active",
+        "aiothreads_pool_threads_max",
+        "aiothreads_pool_refused_total",
     ):
         assert f"# TYPE {family.removesuffix('_total')}" in scrape, family
+    # Busy and idle threads and waiting calls change with every call: not written here.
+    assert "aiothreads_pool_threads{" not in scrape
+    assert "aiothreads_pool_queued" not in scrape
 
 
 @pytest.mark.e2e

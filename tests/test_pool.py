@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import CancelledError, ThreadPoolExecutor
+from queue import SimpleQueue
+from typing import Any
 
 import pytest
 
@@ -219,6 +222,34 @@ async def test_an_executor_set_after_the_first_call_is_used_from_then_on() -> No
 
 
 @pytest.mark.asyncio
+async def test_an_executor_kept_as_an_attribute_of_the_loop_is_not_taken_for_its_default() -> None:
+    loop = asyncio.get_running_loop()
+    unrelated = ThreadPoolExecutor(1, thread_name_prefix="an-attribute")
+    loop.aiothreads_test_pool = unrelated  # type: ignore[attr-defined]
+    try:
+        assert (await thread_name()).startswith("aiothreads_")
+        replacement = ThreadPoolExecutor(1, thread_name_prefix="set-later")
+        loop.set_default_executor(replacement)
+        try:
+            assert (await thread_name()).startswith("set-later")
+        finally:
+            replacement.shutdown(wait=True)
+    finally:
+        del loop.aiothreads_test_pool  # type: ignore[attr-defined]
+        unrelated.shutdown(wait=True)
+
+
+@pytest.mark.asyncio
+async def test_the_remembered_default_executor_is_held_weakly() -> None:
+    loop = asyncio.get_running_loop()
+    await thread_name()
+    remembered = getattr(loop, "_aiothreads_default_executor", None)
+    if remembered is not None:  # only loops that hide their default executor
+        assert isinstance(remembered, weakref.ref)
+        assert remembered() is default_executor_of(loop)[1]
+
+
+@pytest.mark.asyncio
 async def test_executor_set_by_the_application_wins() -> None:
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="app-pool"))
@@ -259,3 +290,120 @@ def test_asyncio_run_waits_for_running_calls() -> None:
     asyncio.run(main())
     assert shutting_down.is_set()
     assert finished.is_set()
+
+
+def test_idle_workers_exit_after_ten_seconds_by_default() -> None:
+    assert WorkerPool().idle_timeout == _pool.IDLE_TIMEOUT == 10.0
+    assert WorkerPool(idle_timeout=None).idle_timeout is None
+    assert WorkerPool(idle_timeout=1).idle_timeout == 1.0
+
+
+@pytest.mark.parametrize(
+    ("idle_timeout", "error", "message"),
+    [
+        (0, ValueError, r"^idle_timeout must be > 0 seconds \(None keeps idle workers\), got 0$"),
+        (-1.5, ValueError, r"^idle_timeout must be > 0 seconds"),
+        (float("nan"), ValueError, r"^idle_timeout must be > 0 seconds"),
+        ("10", TypeError, r"^idle_timeout must be a number of seconds or None, got str$"),
+        (True, TypeError, r"^idle_timeout must be a number of seconds or None, got bool$"),
+    ],
+)
+def test_a_bad_idle_timeout_is_rejected(idle_timeout: object, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        WorkerPool(idle_timeout=idle_timeout)  # type: ignore[arg-type]
+
+
+def _burst(pool: WorkerPool, size: int) -> list[threading.Thread]:
+    """Run ``size`` calls that each wait for all the others: ``size`` workers at once."""
+    together = threading.Barrier(size)
+
+    def meet() -> threading.Thread:
+        together.wait(5)
+        return threading.current_thread()
+
+    return [future.result(5) for future in [pool.submit(meet) for _ in range(size)]]
+
+
+def test_the_pool_falls_back_to_no_thread_after_a_burst_and_grows_again() -> None:
+    with WorkerPool(max_workers=4, idle_timeout=0.05) as pool:
+        burst = _burst(pool, 4)
+        assert len(set(burst)) == 4
+        for worker in burst:
+            worker.join(5)  # each leaves once idle for its timeout
+            assert not worker.is_alive()
+            assert worker not in _pool._live_workers
+        assert repr(pool) == "<WorkerPool running workers=0/4>"
+        assert not pool._idle
+
+        again = _burst(pool, 4)  # the pool grows again on demand, up to its maximum
+        assert len(set(again)) == 4
+        assert not set(again) & set(burst)
+
+
+def test_an_idle_workers_thread_local_state_goes_with_it() -> None:
+    local = threading.local()
+
+    def remember() -> threading.Thread:
+        local.value = "set in the first worker"
+        return threading.current_thread()
+
+    with WorkerPool(max_workers=1, idle_timeout=0.05) as pool:
+        first = pool.submit(remember).result(5)
+        first.join(5)
+        assert not first.is_alive()
+        assert pool.submit(lambda: getattr(local, "value", None)).result(5) is None
+
+
+@pytest.mark.parametrize("submitters", [1, 4])
+def test_a_call_that_arrives_as_its_worker_times_out_still_runs(submitters: int) -> None:
+    # Idle timeouts so short that workers time out between nearly every two calls,
+    # so calls keep arriving just as their worker decides to leave.
+    with WorkerPool(max_workers=2, idle_timeout=1e-4) as pool:
+
+        def submit_one_by_one() -> None:
+            for value in range(300):
+                assert pool.submit(abs, -value).result(5) == value
+
+        submitting = [threading.Thread(target=submit_one_by_one) for _ in range(submitters)]
+        for thread in submitting:
+            thread.start()
+        for thread in submitting:
+            thread.join(30)
+            assert not thread.is_alive()
+
+
+def test_without_an_idle_timeout_workers_wait_for_calls_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits: list[float | None] = []
+
+    class RecordingQueue(SimpleQueue[Any]):
+        def get(self, block: bool = True, timeout: float | None = None) -> Any:
+            waits.append(timeout)
+            return super().get(block, timeout)
+
+    monkeypatch.setattr(_pool, "SimpleQueue", RecordingQueue)
+    with WorkerPool(max_workers=1, idle_timeout=None) as pool:
+        assert pool.submit(abs, -1).result(5) == 1
+    assert waits
+    assert set(waits) == {None}  # as in 1.1: an idle worker stays until shutdown
+
+
+@pytest.mark.asyncio
+async def test_threaded_calls_grow_the_pool_and_it_falls_back_after_the_burst() -> None:
+    pool = WorkerPool(max_workers=3, idle_timeout=0.05)
+    asyncio.get_running_loop().set_default_executor(pool)
+    together = threading.Barrier(3)
+
+    @threaded
+    def meet() -> threading.Thread:
+        together.wait(5)
+        return threading.current_thread()
+
+    burst = await asyncio.gather(meet(), meet(), meet())
+    assert len(set(burst)) == 3
+    for worker in burst:
+        worker.join(5)  # on the loop's thread: the pool must not start a worker to wait
+        assert not worker.is_alive()
+    assert repr(pool) == "<WorkerPool running workers=0/3>"
+    assert len(set(await asyncio.gather(meet(), meet(), meet()))) == 3

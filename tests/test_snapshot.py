@@ -157,6 +157,10 @@ async def test_nothing_sensitive_leaves_the_process() -> None:
         "waiting_for_room",
         "trace_id",
         "stack",
+        "executor",
+        "awaited_by",
+        "waiting_on",
+        "where",
     }
 
 
@@ -392,3 +396,72 @@ def test_a_call_whose_loop_closed_shows_until_its_thread_ends(loop_factory: obje
     blocked.release.set()
     executor.shutdown(wait=True)
     assert snapshot() == []
+
+
+@pytest.mark.asyncio
+async def test_each_call_names_the_task_that_awaits_it_and_that_tasks_coroutine_chain() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    @threaded
+    def blocking_driver_call(secret: str) -> None:
+        started.set()
+        release.wait(5)
+
+    async def handle_request() -> None:
+        await blocking_driver_call(SECRET)
+
+    request = asyncio.create_task(handle_request(), name="request-42")
+    try:
+        assert await in_own_thread(started)
+        (work,) = [w for w in snapshot(stacks=True) if w.function.endswith("blocking_driver_call")]
+        (awaiter,) = work.awaited_by
+        assert awaiter.name == "request-42"
+        assert [location.function for location in awaiter.stack][-1].endswith("handle_request")
+        assert all(location.file == __file__ for location in awaiter.stack)
+        (plain,) = [w for w in snapshot() if w.function.endswith("blocking_driver_call")]
+        assert [task.name for task in plain.awaited_by] == ["request-42"]
+        assert plain.awaited_by[0].stack == ()
+        assert plain.waiting_on is None
+        assert SECRET not in json.dumps([w.as_dict() for w in snapshot(stacks=True)])
+    finally:
+        release.set()
+        await request
+
+
+@pytest.mark.asyncio
+async def test_a_call_whose_thread_waits_in_sync_await_names_the_task_it_waits_on() -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def audit(secret: str) -> None:
+        entered.set()
+        await release.wait()
+
+    @threaded
+    def run_scan() -> None:
+        aiothreads.sync_await(audit, SECRET)
+
+    async def scan_job() -> None:
+        await run_scan()
+
+    job = asyncio.create_task(scan_job(), name="scan-job")
+    try:
+        await entered.wait()
+
+        def scan() -> RunningWork:
+            (work,) = [w for w in snapshot(stacks=True) if w.function.endswith("run_scan")]
+            return work
+
+        # The task started before its thread went on to wait for it.
+        await turns_until(lambda: scan().waiting_on is not None, "the thread waits in sync_await")
+        work = scan()
+        assert [task.name for task in work.awaited_by] == ["scan-job"]
+        assert work.waiting_on is not None
+        assert work.waiting_on.name == f"sync_await:{audit.__qualname__} from {work.thread_name}"
+        assert next(location.function for location in work.waiting_on.stack).endswith("audit")
+        assert work.stack[-1].function == "wait"  # the thread blocks in sync_await's wait
+        as_json = json.dumps(work.as_dict())
+        assert "scan-job" in as_json
+        assert SECRET not in as_json
+    finally:
+        release.set()
+        await job

@@ -26,6 +26,7 @@ from ._config import (
 )
 from ._logs import StructlogEvents
 from ._prometheus import METRICS
+from ._snapshot_signal import install_snapshot_signal
 
 __all__ = [
     "BACKENDS",
@@ -34,10 +35,12 @@ __all__ = [
     "SLOW_CALL_VARIABLE",
     "configure",
     "enabled_backends",
+    "install_snapshot_signal",
     "reset",
 ]
 
 
+@_hooks.exclusive
 def reset() -> None:
     """Forget the configuration: the next call chooses again from the environment.
 
@@ -47,6 +50,7 @@ def reset() -> None:
     _hooks.reset()
 
 
+@_hooks.exclusive
 def configure(
     *,
     enabled: bool = True,
@@ -128,12 +132,16 @@ def configure(
 
 
 def enabled_backends() -> list[str]:
-    """Name the backends that are on now (resolving them if not done yet)."""
+    """Name the backends that are on now (resolving them if not done yet).
+
+    A global tracer provider installed since is looked up here: one that
+    raises is left out, with its one warning, and not named.
+    """
     telemetry = _hooks.current()
     if telemetry is None:
         return []
     names: list[str] = []
-    if telemetry.tracing is not None:
+    if telemetry.tracing is not None and not telemetry.tracing.left_out():
         names.append("opentelemetry")
     metrics = telemetry.metrics
     if metrics is not None:

@@ -11,15 +11,19 @@ never break a call.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from typing import Final
+from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar
 
 from .._log import logger
 from .._outcomes import CANCELLED, ERROR, OK
 from ._config import resolve_from_environment
 from ._logs import StdlibEvents
 from ._probes import CallProbe, StreamProbe, Telemetry
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "CANCELLED",
@@ -29,9 +33,13 @@ __all__ = [
     "StreamProbe",
     "Telemetry",
     "current",
+    "exclusive",
     "install",
     "reset",
 ]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class _Unresolved:
@@ -41,7 +49,9 @@ class _Unresolved:
 _UNRESOLVED: Final = _Unresolved()
 _active: Telemetry | _Unresolved | None = _UNRESOLVED
 _debug_logs_allowed = True
-_resolve_lock = threading.Lock()
+# Held while backends are chosen, built and installed. Reentrant: application
+# code run meanwhile (a registry, a warning filter) may make a threaded call.
+_resolve_lock = threading.RLock()
 
 
 def current() -> Telemetry | None:
@@ -65,6 +75,22 @@ def _resolve() -> None:
     with _resolve_lock:
         if isinstance(_active, _Unresolved):
             install(resolve_from_environment())  # never raises: resolved once
+
+
+def exclusive(function: Callable[P, R]) -> Callable[P, R]:
+    """Run ``function`` holding the lock the first call's resolution holds.
+
+    For ``configure()`` and ``reset()``: a configuration never interleaves
+    with another, nor with the environment's, which would otherwise overwrite
+    it or register the same metrics twice.
+    """
+
+    @functools.wraps(function)
+    def holding_the_lock(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _resolve_lock:
+            return function(*args, **kwargs)
+
+    return holding_the_lock
 
 
 def install(telemetry: Telemetry | None, *, debug_logs: bool = True) -> None:

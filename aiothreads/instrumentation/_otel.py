@@ -11,6 +11,7 @@ installs an SDK, and a span that does not record costs nothing more.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     import contextvars
     from collections.abc import Callable, Mapping
 
-__all__ = ["OpenTelemetryTracing"]
+__all__ = ["OpenTelemetryTracing", "w3c_propagator"]
 
 
 class OpenTelemetryTracing:
@@ -39,6 +40,7 @@ class OpenTelemetryTracing:
         self._status = Status
         self._error_code = StatusCode.ERROR
         self._tracer: Any = None
+        self._looking_up = threading.Lock()
         self._per_thread = threading.local()
         self._provider_found = _global_provider_finder(trace, tracer_provider)
         if self._provider_found is None:  # a provider was given, or this API is unknown
@@ -58,23 +60,47 @@ class OpenTelemetryTracing:
             provider = self._provider_found()
             if provider is None:
                 return None
-            try:
-                tracer = provider.get_tracer("aiothreads", __version__)
-            except Exception as exc:  # installed after aiothreads started, and broken
-                tracer = _NoTracer()
-                warnings.warn(
-                    "aiothreads instrumentation: opentelemetry is left out, threaded calls run "
-                    f"without spans (the tracer provider raised {type(exc).__name__}: {exc}); "
-                    "check the tracer provider's configuration",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            self._tracer = tracer
+            with self._looking_up:  # threads that find the provider at once: one looks, once
+                tracer = self._tracer
+                if tracer is None:
+                    try:
+                        tracer = provider.get_tracer("aiothreads", __version__)
+                    except Exception as exc:  # installed after aiothreads started, and broken
+                        tracer = _NoTracer()
+                        warnings.warn(
+                            "aiothreads instrumentation: opentelemetry is left out, threaded "
+                            "calls run without spans (the tracer provider raised "
+                            f"{type(exc).__name__}: {exc}); check the tracer provider's "
+                            "configuration",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+                    self._tracer = tracer
         return None if isinstance(tracer, _NoTracer) else tracer
 
     def recording_possible(self) -> bool:
         """Whether a span could record: a tracer provider other than the API's proxy is in use."""
         return self._current_tracer() is not None
+
+    def left_out(self) -> bool:
+        """Whether spans are off for good: the tracer provider raised (looked up now)."""
+        self._current_tracer()
+        return isinstance(self._tracer, _NoTracer)
+
+    def tracer(self) -> Any:
+        """Return the tracer spans are opened with; ``None`` while no SDK has installed one."""
+        return self._current_tracer()
+
+    def headers(self, span: Any) -> dict[str, str]:
+        """Return the W3C trace context and baggage that carry ``span`` to another process.
+
+        ``span`` becomes the parent over the running context (whose baggage
+        goes along); with ``None``, the running context's current span does.
+        """
+        context = None if span is None else self._trace.set_span_in_context(span)
+        carrier: dict[str, str] = {}
+        w3c_propagator().inject(carrier, context)
+        return carrier
 
     def begin(
         self,
@@ -182,6 +208,22 @@ class OpenTelemetryTracing:
 
 class _NoTracer:
     """Marks a global tracer provider that failed: no spans are opened any more."""
+
+
+@functools.cache
+def w3c_propagator() -> Any:
+    """Return a propagator of W3C trace context (``traceparent``, ``tracestate``) and baggage.
+
+    Always these two, whatever ``OTEL_PROPAGATORS`` says: both sides of a
+    call that leaves the process must speak the same format.
+    """
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator  # noqa: PLC0415
+    from opentelemetry.propagators.composite import CompositePropagator  # noqa: PLC0415
+    from opentelemetry.trace.propagation.tracecontext import (  # noqa: PLC0415
+        TraceContextTextMapPropagator,
+    )
+
+    return CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 
 
 def _global_provider_finder(trace: Any, tracer_provider: Any) -> Callable[[], Any] | None:

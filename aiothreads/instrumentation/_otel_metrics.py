@@ -16,6 +16,8 @@ from __future__ import annotations
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
 
+from .._outcomes import Refusal
+from .._pool_state import PoolState, pool_states
 from .._version import __version__
 from ._tallies import DURATION_BUCKETS, OUTCOMES, REASONS, Tallies, Tally
 
@@ -45,6 +47,10 @@ INSTRUMENTS: Final = {
     "aiothreads.channel.depth": ("{item}", "Items buffered in live channels."),
     "aiothreads.channel.capacity": ("{item}", "Capacity of the live bounded channels."),
     "aiothreads.generator.active": ("{generator}", "Generators started and not ended."),
+    "aiothreads.pool.thread.count": ("{thread}", "Worker threads of a pool, by state."),
+    "aiothreads.pool.thread.limit": ("{thread}", "The most worker threads a pool may have."),
+    "aiothreads.pool.queue.size": ("{call}", "Calls waiting for a worker of a pool."),
+    "aiothreads.pool.call.refused": ("{call}", "Calls a pool refused or dropped, by reason."),
 }
 """Instrument name -> (unit, description)."""
 
@@ -100,6 +106,10 @@ class OpenTelemetryMetrics:
             (gauge, "aiothreads.channel.depth", streams(attrgetter("depth"))),
             (gauge, "aiothreads.channel.capacity", streams(attrgetter("capacity"))),
             (up_down, "aiothreads.generator.active", streams(attrgetter("active"))),
+            (up_down, "aiothreads.pool.thread.count", self._pool_threads),
+            (up_down, "aiothreads.pool.thread.limit", self._each_pool(attrgetter("maximum"))),
+            (up_down, "aiothreads.pool.queue.size", self._each_pool(attrgetter("queued"))),
+            (counter, "aiothreads.pool.call.refused", self._pool_refusals),
         )
         for create, name, callback in observed:
             unit, description = INSTRUMENTS[name]
@@ -162,6 +172,38 @@ class OpenTelemetryMetrics:
             for labels, total in self._totals()
             for index, reason in enumerate(REASONS)
             if total.cancellations[index]
+        ]
+
+    def _pools(self) -> list[PoolState]:
+        return pool_states() if self._reporting() else []
+
+    def _pool_threads(self, _: Any) -> list[Any]:
+        observed: list[Any] = []
+        for pool in self._pools():
+            if pool.busy is not None and pool.idle is not None:
+                observed.append(self._observation(pool.busy, {"pool": pool.name, "state": "busy"}))
+                observed.append(self._observation(pool.idle, {"pool": pool.name, "state": "idle"}))
+        return observed
+
+    def _each_pool(self, value: Callable[[PoolState], int | None]) -> Callable[[Any], list[Any]]:
+        """Make an instrument callback that observes ``value`` of every pool where it is known."""
+
+        def observe(_: Any) -> list[Any]:
+            return [
+                self._observation(known, {"pool": pool.name})
+                for pool in self._pools()
+                if (known := value(pool)) is not None
+            ]
+
+        return observe
+
+    def _pool_refusals(self, _: Any) -> list[Any]:
+        return [
+            self._observation(
+                pool.refused.get(reason, 0), {"pool": pool.name, "reason": str(reason)}
+            )
+            for pool in self._pools()
+            for reason in Refusal
         ]
 
     def _each_stream(self, value: Callable[[StreamTotals], float]) -> Callable[[Any], list[Any]]:

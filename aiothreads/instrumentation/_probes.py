@@ -37,6 +37,7 @@ LIMIT_WAIT_ATTRIBUTE: Final = "aiothreads.limit_wait_seconds"
 QUEUE_WAIT_ATTRIBUTE: Final = "aiothreads.queue_wait_seconds"
 ITEMS_ATTRIBUTE: Final = "aiothreads.items"
 _NO_ATTRIBUTES: Final[Mapping[str, Any]] = MappingProxyType({})
+_NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
 
 
 class Telemetry:
@@ -159,7 +160,7 @@ class CallProbe:
         series = of.series
         if series is not None:
             series.started(started - self._submitted)
-        if of.tracing is not None:
+        if of.tracing is not None and self._span is None:  # not opened by ``carry`` already
             self._span = self._begin(context)
         if of.separate:
             if series is not None:
@@ -180,6 +181,23 @@ class CallProbe:
         except Exception:  # telemetry must never break the observed call
             return None
         return span
+
+    def carry(self) -> Mapping[str, str]:
+        """Open the call's span now, as its work leaves for another process; return its headers.
+
+        The headers (W3C trace context and baggage) make the span the parent
+        of what the work does there; the running context (the caller's) is
+        its parent here. Empty when nothing is traced.
+        """
+        tracing = self._of.tracing
+        if tracing is None:
+            return _NO_HEADERS
+        if self._span is None:
+            self._span = self._begin(None)
+        try:
+            return tracing.headers(self._span)
+        except Exception:  # telemetry must never break the call: it goes untraced
+            return _NO_HEADERS
 
     def activate_here(self) -> object:
         """Make the span current in the running context; returns a token for ``restore``."""
@@ -253,7 +271,7 @@ class CallProbe:
                 self._span = context.run(self._begin, None)
         if outcome == ERROR:  # logged while the span is open: the event carries its ids
             self._log("debug", "threaded call refused", error=error)
-        if begun:
+        if self._span is not None:  # opened here, or by ``carry`` before the executor refused
             self._end_span(outcome, error, self._unrun_attributes())
         self._stream_closed()
 
@@ -281,7 +299,8 @@ class CallProbe:
         if of.series is not None:
             of.series.slow()
         tracing = of.tracing
-        if tracing is not None and self._span is not None:
+        span = self._span  # read once: the work's own thread may end it meanwhile
+        if tracing is not None and span is not None:
             attributes = {
                 "aiothreads.elapsed": elapsed,
                 "thread.id": details["thread_id"],
@@ -289,16 +308,17 @@ class CallProbe:
                 "code.stacktrace": "\n".join(details["stack"]),
             }
             with contextlib.suppress(Exception):  # a failing backend must not break the call
-                tracing.event(self._span, "aiothreads.slow", attributes)
+                tracing.event(span, "aiothreads.slow", attributes)
         self._log("warning", SLOW_EVENT, **details)
 
     def trace_ids(self) -> tuple[str, str] | None:
         """Return the trace id and span id of the call's span, if it records one."""
         tracing = self._of.tracing
-        if tracing is None or self._span is None:
+        span = self._span  # read once: snapshot() asks from other threads while it ends
+        if tracing is None or span is None:
             return None
         try:
-            return tracing.ids(self._span)
+            return tracing.ids(span)
         except Exception:  # a failing backend must not break the call
             return None
 
@@ -313,9 +333,10 @@ class CallProbe:
             return
         fields.update(function=of.function, kind=of.kind)
         tracing = of.tracing
+        span = self._span  # read once: the watchdog logs from its own thread
         with contextlib.suppress(Exception):  # a failing backend must not break the call
-            if tracing is not None and self._span is not None:
-                ids = tracing.ids(self._span)
+            if tracing is not None and span is not None:
+                ids = tracing.ids(span)
                 if ids:
                     fields.update(trace_id=ids[0], span_id=ids[1])
             events.emit(level, event, fields)

@@ -16,6 +16,8 @@ import itertools
 import math
 from typing import TYPE_CHECKING, Any, Final
 
+from .._outcomes import Refusal
+from .._pool_state import pool_states
 from ._tallies import (
     DURATION_BUCKETS,
     ITERABLE_KINDS,
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
     from ._tallies import Exemplar, Tally
 
-__all__ = ["DURATION_BUCKETS", "LABELS", "METRICS", "PrometheusMetrics"]
+__all__ = ["DURATION_BUCKETS", "LABELS", "METRICS", "POOL_METRICS", "PrometheusMetrics"]
 
 LABELS: Final = ("function", "kind")
 
@@ -62,7 +64,22 @@ METRICS: Final = {
     "aiothreads_channel_depth": "Items buffered between generator threads and consumers.",
     "aiothreads_channel_capacity": "Capacity of the live channels (+Inf when unbounded).",
     "aiothreads_iterators_active": "Threaded iterators whose generator has started and not ended.",
+    "aiothreads_pool_threads": "Worker threads of a thread pool, by state (busy, idle).",
+    "aiothreads_pool_threads_max": "The most worker threads a thread pool may have.",
+    "aiothreads_pool_queued": "Calls waiting for a worker of a thread pool, from any submitter.",
+    "aiothreads_pool_refused_total": (
+        "Calls a thread pool refused or dropped before they ran, by reason "
+        "(shut_down, rejected, dropped)."
+    ),
 }
+
+POOL_METRICS: Final = (
+    "aiothreads_pool_threads",
+    "aiothreads_pool_threads_max",
+    "aiothreads_pool_queued",
+    "aiothreads_pool_refused_total",
+)
+"""The metrics of the pools themselves, labelled by ``pool``, not ``function`` and ``kind``."""
 
 
 class PrometheusMetrics(Tallies):
@@ -95,7 +112,8 @@ class _Collector:
             "gauge": self._core.GaugeMetricFamily,
             "histogram": self._core.HistogramMetricFamily,
         }[kind]
-        return make(full.removesuffix("_total"), METRICS[full], labels=[*LABELS, *extra])
+        labels = ["pool", *extra] if full in POOL_METRICS else [*LABELS, *extra]
+        return make(full.removesuffix("_total"), METRICS[full], labels=labels)
 
     def describe(self) -> Iterator[Any]:
         """Name the families, so the registry refuses a second owner of their names."""
@@ -131,6 +149,14 @@ class _Collector:
         )
         families.update((full, self._family("gauge", full)) for full in gauges)
         families.update((full, self._family("histogram", full)) for full in histograms)
+        families["aiothreads_pool_threads"] = self._family(
+            "gauge", "aiothreads_pool_threads", "state"
+        )
+        for full in ("aiothreads_pool_threads_max", "aiothreads_pool_queued"):
+            families[full] = self._family("gauge", full)
+        families["aiothreads_pool_refused_total"] = self._family(
+            "counter", "aiothreads_pool_refused_total", "reason"
+        )
         return families
 
     def collect(self) -> Iterator[Any]:
@@ -139,7 +165,24 @@ class _Collector:
         for series in self._tallies.snapshot():
             self._report(families, series.labels, series.totals())
         self._report_streams(families)
+        self._report_pools(families)
         return iter(families.values())
+
+    def _report_pools(self, families: dict[str, Any]) -> None:
+        """Read the pools now: their threads, maximum, queue and refusals."""
+        for pool in pool_states():
+            name = pool.name
+            if pool.busy is not None and pool.idle is not None:
+                families["aiothreads_pool_threads"].add_metric([name, "busy"], pool.busy)
+                families["aiothreads_pool_threads"].add_metric([name, "idle"], pool.idle)
+            if pool.maximum is not None:
+                families["aiothreads_pool_threads_max"].add_metric([name], pool.maximum)
+            if pool.queued is not None:
+                families["aiothreads_pool_queued"].add_metric([name], pool.queued)
+            for reason in Refusal:
+                families["aiothreads_pool_refused_total"].add_metric(
+                    [name, reason.value], pool.refused.get(reason, 0)
+                )
 
     def _report(self, families: dict[str, Any], labels: list[str], total: Tally) -> None:
         families["aiothreads_calls_started_total"].add_metric(labels, total.submitted)

@@ -7,6 +7,13 @@ counts through them (slower per call than ``._prometheus``), and its gauges
 use the ``livesum`` mode: a worker that exited stops counting. Channel depth is
 written when producers report items (every 256) or block, since no scrape
 reaches a worker; capacity counts bounded channels only.
+
+Of the pools' metrics, those that change only now and then are written when
+they change: refusals as they are counted, and the maxima when a pool is first
+watched or shut down (``_pool_state.observe``), at no cost to a call that is
+not refused. Busy and idle threads and calls waiting for a worker change with
+every call; writing them would put a file write on every call's path in the
+worker threads, so they are not exported in this mode.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import itertools
 import threading
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from .._outcomes import Refusal
+from .._pool_state import observe, pool_states
 from ._prometheus import DURATION_BUCKETS, LABELS, METRICS
 from ._tallies import made_once
 
@@ -92,6 +101,43 @@ class MultiprocessMetrics:
         self._lock = threading.Lock()
         self._tokens = itertools.count()
         self._streams: dict[int, tuple[tuple[str, str], int, Callable[[], int]]] = {}
+        self._refusals = counter(
+            "aiothreads_pool_refused",
+            METRICS["aiothreads_pool_refused_total"],
+            ["pool", "reason"],
+            registry=registry,
+        )
+        self._maximum = gauge(
+            "aiothreads_pool_threads_max",
+            METRICS["aiothreads_pool_threads_max"],
+            ["pool"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._pools_lock = threading.Lock()
+        self._maxima: set[str] = set()
+        """The pools whose maximum this process wrote: 0 once none of that name is left."""
+        observe(self)
+        self.pools_changed()
+
+    @_never_raises
+    def refused(self, name: str, reason: Refusal) -> None:
+        """Count one call the pool named ``name`` refused or dropped for ``reason``."""
+        self._refusals.labels(name, reason.value).inc()
+
+    @_never_raises
+    def pools_changed(self) -> None:
+        """Write the maximum of every pool name, after a pool was watched or shut down."""
+        with self._pools_lock:  # one writer at a time: the last one read the newest state
+            maxima: dict[str, int] = dict.fromkeys(self._maxima, 0)
+            for pool in pool_states():
+                for reason in Refusal:
+                    self._refusals.labels(pool.name, reason.value)  # present, at zero
+                if pool.maximum is not None:
+                    maxima[pool.name] = pool.maximum
+            for name, maximum in maxima.items():
+                self._maximum.labels(name).set(maximum)
+            self._maxima = set(maxima)
 
     def series(self, kind: str, function: str) -> _ClientSeries:
         """Return the series of ``function`` of ``kind``, created on first use."""

@@ -290,8 +290,9 @@ class TallySeries:
         tally.started += 1
         tally.wait[bisect_left(DURATION_BUCKETS, waited)] += 1
         tally.wait_sum += waited
-        if self.on_started is not None:
-            self.on_started(waited)
+        on_started = self.on_started  # read once: detach() may clear it meanwhile
+        if on_started is not None:
+            on_started(waited)
 
     def finished(self, outcome: str, duration: float, trace: tuple[int, int] | None = None) -> None:
         """Count a call that ran for ``duration`` seconds and ended with ``outcome``.
@@ -312,8 +313,9 @@ class TallySeries:
             if exemplars is None:
                 exemplars = tally.exemplars = _no_exemplars()
             exemplars[bucket] = (trace[0], trace[1], duration, time.time())
-        if self.on_finished is not None:
-            self.on_finished(outcome, duration)
+        on_finished = self.on_finished  # read once: detach() may clear it meanwhile
+        if on_finished is not None:
+            on_finished(outcome, duration)
 
     def skipped(self, outcome: str) -> None:
         """Count a call that ended with ``outcome`` before a thread picked it up."""

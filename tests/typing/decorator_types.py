@@ -8,7 +8,7 @@ not needed, so each such line proves an error is reported.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Generator, Iterable, Iterator
 from typing import ClassVar
 
 from typing_extensions import assert_type
@@ -144,7 +144,7 @@ async def iterables() -> None:
             assert_type(line, bytes)
     async for value in generated(2):
         assert_type(value, float)
-    assert_type(count.sync_call(3), Generator[int, None, None])
+    assert_type(count.sync_call(3), Iterable[int])
 
 
 async def fetch(key: str) -> bytes:
@@ -185,3 +185,92 @@ async def named_and_opted_out() -> None:
     assert_type(await load_named("k"), bytes)
     async for row in named_rows(2):
         assert_type(row, int)
+
+
+# Every annotation a generator or iterable function is written with: the
+# items' type reaches ``async for``.
+
+
+@threaded_iterable
+def annotated_iterator(limit: int) -> Iterator[int]:
+    yield from range(limit)
+
+
+@threaded_iterable(max_size=2)
+def annotated_iterable(limit: int) -> Iterable[str]:
+    yield from map(str, range(limit))
+
+
+@threaded_iterable
+def annotated_generator(limit: int) -> Generator[float, str, bool]:
+    yield float(limit)
+    return True
+
+
+@threaded_iterable_separate
+def returned_list(limit: int) -> list[bytes]:
+    return [b"x"] * limit
+
+
+@threaded_iterable_separate(max_size=2)
+def separate_iterator(limit: int) -> Iterator[int]:
+    yield from range(limit)
+
+
+@threaded
+def threaded_iterator(limit: int) -> Iterator[int]:
+    yield from range(limit)
+
+
+@threaded(limit=2)
+def limited_iterator(limit: int) -> Iterator[str]:
+    yield from map(str, range(limit))
+
+
+@threaded
+def loaded_list(limit: int) -> list[int]:
+    return list(range(limit))
+
+
+class Table:
+    @threaded_iterable
+    def scan(self, limit: int) -> Iterator[bytes]:
+        yield b"x" * limit
+
+    @threaded
+    def rows(self, limit: int) -> Iterator[int]:
+        yield from range(limit)
+
+
+async def annotated_iterables() -> None:
+    async for number in annotated_iterator(2):
+        assert_type(number, int)
+    async for text in annotated_iterable(2):
+        assert_type(text, str)
+    async for real in annotated_generator(2):
+        assert_type(real, float)
+    async for chunk in returned_list(2):
+        assert_type(chunk, bytes)
+    async for item in separate_iterator(2):
+        assert_type(item, int)
+    async for row in threaded_iterator(2):
+        assert_type(row, int)
+    async for label in limited_iterator(2):
+        assert_type(label, str)
+    assert_type(await loaded_list(2), list[int])  # a list is a result, not a stream
+    async for scanned in Table().scan(2):
+        assert_type(scanned, bytes)
+    async for value in Table().rows(2):
+        assert_type(value, int)
+    assert_type(annotated_iterator.sync_call(2), Iterable[int])
+
+
+async def iterables_misused() -> None:
+    # @threaded makes a generator function a threaded iterable at runtime, where
+    # ``await`` raises TypeError: the types say so too.
+    await threaded_iterator(3)  # type: ignore[misc]  # pyright: ignore[reportGeneralTypeIssues]
+    await limited_iterator(3)  # type: ignore[misc]  # pyright: ignore[reportGeneralTypeIssues]
+    await Table().rows(3)  # type: ignore[misc]  # pyright: ignore[reportGeneralTypeIssues]
+    await annotated_iterator(3)  # type: ignore[misc]  # pyright: ignore[reportGeneralTypeIssues]
+    for row in annotated_iterator(3):  # type: ignore[attr-defined]  # pyright: ignore[reportGeneralTypeIssues, reportUnknownVariableType]
+        print(row)  # pyright: ignore[reportUnknownArgumentType]

@@ -1,0 +1,274 @@
+"""python -m aiothreads.inspect PID against live service processes, and its refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aiothreads.inspect import InspectionError, inspect_process, render_table
+from aiothreads.instrumentation import install_snapshot_signal
+from tests.stuck_service import SERVICE, start
+
+SECRET = "s3cr3t-argument-value"
+REMOTE_EXEC = sys.version_info >= (3, 14) and hasattr(sys, "remote_exec")
+
+
+@pytest.fixture
+def stopped_at_exit() -> Iterator[list[subprocess.Popen[str]]]:
+    processes: list[subprocess.Popen[str]] = []
+    yield processes
+    for process in processes:
+        process.kill()
+        process.wait(10)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def inspect(pid: int, *args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aiothreads.inspect", str(pid), *args],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+        user=user,
+    )
+
+
+def service(stopped_at_exit: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
+    process = start(SERVICE, SECRET, *args)
+    stopped_at_exit.append(process)
+    return process
+
+
+def check_the_stuck_service(completed: subprocess.CompletedProcess[str]) -> None:
+    assert completed.returncode == 0, completed.stderr
+    table = completed.stdout
+    rows_then_stacks = table.split("\n\n")[0].splitlines()
+    rows = {line.split()[0]: line for line in rows_then_stacks if line.startswith("__main__.")}
+    driver = rows["__main__.blocking_driver_call"]
+    assert "threaded" in driver
+    assert "aiothreads_" in driver
+    assert "request-42" in driver
+    line = SERVICE.splitlines().index("    release.wait()  # DRIVER LINE") + 1
+    assert f"<string>:{line} in blocking_driver_call" in driver
+    scan = rows["__main__.run_scan"]
+    assert "scan-job" in scan
+    assert "sync_await:audit from aiothreads_" in scan
+    assert "waiting on task sync_await:audit" in table
+    assert "in handle_request" in table  # the awaiting task's coroutine chain
+    assert SECRET not in table
+
+
+def test_the_signal_path_prints_a_stuck_services_calls_with_their_tasks(
+    stopped_at_exit: list[subprocess.Popen[str]],
+) -> None:
+    process = service(stopped_at_exit, "--signal")
+    check_the_stuck_service(inspect(process.pid, "--signal", "USR1"))
+    assert process.poll() is None  # the signal did not end it
+
+
+@pytest.mark.skipif(not REMOTE_EXEC, reason="sys.remote_exec is new in Python 3.14")
+def test_remote_exec_needs_nothing_set_up_in_the_target(
+    stopped_at_exit: list[subprocess.Popen[str]],
+) -> None:
+    process = service(stopped_at_exit, "--heartbeat")
+    check_the_stuck_service(inspect(process.pid))
+
+
+def test_json_has_the_snapshot_and_no_argument_values(
+    stopped_at_exit: list[subprocess.Popen[str]],
+) -> None:
+    process = service(stopped_at_exit, "--signal")
+    completed = inspect(process.pid, "--signal", "USR1", "--json")
+    assert completed.returncode == 0, completed.stderr
+    answer = json.loads(completed.stdout)
+    assert answer["pid"] == process.pid
+    assert answer["format"] == 1
+    functions = sorted(work["function"] for work in answer["work"])
+    assert functions == ["__main__.blocking_driver_call", "__main__.run_scan"]
+    assert SECRET not in completed.stdout
+
+
+def test_a_process_that_does_not_catch_the_signal_is_not_sent_it(
+    stopped_at_exit: list[subprocess.Popen[str]],
+) -> None:
+    process = service(stopped_at_exit)  # no snapshot signal: SIGUSR1 would end it
+    completed = inspect(process.pid, "--signal", "USR1")
+    assert completed.returncode == 1
+    assert completed.stderr.startswith(
+        f"aiothreads.inspect: process {process.pid} does not catch SIGUSR1: call "
+        "aiothreads.instrumentation.install_snapshot_signal(signal.SIGUSR1) in it"
+    )
+    assert process.poll() is None
+
+
+def test_a_process_that_is_not_python_is_named_as_such(
+    stopped_at_exit: list[subprocess.Popen[str]],
+) -> None:
+    sleeper = shutil.which("sleep")
+    assert sleeper is not None
+    process = subprocess.Popen([sleeper, "60"], text=True)
+    stopped_at_exit.append(process)
+    completed = inspect(process.pid)
+    assert completed.returncode == 1
+    assert completed.stderr.strip() == (
+        f"aiothreads.inspect: process {process.pid} is not a Python process "
+        f"({os.path.realpath(sleeper)})"
+    )
+
+
+@pytest.mark.skipif(not REMOTE_EXEC, reason="sys.remote_exec is new in Python 3.14")
+def test_a_python_process_without_aiothreads_says_so(
+    stopped_at_exit: list[subprocess.Popen[str]],
+) -> None:
+    script = (
+        "import asyncio\n"
+        "async def main():\n"
+        "    print('x', flush=True)\n"
+        "    while True:\n"
+        "        await asyncio.sleep(0.05)\n"
+        "asyncio.run(main())\n"
+    )
+    process = start(script)
+    stopped_at_exit.append(process)
+    completed = inspect(process.pid)
+    assert completed.returncode == 1
+    assert completed.stderr.strip() == (
+        f"aiothreads.inspect: process {process.pid} has not imported aiothreads"
+    )
+
+
+def test_a_process_that_does_not_exist_is_named() -> None:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait(30)
+    completed = inspect(process.pid)
+    assert completed.returncode == 1
+    assert completed.stderr.strip() == f"aiothreads.inspect: no process {process.pid}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_process_of_another_user_is_refused_with_what_to_do(
+    stopped_at_exit: list[subprocess.Popen[str]],
+) -> None:
+    process = service(stopped_at_exit, "--signal")
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        message = "inspected"
+        try:
+            os.setgid(65534)
+            os.setuid(65534)  # nobody
+            inspect_process(process.pid)
+        except InspectionError as exc:
+            message = str(exc)
+        except BaseException as exc:
+            message = repr(exc)
+        finally:
+            os.write(writing, message.encode())
+            os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading) as pipe:
+        message = pipe.read()
+    os.waitpid(child, 0)
+    assert message.startswith(
+        f"permission denied for process {process.pid}: inspect a process of your own user, "
+        "or as root"
+    )
+    assert process.poll() is None
+
+
+def other_python() -> str | None:
+    """Another Python 3.14+ on PATH than the one running the tests, if any."""
+    for minor in (14, 15, 16):
+        if (3, minor) != sys.version_info[:2] and shutil.which(f"python3.{minor}"):
+            return f"python3.{minor}"
+    return None
+
+
+@pytest.mark.skipif(
+    not REMOTE_EXEC or other_python() is None, reason="needs two Pythons 3.14 or later"
+)
+def test_a_target_on_another_python_is_told_which_python_to_use(
+    stopped_at_exit: list[subprocess.Popen[str]],
+) -> None:
+    other = other_python()
+    assert other is not None
+    process = subprocess.Popen(
+        [other, "-c", "import time; print('x', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    stopped_at_exit.append(process)
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "x"
+    completed = inspect(process.pid)
+    assert completed.returncode == 1
+    assert f"runs Python {other.removeprefix('python')}" in completed.stderr
+    assert f"run {other} -m aiothreads.inspect {process.pid}" in completed.stderr
+
+
+def test_a_table_of_nothing_says_so() -> None:
+    table = render_table({"pid": 7, "aiothreads": "1.3.0", "python": "3.14.1", "work": []})
+    assert (
+        table == "process 7: aiothreads 1.3.0, Python 3.14.1\nnothing runs in aiothreads' threads"
+    )
+
+
+def test_the_signal_handler_writes_the_snapshot_to_a_file(tmp_path: Path) -> None:
+    target = tmp_path / "snapshot.json"
+    previous = signal.getsignal(signal.SIGUSR2)
+    try:
+        assert install_snapshot_signal(signal.SIGUSR2, target) == str(target)
+        signal.raise_signal(signal.SIGUSR2)  # its handler has run when this returns
+        (writer,) = [t for t in threading.enumerate() if t.name == "aiothreads-snapshot"]
+        writer.join(10)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    answer = json.loads(target.read_text())
+    assert answer["pid"] == os.getpid()
+    assert answer["work"] == []
+
+
+@pytest.mark.parametrize(
+    ("signum", "error", "message"),
+    [
+        ("USR1", TypeError, "signum must be a signal number, got str"),
+        (True, TypeError, "signum must be a signal number, got bool"),
+        (int(signal.SIGKILL), ValueError, f"signal {int(signal.SIGKILL)} cannot be caught"),
+    ],
+)
+def test_bad_signals_are_refused_early(
+    signum: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"^{message}"):
+        install_snapshot_signal(signum)  # type: ignore[arg-type]
+
+
+def test_the_signal_can_only_be_installed_from_the_main_thread() -> None:
+    raised: list[BaseException] = []
+
+    def install() -> None:
+        try:
+            install_snapshot_signal(signal.SIGUSR2)
+        except ValueError as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=install)
+    thread.start()
+    thread.join(10)
+    assert [str(exc) for exc in raised] == [
+        "install_snapshot_signal() must be called from the main thread "
+        "(Python runs signal handlers there)"
+    ]

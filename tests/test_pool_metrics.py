@@ -1,0 +1,273 @@
+"""The pools' own metrics: threads busy and idle, the maximum, calls waiting, refusals.
+
+Each number is checked against the truth the test arranges (calls held in
+their threads by events), in Prometheus and in OpenTelemetry metrics at once,
+for aiothreads' ``WorkerPool`` and for a ``ThreadPoolExecutor``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aiothreads import instrumentation, threaded
+from aiothreads._pool import WorkerPool
+from tests.python_process import run_python
+from tests.waiting import turns_until
+
+
+class Metrics:
+    """Reads one pool's numbers from both backends, and checks that they agree."""
+
+    def __init__(self, registry: CollectorRegistry, reader: Any, pool: str) -> None:
+        self.registry = registry
+        self.reader = reader
+        self.pool = pool
+
+    def _otel(self) -> dict[str, list[Any]]:
+        points: dict[str, list[Any]] = {}
+        for resource in self.reader.get_metrics_data().resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    points[metric.name] = list(metric.data.data_points)
+        return points
+
+    def read(self) -> dict[str, float | None]:
+        """Return busy, idle, max, queued and the refusals by reason, as both backends have them.
+
+        Read one after the other, they may differ while the pool changes: then
+        the result says so, and equals no expected state.
+        """
+        prometheus = {
+            "busy": self._sample("aiothreads_pool_threads", state="busy"),
+            "idle": self._sample("aiothreads_pool_threads", state="idle"),
+            "max": self._sample("aiothreads_pool_threads_max"),
+            "queued": self._sample("aiothreads_pool_queued"),
+            **{
+                reason: self._sample("aiothreads_pool_refused_total", reason=reason)
+                for reason in ("shut_down", "rejected", "dropped")
+            },
+        }
+        points = self._otel()
+        opentelemetry = {
+            "busy": self._point(points, "aiothreads.pool.thread.count", state="busy"),
+            "idle": self._point(points, "aiothreads.pool.thread.count", state="idle"),
+            "max": self._point(points, "aiothreads.pool.thread.limit"),
+            "queued": self._point(points, "aiothreads.pool.queue.size"),
+            **{
+                reason: self._point(points, "aiothreads.pool.call.refused", reason=reason)
+                for reason in ("shut_down", "rejected", "dropped")
+            },
+        }
+        if opentelemetry != prometheus:
+            return {"prometheus": prometheus, "opentelemetry": opentelemetry}  # type: ignore[dict-item]
+        return prometheus
+
+    def _sample(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, {"pool": self.pool, **labels})
+
+    def _point(self, points: dict[str, list[Any]], name: str, **attributes: str) -> float | None:
+        wanted = {"pool": self.pool, **attributes}
+        found = [point for point in points.get(name, []) if dict(point.attributes) == wanted]
+        assert len(found) <= 1, found
+        return float(found[0].value) if found else None
+
+
+@pytest.fixture
+def metrics_of() -> Iterator[Callable[[str], Metrics]]:
+    """Prometheus into a registry and OpenTelemetry metrics into a reader, at once."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    registry = CollectorRegistry()
+    instrumentation.configure(
+        meter_provider=provider, registry=registry, opentelemetry=False, structlog=False
+    )
+    try:
+        yield lambda pool: Metrics(registry, reader, pool)
+    finally:
+        instrumentation.reset()
+        provider.shutdown()
+
+
+class Held:
+    """Calls that block in their threads until released; ``started`` counts them in."""
+
+    def __init__(self) -> None:
+        self.started = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def __call__(self) -> None:
+        self.started.release()
+        self.release.wait(5)
+
+    async def running(self, count: int) -> None:
+        """Wait, in a thread of its own, until ``count`` calls run."""
+
+        def wait() -> bool:
+            return all(self.started.acquire(timeout=5) for _ in range(count))
+
+        with ThreadPoolExecutor(1, thread_name_prefix="test-waiter") as waiter:
+            assert await asyncio.get_running_loop().run_in_executor(waiter, wait)
+
+
+NO_REFUSALS = {"shut_down": 0.0, "rejected": 0.0, "dropped": 0.0}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("pool", ["worker pool as the default", "thread pool as executor="])
+async def test_pool_metrics_equal_the_truth_during_and_after_a_burst(
+    metrics_of: Callable[[str], Metrics], pool: str
+) -> None:
+    held = Held()
+    executor: Executor
+    if pool == "worker pool as the default":
+        executor = WorkerPool(max_workers=2, thread_name_prefix="burst", idle_timeout=None)
+        asyncio.get_running_loop().set_default_executor(executor)
+        hold = threaded(held)
+    else:
+        executor = ThreadPoolExecutor(2, thread_name_prefix="burst")
+        hold = threaded(held, executor=executor)
+    metrics = metrics_of("burst")
+    try:
+        calls = [asyncio.ensure_future(hold()) for _ in range(3)]
+        await held.running(2)
+        during = {"busy": 2.0, "idle": 0.0, "max": 2.0, "queued": 1.0, **NO_REFUSALS}
+        await turns_until(lambda: metrics.read() == during, "the third call queued")
+        assert metrics.read() == during
+
+        held.release.set()
+        await asyncio.gather(*calls)
+        after = {"busy": 0.0, "idle": 2.0, "max": 2.0, "queued": 0.0, **NO_REFUSALS}
+        await turns_until(lambda: metrics.read() == after, "both workers waiting again")
+    finally:
+        held.release.set()
+        executor.shutdown(wait=True)
+    gone = {"busy": None, "idle": None, "max": None, "queued": None, **NO_REFUSALS}
+    assert metrics.read() == gone  # a pool shut down is no longer reported, its refusals are
+
+
+class Overloaded(Exception):
+    """A load-shedding executor's own refusal."""
+
+
+class SheddingExecutor(ThreadPoolExecutor):
+    """A thread pool that refuses every call with an exception of its own."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        raise Overloaded("too busy")
+
+
+def refusals(metrics: Metrics) -> tuple[float, float, float]:
+    """Return the pool's refusals so far: shut down, rejected, dropped (0 if never seen)."""
+    counted = metrics.read()
+    return tuple(counted[reason] or 0.0 for reason in ("shut_down", "rejected", "dropped"))  # type: ignore[return-value]
+
+
+def plus(before: tuple[float, float, float], *more: float) -> tuple[float, ...]:
+    return tuple(old + new for old, new in zip(before, more, strict=True))
+
+
+@pytest.mark.asyncio
+async def test_refusals_are_counted_by_pool_and_reason(
+    metrics_of: Callable[[str], Metrics],
+) -> None:
+    held = Held()
+    unnamed = refusals(metrics_of("SheddingExecutor"))
+    shedding = SheddingExecutor()
+    with pytest.raises(Overloaded):
+        await threaded(held, executor=shedding)()
+    # no thread-name prefix given: its class name, one for all such pools
+    assert refusals(metrics_of("SheddingExecutor")) == plus(unnamed, 0, 1, 0)
+
+    before = refusals(metrics_of("refusing"))
+    executor = ThreadPoolExecutor(1, thread_name_prefix="refusing")
+    hold = threaded(held, executor=executor)
+    running = asyncio.ensure_future(hold())
+    await held.running(1)
+    queued = asyncio.ensure_future(hold())
+    await turns_until(lambda: metrics_of("refusing").read()["queued"] == 1, "the call queued")
+    executor.shutdown(wait=False, cancel_futures=True)
+    held.release.set()
+    await running
+    with pytest.raises(RuntimeError):  # dropped: ExecutorRefused
+        await queued
+    with pytest.raises(RuntimeError):  # shut down: ExecutorRefused
+        await hold()
+    assert refusals(metrics_of("refusing")) == plus(before, 1, 0, 1)
+    executor.shutdown(wait=True)
+    shedding.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_a_worker_pool_counts_what_it_refuses_and_drops(
+    metrics_of: Callable[[str], Metrics],
+) -> None:
+    held = Held()
+    before = refusals(metrics_of("own-refusals"))
+    pool = WorkerPool(max_workers=1, thread_name_prefix="own-refusals")
+    hold = threaded(held, executor=pool)
+    running = asyncio.ensure_future(hold())
+    await held.running(1)
+    queued = pool.submit(abs, -1)  # asyncio.to_thread's way in counts too
+    pool.shutdown(wait=False, cancel_futures=True)
+    held.release.set()
+    await running
+    assert queued.cancelled()
+    with pytest.raises(RuntimeError):
+        await hold()
+    assert refusals(metrics_of("own-refusals")) == plus(before, 1, 0, 1)
+    pool.shutdown(wait=True)
+
+
+DEFAULT_POOLS = """
+import asyncio, threading
+from concurrent.futures import ThreadPoolExecutor
+from prometheus_client import CollectorRegistry
+import {module}
+from aiothreads import instrumentation, threaded
+
+registry = CollectorRegistry()
+instrumentation.configure(registry=registry, opentelemetry=False, structlog=False)
+release, started = threading.Event(), threading.Semaphore(0)
+
+@threaded
+def hold():
+    started.release()
+    release.wait(5)
+
+def value(name, **labels):
+    return registry.get_sample_value(name, {{"pool": "default", **labels}})
+
+async def main(own_pool):
+    if own_pool:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(3))
+    calls = [asyncio.ensure_future(hold()) for _ in range(2)]
+    await asyncio.to_thread(lambda: [started.acquire(timeout=5) for _ in range(2)])
+    busy = value("aiothreads_pool_threads", state="busy")
+    maximum = value("aiothreads_pool_threads_max")
+    release.set()
+    await asyncio.gather(*calls)
+    release.clear()
+    return busy, maximum
+
+print({module}.run(main(False)), {module}.run(main(True)))
+"""
+
+
+@pytest.mark.parametrize("module", ["asyncio", "uvloop"])
+def test_a_loops_default_executor_is_the_default_pool(module: str) -> None:
+    pytest.importorskip(module)
+    completed = run_python(textwrap.dedent(DEFAULT_POOLS.format(module=module)))
+    assert completed.returncode == 0, completed.stderr
+    size = WorkerPool()._max_workers  # what aiothreads installs on this machine
+    assert completed.stdout.split("\n")[0] == f"(2, {size}) (2, 3)"
