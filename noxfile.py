@@ -69,6 +69,7 @@ nox.options.sessions = [
     "tests",
     *(f"tests-{version}" for version in NEWER_PYTHONS),
     "tests_without_extras",
+    "packaging",
     "downstream",
     "e2e",
     "docs",
@@ -111,12 +112,17 @@ def tests(session: nox.Session) -> None:
     run_tests(session)
 
 
+# Builds the wheel and the sdist, whatever the Python: the ``packaging`` session.
+PACKAGING_TESTS = "tests/test_packaging.py"
+
+
 def run_tests(session: nox.Session) -> None:
     """The ``tests`` session's steps, in the session's virtualenv."""
     session.install(*TEST_INSTALL)
-    session.run("pytest", "-m", "not e2e", *session.posargs)
+    session.run("pytest", "-m", "not e2e", f"--ignore={PACKAGING_TESTS}", *session.posargs)
     if session.python == preferably(PYTHONS[-1]):
-        # Tests that choose their backends themselves learn nothing new here.
+        # Tests that choose their backends themselves learn nothing new here,
+        # nor do those of processes that run apart from this one's settings.
         chooses_its_backends = [
             "tests/test_instrumentation.py",
             "tests/test_instrumentation_faults.py",
@@ -125,6 +131,11 @@ def run_tests(session: nox.Session) -> None:
             "tests/test_docs.py",
             "tests/test_docs_catch_breakage.py",
             "tests/test_docstring_examples.py",
+            "tests/test_remote_executors.py",
+            "tests/test_demo_service.py",
+            "tests/test_inspect.py",
+            "tests/test_dashboard_picture.py",
+            PACKAGING_TESTS,
         ]
         session.run(
             "pytest",
@@ -163,7 +174,7 @@ def tests_on_newer_python(version: str) -> None:
         in_a_browser = "tests/test_demo_service.py::test_the_page_shows_a_stuck_call_in_a_browser"
         session.run(
             "bash", str(SID_ROOT_SCRIPT), version, "pytest", "-m", "not e2e",
-            f"--deselect={in_a_browser}", *session.posargs,
+            f"--deselect={in_a_browser}", f"--ignore={PACKAGING_TESTS}", *session.posargs,
             env={"AIOTHREADS_SID_INSTALL": SID_ROOT_INSTALL}, external=True,
         )  # fmt: skip
 
@@ -220,6 +231,13 @@ def downstream(session: nox.Session) -> None:
     session.run(
         "python", "-m", "pytest", "-p", "no:cacheprovider", *AIOMISC_TESTS, *session.posargs
     )
+
+
+@nox.session(python=preferably(PYTHONS[-1]))
+def packaging(session: nox.Session) -> None:
+    """Build the wheel and the sdist: their contents, ``twine check``, the sdist's own tests."""
+    session.install(*TEST_INSTALL)
+    session.run("pytest", "-q", PACKAGING_TESTS, *session.posargs)
 
 
 @nox.session(python=preferably(PYTHONS[-1]))

@@ -111,7 +111,7 @@ class WorkerPool(ThreadPoolExecutor):
         self.stop_workers = weakref.finalize(self, _stop, self._calls, self._workers)
         with _live_lock:
             _pools.add(self)
-        watch_own(self, _work.__code__)
+        watch_own(self)
 
     def enqueue(self, call: Work) -> None:
         """Queue ``call`` for a worker, which will call its ``run()``.
@@ -191,11 +191,16 @@ class WorkerPool(ThreadPoolExecutor):
         prefix = self._thread_name_prefix
         return prefix if prefix and prefix != "aiothreads" else DEFAULT_POOL
 
-    def pool_threads(self) -> tuple[list[threading.Thread], int, int, bool]:
-        """Return the live workers, the maximum, the queued calls and whether it is shut down."""
+    def pool_threads(self) -> tuple[list[threading.Thread], int, int, int, bool]:
+        """Return the live workers, the idle ones, the maximum, the queue, and if shut down.
+
+        Idle workers are those free for the next call: waiting for one, and not
+        yet taken for a call just queued.
+        """
         with self._lifecycle:
             workers = [worker for worker in self._workers if worker.is_alive()]
-        return workers, self._max_workers, self._calls.qsize(), self._closed
+            idle = min(len(self._idle), len(workers))
+        return workers, idle, self._max_workers, self._calls.qsize(), self._closed
 
     @property
     def idle_timeout(self) -> float | None:

@@ -11,13 +11,16 @@ Semantics:
   the application set), else its thread-name prefix, else (no prefix given)
   its class name.
   Pools of one name are added up.
-* ``pool_states()`` reports, per name: worker threads busy (running a call)
-  and idle (waiting for one), found in the threads' stacks at that moment as
-  ``snapshot()`` finds running calls; the maximum; the calls waiting for a
-  worker; the calls refused, by reason. Nothing is counted per call: asking
-  costs a look at each pool's threads, not asking costs nothing.
+* ``pool_states()`` reports, per name: worker threads busy and idle (free
+  for the next call), as the pool itself counts them (a ``WorkerPool``'s idle
+  set, a ``ThreadPoolExecutor``'s semaphore of idle workers); the maximum; the
+  calls waiting for a worker; the calls refused, by reason. Nothing is counted
+  per call: asking costs a look at each pool, not asking costs nothing. The
+  threads' stacks are never read for it (CPython 3.11 cannot always read them
+  safely while the threads run).
 * A ``ThreadPoolExecutor`` keeps its numbers private: they are read from its
-  attributes ``_max_workers``, ``_threads``, ``_work_queue``, ``_shutdown``
+  attributes ``_max_workers``, ``_threads``, ``_work_queue``, ``_shutdown``,
+  ``_idle_semaphore``
   and ``_thread_name_prefix`` (checked on CPython 3.10 to 3.15); where one is
   missing, that number is left out (``None``). Of any other executor only the
   refusals are known.
@@ -39,7 +42,6 @@ from __future__ import annotations
 
 import functools
 import re
-import sys
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +51,6 @@ from ._outcomes import Refusal
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
-    from types import CodeType, FrameType
 
 __all__ = [
     "DEFAULT_POOL",
@@ -81,8 +82,8 @@ class WatchedPool(Protocol):
         """Its ``pool`` label."""
         ...
 
-    def pool_threads(self) -> tuple[list[threading.Thread], int, int, bool]:
-        """Return its live workers, its maximum, its queued calls and whether it is shut down."""
+    def pool_threads(self) -> tuple[list[threading.Thread], int, int, int, bool]:
+        """Return its live workers, the idle ones, its maximum, its queue, and if shut down."""
         ...
 
 
@@ -114,8 +115,6 @@ _watched: weakref.WeakKeyDictionary[Executor, str] = weakref.WeakKeyDictionary()
 _refused: dict[tuple[str, Refusal], int] = {}
 _seen: dict[tuple[int, bool], weakref.ref[Executor]] = {}
 """The executors ``watch`` was given, by id and defaultness: found again without a lock."""
-_waiting_codes: set[CodeType] = set()
-"""Code of the routines workers wait for calls in: a thread whose innermost frame runs one idles."""
 _observer: PoolObserver | None = None
 
 
@@ -150,12 +149,11 @@ def _forget(key: tuple[int, bool], seen: weakref.ref[Executor]) -> None:
         del _seen[key]
 
 
-def watch_own(pool: WatchedPool, waiting: CodeType) -> None:
-    """Report ``pool`` (a ``WorkerPool``); its workers wait for calls in ``waiting``."""
+def watch_own(pool: WatchedPool) -> None:
+    """Report ``pool`` (a ``WorkerPool``)."""
     with _lock:
         _watched[pool] = pool.pool_name  # type: ignore[index]  # a WorkerPool is an Executor
         _count_from_zero(pool.pool_name)
-        _waiting_codes.add(waiting)
     pools_changed()
 
 
@@ -205,11 +203,9 @@ def pool_states() -> list[PoolState]:
     with _lock:
         watched = list(_watched.items())
         refused = dict(_refused)
-    frames = sys._current_frames()  # pyright: ignore[reportPrivateUsage] - documented, no public twin
-    waiting = _waiting_codes | _stdlib_waiting_codes()
     states: dict[str, PoolState] = {}
     for executor, name in watched:
-        state = _state_of(executor, name, frames, waiting)
+        state = _state_of(executor, name)
         if state is not None:
             states[name] = _added(states.get(name), state)
     for (name, reason), count in refused.items():
@@ -218,39 +214,36 @@ def pool_states() -> list[PoolState]:
     return list(states.values())
 
 
-def _state_of(
-    executor: Executor, name: str, frames: dict[int, FrameType], waiting: set[CodeType]
-) -> PoolState | None:
+def _state_of(executor: Executor, name: str) -> PoolState | None:
     """Read one pool; ``None`` if it is shut down.
 
-    A worker whose innermost frame runs code in ``waiting`` waits for a call: it is idle.
+    Idle workers are counted by the pool itself (``WorkerPool``), or read from
+    a ``ThreadPoolExecutor``'s semaphore of idle workers: never from the
+    threads' stacks, which CPython 3.11 cannot always read safely while the
+    threads run, and which a free-threaded build may not read at all.
     """
     threads: list[threading.Thread]
     maximum: int | None
     queued: int | None
+    idle: int | None
     if isinstance(executor, WatchedPool):
-        threads, maximum, queued, shut_down = executor.pool_threads()
+        threads, idle, maximum, queued, shut_down = executor.pool_threads()
     elif isinstance(executor, ThreadPoolExecutor):
         shut_down = bool(getattr(executor, "_shutdown", False))
         threads = list(getattr(executor, "_threads", ()))
         maximum = getattr(executor, "_max_workers", None)
         work_queue = getattr(executor, "_work_queue", None)
         queued = None if work_queue is None else work_queue.qsize()
+        idle = getattr(getattr(executor, "_idle_semaphore", None), "_value", None)
     else:
         return PoolState(name, None, None, None, None, {})
     if shut_down:
         return None
-    live = [thread for thread in threads if thread.is_alive()]
-    innermost = [frames.get(thread.ident or 0) for thread in live]
-    idle = sum(1 for frame in innermost if frame is not None and frame.f_code in waiting)
-    return PoolState(name, len(live) - idle, idle, maximum, queued, {})
-
-
-def _stdlib_waiting_codes() -> set[CodeType]:
-    """Return the code of ``ThreadPoolExecutor``'s worker routine, if it has the known one."""
-    worker = getattr(sys.modules.get("concurrent.futures.thread"), "_worker", None)
-    code = getattr(worker, "__code__", None)
-    return set() if code is None else {code}
+    live = sum(1 for thread in threads if thread.is_alive())
+    if idle is None:
+        return PoolState(name, None, None, maximum, queued, {})
+    idle = max(0, min(idle, live))
+    return PoolState(name, live - idle, idle, maximum, queued, {})
 
 
 def _added(known: PoolState | None, more: PoolState) -> PoolState:

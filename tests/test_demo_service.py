@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import pytest
 
-from aiothreads._demo_http import threads_page, wants_html
+from aiothreads.demo._http import threads_page, wants_html
 
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32", reason="signals and select() on pipes are POSIX"
@@ -358,8 +358,9 @@ STUCK_SERVICE = textwrap.dedent(
     import sys
     import threading
 
-    from aiothreads import _demo_http, threaded
-    from aiothreads._demo_http import Endpoint
+    from aiothreads import threaded
+    from aiothreads.demo import _http as _demo_http
+    from aiothreads.demo._http import Endpoint
 
     started, release = threading.Event(), threading.Event()
     take_snapshot = _demo_http.threads_document

@@ -224,9 +224,11 @@ def test_the_debug_endpoint_shows_the_hanging_call_and_where_it_waits(stack: Sta
     (work,) = found
     assert work["kind"] == "separate"
     assert work["running_for"] >= 0
-    source = (ROOT / "aiothreads" / "demo.py").read_text().splitlines()
+    source = (ROOT / "aiothreads" / "demo" / "__init__.py").read_text().splitlines()
     line = 1 + next(i for i, text in enumerate(source) if "return stop.wait(hang_for)" in text)
-    assert any(frame.endswith(f"demo.py:{line} in export_report") for frame in work["stack"])
+    assert any(
+        frame.endswith(f"demo/__init__.py:{line} in export_report") for frame in work["stack"]
+    )
     text = get(f"{stack.demo_url}/debug/threads").decode()
     assert "threading.Event object" not in text  # arguments never leave
 

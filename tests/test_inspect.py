@@ -232,8 +232,9 @@ def test_the_signal_handler_writes_the_snapshot_to_a_file(tmp_path: Path) -> Non
     try:
         assert install_snapshot_signal(signal.SIGUSR2, target) == str(target)
         signal.raise_signal(signal.SIGUSR2)  # its handler has run when this returns
-        (writer,) = [t for t in threading.enumerate() if t.name == "aiothreads-snapshot"]
-        writer.join(10)
+        for writer in threading.enumerate():  # started by then; it may have ended already
+            if writer.name == "aiothreads-snapshot":
+                writer.join(10)
     finally:
         signal.signal(signal.SIGUSR2, previous)
     answer = json.loads(target.read_text())

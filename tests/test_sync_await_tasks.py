@@ -213,3 +213,44 @@ def test_asyncio_pstree_of_a_live_process_links_the_scan_job_to_its_sync_await_t
     assert "(T) sync_await:audit from aiothreads_" in below[1]
     assert "audit" in below[2]
     assert not any("_Waiter" in line or "_drive" in line for line in lines)
+
+
+@pytest.mark.watchdog  # a loop closed by hand: the waiting thread notices it by looking
+@pytest.mark.asyncio_errors_expected  # the pending task is destroyed with its loop, on purpose
+def test_a_destroyed_pending_task_is_reported_under_the_users_coroutine(
+    loop_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import gc
+    import logging
+
+    from aiothreads import LoopClosedError, sync_wait_coroutine
+
+    started = threading.Event()
+    outcomes: list[BaseException] = []
+
+    async def never_finishes() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    def waits(loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            sync_wait_coroutine(loop, never_finishes)
+        except BaseException as exc:
+            outcomes.append(exc)
+
+    loop = loop_factory()
+    thread = threading.Thread(target=waits, args=(loop,), name="the-waiter")
+    thread.start()
+    loop.run_until_complete(loop.run_in_executor(None, started.wait, 5))
+    loop.run_until_complete(loop.shutdown_default_executor())
+    loop.close()
+    thread.join(10)
+    assert [type(exc) for exc in outcomes] == [LoopClosedError]
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        del outcomes[:]
+        gc.collect()
+    (destroyed,) = [r.getMessage() for r in caplog.records if "destroyed" in r.getMessage()]
+    assert "name='sync_await:" in destroyed
+    assert "never_finishes from the-waiter'" in destroyed
+    assert "coro=<test_a_destroyed_pending_task_is_reported_under_the_users_coroutine" in destroyed
+    assert "_drive" not in destroyed  # aiothreads shows only as the done callback

@@ -26,7 +26,7 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Final, cast
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from ._inflight import snapshot
+from .._inflight import snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

@@ -67,8 +67,8 @@ from aiothreads import (
     threaded_iterable_separate,
     threaded_separate,
 )
-from aiothreads._demo_http import METRICS_PATH, THREADS_PATH, Endpoint
-from aiothreads._demo_tracing import set_up_tracing
+from aiothreads.demo._http import METRICS_PATH, THREADS_PATH, Endpoint
+from aiothreads.demo._tracing import set_up_tracing
 from aiothreads.instrumentation._config import threshold_from_environment
 
 _trace: Any
@@ -542,11 +542,3 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(arguments.host, arguments.port, arguments.duration, settings, threshold))
     except KeyboardInterrupt:  # only before serve() took SIGINT over: nothing ran yet
         raise SystemExit(130) from None
-
-
-if __name__ == "__main__":
-    # Run the copy imported under the module's own name, so that metrics and
-    # spans name the functions aiothreads.demo.*, not __main__.*.
-    from aiothreads.demo import main as run_demo
-
-    run_demo()
