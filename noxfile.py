@@ -288,6 +288,9 @@ def tests_without_extras(session: nox.Session) -> None:
         "--ignore=tests/test_instrumentation_faults.py",
         "--ignore=tests/test_instrumentation_multiprocess.py",
         "--ignore=tests/test_end_to_end.py",
+        "--ignore=tests/test_pool_metrics.py",  # it reads both metrics backends
+        "--ignore=tests/test_free_threading_stress.py",  # it scrapes both metrics backends
+        "--ignore=tests/test_demo_service.py",  # the demo serves Prometheus metrics
         *session.posargs,
     )
     session.run("python", "-m", "tests.check_no_extras")
