@@ -569,9 +569,12 @@ def _wait_for_an_interrupting_coroutine(
     loop: asyncio.AbstractEventLoop,
     seen: list[BaseException],
     done: threading.Event,
+    *,
+    suspends: bool = True,
 ) -> threading.Thread:
     async def interrupted() -> None:
-        await asyncio.sleep(0)
+        if suspends:
+            await asyncio.sleep(0)
         raise interrupt("from the coroutine")
 
     def waits() -> None:
@@ -633,24 +636,9 @@ def test_an_interrupt_in_the_first_step_reaches_the_loop_and_the_thread(
 ) -> None:
     seen: list[BaseException] = []
     done = threading.Event()
-
-    async def interrupted() -> None:
-        raise interrupt("at once")
-
-    def waits(loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            sync_wait_coroutine(loop, interrupted)
-        except BaseException as exc:
-            seen.append(exc)
-        finally:
-            done.set()
-
     loop = loop_factory()
-    thread = threading.Thread(target=waits, args=(loop,))
     try:
-        thread.start()
-        with pytest.raises(interrupt):
-            loop.run_forever()
+        thread = _wait_for_an_interrupting_coroutine(interrupt, loop, seen, done, suspends=False)
         loop.run_until_complete(loop.shutdown_asyncgens())
         assert done.wait(5)
         thread.join(5)

@@ -407,3 +407,28 @@ async def test_threaded_calls_grow_the_pool_and_it_falls_back_after_the_burst() 
         assert not worker.is_alive()
     assert repr(pool) == "<WorkerPool running workers=0/3>"
     assert len(set(await asyncio.gather(meet(), meet(), meet()))) == 3
+
+
+def test_two_executors_the_loop_holds_out_of_sight_leave_the_choice_to_the_loop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    class LoopWithASidePool(uvloop.Loop):  # type: ignore[misc,name-defined]
+        __slots__ = ("side_pool",)  # a slot is no attribute in __dict__: it looks like the default
+
+    loop = LoopWithASidePool()
+    side = ThreadPoolExecutor(1, thread_name_prefix="side")
+    chosen = ThreadPoolExecutor(1, thread_name_prefix="chosen")
+    try:
+        loop.side_pool = side
+        loop.set_default_executor(chosen)
+        assert default_executor_of(loop) == (False, None)  # which one is the default: unknown
+
+        @threaded
+        def name() -> str:
+            return threading.current_thread().name
+
+        assert loop.run_until_complete(name()).startswith("chosen")  # the loop picked it
+    finally:
+        loop.close()
+        side.shutdown(wait=True)
+        chosen.shutdown(wait=True)
