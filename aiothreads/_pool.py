@@ -194,12 +194,12 @@ class WorkerPool(ThreadPoolExecutor):
     def pool_threads(self) -> tuple[list[threading.Thread], int, int, int, bool]:
         """Return the live workers, the idle ones, the maximum, the queue, and if shut down.
 
-        Idle workers are those free for the next call: waiting for one, and not
-        yet taken for a call just queued.
+        Idle workers are those not running a call now.
         """
         with self._lifecycle:
             workers = [worker for worker in self._workers if worker.is_alive()]
-            idle = min(len(self._idle), len(workers))
+        working = self._crew.working
+        idle = sum(1 for worker in workers if worker not in working)
         return workers, idle, self._max_workers, self._calls.qsize(), self._closed
 
     @property
@@ -235,7 +235,7 @@ class _Crew:
     it (see ``retire``), so a queued call always has a worker to come.
     """
 
-    __slots__ = ("calls", "idle", "idle_timeout", "live", "lock", "name", "workers")
+    __slots__ = ("calls", "idle", "idle_timeout", "live", "lock", "name", "workers", "working")
 
     def __init__(
         self,
@@ -250,6 +250,10 @@ class _Crew:
         self.workers = workers
         self.lock = lock
         self.idle_timeout = idle_timeout
+        self.working: set[threading.Thread] = set()
+        """Workers running a call now. ``idle`` only holds tokens a submitter may
+        take: a worker that put its token back and found a call already queued
+        runs it while still listed there."""
         self.name = DEFAULT_POOL
         """The pool's ``pool`` label, under which it counts the calls it drops."""
         self.live = 0
@@ -312,6 +316,7 @@ def _take_queued(calls: SimpleQueue[Work | None]) -> tuple[list[Work], int]:
 
 def _work(crew: _Crew) -> None:
     get, idle, idle_timeout = crew.calls.get, crew.idle, crew.idle_timeout  # positional: cheaper
+    working = crew.working
     me = threading.current_thread()
     listed = False  # in ``idle``, where a submitter may take it for a call
     stopped = retired = False
@@ -328,7 +333,11 @@ def _work(crew: _Crew) -> None:
             if call is None:  # the stop marker
                 stopped = True
                 return
-            call.run()
+            working.add(me)
+            try:
+                call.run()
+            finally:
+                working.discard(me)
             del call
             idle.add(me)
             listed = True

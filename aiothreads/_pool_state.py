@@ -12,8 +12,11 @@ Semantics:
   its class name.
   Pools of one name are added up.
 * ``pool_states()`` reports, per name: worker threads busy and idle (free
-  for the next call), as the pool itself counts them (a ``WorkerPool``'s idle
-  set, a ``ThreadPoolExecutor``'s semaphore of idle workers); the maximum; the
+  for the next call), as the pool itself knows them (the workers a
+  ``WorkerPool`` marks as running a call; a ``ThreadPoolExecutor``'s
+  semaphore of idle workers, none while calls wait in its queue: an
+  approximation, since a worker that took a queued call still counts there
+  as idle once the queue is empty); the maximum; the
   calls waiting for a worker; the calls refused, by reason. Nothing is counted
   per call: asking costs a look at each pool, not asking costs nothing. The
   threads' stacks are never read for it (CPython 3.11 cannot always read them
@@ -235,6 +238,8 @@ def _state_of(executor: Executor, name: str) -> PoolState | None:
         work_queue = getattr(executor, "_work_queue", None)
         queued = None if work_queue is None else work_queue.qsize()
         idle = getattr(getattr(executor, "_idle_semaphore", None), "_value", None)
+        if idle is not None and queued:  # a worker with a call to take is not idle
+            idle = 0
     else:
         return PoolState(name, None, None, None, None, {})
     if shut_down:

@@ -58,12 +58,16 @@ GAUGES = (
 )
 
 
+class QueueFull(Exception):
+    """A load-shedding executor's own refusal: it reaches the caller as it is."""
+
+
 @runs_in_threads
 class RefusingExecutor(Executor):
     """Refuses every call, as a saturated or misconfigured executor would."""
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        raise ValueError("queue full")
+        raise QueueFull("queue full")
 
 
 def gauges(registry: CollectorRegistry) -> dict[str, float]:
@@ -115,7 +119,7 @@ async def one_call(kind: str, executor: Executor | None, limiter: CapacityLimite
         await asyncio.wait_for(task, 10)
     except asyncio.CancelledError:
         return "cancelled"
-    except ExecutorRefused:
+    except (ExecutorRefused, QueueFull):
         return "refused"
     return "ok"
 
