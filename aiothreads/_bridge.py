@@ -404,15 +404,19 @@ class _Waiter(Generic[T]):
 
     def _take_outcome(self, task: asyncio.Task[T]) -> None:
         """Keep the finished task's outcome for the waiting thread, and wake it."""
+        self._keep_outcome(task)
+        self._signal()
+
+    def _keep_outcome(self, task: asyncio.Task[T]) -> None:
+        """Keep the finished task's outcome (or its cancellation) for the waiting thread."""
         if task.cancelled():
             self.cancelled = True
+            return
+        error = task.exception()  # read, so that nothing is reported as unretrieved
+        if error is None:
+            self._result = task.result()
         else:
-            error = task.exception()  # read, so that nothing is reported as unretrieved
-            if error is None:
-                self._result = task.result()
-            else:
-                self._error = error
-        self._signal()
+            self._error = error
 
     def _caller_gave_up(self, caller: asyncio.Future[Any]) -> None:
         """Cancel what we wait for once the threaded call's own caller cancelled it.
@@ -489,12 +493,7 @@ class _Waiter(Generic[T]):
         if task is None or not task.done():
             return
         self._loop_closed = False
-        if task.cancelled():
-            self.cancelled = True
-            return
-        self._error = task.exception()
-        if self._error is None:
-            self._result = task.result()
+        self._keep_outcome(task)
 
     def loop_closed(self) -> None:
         """Stop waiting: the loop was closed by hand (called where it was closed)."""
