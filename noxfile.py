@@ -300,6 +300,26 @@ def tests_without_extras(session: nox.Session) -> None:
     session.run("python", "-m", "tests.check_no_extras")
 
 
+@nox.session(python=preferably(PYTHONS[-1]), default=False)
+def models(session: nox.Session) -> None:
+    """Long random searches of the stateful model tests; by hand: ``nox -s models``.
+
+    CI runs each model a fixed number of times with a fixed seed; this runs
+    ``AIOTHREADS_LONG_SEARCH`` (default 50) times as many examples, drawn at
+    random, from ``tests/test_model_*.py``. Arguments replace those files, e.g.
+    ``nox -s models -- tests/test_model_limiter.py``.
+    """
+    session.install(*TEST_INSTALL)
+    factor = os.environ.get("AIOTHREADS_LONG_SEARCH", "50")
+    session.run(
+        "pytest",
+        "-q",
+        "--timeout=0",
+        *(session.posargs or sorted(str(path) for path in Path("tests").glob("test_model_*.py"))),
+        env={"AIOTHREADS_LONG_SEARCH": factor},
+    )
+
+
 MUTMUT = "mutmut==3.8.1"
 
 

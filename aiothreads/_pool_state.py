@@ -37,8 +37,9 @@ Semantics:
 * Where no scrape reaches the process (prometheus-client's multiprocess mode),
   one observer (``observe``) hears of each refusal, and of each moment the set
   of pools changes (a pool watched, a ``WorkerPool`` shut down), so that it can
-  write refusals and maxima as they change. Busy and idle threads and queued
-  calls change with every call and are not told.
+  write them as they change. Busy and idle threads and queued calls change
+  with every call and are not told: the observer reads ``pool_states()`` when
+  calls come and go (see ``instrumentation._pool_publisher``).
 """
 
 from __future__ import annotations

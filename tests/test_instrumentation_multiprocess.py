@@ -188,9 +188,9 @@ def test_worker_processes_add_up_and_a_killed_one_leaves_no_stale_gauge(
         "aiothreads_pool_refused_total",
     ):
         assert f"# TYPE {family.removesuffix('_total')}" in scrape, family
-    # Busy and idle threads and waiting calls change with every call: not written here.
-    assert "aiothreads_pool_threads{" not in scrape
-    assert "aiothreads_pool_queued" not in scrape
+    # Busy and idle threads and waiting calls are written too (the values: below).
+    assert 'aiothreads_pool_threads{pool="default",state="busy"}' in scrape
+    assert 'aiothreads_pool_queued{pool="default"}' in scrape
 
 
 @pytest.mark.e2e
@@ -203,3 +203,152 @@ def test_promtool_accepts_the_aggregated_scrape(service: Service) -> None:
         check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+POOLS_SCRIPT = """
+import asyncio, faulthandler, multiprocessing, threading
+from concurrent.futures import ThreadPoolExecutor
+import aiothreads
+from aiothreads import _pool_state
+
+faulthandler.dump_traceback_later(40, exit=True)  # a hang prints every thread's stack
+
+DEFAULT_CALLS, CRUNCH_CALLS = 3, 3
+
+def default_pool_threads():
+    return sum(1 for t in threading.enumerate() if t.name.startswith("aiothreads_"))
+
+def worker(go, burst, scraped, quiet, rescraped, truths):
+    gate = threading.Event()
+    crunch = ThreadPoolExecutor(2, thread_name_prefix="crunch")
+
+    @aiothreads.threaded
+    def held(entered):
+        entered.set()
+        gate.wait(60)
+
+    @aiothreads.threaded(executor=crunch)
+    def crunched(entered):
+        entered.set()
+        gate.wait(60)
+
+    @aiothreads.threaded_separate
+    def wait_for(*events):
+        return all(event.wait(60) for event in events)
+
+    async def main():
+        assert await wait_for(go)
+        publisher = _pool_state._observer.publisher
+        entered = [threading.Event() for _ in range(DEFAULT_CALLS + CRUNCH_CALLS)]
+        calls = [asyncio.ensure_future(held(e)) for e in entered[:DEFAULT_CALLS]]
+        calls += [asyncio.ensure_future(crunched(e)) for e in entered[DEFAULT_CALLS:]]
+        # All held calls and two crunch calls run; the third crunch call waits.
+        assert await wait_for(*entered[: DEFAULT_CALLS + 2])
+        # Two writes more: the files go on following a burst longer than one interval.
+        assert publisher.wait_for(after=publisher.writes + 1, timeout=10)
+        truths.put(("burst", default_pool_threads()))
+        burst.set()
+        assert await wait_for(scraped)
+        gate.set()
+        await asyncio.gather(*calls)
+        assert publisher.wait_for(after=publisher.writes, quiet=True, timeout=10)
+        truths.put(("quiet", default_pool_threads()))
+        quiet.set()
+        assert await wait_for(rescraped)
+        crunch.shutdown()
+
+    asyncio.run(main())
+
+if __name__ == "__main__":
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    def scrape(moment, threads):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        print(moment, "default pool threads", threads)
+        for name, labels in (
+            ("aiothreads_pool_threads", {"pool": "default", "state": "busy"}),
+            ("aiothreads_pool_threads", {"pool": "default", "state": "idle"}),
+            ("aiothreads_pool_queued", {"pool": "default"}),
+            ("aiothreads_pool_threads", {"pool": "crunch", "state": "busy"}),
+            ("aiothreads_pool_threads", {"pool": "crunch", "state": "idle"}),
+            ("aiothreads_pool_queued", {"pool": "crunch"}),
+            ("aiothreads_pool_threads_max", {"pool": "crunch"}),
+        ):
+            value = registry.get_sample_value(name, labels)
+            print(moment, name, "/".join(labels.values()), value)
+
+    context = multiprocessing.get_context("spawn")
+    go, burst, scraped, quiet, rescraped = (context.Event() for _ in range(5))
+    bursts, quiets = [], []
+    truths = context.Queue()
+    workers = []
+    for _ in range(2):
+        events = [context.Event() for _ in range(4)]
+        workers.append((context.Process(target=worker, args=(go, *events, truths)), events))
+    for process, _ in workers:
+        process.start()
+    go.set()
+    for _, (burst, _, _, _) in workers:
+        assert burst.wait(60)
+    scrape("burst", sum(truths.get(timeout=60)[1] for _ in workers))
+    for _, (_, scraped, _, _) in workers:
+        scraped.set()
+    for _, (_, _, quiet, _) in workers:
+        assert quiet.wait(60)
+    scrape("quiet", sum(truths.get(timeout=60)[1] for _ in workers))
+    for process, (_, _, _, rescraped) in workers:
+        rescraped.set()
+        process.join(60)
+        assert process.exitcode == 0
+"""
+
+
+def test_pool_threads_and_queue_follow_a_burst_in_every_worker(tmp_path: Path) -> None:
+    """Busy, idle and queued are written by each worker and add up while it lives."""
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    script = tmp_path / "pools.py"
+    script.write_text(textwrap.dedent(POOLS_SCRIPT))
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+        "AIOTHREADS_INSTRUMENTATION": "prometheus",
+    }
+    completed = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    threads = {line.split()[0]: float(line.split()[-1]) for line in lines if "pool threads" in line}
+    values = [line.split(" ", 1)[1].rsplit(" ", 1) for line in lines if "pool threads" not in line]
+    moments = [line.split()[0] for line in lines if "pool threads" not in line]
+    burst = [value for moment, value in zip(moments, values, strict=True) if moment == "burst"]
+    quiet = [value for moment, value in zip(moments, values, strict=True) if moment == "quiet"]
+    assert burst == [
+        # Two workers, each with three calls held on its default pool ...
+        ["aiothreads_pool_threads default/busy", "6.0"],
+        ["aiothreads_pool_threads default/idle", str(threads["burst"] - 6)],
+        ["aiothreads_pool_queued default", "0.0"],
+        # ... and three on a pool of two threads: two run, one waits.
+        ["aiothreads_pool_threads crunch/busy", "4.0"],
+        ["aiothreads_pool_threads crunch/idle", "0.0"],
+        ["aiothreads_pool_queued crunch", "2.0"],
+        ["aiothreads_pool_threads_max crunch", "4.0"],
+    ]
+    assert quiet == [
+        # After the burst every thread is idle and nothing waits.
+        ["aiothreads_pool_threads default/busy", "0.0"],
+        ["aiothreads_pool_threads default/idle", str(threads["quiet"])],
+        ["aiothreads_pool_queued default", "0.0"],
+        ["aiothreads_pool_threads crunch/busy", "0.0"],
+        ["aiothreads_pool_threads crunch/idle", "4.0"],
+        ["aiothreads_pool_queued crunch", "0.0"],
+        ["aiothreads_pool_threads_max crunch", "4.0"],
+    ]

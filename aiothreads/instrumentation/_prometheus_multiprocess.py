@@ -8,12 +8,12 @@ use the ``livesum`` mode: a worker that exited stops counting. Channel depth is
 written when producers report items (every 256) or block, since no scrape
 reaches a worker; capacity counts bounded channels only.
 
-Of the pools' metrics, those that change only now and then are written when
-they change: refusals as they are counted, and the maxima when a pool is first
-watched or shut down (``_pool_state.observe``), at no cost to a call that is
-not refused. Busy and idle threads and calls waiting for a worker change with
-every call; writing them would put a file write on every call's path in the
-worker threads, so they are not exported in this mode.
+Of the pools' metrics, refusals are written as they are counted, and every
+pool's numbers when a pool is first watched or shut down
+(``_pool_state.observe``). Busy and idle threads and calls waiting for a
+worker change with every call: a call only pokes a writer thread
+(``._pool_publisher``), which writes them at once and then every second while
+a pool has work, so a call pays no file write for them.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .._outcomes import Refusal
 from .._pool_state import observe, pool_states
+from ._pool_publisher import PoolPublisher
 from ._prometheus import DURATION_BUCKETS, LABELS, METRICS
 from ._tallies import made_once
 
@@ -114,9 +115,24 @@ class MultiprocessMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self._threads = gauge(
+            "aiothreads_pool_threads",
+            METRICS["aiothreads_pool_threads"],
+            ["pool", "state"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._queued = gauge(
+            "aiothreads_pool_queued",
+            METRICS["aiothreads_pool_queued"],
+            ["pool"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self._pools_lock = threading.Lock()
-        self._maxima: set[str] = set()
-        """The pools whose maximum this process wrote: 0 once none of that name is left."""
+        self._written_pools: set[str] = set()
+        """The pools this process wrote: 0 once none of that name is left."""
+        self.publisher = PoolPublisher(self._write_pools)
         observe(self)
         self.pools_changed()
 
@@ -127,17 +143,41 @@ class MultiprocessMetrics:
 
     @_never_raises
     def pools_changed(self) -> None:
-        """Write the maximum of every pool name, after a pool was watched or shut down."""
+        """Write every pool's numbers, after a pool was watched or shut down."""
+        self._write_pools()
+
+    def _write_pools(self) -> bool:
+        """Write what every pool holds now; return whether any has a busy worker or queued call.
+
+        A number a pool cannot report (see ``_pool_state``) is left unwritten,
+        or written as 0 where this process wrote it before: a pool shut down
+        (reported for its refusals only) or gone no longer counts.
+        """
         with self._pools_lock:  # one writer at a time: the last one read the newest state
-            maxima: dict[str, int] = dict.fromkeys(self._maxima, 0)
-            for pool in pool_states():
-                for reason in Refusal:
-                    self._refusals.labels(pool.name, reason.value)  # present, at zero
-                if pool.maximum is not None:
-                    maxima[pool.name] = pool.maximum
-            for name, maximum in maxima.items():
-                self._maximum.labels(name).set(maximum)
-            self._maxima = set(maxima)
+            before = self._written_pools
+            reported = {pool.name: pool for pool in pool_states()}
+            active = False
+            written: set[str] = set()
+            for name in reported.keys() | before:
+                pool = reported.get(name)
+                if pool is not None:
+                    for reason in Refusal:
+                        self._refusals.labels(name, reason.value)  # present, at zero
+                    active = active or bool(pool.busy) or bool(pool.queued)
+                numbers = (
+                    (self._maximum.labels(name), pool and pool.maximum),
+                    (self._threads.labels(name, "busy"), pool and pool.busy),
+                    (self._threads.labels(name, "idle"), pool and pool.idle),
+                    (self._queued.labels(name), pool and pool.queued),
+                )
+                for child, value in numbers:
+                    if value is not None:
+                        child.set(value)
+                        written.add(name)
+                    elif name in before:
+                        child.set(0)
+            self._written_pools = written
+            return active
 
     def series(self, kind: str, function: str) -> _ClientSeries:
         """Return the series of ``function`` of ``kind``, created on first use."""
@@ -147,7 +187,9 @@ class MultiprocessMetrics:
         kind, function = key
         for family in (self._depth, self._capacity, self._active):
             family.labels(function, kind)  # present, at zero, from the start
-        return _ClientSeries(self._families, function, kind, self._refresh_depth)
+        return _ClientSeries(
+            self._families, function, kind, self._refresh_depth, self.publisher.poke
+        )
 
     @_never_raises
     def stream_opened(
@@ -199,8 +241,10 @@ class _ClientSeries:  # every counting method is @_never_raises
         function: str,
         kind: str,
         refresh_depth: Callable[[str, str], None],
+        pools_busier: Callable[[], None],
     ) -> None:
         self._refresh_depth = refresh_depth
+        self._pools_busier = pools_busier
         (
             started,
             self._finished_family,
@@ -238,6 +282,7 @@ class _ClientSeries:  # every counting method is @_never_raises
         """Count a call submitted, now waiting for a thread."""
         self._started.inc()
         self._queued.inc()
+        self._pools_busier()
 
     @_never_raises
     def started(self, waited: float) -> None:
