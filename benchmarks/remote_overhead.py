@@ -7,9 +7,12 @@ The engines are started once, each with two worker processes: a
 ``LocalCluster`` (one thread per worker, reached through
 ``Client.get_executor(pure=False)``), the last two when installed. Per engine
 and round, in turns whose order changes every round, the wall time of ``N``
-small calls (``operator.mul``) gathered at once is measured:
+calls gathered at once is measured, for two kinds of work: ``operator.mul``
+(nothing: the cost of the way there and back alone) and ``multiply_after_work``
+(about a millisecond of pure-Python CPU first, the smallest work worth
+sending to another process):
 
-* ``run_in_executor``: ``loop.run_in_executor(executor, operator.mul, i, 2)``;
+* ``run_in_executor``: ``loop.run_in_executor(executor, function, i, 2)``;
 * ``aiothreads, off``: the same through ``@threaded(executor=...)`` with
   instrumentation off;
 * ``aiothreads, metrics + traces``: with Prometheus metrics and OpenTelemetry
@@ -42,6 +45,21 @@ from pathlib import Path
 from typing import Any
 
 MODES = ("run_in_executor", "aiothreads, off", "aiothreads, metrics + traces")
+WORK_LOOPS = 40_000
+"""Iterations of ``multiply_after_work``'s empty loop: about a millisecond on CPython 3.11."""
+
+
+def multiply_after_work(number: int, factor: int) -> int:
+    """Spin ``WORK_LOOPS`` times, then return ``number * factor``: a small piece of real work."""
+    for _ in range(WORK_LOOPS):
+        pass
+    return number * factor
+
+
+WORKLOADS: dict[str, Callable[[int, int], int]] = {
+    "nothing (operator.mul)": operator.mul,
+    "~1 ms of CPU": multiply_after_work,
+}
 TARGET = 1.05
 """The most aiothreads may take, as a ratio to ``run_in_executor``, with metrics and traces on."""
 
@@ -96,14 +114,20 @@ def install_sdk() -> Any:
     return provider
 
 
-def calls_for(mode: str, executor: Executor, registry: Any, provider: Any) -> Call:
+def calls_for(
+    mode: str,
+    executor: Executor,
+    registry: Any,
+    provider: Any,
+    function: Callable[[int, int], int] = operator.mul,
+) -> Call:
     """Return how ``mode`` makes one call, with aiothreads' instrumentation set up for it."""
     from aiothreads import instrumentation, threaded
 
     if mode == "run_in_executor":
 
         def bare(number: int) -> Awaitable[Any]:
-            return asyncio.get_running_loop().run_in_executor(executor, operator.mul, number, 2)
+            return asyncio.get_running_loop().run_in_executor(executor, function, number, 2)
 
         return bare
     if mode == "aiothreads, off":
@@ -112,10 +136,10 @@ def calls_for(mode: str, executor: Executor, registry: Any, provider: Any) -> Ca
         instrumentation.configure(
             registry=registry, tracer_provider=provider, prometheus=True, opentelemetry=True
         )
-    multiply = threaded(executor=executor)(operator.mul)
+    multiply = threaded(executor=executor)(function)
 
     def decorated(number: int) -> Awaitable[Any]:
-        return multiply(number, 2)  # type: ignore[no-any-return]  # operator.mul is untyped
+        return multiply(number, 2)
 
     return decorated
 
@@ -137,8 +161,8 @@ async def measure(call: Call, calls: int, sequential: int) -> tuple[float, float
     return gathered, gathered_cpu, (time.perf_counter() - started) / sequential
 
 
-Samples = dict[tuple[str, str], list[tuple[float, float, float]]]
-"""(engine, mode) -> (gathered, gathered CPU, sequential) seconds per call, one per round."""
+Samples = dict[tuple[str, str, str], list[tuple[float, float, float]]]
+"""(engine, work, mode) -> (gathered, gathered CPU, sequential) seconds per call, one per round."""
 
 
 async def run_rounds(
@@ -157,17 +181,19 @@ async def run_rounds(
         for round_number in range(rounds):
             order = MODES[round_number % len(MODES) :] + MODES[: round_number % len(MODES)]
             for engine, executor in executors.items():
-                for mode in ("warm-up", *order):
-                    call = calls_for(
-                        "aiothreads, metrics + traces" if mode == "warm-up" else mode,
-                        executor,
-                        registry,
-                        provider,
-                    )
-                    with tracer.start_as_current_span("request"):
-                        measured = await measure(call, calls, sequential)
-                    if mode != "warm-up":
-                        samples.setdefault((engine, mode), []).append(measured)
+                for work, function in WORKLOADS.items():
+                    for mode in ("warm-up", *order):
+                        call = calls_for(
+                            "aiothreads, metrics + traces" if mode == "warm-up" else mode,
+                            executor,
+                            registry,
+                            provider,
+                            function,
+                        )
+                        with tracer.start_as_current_span("request"):
+                            measured = await measure(call, calls, sequential)
+                        if mode != "warm-up":
+                            samples.setdefault((engine, work, mode), []).append(measured)
             print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
     finally:
         instrumentation.reset()
@@ -176,38 +202,43 @@ async def run_rounds(
 
 
 def render(samples: Samples, engines: list[str], rounds: int, calls: int, sequential: int) -> str:
-    """Return the Markdown table: per engine and mode, time per call and ratio to the bare call."""
+    """Return the Markdown table: per engine, work and mode, time per call and ratio to bare."""
     lines = [
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, two worker processes per "
-        f"engine; median of {rounds} interleaved rounds. Gathered: {calls:,} calls of "
-        f"`operator.mul` in flight at once (wall time, and CPU time of the calling process "
-        f"over all its threads); one by one: {sequential:,} calls awaited in turn. "
-        f"Target: aiothreads with metrics and traces within {TARGET:.2f}x of "
-        "`run_in_executor`, gathered.",
+        f"engine; median of {rounds} interleaved rounds. Gathered: {calls:,} calls in flight "
+        "at once (wall time, and CPU time of the calling process over all its threads); one "
+        f"by one: {sequential:,} calls awaited in turn. The work is nothing (`operator.mul`), "
+        "or about a millisecond of CPU in the worker (`multiply_after_work`). Target: "
+        f"aiothreads with metrics and traces within {TARGET:.2f}x of `run_in_executor`, "
+        "gathered.",
         "",
-        "| engine | mode | gathered µs/call | vs run_in_executor | CPU here µs/call "
+        "| engine | work | mode | gathered µs/call | vs run_in_executor | CPU here µs/call "
         "| vs run_in_executor | one by one µs/call | vs run_in_executor |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for engine in engines:
-        bare = [
-            statistics.median(sample[index] for sample in samples[(engine, "run_in_executor")])
-            for index in range(3)
-        ]
-        for mode in MODES:
-            measured = [
-                statistics.median(sample[index] for sample in samples[(engine, mode)])
+        for work in WORKLOADS:
+            bare = [
+                statistics.median(
+                    sample[index] for sample in samples[(engine, work, "run_in_executor")]
+                )
                 for index in range(3)
             ]
-            ratios = [value / base for value, base in zip(measured, bare, strict=True)]
-            verdict = ""
-            if mode == "aiothreads, metrics + traces":
-                verdict = " (met)" if ratios[0] <= TARGET else " (NOT met)"
-            lines.append(
-                f"| {engine} | {mode} | {measured[0] * 1e6:,.1f} | {ratios[0]:.3f}x{verdict} "
-                f"| {measured[1] * 1e6:,.1f} | {ratios[1]:.3f}x "
-                f"| {measured[2] * 1e6:,.1f} | {ratios[2]:.3f}x |"
-            )
+            for mode in MODES:
+                measured = [
+                    statistics.median(sample[index] for sample in samples[(engine, work, mode)])
+                    for index in range(3)
+                ]
+                ratios = [value / base for value, base in zip(measured, bare, strict=True)]
+                verdict = ""
+                if mode == "aiothreads, metrics + traces":
+                    verdict = " (met)" if ratios[0] <= TARGET else " (NOT met)"
+                lines.append(
+                    f"| {engine} | {work} | {mode} | {measured[0] * 1e6:,.1f} "
+                    f"| {ratios[0]:.3f}x{verdict} "
+                    f"| {measured[1] * 1e6:,.1f} | {ratios[1]:.3f}x "
+                    f"| {measured[2] * 1e6:,.1f} | {ratios[2]:.3f}x |"
+                )
     lines.append("")
     return "\n".join(lines)
 

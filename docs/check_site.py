@@ -4,15 +4,24 @@ Usage: ``python docs/check_site.py site`` after ``mkdocs build``. Serves the
 folder on 127.0.0.1, loads every page with Chromium's ``--dump-dom`` (the DOM
 after scripts ran) and checks its title, navigation and content, that no raw
 reStructuredText role (``:class:`...```) shows, and that every image loads; on
-the reference page, that every public name has its rendered entry. Exits
-non-zero, naming the page, on the first failure.
+the reference page, that every public name has its rendered entry.
+
+Every page of the navigation is then loaded again in windows 1280 and 390
+pixels wide, with a script the server adds to the page, which measures it once
+laid out: nothing of the content may reach past the window (the page would
+scroll sideways), unless it sits in a box that scrolls by itself (a code
+block; a table, in the box the theme wraps it in, which must fit).
+
+Exits non-zero, naming the page, on the first failure.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import html
 import http.server
+import json
 import re
 import shutil
 import subprocess
@@ -45,6 +54,60 @@ MORE_PAGES = [
     "contributing/",
     "changelog/",
 ]
+WIDTHS = (1280, 390)
+"""Window widths every page must fit: a laptop's, and a phone's."""
+MEASURED = "?measure-width"
+"""Asked with this query, the server adds ``MEASURE`` to a page."""
+FRAMED = "/framed-at-width/"
+"""``FRAMED + "<width>/<page>"``: a page that shows ``<page>``, measured, in a frame that wide.
+
+Headless Chromium opens no window narrower than 500 pixels; a frame can be as
+narrow as a phone, and the page in it lays itself out for the frame's width.
+"""
+FRAME = """<!doctype html>
+<html><body style="margin: 0">
+<iframe src="{page}{measured}" width="{width}" height="900" style="border: 0"></iframe>
+</body></html>
+"""
+MEASURE = """
+<script>
+window.addEventListener("load", () => {
+  const width = document.documentElement.clientWidth;
+  const scrolls = (element) => ["auto", "scroll"].includes(getComputedStyle(element).overflowX);
+  const fits = (element) => element.getBoundingClientRect().right <= width + 1;
+  const scrollsInside = (element) => {
+    for (let box = element.parentElement; box; box = box.parentElement) {
+      if (scrolls(box) && fits(box)) return true;
+    }
+    return false;
+  };
+  const describe = (element) => {
+    const text = (element.textContent || "").trim().slice(0, 60);
+    return `${element.tagName.toLowerCase()}.${element.className || "-"} "${text}"`;
+  };
+  const offenders = [];
+  for (const element of document.querySelectorAll(".md-content *")) {
+    const box = element.getBoundingClientRect();
+    if (box.width === 0 || fits(element) || scrollsInside(element)) continue;
+    if (offenders.length < 5) offenders.push(`${describe(element)} ends at ${box.right}px`);
+  }
+  const tables = [];
+  for (const table of document.querySelectorAll(".md-content table")) {
+    if (!scrollsInside(table)) tables.push(describe(table));
+  }
+  const report = window.parent.document.createElement("pre");
+  report.id = "width-report";
+  report.textContent = JSON.stringify({
+    width,
+    page: document.documentElement.scrollWidth,
+    offenders,
+    tables,
+  });
+  window.parent.document.body.appendChild(report);
+});
+</script>
+"""
+WIDTH_REPORT = re.compile(r'<pre id="width-report">(.*?)</pre>', re.S)
 RAW_ROLE = re.compile(r":(class|meth|func|data|mod|attr|exc|obj):`")
 IMAGE = re.compile(r'<img[^>]*\ssrc="([^"]+)"')
 RENDERED_AS = {"threaded_iterable": "aiothreads._iterable.threaded_iterable"}
@@ -80,9 +143,23 @@ def browser() -> str:
     sys.exit("no Chromium found: apt-get install chromium")
 
 
-def dump(url: str, profile: str) -> str:
+def navigation(site: Path) -> list[str]:
+    """Return the path of every page in the site's navigation (``mkdocs.yml``), as served."""
+    config = (site.parent / "mkdocs.yml").read_text()
+    listed = re.split(r"\n(?=\S)", config.split("\nnav:\n", 1)[1], maxsplit=1)[0]
+    pages = re.findall(r"^\s+- [^:]+: (\S+)\.md$", listed, re.M)
+    return ["" if page == "index" else f"{page}/" for page in pages]
+
+
+def dump(url: str, profile: str, width: int = 1280) -> str:
     completed = subprocess.run(
-        [browser(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
+        [
+            browser(),
+            *CHROMIUM_FLAGS,
+            f"--window-size={width},900",
+            f"--user-data-dir={profile}",
+            url,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -105,6 +182,44 @@ def loads(page: str, source: str) -> bool:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         """Keep the request log out of the report."""
+
+    def do_GET(self) -> None:
+        """Serve the file; with ``MEASURED``, the page with ``MEASURE`` added.
+
+        A path under ``FRAMED`` gets the page that frames another, measured.
+        """
+        path, _, query = self.path.partition("?")
+        if path.startswith(FRAMED):
+            width, _, page = path.removeprefix(FRAMED).partition("/")
+            body = FRAME.format(page=f"/{page}", measured=MEASURED, width=int(width)).encode()
+        elif f"?{query}" == MEASURED:
+            page_file = Path(self.translate_path(path))
+            if page_file.is_dir():
+                page_file /= "index.html"
+            body = page_file.read_bytes().replace(b"</body>", MEASURE.encode() + b"</body>", 1)
+        else:
+            super().do_GET()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def width_problems(dom: str) -> list[str]:
+    """Return what ``MEASURE`` found reaching past the window, from a page's DOM."""
+    found = WIDTH_REPORT.search(dom)
+    if found is None:
+        return ["no width report (the measuring script did not run)"]
+    report = json.loads(html.unescape(found[1]))
+    problems = [f"{what} reaches past the window" for what in report["offenders"]]
+    problems += [
+        f"{table} is in no box that scrolls inside the window" for table in report["tables"]
+    ]
+    if report["page"] > report["width"]:
+        problems.append(f"the page is {report['page']}px wide in a {report['width']}px window")
+    return problems
 
 
 def check(site: Path) -> None:
@@ -142,6 +257,13 @@ def check(site: Path) -> None:
                     if problems:
                         sys.exit(f"/{path}: missing {', '.join(problems)}")
                     print(f"ok /{path}")
+                for path in navigation(site):
+                    for width in WIDTHS:
+                        framed = f"{base}{FRAMED.strip('/')}/{width}/{path}"
+                        problems = width_problems(dump(framed, profile))
+                        if problems:
+                            sys.exit(f"/{path} at {width}px: {'; '.join(problems)}")
+                    print(f"fits {' and '.join(map(str, WIDTHS))} px: /{path}")
         finally:
             server.shutdown()
             with contextlib.suppress(RuntimeError):

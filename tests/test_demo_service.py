@@ -247,6 +247,69 @@ def test_a_second_signal_while_it_stops_changes_nothing() -> None:
     assert "calls finished: " in output
 
 
+def console_spans(output: str) -> list[dict[str, Any]]:
+    """Return the spans OpenTelemetry's console exporter printed, in any process, as JSON."""
+    decoder = json.JSONDecoder()
+    spans = []
+    start = output.find("{\n")
+    while start >= 0:
+        try:
+            span, end = decoder.raw_decode(output, start)
+        except ValueError:
+            end = start + 1
+        else:
+            if isinstance(span, dict) and "context" in span:
+                spans.append(span)
+        start = output.find("{\n", end)
+    return spans
+
+
+needs_sdk = pytest.mark.skipif(
+    importlib.util.find_spec("opentelemetry.sdk") is None,
+    reason="traces need opentelemetry-sdk",
+)
+
+
+@needs_prometheus
+@needs_sdk
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("executor", ["processes", "dask"])
+def test_cpu_work_leaves_the_process_and_its_trace_follows(executor: str) -> None:
+    """``--executor``: the checksums run in worker processes, each in its caller's trace."""
+    if executor == "dask" and importlib.util.find_spec("distributed") is None:
+        pytest.skip("--executor dask needs aiothreads[dask]")
+    arguments = ["--port", "0", "--duration", "3", "--executor", executor]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aiothreads.demo", *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**demo_environment(), "OTEL_TRACES_EXPORTER": "console"},
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=100)
+    finally:
+        process.kill()  # only if it did not stop
+    assert process.returncode == 0, stderr[-3000:]
+    assert "CPU-heavy calls run on a " in stdout
+    counts = json.loads(stdout.split("calls finished: ", 1)[1].splitlines()[0])
+    function = "aiothreads.demo._remote_work.checksum_orders"
+    assert counts[f"threaded {function}"] >= 4
+    spans = console_spans(stdout)
+    callers = {
+        span["context"]["span_id"]: span for span in spans if span["name"] == f"threaded {function}"
+    }
+    workers = [span for span in spans if span["name"] == f"worker {function}"]
+    assert len(callers) == counts[f"threaded {function}"]
+    assert len(workers) == len(callers)  # each exported by its worker process
+    for worker in workers:
+        caller = callers[worker["parent_id"]]
+        assert worker["context"]["trace_id"] == caller["context"]["trace_id"]
+        assert worker["attributes"]["aiothreads.outcome"] == "ok"
+    assert process.pid not in {span["attributes"]["process.pid"] for span in workers}
+
+
 @needs_prometheus
 def test_help_is_plain_text() -> None:
     shown = subprocess.run(

@@ -19,7 +19,12 @@ The workload is an imaginary order service:
 * ``watch_inventory`` -- a generator on a dedicated thread that runs until it
   is cancelled;
 * ``export_report`` -- under ``--overload`` only, a call on a dedicated thread
-  that hangs well past the slow-call threshold now and then.
+  that hangs well past the slow-call threshold now and then;
+* ``checksum_orders`` -- CPU-heavy calls, in batches of four, on the executor
+  ``--executor`` names: ``threads`` (the default pool), ``processes`` (a
+  process pool) or ``dask`` (a local dask.distributed cluster, with
+  ``pip install 'aiothreads[dask]'``). Their work leaves the process; the
+  metrics, ``/debug/threads`` and the traces still show it.
 
 With ``OTEL_TRACES_EXPORTER`` set (``console``, or ``otlp`` with
 ``OTEL_EXPORTER_OTLP_ENDPOINT``) it also exports traces, configured by
@@ -68,6 +73,7 @@ from aiothreads import (
     threaded_separate,
 )
 from aiothreads.demo._http import METRICS_PATH, THREADS_PATH, Endpoint
+from aiothreads.demo._remote_work import EXECUTORS, checksum_orders, start_executor
 from aiothreads.demo._tracing import set_up_tracing
 from aiothreads.instrumentation._config import threshold_from_environment
 
@@ -78,7 +84,8 @@ except ImportError:  # pragma: no cover - depends on the install
     _trace = None
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Awaitable, Callable, Generator
+    from concurrent.futures import Executor
 
 __all__ = ["main"]
 
@@ -217,19 +224,34 @@ def export_report(hang_for: float, stop: threading.Event) -> bool:
 
 
 class Demo:
-    """Runs the workloads until stopped."""
+    """Runs the workloads until stopped; CPU-heavy calls go to ``executor`` (default: the pool)."""
 
-    def __init__(self, settings: Settings, slow_call_threshold: float = 5.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        slow_call_threshold: float = 5.0,
+        executor: Executor | None = None,
+        stopping: asyncio.Event | None = None,
+    ) -> None:
         self.settings = settings
         self.slow_call_threshold = slow_call_threshold
         self.progress = Progress()
-        self.stopping = asyncio.Event()
+        self.stopping = asyncio.Event() if stopping is None else stopping
         self.stop_hanging = threading.Event()
         self.scan = scan_orders_separate if settings.overload else scan_orders
+        self.checksum: Callable[[int, int], Awaitable[str]] = threaded(executor=executor)(
+            checksum_orders
+        )
 
     async def run(self) -> None:
         """Run every workload until ``stopping`` is set."""
-        workers = [self._calls(), self._enrichment(), self._invoices(), self._inventory()]
+        workers = [
+            self._calls(),
+            self._enrichment(),
+            self._invoices(),
+            self._inventory(),
+            self._checksums(),
+        ]
         if self.settings.hang_every is not None:
             workers.append(self._hanging_exports(self.settings.hang_every))
         workers += [self._separate_thread() for _ in range(self.settings.separate_threads)]
@@ -283,6 +305,13 @@ class Demo:
             await asyncio.gather(*batch)
             self.progress.calls += len(batch)
             await self._pause(0.2)
+
+    async def _checksums(self) -> None:
+        while not self.stopping.is_set():
+            batch = [self.checksum(random.randint(50, 200), 20) for _ in range(4)]
+            await asyncio.gather(*batch)
+            self.progress.calls += len(batch)
+            await self._pause(0.0 if self.settings.overload else 0.5)
 
     async def _separate_thread(self) -> None:
         while not self.stopping.is_set():
@@ -377,36 +406,66 @@ async def serve(
     port: int,
     duration: float | None,
     settings: Settings,
+    *,
     slow_call_threshold: float | None = None,
+    executor: str = "threads",
 ) -> Progress:
     """Serve metrics on ``host:port`` and run the demo until stopped; return its progress.
 
     The slow-call watchdog uses ``slow_call_threshold`` seconds, else what
-    ``AIOTHREADS_SLOW_CALL_THRESHOLD`` says, else 5. SIGINT and SIGTERM stop
-    it from before the banner is printed on, and a second one while it stops
-    changes nothing: it waits for the work in its threads, then returns.
+    ``AIOTHREADS_SLOW_CALL_THRESHOLD`` says, else 5. CPU-heavy calls run on
+    ``executor`` (one of ``EXECUTORS``). SIGINT and SIGTERM stop it from
+    before the banner is printed on, and a second one while it stops changes
+    nothing: it waits for the work in its threads, then returns.
 
     Raises:
-        SystemExit: ``host:port`` cannot be served, or the traces the
-            environment asks for cannot be exported (a one-line message).
+        SystemExit: ``host:port`` cannot be served, the traces the
+            environment asks for cannot be exported, or the executor cannot
+            be started (a one-line message).
     """
     if slow_call_threshold is None:
         slow_call_threshold = threshold_from_environment() or 5.0
-    demo = Demo(settings, slow_call_threshold)
+    stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # Windows
-            loop.add_signal_handler(signum, demo.stopping.set)
+            loop.add_signal_handler(signum, stopping.set)
     stop_tracing = set_up_tracing()
-    metrics_app = prometheus_client.make_wsgi_app()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType] - untyped WSGI app
-    try:
-        endpoint = Endpoint(host, port, metrics_app, slow_after=slow_call_threshold)  # pyright: ignore[reportUnknownArgumentType]
-    except OSError as error:
+    tracing = stop_tracing is not None
+    with contextlib.ExitStack() as stack:
         if stop_tracing is not None:
-            stop_tracing()
-        raise SystemExit(_cannot_serve(host, port, error)) from None
-    instrumentation.configure(prometheus=True, slow_call_threshold=slow_call_threshold)
-    print(_banner(f"http://{host}:{endpoint.port}", stop_tracing is not None), flush=True)
+            stack.callback(stop_tracing)  # exports every span still queued
+        metrics_app = prometheus_client.make_wsgi_app()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType] - untyped WSGI app
+        try:
+            endpoint = Endpoint(host, port, metrics_app, slow_after=slow_call_threshold)  # pyright: ignore[reportUnknownArgumentType]
+        except OSError as error:
+            raise SystemExit(_cannot_serve(host, port, error)) from None
+        stack.callback(endpoint.close)
+        if executor != "threads":
+            print(f"aiothreads demo: starting {executor} for the CPU-heavy calls ...", flush=True)
+        pool, stop_pool, described = await _in_a_thread(start_executor, executor, tracing)
+        stack.callback(stop_pool)
+        if stopping.is_set():  # stopped while the executor started
+            return Progress()
+        demo = Demo(settings, slow_call_threshold, pool, stopping)
+        url = f"http://{host}:{endpoint.port}"
+        return await _run_demo(demo, url, duration, executor=described, tracing=tracing)
+    raise AssertionError("unreachable")  # pragma: no cover - the with block returns
+
+
+async def _in_a_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """Run blocking set-up in a thread of its own, so signals are still handled meanwhile."""
+    return await threaded_separate(function)(*args)
+
+
+async def _run_demo(
+    demo: Demo, url: str, duration: float | None, *, executor: str, tracing: bool
+) -> Progress:
+    """Configure the instrumentation, print the banner and run ``demo`` until it stops."""
+    loop = asyncio.get_running_loop()
+    instrumentation.configure(prometheus=True, slow_call_threshold=demo.slow_call_threshold)
+    print(_banner(url, tracing), flush=True)
+    print(f"  CPU-heavy calls run on {executor}", flush=True)
     if duration is not None:
         loop.call_later(duration, demo.stopping.set)
     reporter = asyncio.create_task(_report(demo, sys.stdout.isatty()))
@@ -418,9 +477,6 @@ async def serve(
         await _drain()
         print(f"\nstopped: {_status(demo.progress)}", flush=True)
         print(f"calls finished: {json.dumps(_finished_calls())}", flush=True)
-        if stop_tracing is not None:
-            stop_tracing()  # exports every span still queued
-        endpoint.close()
         instrumentation.reset()  # stops the watchdog, whatever the environment says
     return demo.progress
 
@@ -524,6 +580,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     parser.add_argument("--overload", action="store_true", help="trip every alert rule")
     parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="threads",
+        help="where the CPU-heavy calls run (default threads; dask needs aiothreads[dask])",
+    )
+    parser.add_argument(
         "--slow-call-threshold",
         type=float,
         default=None,
@@ -539,6 +601,15 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--slow-call-threshold must be positive")
     settings = Settings.for_mode(arguments.overload)
     try:
-        asyncio.run(serve(arguments.host, arguments.port, arguments.duration, settings, threshold))
+        asyncio.run(
+            serve(
+                arguments.host,
+                arguments.port,
+                arguments.duration,
+                settings,
+                slow_call_threshold=threshold,
+                executor=arguments.executor,
+            )
+        )
     except KeyboardInterrupt:  # only before serve() took SIGINT over: nothing ran yet
         raise SystemExit(130) from None
