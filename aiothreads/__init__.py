@@ -24,6 +24,7 @@ from ._iterable import (
     threaded_iterable_separate,
 )
 from ._limits import CapacityLimiter
+from ._pool import WorkerPool
 from ._remote import runs_in_threads
 from ._separate import ThreadedSeparate, threaded_separate
 from ._threaded import (
@@ -60,6 +61,7 @@ __all__ = [
     "ThreadedIterableBase",
     "ThreadedIterableSeparate",
     "ThreadedSeparate",
+    "WorkerPool",
     "__version__",
     "check_cancelled",
     "is_cancelled",
