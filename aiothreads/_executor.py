@@ -97,6 +97,7 @@ class ThreadCall(CallFuture[T]):
     __slots__ = (
         "_about",
         "_arguments",
+        "_elsewhere",
         "_func",
         "_inbox",
         "_on_finish",
@@ -234,8 +235,22 @@ class ThreadCall(CallFuture[T]):
         if self._probe is not None:
             self._probe.running()
         went_away(self, executor)
+        self._elsewhere = work
         on_loop_of(work, work.add_done_callback, self._came_back)
-        self.add_done_callback(functools.partial(_cancel_if_cancelled, work))
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        """Cancel the call; work handed to another process is cancelled there at once.
+
+        That is best effort: the executor drops the work only if no worker
+        has started it. Cancelling it now, not a loop turn later, leaves the
+        workers no time to reach it meanwhile.
+        """
+        if not super().cancel(msg):
+            return False
+        work: ExecutorFuture[T] | None = getattr(self, "_elsewhere", None)  # set on remote paths
+        if work is not None and not work.done():
+            on_loop_of(work, work.cancel)
+        return True
 
     def _came_back(self, work: ExecutorFuture[T]) -> None:
         """Hand ``work``, now done, to the loop, which settles the call from it.
@@ -306,11 +321,6 @@ class ThreadCall(CallFuture[T]):
 
 
 WORK_CODES.add(ThreadCall[Any].run.__code__)
-
-
-def _cancel_if_cancelled(work: ExecutorFuture[Any], call: asyncio.Future[Any]) -> None:
-    if call.cancelled() and not work.done():
-        on_loop_of(work, work.cancel)
 
 
 def _storable(exc: BaseException) -> BaseException:

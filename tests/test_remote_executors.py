@@ -530,6 +530,35 @@ async def test_a_call_cancelled_while_it_runs_is_counted_cancelled(
     assert books.settled(limiter) == {"cancelled": 1}
 
 
+class HoldingExecutor(Executor):
+    """Runs nothing: keeps each call's future pending, as a remote engine's queue would."""
+
+    def __init__(self) -> None:
+        self.futures: list[Future[Any]] = []
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        self.futures.append(future)
+        return future
+
+
+@pytest.mark.asyncio
+async def test_cancelling_a_remote_call_cancels_its_work_before_cancel_returns(
+    books: Books,
+) -> None:
+    """No loop turn passes in between, in which a worker could take the work."""
+    engine = HoldingExecutor()
+    call = submitted(threaded(executor=engine)(remote_work.multiply)(2, 3))
+    (work,) = engine.futures
+
+    assert call.cancel()
+
+    assert work.cancelled()
+    assert isinstance(await outcome_of(call), asyncio.CancelledError)
+    assert not call.cancel()  # once only
+    assert books.settled() == {"cancelled": 1}
+
+
 @pytest.fixture
 def one_worker(request: pytest.FixtureRequest) -> Iterator[Executor]:
     """A pool of the engine named by the test's parameter, with one worker, for this test alone."""
@@ -547,14 +576,7 @@ def one_worker(request: pytest.FixtureRequest) -> Iterator[Executor]:
 @pytest.mark.parametrize(
     "one_worker",
     [
-        pytest.param(
-            "process_pool",
-            marks=pytest.mark.skipif(
-                sys.version_info >= (3, 14),
-                reason="on 3.14+ the stdlib process pool runs about half of such calls although "
-                "their future was cancelled while six others waited ahead; not yet understood",
-            ),
-        ),
+        "process_pool",
         "loky",
     ],
     indirect=True,
