@@ -311,7 +311,7 @@ class Demo:
             batch = [self.checksum(random.randint(50, 200), 20) for _ in range(4)]
             await asyncio.gather(*batch)
             self.progress.calls += len(batch)
-            await self._pause(0.0 if self.settings.overload else 0.5)
+            await self._pause(0.1 if self.settings.overload else 0.5)
 
     async def _separate_thread(self) -> None:
         while not self.stopping.is_set():
