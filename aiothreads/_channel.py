@@ -271,10 +271,16 @@ class FromThreadChannel(Generic[T]):
         self._wake_all(getters)
 
     def abandon(self, reason: StopReason = StopReason.LOOP_CLOSED) -> None:
-        """Close the channel from the consuming side, for ``reason``, dropping its items."""
+        """Close the channel from the consuming side, for ``reason``, dropping its items.
+
+        An error the producer closed it with is dropped too: nobody is left to
+        receive it (a closed iterator ends, as an async generator does after
+        ``aclose()``). The first close still decides the reason.
+        """
         with self._lock:
             self._items.clear()
             getters = self._close_locked(None, reason)
+            self._error = None
             callbacks, self._abandon_callbacks = self._abandon_callbacks, []
         self._wake_all(getters)
         for callback in callbacks:

@@ -324,7 +324,7 @@ class IteratorWrapper(Generic[P, T]):
     async def wait_closed(self) -> None:
         """Wait until the generator's thread is done, without stopping it."""
         if self._producer is not None:
-            await asyncio.shield(self._producer)
+            await _Closing(self._producer)
 
     async def __aenter__(self) -> Self:
         return self
@@ -345,8 +345,8 @@ class IteratorWrapper(Generic[P, T]):
 class _Closing:
     """Waits for a producer without changing it: cancelling the waiter leaves it running.
 
-    Unlike ``asyncio.shield``, it creates nothing until awaited, so a close
-    nobody awaits leaves no future with an unretrieved exception behind.
+    It creates nothing until awaited, so a close nobody awaits leaves no
+    future with an unretrieved exception behind; see ``_ended``.
     """
 
     __slots__ = ("_producer",)
@@ -355,7 +355,35 @@ class _Closing:
         self._producer = producer
 
     def __await__(self) -> Generator[Any, None, None]:
-        return asyncio.shield(self._producer).__await__()
+        return _ended(self._producer).__await__()
+
+
+def _ended(producer: asyncio.Future[None]) -> asyncio.Future[None]:
+    """Return a future that ends when ``producer`` does: with its error, if any.
+
+    A producer cancelled (dropped before it ran) ends it normally: the
+    generator is closed, and only the awaiting task's own cancellation may
+    raise ``CancelledError`` in it. Cancelling the returned future leaves the
+    producer alone, as ``asyncio.shield`` would.
+    """
+    ended: asyncio.Future[None] = producer.get_loop().create_future()
+
+    def relay(done: asyncio.Future[None]) -> None:
+        if ended.done():
+            return
+        error = None if done.cancelled() else done.exception()
+        if error is None:
+            ended.set_result(None)
+        else:
+            ended.set_exception(error)
+
+    def forget(waiter: asyncio.Future[None]) -> None:
+        if waiter.cancelled():
+            producer.remove_done_callback(relay)
+
+    producer.add_done_callback(relay)
+    ended.add_done_callback(forget)
+    return ended
 
 
 class _Iteration(Generic[T]):
