@@ -315,7 +315,8 @@ def _take_queued(calls: SimpleQueue[Work | None]) -> tuple[list[Work], int]:
 
 
 def _work(crew: _Crew) -> None:
-    get, idle, idle_timeout = crew.calls.get, crew.idle, crew.idle_timeout  # positional: cheaper
+    calls, idle, idle_timeout = crew.calls, crew.idle, crew.idle_timeout
+    get, empty = calls.get, calls.empty  # looked up once: cheaper in the loop
     working = crew.working
     me = threading.current_thread()
     listed = False  # in ``idle``, where a submitter may take it for a call
@@ -330,15 +331,26 @@ def _work(crew: _Crew) -> None:
                     return
                 listed = False
                 continue
-            if call is None:  # the stop marker
+            while call is not None:
+                working.add(me)
+                try:
+                    call.run()
+                finally:
+                    working.discard(me)
+                del call
+                # A call queued while this one ran was queued with no idle worker
+                # to take it: run it now, unlisted. Listed first, this worker
+                # would count as idle while it runs it, and a call that waits on
+                # it would wait for it instead of getting a new thread.
+                if empty():
+                    break
+                try:
+                    call = get(False)
+                except Empty:  # another worker took it between the two looks
+                    break
+            else:  # the stop marker
                 stopped = True
                 return
-            working.add(me)
-            try:
-                call.run()
-            finally:
-                working.discard(me)
-            del call
             idle.add(me)
             listed = True
     finally:

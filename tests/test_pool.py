@@ -432,3 +432,32 @@ def test_two_executors_the_loop_holds_out_of_sight_leave_the_choice_to_the_loop(
         loop.close()
         side.shutdown(wait=True)
         chosen.shutdown(wait=True)
+
+
+def test_a_worker_that_runs_a_queued_call_does_not_count_as_idle_meanwhile() -> None:
+    """A call that waits on the one a worker took from the queue gets a thread of its own.
+
+    The worker ends a call and finds another queued (behind a full pool): it
+    runs it at once. Counted as idle meanwhile, it would take the next call
+    for itself, which would wait behind the call it may have to unblock.
+    """
+    pool = WorkerPool(max_workers=2, idle_timeout=0.05, thread_name_prefix="dependent")
+    first, second, third = threading.Event(), threading.Event(), threading.Event()
+    third_runs, fourth_runs = threading.Event(), threading.Event()
+    try:
+        pool.submit(first.wait, 10)
+        finished = pool.submit(lambda: (second.wait(10), threading.current_thread())[1])
+        pool.submit(lambda: (third_runs.set(), third.wait(60)))  # queued: both workers busy
+
+        first.set()  # the first worker ends its call and takes the queued one
+        assert third_runs.wait(10)
+        second.set()  # the second worker goes idle, then exits after its timeout
+        idle_worker = finished.result(10)
+        idle_worker.join(10)
+        assert not idle_worker.is_alive()
+
+        pool.submit(fourth_runs.set)  # room for one more thread: it starts at once
+        assert fourth_runs.wait(10), "the fourth call waited behind the third"
+    finally:
+        third.set()
+        pool.shutdown()

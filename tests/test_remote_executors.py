@@ -28,7 +28,6 @@ import multiprocessing
 import os
 import signal
 import socket
-import sys
 import threading
 import traceback
 from collections import Counter
@@ -548,7 +547,9 @@ async def test_cancelling_a_remote_call_cancels_its_work_before_cancel_returns(
 ) -> None:
     """No loop turn passes in between, in which a worker could take the work."""
     engine = HoldingExecutor()
-    call = submitted(threaded(executor=engine)(remote_work.multiply)(2, 3))
+    limiter = CapacityLimiter(1)
+    call = submitted(threaded(limit=limiter, executor=engine)(remote_work.multiply)(2, 3))
+    await turns_until(lambda: bool(engine.futures), "the call handed to the executor")
     (work,) = engine.futures
 
     assert call.cancel()
@@ -556,7 +557,8 @@ async def test_cancelling_a_remote_call_cancels_its_work_before_cancel_returns(
     assert work.cancelled()
     assert isinstance(await outcome_of(call), asyncio.CancelledError)
     assert not call.cancel()  # once only
-    assert books.settled() == {"cancelled": 1}
+    await turns_until(lambda: limiter.borrowed_tokens == 0, "the cancelled work settled")
+    assert books.settled(limiter) == {"cancelled": 1}
 
 
 @pytest.fixture
