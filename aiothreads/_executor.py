@@ -97,6 +97,7 @@ class ThreadCall(CallFuture[T]):
     __slots__ = (
         "_about",
         "_arguments",
+        "_claim",
         "_elsewhere",
         "_func",
         "_inbox",
@@ -125,6 +126,29 @@ class ThreadCall(CallFuture[T]):
         self._about = about
         self._submitted = _monotonic()
         self._started = NOT_RUNNING
+        self._claim: list[bool] | None = None
+
+    def settle_on_cancel(self) -> None:
+        """Let a cancellation settle the books at once, while the call waits in a queue.
+
+        For a queue the call cannot be taken out of (aiothreads' pool): its
+        limit place and its count as queued are given back when its caller
+        cancels, not when a worker reaches it. Whoever takes the claim first,
+        the cancellation or the worker, settles the call; the other does
+        nothing. Calls with no books to settle need no claim.
+        """
+        if self._probe is not None or self._on_finish is not None:
+            self._claim = [True]
+
+    def _take_claim(self) -> bool:
+        """Whether this thread may settle the call (run it or skip it): once, for one side."""
+        claim = self._claim
+        if claim is None:
+            return True
+        try:
+            return claim.pop()  # atomic: only one side gets the item
+        except IndexError:
+            return False
 
     @property
     def about(self) -> About:
@@ -170,6 +194,12 @@ class ThreadCall(CallFuture[T]):
 
     def run(self) -> None:
         """Run the function in this thread unless cancelled, and hand its outcome to the loop."""
+        claim = self._claim
+        if claim is not None:
+            try:
+                claim.pop()
+            except IndexError:  # cancelled while queued, and settled then
+                return
         if self.cancelled():
             self._skip()
             return
@@ -247,6 +277,9 @@ class ThreadCall(CallFuture[T]):
         """
         if not super().cancel(msg):
             return False
+        if self._claim is not None and self._take_claim():
+            self._skip()  # queued in aiothreads' pool: its worker will find nothing to do
+            return True
         work: ExecutorFuture[T] | None = getattr(self, "_elsewhere", None)  # set on remote paths
         if work is not None and not work.done():
             on_loop_of(work, work.cancel)
@@ -300,6 +333,8 @@ class ThreadCall(CallFuture[T]):
         On the loop's own thread (``on_loop_thread``) the call fails at once;
         from any other thread the failure travels through the loop's inbox.
         """
+        if not self._take_claim():
+            return  # cancelled while queued, and settled then
         if self.cancelled():
             self._skip()
             return
@@ -349,6 +384,7 @@ def run_in_executor(executor: Executor | None, call: ThreadCall[T]) -> asyncio.F
                 )
                 return call
         if type(executor) is WorkerPool:
+            call.settle_on_cancel()
             executor.enqueue(call)
         elif runs_elsewhere(executor):
             _run_elsewhere(executor, call)
@@ -437,7 +473,8 @@ class _ForeignWork:
             if self._claimed:
                 return  # running already: its own outcome will arrive
             self._claimed = True
-        count_refusal(pool_name(self._pool), reason)
+        if not self._call.cancelled():  # not the caller's own cancellation, passed on
+            count_refusal(pool_name(self._pool), reason)
         self._call.refuse(error)
 
     def _work_done(self, work: concurrent.futures.Future[None] | asyncio.Future[None]) -> None:

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._inflight import About
+    from .instrumentation._probes import FunctionTelemetry
 
 
 __all__ = [
@@ -121,6 +122,8 @@ class ThreadedBase(Generic[P, T], ABC):
     _name: str
     _limiter: CapacityLimiter | None = None
     _instrumented: bool = True
+    _telemetry: FunctionTelemetry | None = None
+    """The telemetry of the function, kept from its last call while the backends stay."""
     _about: About
     """What ``snapshot()`` shows of its calls; made on the first call (see ``__getattr__``)."""
 
@@ -169,7 +172,10 @@ class ThreadedBase(Generic[P, T], ABC):
             telemetry = current_telemetry() if self._instrumented else None
             probe = None
             if telemetry is not None:
-                probe = telemetry.call(self._dispatch.kind, self._name)
+                of = self._telemetry
+                if of is None or of.telemetry is not telemetry:
+                    of = self._telemetry = telemetry.function(self._dispatch.kind, self._name)
+                probe = telemetry.call_of(of)
                 if probe is not None and limit_wait is not None:
                     probe.limit_waited(limit_wait)
             about = (

@@ -383,6 +383,42 @@ async def test_unbounded_capacity_is_infinite(telemetry: Telemetry) -> None:
         gate.set()
 
 
+@pytest.mark.asyncio
+async def test_an_iterator_waiting_for_a_thread_is_queued_not_active(
+    telemetry: Telemetry,
+) -> None:
+    release, finish = threading.Event(), threading.Event()
+
+    def rows() -> Generator[int, None, None]:
+        yield 1
+        finish.wait(5)
+
+    labels = {
+        "function": name(
+            "test_an_iterator_waiting_for_a_thread_is_queued_not_active.<locals>.rows"
+        ),
+        "kind": "iterable",
+    }
+    with ThreadPoolExecutor(1) as only_thread:
+        busy = asyncio.get_running_loop().run_in_executor(only_thread, release.wait, 5)
+        async with threaded_iterable(rows, executor=only_thread)() as items:
+            first = asyncio.ensure_future(items.__anext__())
+            await turns_until(
+                lambda: telemetry.value("aiothreads_calls_queued", **labels) == 1,
+                "the generator queued behind the busy thread",
+            )
+            assert telemetry.value("aiothreads_iterators_active", **labels) == 0
+            release.set()
+            assert await first == 1
+            assert telemetry.value("aiothreads_calls_queued", **labels) == 0
+            assert telemetry.value("aiothreads_iterators_active", **labels) == 1
+            finish.set()
+            assert [item async for item in items] == []
+        assert await busy
+    await telemetry.iterator_ended()
+    assert telemetry.value("aiothreads_iterators_active", **labels) == 0
+
+
 def endless_source(started: threading.Event) -> Generator[int, None, None]:
     started.set()
     number = 0

@@ -66,6 +66,7 @@ import asyncio
 import collections
 import contextlib
 import importlib.util
+import itertools
 import queue
 import threading
 import time
@@ -247,7 +248,12 @@ Item = tuple[int, int]
 
 
 class ProducerError(Exception):
-    """What a producer fails the channel with."""
+    """What a producer fails the channel with; each is numbered, to tell them apart."""
+
+    made = itertools.count(1)
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} #{next(self.made)}")
 
 
 class Producer:
@@ -714,16 +720,18 @@ class ChannelMachine(RuleBasedStateMachine):
         assert channel.qsize() == len(channel) == model.depth, (
             f"depth {channel.qsize()}, model {model.depth}"
         )
-        assert channel.is_closed == model.closed
+        assert channel.is_closed == model.closed, f"is_closed {channel.is_closed}, model {model}"
         assert channel.items_put == model.accepted, (
             f"items_put {channel.items_put}, model {model.accepted}"
         )
         with self.board.cond:
             blocked = {producer.number for producer in self.producers if producer.busy}
         assert blocked == set(model.pending), f"blocked {blocked}, model {set(model.pending)}"
-        assert channel.waiting_for_room == bool(model.pending)
+        assert channel.waiting_for_room == bool(model.pending), (
+            f"waiting_for_room {channel.waiting_for_room}, blocked {sorted(model.pending)}"
+        )
         if model.maxsize:
-            assert model.depth <= model.maxsize
+            assert model.depth <= model.maxsize, f"{model.depth} items in a channel of {model}"
         self.steps += 1
 
     def teardown(self) -> None:
@@ -754,6 +762,18 @@ class GeneratorFailure(Exception):
 
 class Overloaded(Exception):
     """An executor's own refusal, of a type of its own."""
+
+
+class CountingPool(ThreadPoolExecutor):
+    """A thread pool that counts the work it is given: one generator per start."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers, thread_name_prefix="model-iterators")
+        self.submitted = 0
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
 
 
 @runs_in_threads
@@ -973,7 +993,9 @@ class IteratorMachine(RuleBasedStateMachine):
         super().__init__()
         self.threads_before = set(threading.enumerate())
         self.loop = LOOP_FACTORIES[self.loop_kind]()
-        self.pool = ThreadPoolExecutor(MAX_LIVE, thread_name_prefix="model-iterators")
+        self.pool = CountingPool(MAX_LIVE)
+        self.pool_starts = 0
+        """How many iterators of the pool kind were started: the generators it was given."""
         self.metrics = Metrics()
         self.refusing = RefusingExecutor()
         self.limiter = CapacityLimiter(1)
@@ -1123,6 +1145,12 @@ class IteratorMachine(RuleBasedStateMachine):
         assert outcome == live.taken, f"{live}: got {outcome!r}, expected item {live.taken}"
         live.taken += 1
 
+    def start(self, live: Live) -> None:
+        """``__anext__()`` was called on ``live``: its generator was handed to a thread."""
+        if not live.started:
+            live.started = True
+            self.pool_starts += live.kind == POOL
+
     @staticmethod
     def may_cancel(live: Live) -> bool:
         """Whether its consumer may leave, and would wait for an item that never comes."""
@@ -1180,7 +1208,7 @@ class IteratorMachine(RuleBasedStateMachine):
             self.eligible(lambda live: live.granted > live.taken or bool(live.ending)), pick
         )
         outcome = run_on(self.loop, next_of(live.wrapper))
-        live.started = True
+        self.start(live)
         if live.granted > live.taken:
             self.took(live, outcome)
             return
@@ -1211,7 +1239,7 @@ class IteratorMachine(RuleBasedStateMachine):
 
         event(f"take from {len(chosen)} iterators at once")
         for live, outcome in zip(chosen, run_on(self.loop, together()), strict=True):
-            live.started = True
+            self.start(live)
             self.took(live, outcome)
 
     @precondition(
@@ -1234,7 +1262,7 @@ class IteratorMachine(RuleBasedStateMachine):
         async def scenario() -> None:
             before = self.where(live)
             item = await asyncio.wait_for(one_then_break(), WAIT)
-            live.started = True
+            self.start(live)
             self.took(live, item)
             await self.left(live, "break", before)
 
@@ -1270,7 +1298,7 @@ class IteratorMachine(RuleBasedStateMachine):
             waiting = asyncio.ensure_future(live.wrapper.__anext__())
             await asyncio.sleep(0)  # the consumer waits for an item that never comes
             assert not waiting.done(), f"{live}: __anext__() returned: {results_of([waiting])}"
-            live.started = True
+            self.start(live)
             waiting.cancel()
             await asyncio.wait([waiting], timeout=WAIT)
             assert waiting.cancelled(), f"{live}: the cancelled consumer got {waiting!r}"
@@ -1306,7 +1334,7 @@ class IteratorMachine(RuleBasedStateMachine):
             outcome = await next_of(wrapper)
             if isinstance(cause, RuntimeError):
                 assert isinstance(outcome, ExecutorRefused), f"a refused start gave {outcome!r}"
-                assert outcome.__cause__ is cause
+                assert outcome.__cause__ is cause, f"{outcome!r} is not chained to {cause!r}"
             else:
                 assert outcome is cause, f"a refused start gave {outcome!r}, expected {cause!r}"
             assert wrapper.closed, "a refused iterator is left open"
@@ -1317,27 +1345,32 @@ class IteratorMachine(RuleBasedStateMachine):
         event(f"refused: {error}, limited {limited}")
         assert not control.called, "a refused generator ran"
         self.expected.refused += 1
-        assert self.refusing.submitted == self.expected.refused
+        assert self.refusing.submitted == self.expected.refused, (
+            f"{self.refusing.submitted} submits for {self.expected.refused} refused starts"
+        )
         assert self.limiter.borrowed_tokens == 0, "a refused start kept its limit= place"
-        assert self.limiter.waiting == 0
+        assert self.limiter.waiting == 0, "a refused start still waits for a limit= place"
 
     @invariant()
     def iterators_match_model(self) -> None:
         self.settle()
+        assert self.pool.submitted == self.pool_starts, (
+            f"{self.pool.submitted} generators handed to the pool, {self.pool_starts} started"
+        )
         for live in self.live:
             live.age += 1
             control = live.control
             assert control.broken is None, f"{live}: {control.broken}"
             if not live.started:
                 assert not control.called, f"{live} ran before its first __anext__()"
-                assert not live.wrapper.closed
-                assert live.wrapper.channel.qsize() == 0
+                assert not live.wrapper.closed, f"{live} closed before its first __anext__()"
+                assert live.wrapper.channel.qsize() == 0, f"{live} has items, never iterated"
                 continue
             with control.cond:
                 blocked = control.blocked()
                 produced, waiting, finished = control.produced, control.waiting, control.finished
             depth = live.wrapper.channel.qsize()
-            assert control.called
+            assert control.called, f"{live}: __anext__() returned, the generator never ran"
             assert produced <= live.granted, f"{live}: yielded {produced} items"
             if finished:
                 self.check_generator_end(live, left=False)
@@ -1354,10 +1387,14 @@ class IteratorMachine(RuleBasedStateMachine):
                     assert buffered > self.max_size // 2, (
                         f"{live}: still blocked with {buffered} of {self.max_size} items buffered"
                     )
-            assert live.wrapper.closed == finished
+            assert live.wrapper.closed == finished, (
+                f"{live}: closed is {live.wrapper.closed}, the generator ended: {finished}"
+            )
             assert depth == buffered, f"{live}: depth {depth}, model {buffered}"
             if self.max_size:
-                assert depth <= self.max_size
+                assert depth <= self.max_size, (
+                    f"{live}: {depth} items buffered, {self.max_size} max"
+                )
         self.counts_match_model()
 
     def active(self, kind: str) -> int:
@@ -1494,8 +1531,8 @@ def on_loop(machine: type[M], kind: str, examples: int, steps: int) -> type[unit
     return case
 
 
-CHANNEL_EXAMPLES, CHANNEL_STEPS = 200, 30
-ITERATOR_EXAMPLES, ITERATOR_STEPS = 150, 30
+CHANNEL_EXAMPLES, CHANNEL_STEPS = 300, 30
+ITERATOR_EXAMPLES, ITERATOR_STEPS = 250, 30
 
 TestChannelOnAsyncio = on_loop(ChannelMachine, "asyncio", CHANNEL_EXAMPLES, CHANNEL_STEPS)
 TestIteratorsOnAsyncio = on_loop(IteratorMachine, "asyncio", ITERATOR_EXAMPLES, ITERATOR_STEPS)

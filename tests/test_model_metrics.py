@@ -85,7 +85,7 @@ from aiothreads import (
 from aiothreads._pool import WorkerPool
 from aiothreads.instrumentation import _probes
 from tests.conftest import LOOP_FACTORIES
-from tests.modelling import model_settings
+from tests.modelling import LONG_SEARCH, model_settings
 from tests.waiting import turns_until
 
 T = TypeVar("T")
@@ -145,7 +145,7 @@ STREAM_POOL: Final = "model-streams"
 """The name of the pool the iterators' generators run on."""
 CALL_POOL_SIZE: Final = 2
 STREAM_POOL_SIZE: Final = 4
-MAX_CALLS: Final = 7
+MAX_CALLS: Final = 10
 """Calls not yet ended, at most (so that some queue, and none waits forever)."""
 UNBOUNDED_DEPTH: Final = 5
 """The most items the model lets wait in an unbounded channel."""
@@ -326,13 +326,20 @@ def same(actual: object, expected: object) -> bool:
 
 def differences(actual: Mapping[Key, object], expected: Mapping[Key, object]) -> list[str]:
     """Say where ``actual`` is not ``expected``: a series missing, unexpected or off."""
+    off = [
+        sample
+        for sample in actual.keys() | expected.keys()
+        if sample not in actual
+        or sample not in expected
+        or not same(actual[sample], expected[sample])
+    ]
     found: list[str] = []
-    for sample in sorted(actual.keys() | expected.keys(), key=show):
+    for sample in sorted(off, key=show):
         if sample not in actual:
             found.append(f"missing {show(sample)}, the model says {expected[sample]!r}")
         elif sample not in expected:
             found.append(f"unexpected {show(sample)} = {actual[sample]!r}")
-        elif not same(actual[sample], expected[sample]):
+        else:
             found.append(
                 f"{show(sample)} = {actual[sample]!r}, the model says {expected[sample]!r}"
             )
@@ -360,34 +367,14 @@ class Threads:
     def describe(self) -> str:
         return f"{len(self.running)} dedicated threads"
 
-    def shutdown(self) -> None:
-        pass
-
-    def let_go(self) -> None:
-        pass
-
 
 class Pool(Threads):
-    """The model of one ``WorkerPool``: the work running and the calls waiting.
+    """The model of one ``WorkerPool``: the work running and the calls waiting."""
 
-    Every worker is started before the first call, so that which call starts one (a
-    worker back from a call may not yet count as free) does not matter.
-    """
-
-    def __init__(self, name: str, size: int) -> None:
-        super().__init__(size)
-        self.executor = WorkerPool(size, name, idle_timeout=None)
-        self.name = name
-        everyone = threading.Barrier(size)
-        started = [self.executor.submit(everyone.wait, TIMEOUT) for _ in range(size)]
-        for future in started:
-            future.result(TIMEOUT)
-
-    def shutdown(self) -> None:
-        self.executor.shutdown(wait=True)
-
-    def let_go(self) -> None:
-        del self.executor
+    def __init__(self, executor: WorkerPool) -> None:
+        super().__init__(executor.pool_threads()[2])
+        self.executor = executor
+        self.name = executor.pool_name
 
     def found(self) -> tuple[int, int, int]:
         """Busy, idle and queued, as the pool itself has them (what its metrics are read from)."""
@@ -478,7 +465,63 @@ class Target(NamedTuple):
 class StreamTarget(NamedTuple):
     decorated: Callable[[Feed], IteratorWrapper[Any, int]]
     capacity: int
-    pool: Pool
+    pool: Threads
+
+
+def warmed_up(pool: WorkerPool) -> WorkerPool:
+    """Start every worker of ``pool`` now.
+
+    Then no call starts one, and which call would (a worker back from a call may not yet
+    count as free) does not matter.
+    """
+    size = pool.pool_threads()[2]
+    everyone = threading.Barrier(size)
+    started = [pool.submit(everyone.wait, TIMEOUT) for _ in range(size)]
+    for future in started:
+        future.result(TIMEOUT)
+    return pool
+
+
+class Shared:
+    """The pools, and the functions decorated to run on them, that one test's examples share.
+
+    Metrics read every pool that is alive, shut down or not: pools made per example, kept
+    alive by the examples a failure is shrunk through, would make every step slower.
+    """
+
+    def __init__(self) -> None:
+        self.executors = [
+            warmed_up(WorkerPool(CALL_POOL_SIZE, POOL, idle_timeout=None)),
+            warmed_up(WorkerPool(CALL_POOL_SIZE, POOL, idle_timeout=None)),
+            warmed_up(WorkerPool(STREAM_POOL_SIZE, STREAM_POOL, idle_timeout=None)),
+        ]
+        a, b, s = self.executors
+        self.calls: dict[str, tuple[Callable[[Gate], Any], str, str, int | None]] = {
+            "hold on pool a": (threaded(executor=a)(hold), HOLD, "threaded", 0),
+            "hold on pool b": (threaded(executor=b)(hold), HOLD, "threaded", 1),
+            "hold on a thread of its own": (threaded_separate(hold), HOLD, "separate", None),
+            "partial": (
+                threaded(executor=a)(functools.partial(hold_with, SECRET)),
+                PARTIAL,
+                "threaded",
+                0,
+            ),
+            "lambda": (threaded(executor=b)(made_lambda()), LAMBDA, "threaded", 1),
+            "bound method": (
+                threaded(executor=a)(Service(SECRET).hold),
+                METHOD,
+                "threaded",
+                0,
+            ),
+        }
+        self.streams: dict[str, tuple[Callable[[Feed], IteratorWrapper[Any, int]], int]] = {
+            "bounded": (threaded_iterable(stream, max_size=4, executor=s), 4),
+            "unbounded": (threaded_iterable(stream, executor=s), 0),
+        }
+
+    def shutdown(self) -> None:
+        for executor in self.executors:
+            executor.shutdown(wait=True)
 
 
 TARGETS: Final = (
@@ -500,9 +543,23 @@ class MetricsMachine(RuleBasedStateMachine):
     """Drives calls and iterators; after each step compares both backends with the model."""
 
     loop_kind: ClassVar[str]
+    shared: ClassVar[Shared | None] = None
+
+    @classmethod
+    def shared_pools(cls) -> Shared:
+        if cls.shared is None:
+            cls.shared = Shared()
+        return cls.shared
+
+    @classmethod
+    def shut_shared_pools_down(cls) -> None:
+        shared, cls.shared = cls.shared, None
+        if shared is not None:
+            shared.shutdown()
 
     def __init__(self) -> None:
         super().__init__()
+        shared = type(self).shared_pools()
         self.threads_before = set(threading.enumerate())
         self.loop = LOOP_FACTORIES[self.loop_kind]()
         self.clock = Clock()
@@ -522,47 +579,16 @@ class MetricsMachine(RuleBasedStateMachine):
             tracer_provider=self.tracers,
             structlog=False,
         )
-        pool_a, pool_b = Pool(POOL, CALL_POOL_SIZE), Pool(POOL, CALL_POOL_SIZE)
-        pool_s, dedicated = Pool(STREAM_POOL, STREAM_POOL_SIZE), Threads(MAX_CALLS)
-        self.pools: list[Threads] = [pool_a, pool_b, pool_s, dedicated]
+        dedicated = Threads(MAX_CALLS)
+        self.pools: list[Threads] = [*map(Pool, shared.executors), dedicated]
         self.targets = {
-            "hold on pool a": Target(
-                threaded(executor=pool_a.executor)(hold), HOLD, "threaded", pool_a
-            ),
-            "hold on pool b": Target(
-                threaded(executor=pool_b.executor)(hold), HOLD, "threaded", pool_b
-            ),
-            "hold on a thread of its own": Target(
-                threaded_separate(hold), HOLD, "separate", dedicated
-            ),
-            "partial": Target(
-                threaded(executor=pool_a.executor)(functools.partial(hold_with, SECRET)),
-                PARTIAL,
-                "threaded",
-                pool_a,
-            ),
-            "lambda": Target(
-                threaded(executor=pool_b.executor)(made_lambda()),
-                LAMBDA,
-                "threaded",
-                pool_b,
-            ),
-            "bound method": Target(
-                threaded(executor=pool_a.executor)(Service(SECRET).hold),
-                METHOD,
-                "threaded",
-                pool_a,
-            ),
+            name: Target(decorated, function, kind, dedicated if at is None else self.pools[at])
+            for name, (decorated, function, kind, at) in shared.calls.items()
         }
+        stream_pool = self.pools[2]
         self.streams = {
-            "bounded": StreamTarget(
-                threaded_iterable(stream, max_size=4, executor=pool_s.executor),
-                4,
-                pool_s,
-            ),
-            "unbounded": StreamTarget(
-                threaded_iterable(stream, executor=pool_s.executor), 0, pool_s
-            ),
+            name: StreamTarget(decorated, capacity, stream_pool)
+            for name, (decorated, capacity) in shared.streams.items()
         }
         self.series: dict[Labels, Series] = {}
         self.streams_seen: set[Labels] = set()
@@ -624,11 +650,7 @@ class MetricsMachine(RuleBasedStateMachine):
             if not waiting.cancelled:
                 self.started(waiting)
                 break
-            assert isinstance(waiting, Call), "the streams' pool never makes a generator wait"
-            self.series_of(waiting.labels).ended["cancelled"] += 1  # skipped, never run
-            waiting.outcome = "cancelled"
-            self.to_end.append(waiting)
-            self.calls.remove(waiting)
+            # cancelled while queued: counted then; the worker only drops it now
 
     def settle(self) -> None:
         """Wait until what the last step set off has happened, as the model says it must."""
@@ -699,7 +721,8 @@ class MetricsMachine(RuleBasedStateMachine):
 
     @initialize()
     def two_live_of_each(self) -> None:
-        for name in ("hold on pool a", "hold on pool a", "hold on pool b"):
+        """A call of every target, two of ``hold`` on pool a (which runs two, and two wait)."""
+        for name in ("hold on pool a", *TARGETS):
             self.start_call(name)
         for variant in ("bounded", "unbounded"):
             self.open(variant)
@@ -710,8 +733,10 @@ class MetricsMachine(RuleBasedStateMachine):
         self.start_call(name)
 
     @precondition(lambda self: any(call.started_at is not None for call in self.calls))
-    @rule(index=PICK, fail=st.booleans())
-    def finish(self, index: int, fail: bool) -> None:
+    @rule(index=PICK, fail=st.booleans(), elapsed=st.sampled_from((0.0, *CLOCK_STEPS)))
+    def finish(self, index: int, fail: bool, elapsed: float) -> None:
+        """Let a running call return or raise, ``elapsed`` seconds on; the next call starts."""
+        self.clock.now += elapsed
         call = pick([call for call in self.calls if call.started_at is not None], index)
         call.gate.fail = fail
         call.gate.release.set()
@@ -720,11 +745,21 @@ class MetricsMachine(RuleBasedStateMachine):
         self.settle()
 
     @precondition(lambda self: any(not call.cancelled for call in self.calls))
-    @rule(index=PICK)
-    def cancel(self, index: int) -> None:
-        call = pick([call for call in self.calls if not call.cancelled], index)
+    @rule(index=PICK, waiting=st.booleans())
+    def cancel(self, index: int, waiting: bool) -> None:
+        """Cancel a call, one that waits for a worker if ``waiting`` and there is one."""
+        candidates = [call for call in self.calls if not call.cancelled]
+        queued = [call for call in candidates if call.started_at is None]
+        call = pick(queued if waiting and queued else candidates, index)
         call.future.cancel()
-        call.cancelled = True  # queued, it stays in the pool's queue until a worker drops it
+        call.cancelled = True
+        if call.started_at is None:
+            # Settled at once, as never run; it stays in the pool's own queue
+            # (``aiothreads_pool_queued``) until a worker takes it out and drops it.
+            self.series_of(call.labels).ended["cancelled"] += 1
+            call.outcome = "cancelled"
+            self.to_end.append(call)
+            self.calls.remove(call)
         self.settle()
 
     @rule(step=st.sampled_from(CLOCK_STEPS))
@@ -895,9 +930,13 @@ class MetricsMachine(RuleBasedStateMachine):
         assert not problems, "\n".join(problems)
 
     def in_pools(self, labels: Labels) -> tuple[int, int]:
-        """Count the work of ``labels`` running, and waiting for a worker."""
+        """Count the work of ``labels`` running, and waiting for a worker (not cancelled)."""
         running = sum(work.labels == labels for pool in self.pools for work in pool.running)
-        queued = sum(work.labels == labels for pool in self.pools for work in pool.queue)
+        queued = sum(
+            work.labels == labels and not work.cancelled
+            for pool in self.pools
+            for work in pool.queue
+        )
         return running, queued
 
     def live_streams(self, labels: Labels) -> tuple[int, float, int, int]:
@@ -1089,8 +1128,6 @@ class MetricsMachine(RuleBasedStateMachine):
                 iteration.feed.end = "finish"
                 for _ in range(3):
                     iteration.feed.permits.release()
-            for pool in self.pools:
-                pool.shutdown()
             deadline = time.monotonic() + TIMEOUT
             for work in [*self.calls, *self.iterators]:
                 work.ended.wait(max(0.0, deadline - time.monotonic()))
@@ -1104,31 +1141,18 @@ class MetricsMachine(RuleBasedStateMachine):
             probes_read(self.real_time)
             self.tracers.shutdown()
             self.meters.shutdown()
-            self.let_the_pools_go()
-
-    def let_the_pools_go(self) -> None:
-        """Drop every reference to the pools, which a failure's traceback may keep alive.
-
-        Metrics read every pool that is still alive, shut down or not; hundreds of them,
-        left by the examples a failure is shrunk through, would make every step slow.
-        """
-        self.targets.clear()
-        self.streams.clear()
-        for series in self.series.values():
-            for _, _, work in series.durations:
-                if isinstance(work, Iteration):
-                    work.wrapper = None
-        for iteration in self.iterators:
-            iteration.wrapper = None
-        for pool in self.pools:
-            pool.let_go()
 
     async def every_outcome_delivered(self) -> None:
+        """Retrieve every outcome, and wait until the pools are idle for the next example."""
         if self.futures:
             await asyncio.wait(self.futures, timeout=TIMEOUT)
         for future in self.futures:
             if future.done() and not future.cancelled():
                 future.exception()
+        pools = [pool for pool in self.pools if isinstance(pool, Pool)]
+        await turns_until(
+            lambda: all(pool.found() == (0, pool.size, 0) for pool in pools), "idle pools"
+        )
 
 
 def prometheus_samples(
@@ -1189,24 +1213,34 @@ class OnUvloop(MetricsMachine):
 
 
 def machine_settings(examples: int, steps: int) -> settings:
-    """``model_settings`` without the explain phase.
+    """``model_settings``; in the fixed runs a failure is reported as found, not shrunk.
 
-    That phase traces every line while it shrinks a failure; this machine then runs many
-    times slower, and a failing run would outlast the test's timeout instead of reporting
-    its smallest example.
+    Shrinking replays the machine hundreds of times, each replay with its loop, threads
+    and both backends, which can take longer than the 60 seconds a test may run (the
+    timeout ends the whole session). The long searches (``nox -s models``) have no
+    timeout, and shrink; never with the explain phase, whose line tracing makes every
+    replay many times slower.
     """
-    return settings(
-        model_settings(examples=examples, steps=steps),
-        phases=[phase for phase in Phase if phase is not Phase.explain],
-    )
+    fixed = model_settings(examples=examples, steps=steps)
+    if LONG_SEARCH:
+        return settings(fixed, phases=[phase for phase in Phase if phase is not Phase.explain])
+    found = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
+    return settings(fixed, phases=found, report_multiple_bugs=False)
 
 
-TestMetricsModelOnAsyncio = OnAsyncio.TestCase
-TestMetricsModelOnAsyncio.settings = machine_settings(examples=50, steps=30)
-TestMetricsModelOnUvloop = pytest.mark.skipif("uvloop" not in LOOP_FACTORIES, reason="no uvloop")(
-    OnUvloop.TestCase
-)
-TestMetricsModelOnUvloop.settings = machine_settings(examples=50, steps=30)
+class TestMetricsModelOnAsyncio(OnAsyncio.TestCase):  # type: ignore[misc, valid-type]
+    settings = machine_settings(examples=60, steps=20)
+
+    def tearDown(self) -> None:
+        OnAsyncio.shut_shared_pools_down()
+
+
+@pytest.mark.skipif("uvloop" not in LOOP_FACTORIES, reason="uvloop is not installed")
+class TestMetricsModelOnUvloop(OnUvloop.TestCase):  # type: ignore[misc, valid-type]
+    settings = machine_settings(examples=60, steps=20)
+
+    def tearDown(self) -> None:
+        OnUvloop.shut_shared_pools_down()
 
 
 MULTIPROCESS_SERVICE = """

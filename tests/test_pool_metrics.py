@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aiothreads import instrumentation, threaded
+from aiothreads import CapacityLimiter, instrumentation, threaded
 from aiothreads._pool import WorkerPool
 from tests.python_process import run_python
 from tests.waiting import turns_until
@@ -33,7 +33,8 @@ class Metrics:
 
     def _otel(self) -> dict[str, list[Any]]:
         points: dict[str, list[Any]] = {}
-        for resource in self.reader.get_metrics_data().resource_metrics:
+        data = self.reader.get_metrics_data()  # None while nothing was recorded yet
+        for resource in [] if data is None else data.resource_metrics:
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:
                     points[metric.name] = list(metric.data.data_points)
@@ -229,12 +230,56 @@ async def test_a_worker_pool_counts_what_it_refuses_and_drops(
     pool.shutdown(wait=True)
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("pool", ["worker pool", "thread pool"])
+async def test_a_queued_call_its_caller_cancels_is_settled_at_once_and_no_refusal(
+    metrics_of: Callable[[str], Metrics], pool: str
+) -> None:
+    held = Held()
+    before = refusals(metrics_of("cancelling"))
+    executor: Executor
+    if pool == "worker pool":
+        executor = WorkerPool(1, thread_name_prefix="cancelling", idle_timeout=None)
+    else:
+        executor = ThreadPoolExecutor(1, thread_name_prefix="cancelling")
+    limiter = CapacityLimiter(2)
+    hold = threaded(held, executor=executor, limit=limiter)
+    counts = metrics_of("cancelling").registry.get_sample_value
+    labels = {"function": "tests.test_pool_metrics.Held", "kind": "threaded"}
+    try:
+        running = asyncio.ensure_future(hold())
+        await held.running(1)
+        queued = asyncio.ensure_future(hold())
+        await turns_until(lambda: metrics_of("cancelling").read()["queued"] == 1, "the call queued")
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        # settled while the worker still runs the first call: place, count and outcome
+        await turns_until(
+            lambda: (
+                counts("aiothreads_calls_finished_total", {**labels, "outcome": "cancelled"}) == 1
+            ),
+            "the cancelled call settled",
+        )
+        assert limiter.borrowed_tokens == 1
+        assert counts("aiothreads_calls_queued", labels) == 0
+        assert not running.done()
+    finally:
+        held.release.set()
+        executor.shutdown(wait=True)
+    await running
+    await turns_until(lambda: metrics_of("cancelling").read()["queued"] is None, "the pool gone")
+    assert refusals(metrics_of("cancelling")) == before  # the executor dropped nothing
+    assert counts("aiothreads_calls_finished_total", {**labels, "outcome": "cancelled"}) == 1
+    assert counts("aiothreads_calls_finished_total", {**labels, "outcome": "ok"}) == 1
+
+
 DEFAULT_POOLS = """
 import asyncio, threading
 from concurrent.futures import ThreadPoolExecutor
 from prometheus_client import CollectorRegistry
 import {module}
-from aiothreads import instrumentation, threaded
+from aiothreads import CapacityLimiter, instrumentation, threaded
 
 registry = CollectorRegistry()
 instrumentation.configure(registry=registry, opentelemetry=False, structlog=False)

@@ -70,7 +70,10 @@ class Telemetry:
         That is the case with tracing alone while no SDK is installed (and no
         debug logging): the call then costs this look-up and nothing else.
         """
-        of = self.function(kind, function)
+        return self.call_of(self.function(kind, function))
+
+    def call_of(self, of: FunctionTelemetry) -> CallProbe | None:
+        """``call`` for a function whose telemetry was looked up already (``function``)."""
         if of.series is None and not of.recording_possible():
             return None
         return CallProbe(of)
@@ -94,10 +97,13 @@ class FunctionTelemetry:
         "series",
         "span_attributes",
         "span_name",
+        "telemetry",
         "tracing",
     )
 
     def __init__(self, telemetry: Telemetry, kind: str, function: str) -> None:
+        self.telemetry = telemetry
+        """Whose backends these are: a caller keeping this checks it is still the active one."""
         self.kind = kind
         self.function = function
         self.separate = kind in SEPARATE_KINDS
@@ -345,15 +351,24 @@ class CallProbe:
 class StreamProbe(CallProbe):
     """Follows one threaded iterator: its producer thread, items, stalls and end."""
 
-    __slots__ = ("_items", "_stream_token")
+    __slots__ = ("_capacity", "_depth", "_items", "_stream_token")
 
     def __init__(self, of: FunctionTelemetry, capacity: int, depth: Callable[[], int]) -> None:
         super().__init__(of)
         self._items = 0
+        self._capacity = capacity
+        self._depth = depth
         self._stream_token: object = None
+
+    def running(self, context: contextvars.Context | None = None) -> None:
+        """Record that the generator starts in the current thread: the iterator is active."""
+        super().running(context)
+        of = self._of
         if of.metrics is not None:
             with contextlib.suppress(Exception):  # a failing backend must not break the call
-                self._stream_token = of.metrics.stream_opened(of.kind, of.function, capacity, depth)
+                self._stream_token = of.metrics.stream_opened(
+                    of.kind, of.function, self._capacity, self._depth
+                )
 
     def _stream_closed(self) -> None:
         metrics = self._of.metrics
