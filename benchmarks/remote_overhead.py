@@ -1,6 +1,6 @@
 """What aiothreads adds over ``loop.run_in_executor`` on executors whose work leaves the process.
 
-Run: ``python -m benchmarks.remote_overhead [--rounds R] [--calls N] [--loop L] [--output F]``
+Run: ``python -m benchmarks.remote_overhead [--rounds R] [--calls N] [--loops L,L] [--output F]``
 
 The engines are started once, each with two worker processes: a
 ``ProcessPoolExecutor`` (spawned), loky's reusable executor and a dask
@@ -15,17 +15,22 @@ sending to another process):
 * ``run_in_executor``: ``loop.run_in_executor(executor, function, i, 2)``;
 * ``aiothreads, off``: the same through ``@threaded(executor=...)`` with
   instrumentation off;
-* ``aiothreads, metrics + traces``: with Prometheus metrics and OpenTelemetry
-  spans on (the SDK, a ``BatchSpanProcessor`` exporting nowhere), the calls
-  made inside a span, so that every call opens a span of its own and carries
-  its W3C trace context to the worker (whose OpenTelemetry API makes it
-  current there; the workers have no SDK, so they record no spans).
+* ``aiothreads, metrics + trace context``: with Prometheus metrics and
+  OpenTelemetry on (the SDK, a ``BatchSpanProcessor`` exporting nowhere), the
+  calls made inside a request whose trace is not sampled, as most requests are
+  under head sampling: each call carries the W3C trace context to the worker
+  (whose OpenTelemetry API makes it current there), and no span is recorded;
+* ``aiothreads, metrics + traces``: the same inside a sampled request, so that
+  every call also records a span of its own (the workers have no SDK, so they
+  record none).
 
 The same N calls are also made one after another (``--sequential`` of them),
 for the latency each call gets. Every mode runs with the SDK installed and
-inside the same span, so that only aiothreads' own work differs. The report
-gives, per engine, the median time per call over the rounds and its ratio to
-``run_in_executor``'s median.
+inside a request span, sampled or not as the mode says, so that only
+aiothreads' own work differs. Each loop of ``--loops`` (asyncio and uvloop by
+default) gets its rounds in the same run, on the same engines. The report
+gives, per loop, engine and work, the median time per call over the rounds
+and its ratio to ``run_in_executor``'s median.
 """
 
 from __future__ import annotations
@@ -44,7 +49,16 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-MODES = ("run_in_executor", "aiothreads, off", "aiothreads, metrics + traces")
+MODES = (
+    "run_in_executor",
+    "aiothreads, off",
+    "aiothreads, metrics + trace context",
+    "aiothreads, metrics + traces",
+)
+TARGETED = MODES[2:]
+"""The modes held to ``TARGET``: metrics and trace propagation on."""
+SAMPLED = {mode: mode != "aiothreads, metrics + trace context" for mode in MODES}
+"""Whether the request the mode's calls are made in is sampled (its calls record spans)."""
 WORK_LOOPS = 40_000
 """Iterations of ``multiply_after_work``'s empty loop: about a millisecond on CPython 3.11."""
 
@@ -62,6 +76,8 @@ WORKLOADS: dict[str, Callable[[int, int], int]] = {
 }
 TARGET = 1.05
 """The most aiothreads may take, as a ratio to ``run_in_executor``, with metrics and traces on."""
+UNSAMPLED_REQUEST = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
+"""Trace and span id of the request the unsampled mode's calls are made in."""
 
 Call = Callable[[int], Awaitable[Any]]
 
@@ -161,13 +177,34 @@ async def measure(call: Call, calls: int, sequential: int) -> tuple[float, float
     return gathered, gathered_cpu, (time.perf_counter() - started) / sequential
 
 
-Samples = dict[tuple[str, str, str], list[tuple[float, float, float]]]
-"""(engine, work, mode) -> (gathered, gathered CPU, sequential) seconds per call, one per round."""
+Samples = dict[tuple[str, str, str, str], list[tuple[float, float, float]]]
+"""(loop, engine, work, mode) -> seconds per call (gathered, its CPU, sequential), per round."""
+
+
+@contextlib.contextmanager
+def request(tracer: Any, sampled: bool) -> Iterator[None]:
+    """Be inside a request's span: a recording one if ``sampled``, else one its trace left out."""
+    from opentelemetry import trace
+
+    if sampled:
+        with tracer.start_as_current_span("request"):
+            yield
+        return
+    trace_id, span_id = UNSAMPLED_REQUEST
+    context = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(0))
+    with trace.use_span(trace.NonRecordingSpan(context)):
+        yield
 
 
 async def run_rounds(
-    executors: dict[str, Executor], rounds: int, calls: int, sequential: int
-) -> Samples:
+    loop_name: str,
+    executors: dict[str, Executor],
+    rounds: int,
+    calls: int,
+    sequential: int,
+    samples: Samples,
+) -> None:
+    """Measure every mode ``rounds`` times on the running loop, into ``samples``."""
     from opentelemetry import trace
     from prometheus_client import CollectorRegistry
 
@@ -176,71 +213,79 @@ async def run_rounds(
     provider = install_sdk()
     registry = CollectorRegistry()
     tracer = trace.get_tracer("benchmark")
-    samples: Samples = {}
     try:
         for round_number in range(rounds):
             order = MODES[round_number % len(MODES) :] + MODES[: round_number % len(MODES)]
             for engine, executor in executors.items():
                 for work, function in WORKLOADS.items():
                     for mode in ("warm-up", *order):
-                        call = calls_for(
-                            "aiothreads, metrics + traces" if mode == "warm-up" else mode,
-                            executor,
-                            registry,
-                            provider,
-                            function,
+                        measured_mode = (
+                            "aiothreads, metrics + traces" if mode == "warm-up" else mode
                         )
-                        with tracer.start_as_current_span("request"):
+                        call = calls_for(measured_mode, executor, registry, provider, function)
+                        with request(tracer, SAMPLED[measured_mode]):
                             measured = await measure(call, calls, sequential)
                         if mode != "warm-up":
-                            samples.setdefault((engine, work, mode), []).append(measured)
-            print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
+                            samples.setdefault((loop_name, engine, work, mode), []).append(measured)
+            print(f"{loop_name}: round {round_number + 1}/{rounds} done", file=sys.stderr)
     finally:
         instrumentation.reset()
         provider.shutdown()
-    return samples
 
 
-def render(samples: Samples, engines: list[str], rounds: int, calls: int, sequential: int) -> str:
-    """Return the Markdown table: per engine, work and mode, time per call and ratio to bare."""
+def render(
+    samples: Samples, loops: list[str], engines: list[str], rounds: int, calls: int, sequential: int
+) -> str:
+    """Return the Markdown tables: per loop, engine, work and mode, time per call and ratio."""
     lines = [
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, two worker processes per "
         f"engine; median of {rounds} interleaved rounds. Gathered: {calls:,} calls in flight "
         "at once (wall time, and CPU time of the calling process over all its threads); one "
         f"by one: {sequential:,} calls awaited in turn. The work is nothing (`operator.mul`), "
-        "or about a millisecond of CPU in the worker (`multiply_after_work`). Target: "
-        f"aiothreads with metrics and traces within {TARGET:.2f}x of `run_in_executor`, "
-        "gathered.",
-        "",
-        "| engine | work | mode | gathered µs/call | vs run_in_executor | CPU here µs/call "
-        "| vs run_in_executor | one by one µs/call | vs run_in_executor |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        'or about a millisecond of CPU in the worker (`multiply_after_work`). "Trace '
+        'context": the calls are made in a request whose trace is not sampled, and carry '
+        'its context to the worker; "traces": in a sampled request, so that each call '
+        f"also records a span. Target: within {TARGET:.2f}x of `run_in_executor`, gathered, "
+        "for both.",
     ]
-    for engine in engines:
-        for work in WORKLOADS:
-            bare = [
-                statistics.median(
-                    sample[index] for sample in samples[(engine, work, "run_in_executor")]
-                )
-                for index in range(3)
-            ]
-            for mode in MODES:
-                measured = [
-                    statistics.median(sample[index] for sample in samples[(engine, work, mode)])
-                    for index in range(3)
-                ]
-                ratios = [value / base for value, base in zip(measured, bare, strict=True)]
-                verdict = ""
-                if mode == "aiothreads, metrics + traces":
-                    verdict = " (met)" if ratios[0] <= TARGET else " (NOT met)"
-                lines.append(
-                    f"| {engine} | {work} | {mode} | {measured[0] * 1e6:,.1f} "
-                    f"| {ratios[0]:.3f}x{verdict} "
-                    f"| {measured[1] * 1e6:,.1f} | {ratios[1]:.3f}x "
-                    f"| {measured[2] * 1e6:,.1f} | {ratios[2]:.3f}x |"
-                )
+    for loop_name in loops:
+        lines += [
+            "",
+            f"**{loop_name}**",
+            "",
+            "| engine | work | mode | gathered µs/call | vs run_in_executor | CPU here µs/call "
+            "| vs run_in_executor | one by one µs/call | vs run_in_executor |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for engine in engines:
+            for work in WORKLOADS:
+                lines += rows(samples, loop_name, engine, work)
     lines.append("")
     return "\n".join(lines)
+
+
+def rows(samples: Samples, loop_name: str, engine: str, work: str) -> list[str]:
+    """Return the table rows of one loop, engine and work: each mode against the bare one."""
+
+    def medians(mode: str) -> list[float]:
+        measured = samples[(loop_name, engine, work, mode)]
+        return [statistics.median(sample[index] for sample in measured) for index in range(3)]
+
+    bare = medians("run_in_executor")
+    lines = []
+    for mode in MODES:
+        measured = medians(mode)
+        ratios = [value / base for value, base in zip(measured, bare, strict=True)]
+        verdict = ""
+        if mode in TARGETED:
+            verdict = " (met)" if ratios[0] <= TARGET else " (NOT met)"
+        lines.append(
+            f"| {engine} | {work} | {mode} | {measured[0] * 1e6:,.1f} "
+            f"| {ratios[0]:.3f}x{verdict} "
+            f"| {measured[1] * 1e6:,.1f} | {ratios[1]:.3f}x "
+            f"| {measured[2] * 1e6:,.1f} | {ratios[2]:.3f}x |"
+        )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -251,26 +296,39 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=1_000)
     parser.add_argument("--sequential", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--loops", default="asyncio,uvloop")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     arguments = parser.parse_args(argv)
+    loops = [name.strip() for name in arguments.loops.split(",") if name.strip()]
+    unknown = set(loops) - {"asyncio", "uvloop"}
+    if unknown or not loops:
+        parser.error(f"--loops takes asyncio and uvloop, not {sorted(unknown) or 'nothing'}")
+    samples: Samples = {}
     with engines(arguments.workers) as executors:
-        loop: asyncio.AbstractEventLoop
-        if arguments.loop == "uvloop":
-            import uvloop
+        for loop_name in loops:
+            loop: asyncio.AbstractEventLoop
+            if loop_name == "uvloop":
+                import uvloop
 
-            loop = uvloop.new_event_loop()
-        else:
-            loop = asyncio.new_event_loop()
-        try:
-            samples = loop.run_until_complete(
-                run_rounds(executors, arguments.rounds, arguments.calls, arguments.sequential)
-            )
-        finally:
-            loop.run_until_complete(loop.shutdown_default_executor())
-            loop.close()
+                loop = uvloop.new_event_loop()
+            else:
+                loop = asyncio.new_event_loop()
+            try:
+                loop.run_until_complete(
+                    run_rounds(
+                        loop_name,
+                        executors,
+                        arguments.rounds,
+                        arguments.calls,
+                        arguments.sequential,
+                        samples,
+                    )
+                )
+            finally:
+                loop.run_until_complete(loop.shutdown_default_executor())
+                loop.close()
     report = render(
-        samples, list(executors), arguments.rounds, arguments.calls, arguments.sequential
+        samples, loops, list(executors), arguments.rounds, arguments.calls, arguments.sequential
     )
     print(report)
     if arguments.output is not None:

@@ -40,7 +40,7 @@ T = TypeVar("T")
 class _Worker:
     """The OpenTelemetry pieces a worker needs, looked up once per process."""
 
-    __slots__ = ("context", "propagator", "spans", "trace")
+    __slots__ = ("context", "last_extracted", "propagator", "spans", "trace")
 
     def __init__(self) -> None:
         from opentelemetry import context, trace  # noqa: PLC0415 - the extra is optional
@@ -54,13 +54,25 @@ class _Worker:
         self.spans: OpenTelemetryTracing | None = None
         if selection_from_environment()["opentelemetry"] is not False:
             self.spans = OpenTelemetryTracing()
+        self.last_extracted: tuple[Mapping[str, str], Any] = ({}, None)
+        """The last headers extracted, and their context: the calls of one unsampled
+        request carry the same, and a context is immutable, so it is reused."""
+
+    def extract(self, headers: Mapping[str, str]) -> Any:
+        """Return the context ``headers`` carry (the caller's trace, and its baggage)."""
+        last_headers, last_context = self.last_extracted
+        if headers == last_headers:
+            return last_context
+        extracted = self.propagator.extract(headers)
+        self.last_extracted = (headers, extracted)
+        return extracted
 
     def enter(self, kind: str, function: str, headers: Mapping[str, str]) -> tuple[object, Any]:
         """Make the carried context current, with a span for the run if one records.
 
         Returns what ``leave`` needs: the token of the context and the span.
         """
-        parent = self.propagator.extract(headers)
+        parent = self.extract(headers)
         span = None
         spans = self.spans
         if spans is not None:

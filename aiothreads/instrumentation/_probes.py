@@ -139,6 +139,7 @@ class CallProbe:
         self._limit_wait: float | None = None
         self._submitted = self._started = time.perf_counter()
         self._submitted_ns = 0 if of.tracing is None else time.time_ns()
+        """When the call's span starts; 0 once there is no span to open (or never was)."""
         series = of.series
         if series is not None:
             series.submitted()
@@ -166,7 +167,7 @@ class CallProbe:
         series = of.series
         if series is not None:
             series.started(started - self._submitted)
-        if of.tracing is not None and self._span is None:  # not opened by ``carry`` already
+        if self._submitted_ns and self._span is None:  # not tried by ``carry`` already
             self._span = self._begin(context)
         if of.separate:
             if series is not None:
@@ -198,8 +199,9 @@ class CallProbe:
         tracing = self._of.tracing
         if tracing is None:
             return _NO_HEADERS
-        if self._span is None:
+        if self._span is None and self._submitted_ns:
             self._span = self._begin(None)
+            self._submitted_ns = 0  # tried: not recording is the answer for this call too
         try:
             return tracing.headers(self._span)
         except Exception:  # telemetry must never break the call: it goes untraced
@@ -269,7 +271,7 @@ class CallProbe:
         of = self._of
         if of.series is not None:
             of.series.skipped(outcome)
-        begun = of.tracing is not None and self._span is None
+        begun = self._submitted_ns != 0 and self._span is None
         if begun:
             if context is None:
                 self._span = self._begin(None)
