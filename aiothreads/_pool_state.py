@@ -5,7 +5,8 @@ Semantics:
 * Watched pools: every ``WorkerPool`` (from its construction), and every other
   executor aiothreads hands a call to (from its first call). A pool that was
   shut down, or collected, is no longer reported, but for its refusals: every
-  pool name seen is reported with them from then on.
+  pool name seen is reported with them from then on. A pool found shut down is
+  no longer looked at, even while something keeps it alive.
 * Each pool has a bounded name, the ``pool`` label of its metrics: ``default``
   for a loop's default executor (the ``WorkerPool`` aiothreads installs, or one
   the application set), else its thread-name prefix, else (no prefix given)
@@ -208,10 +209,17 @@ def pool_states() -> list[PoolState]:
         watched = list(_watched.items())
         refused = dict(_refused)
     states: dict[str, PoolState] = {}
+    shut_down = []
     for executor, name in watched:
         state = _state_of(executor, name)
-        if state is not None:
+        if state is None:
+            shut_down.append(executor)
+        else:
             states[name] = _added(states.get(name), state)
+    if shut_down:  # for good: no later read need look at them, however long they live
+        with _lock:
+            for executor in shut_down:
+                _watched.pop(executor, None)
     for (name, reason), count in refused.items():
         state = states.get(name) or PoolState(name, None, None, None, None, {})
         states[name] = state._replace(refused={**state.refused, reason: count})

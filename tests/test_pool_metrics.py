@@ -316,3 +316,26 @@ def test_a_loops_default_executor_is_the_default_pool(module: str) -> None:
     assert completed.returncode == 0, completed.stderr
     size = WorkerPool()._max_workers  # what aiothreads installs on this machine
     assert completed.stdout.split("\n")[0] == f"(2, {size}) (2, 3)"
+
+
+class CountedReads(WorkerPool):
+    """A worker pool that counts how often its numbers are read."""
+
+    reads = 0
+
+    def pool_threads(self) -> tuple[list[threading.Thread], int, int, int, bool]:
+        self.reads += 1
+        return super().pool_threads()
+
+
+def test_a_pool_found_shut_down_is_not_read_again_while_it_lives() -> None:
+    from aiothreads._pool_state import pool_states, watch
+
+    pool = CountedReads(1, thread_name_prefix="read-once")
+    watch(pool)
+    assert "read-once" in {state.name for state in pool_states()}
+    pool.shutdown(wait=True)
+    reads = pool.reads
+    for _ in range(3):
+        assert "read-once" not in {state.name for state in pool_states() if state.busy is not None}
+    assert pool.reads == reads + 1  # looked at once more, found shut down, then left alone
