@@ -326,19 +326,87 @@ def models(session: nox.Session) -> None:
 
 MUTMUT = "mutmut==3.8.1"
 
+MUTATION_PARTS: dict[str, tuple[str, ...]] = {
+    "1": ("_wrapper", "_bridge", "_cancellation", "_limits", "_pool", "instrumentation._hooks"),
+    "2": ("_channel", "_executor", "instrumentation._probes"),
+    "3": ("_threaded", "_inflight", "_iterable", "_remote", "_pool_state"),
+    "4": (
+        "instrumentation._tallies",
+        "instrumentation._prometheus",
+        "instrumentation._prometheus_multiprocess",
+        "instrumentation._pool_publisher",
+    ),
+    "5": (
+        "instrumentation",
+        "instrumentation._otel",
+        "instrumentation._otel_metrics",
+        "instrumentation._carried",
+        "instrumentation._config",
+        "instrumentation._backends",
+        "instrumentation._logs",
+        "instrumentation._snapshot_signal",
+    ),
+    "6": (
+        "inspect",
+        "_asyncio_internals",
+        "_inbox",
+        "_watchdog",
+        "_loops",
+        "_separate",
+        "_validate",
+        "_inspection",
+        "_compat",
+        "_future",
+        "_binding",
+        "_outcomes",
+        "_decorating",
+        "_errors",
+        "_eager",
+        "_log",
+        "_names",
+        "coroutine_waiter",
+        "iterator_wrapper",
+        "new_thread",
+        "threaded_iterable",
+        "threads",
+        "types",
+        "_version",
+        "grafana",
+        "grafana.__main__",
+        "",
+    ),
+}
+"""The modules of each part of a mutation run, sized to take under an hour here."""
+
+
+def mutant_names(part: str) -> list[str]:
+    """Return the mutant name patterns of ``part`` (its modules; ``""`` is the package root)."""
+    if part not in MUTATION_PARTS:
+        raise ValueError(f"no mutation part {part!r}: choose one of {sorted(MUTATION_PARTS)}")
+    return [
+        f"aiothreads.{module}.x*" if module else "aiothreads.x*" for module in MUTATION_PARTS[part]
+    ]
+
 
 @nox.session(python=preferably("3.11"), default=False)
 def mutation(session: nox.Session) -> None:
-    """Mutation testing of the core with mutmut; by hand only: ``nox -s mutation``.
+    """Mutation testing of the package with mutmut; by hand only: ``nox -s mutation``.
 
-    The modules are listed under ``[tool.mutmut]`` in pyproject.toml. Arguments
-    select mutants by name, e.g. ``nox -s mutation -- 'aiothreads._limits*'``.
+    ``[tool.mutmut]`` in pyproject.toml says what is mutated (the package
+    but the demo). ``-- part N`` runs the mutants of one part of
+    ``MUTATION_PARTS``, each under an hour here; other arguments select
+    mutants by name, e.g. ``nox -s mutation -- 'aiothreads._limits.x*'``.
     Prints every mutant the tests did not catch, then the score per module;
-    docs/contributing.md has the latest score and the survivors known to be
-    equivalent, with the reason.
+    docs/mutation-score.md has the latest score, and
+    docs/mutation-equivalents.md the survivors known to be equivalent, with
+    the reason.
     """
+    names = list(session.posargs)
+    if names[:1] == ["part"]:
+        names = mutant_names(names[1] if len(names) > 1 else "")
     session.install(*TEST_INSTALL, MUTMUT)
-    session.run("mutmut", "run", "--max-children", str(os.cpu_count() or 2), *session.posargs)
+    children = os.environ.get("MUTATION_CHILDREN") or str(os.cpu_count() or 2)
+    session.run("mutmut", "run", "--max-children", children, *names)
     session.run("mutmut", "results")
     session.run("python", "-m", "tests.mutation_score")
 

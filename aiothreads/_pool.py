@@ -32,7 +32,7 @@ import threading
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from queue import Empty, SimpleQueue
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TypeVar
 
 from ._outcomes import Refusal
 from ._pool_state import DEFAULT_POOL, count_refusal, pools_changed, watch_own
@@ -95,15 +95,18 @@ class WorkerPool(ThreadPoolExecutor):
         self._max_workers = max_workers
         self._thread_name_prefix = thread_name_prefix
         self._calls: SimpleQueue[Work | None] = SimpleQueue()
-        # The idle workers: each adds itself after a call, and a submitter
-        # takes one out for its call. Set add/pop are atomic, so the
-        # submitting side needs no lock, and a worker is in it at most once.
-        self._idle: set[threading.Thread] = set()
+        # One token per idle worker that no queued call counts on yet: a worker
+        # adds one as it starts waiting, a submitter takes one for its call.
+        # They are anonymous and list append/pop are atomic, so the submitting
+        # side needs no lock; how each worker keeps the count right whichever
+        # call it takes is in ``_work``.
+        self._free: list[None] = []
         self._workers: list[threading.Thread] = []
         self._numbers = itertools.count()
         self._lifecycle = threading.Lock()
-        self._crew = _Crew(self._calls, self._idle, self._workers, self._lifecycle, idle_timeout)
+        self._crew = _Crew(self._calls, self._free, self._workers, self._lifecycle, idle_timeout)
         self._crew.name = self.pool_name
+        self._crew.start_spare = weakref.WeakMethod(self._add_worker)
         self._closed = False
         self._on_shutdown: Callable[[], None] | None = None
         # Workers hold the queue, not the pool: a pool nobody references any
@@ -120,23 +123,16 @@ class WorkerPool(ThreadPoolExecutor):
             RuntimeError: the pool was shut down.
         """
         if self._closed or _exiting:
-            count_refusal(self.pool_name, Refusal.SHUT_DOWN)
-            if self._closed:
-                raise RuntimeError("cannot schedule new calls after shutdown")
-            raise RuntimeError("cannot schedule new calls after interpreter shutdown")
+            self._refuse()
+        try:
+            self._free.pop()  # an idle worker will take it (or another, in its place)
+        except IndexError:
+            if not self._add_worker(call):
+                self._refuse()  # shut down since the check, before the call was queued
+            return
         self._calls.put(call)
         if self._closed or _exiting:  # shut down since the check: maybe behind the stop markers
             self._crew.drop_if_stranded()  # type: ignore[unreachable]  # mypy: one thread only
-            return
-        idle = self._idle
-        if idle:
-            try:
-                idle.pop()
-            except KeyError:  # another submitting thread (or a leaving worker) took the last one
-                pass
-            else:
-                return
-        self._add_worker()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Schedule ``fn(*args, **kwargs)`` and return a ``concurrent.futures.Future``."""
@@ -144,21 +140,36 @@ class WorkerPool(ThreadPoolExecutor):
         self.enqueue(_Submitted(future, fn, args, kwargs))
         return future
 
-    def _add_worker(self) -> None:
-        """Start a worker, unless the pool is full or shut down (a racing ``enqueue``)."""
+    def _refuse(self) -> NoReturn:
+        count_refusal(self.pool_name, Refusal.SHUT_DOWN)
+        if self._closed:
+            raise RuntimeError("cannot schedule new calls after shutdown")
+        raise RuntimeError("cannot schedule new calls after interpreter shutdown")
+
+    def _add_worker(self, first: Work | None = None) -> bool:
+        """Start a worker that runs ``first`` (if any) before it waits for calls.
+
+        With no room for one, ``first`` is queued for the next worker that
+        ends a call. Returns ``False``, having done nothing, if the pool was
+        shut down (a racing ``enqueue``).
+        """
         with self._lifecycle:
-            if not self._closed:
-                if len(self._workers) >= self._max_workers:
-                    return
-                name = f"{self._thread_name_prefix}_{next(self._numbers)}"
-                worker = threading.Thread(target=_work, args=(self._crew,), name=name, daemon=True)
-                with _live_lock:
-                    _live_workers.add(worker)
-                worker.start()
-                self._workers.append(worker)
-                self._crew.live += 1
-                return
-        self._crew.drop_if_stranded()  # shut down before any worker could take the call
+            if self._closed or _exiting:
+                return False
+            if len(self._workers) >= self._max_workers:
+                if first is not None:
+                    self._calls.put(_Unclaimed(first))
+                return True
+            name = f"{self._thread_name_prefix}_{next(self._numbers)}"
+            worker = threading.Thread(
+                target=_work, args=(self._crew, first), name=name, daemon=True
+            )
+            with _live_lock:
+                _live_workers.add(worker)
+            worker.start()
+            self._workers.append(worker)
+            self._crew.live += 1
+            return True
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the workers once the queued calls ran (or were dropped).
@@ -231,53 +242,76 @@ class _Crew:
     drops it itself. Both happen under ``lock`` (the pool's lifecycle lock),
     so every call is run or dropped, once.
 
-    A worker idle for ``idle_timeout`` leaves only while no call counts on
-    it (see ``retire``), so a queued call always has a worker to come.
+    ``free`` holds a token per idle worker that no queued call counts on:
+    ``len(free)`` is the number of workers waiting for a call less the calls
+    queued for them. A worker idle for ``idle_timeout`` leaves only by taking
+    a token (see ``retire``), so a queued call always has a worker to come.
     """
 
-    __slots__ = ("calls", "idle", "idle_timeout", "live", "lock", "name", "workers", "working")
+    __slots__ = (
+        "calls",
+        "free",
+        "idle_timeout",
+        "live",
+        "lock",
+        "name",
+        "start_spare",
+        "workers",
+        "working",
+    )
 
     def __init__(
         self,
         calls: SimpleQueue[Work | None],
-        idle: set[threading.Thread],
+        free: list[None],
         workers: list[threading.Thread],
         lock: threading.Lock,
         idle_timeout: float | None,
     ) -> None:
         self.calls = calls
-        self.idle = idle
+        self.free = free
         self.workers = workers
         self.lock = lock
         self.idle_timeout = idle_timeout
         self.working: set[threading.Thread] = set()
-        """Workers running a call now. ``idle`` only holds tokens a submitter may
-        take: a worker that put its token back and found a call already queued
-        runs it while still listed there."""
+        """Workers running a call now."""
         self.name = DEFAULT_POOL
         """The pool's ``pool`` label, under which it counts the calls it drops."""
         self.live = 0
         """Workers started and not stopped, changed under ``lock``."""
+        self.start_spare: Callable[[], Callable[[], bool] | None] = lambda: None
+        """The pool's way to start a worker with no call of its own (weakly held)."""
 
-    def retire(self, worker: threading.Thread, listed: bool) -> bool:
+    def retire(self, worker: threading.Thread) -> bool:
         """Count out ``worker``, idle for ``idle_timeout``, unless a call counts on it.
 
-        A submitter that took the worker out of ``idle`` queued its call
-        first, and a call queued meanwhile may have found no idle worker to
-        take: in both cases the worker stays (out of ``idle``, so
-        ``listed`` is false from then on) and returns ``False``.
+        It leaves with a token: while none is left, or a call is queued, every
+        idle worker may be needed, and it stays (returns ``False``).
         """
         with self.lock:
-            if listed:
-                try:
-                    self.idle.remove(worker)
-                except KeyError:  # a submitter took it: its call is queued
-                    return False
             if not self.calls.empty():
+                return False
+            try:
+                self.free.pop()
+            except IndexError:  # a submitter took the last token: its call is coming
                 return False
             self.workers.remove(worker)
             self.live -= 1  # with the removal: a submitter after it sees no worker left
             return True
+
+    def took_unclaimed(self) -> None:
+        """Balance the tokens for a waiting worker that took a call queued without one.
+
+        Its own token stays in ``free`` while it runs that call: take one out.
+        Should a submitter have taken the last one meanwhile, its call would
+        wait for a busy worker: start one for it, if the pool has room.
+        """
+        try:
+            self.free.pop()
+        except IndexError:
+            start = self.start_spare()
+            if start is not None:
+                start()
 
     def drop_if_stranded(self) -> None:
         """Drop the queued calls if no worker is left to run them (the pool shut down)."""
@@ -299,6 +333,21 @@ class _Crew:
             call.abandon()
 
 
+class _Unclaimed:
+    """A call queued with no token taken for it (the pool was full): any worker runs it."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: Work) -> None:
+        self.call = call
+
+    def run(self) -> None:
+        self.call.run()
+
+    def abandon(self) -> None:
+        self.call.abandon()
+
+
 def _take_queued(calls: SimpleQueue[Work | None]) -> tuple[list[Work], int]:
     """Empty ``calls``; return the calls taken and how many stop markers were among them."""
     taken: list[Work] = []
@@ -314,23 +363,43 @@ def _take_queued(calls: SimpleQueue[Work | None]) -> tuple[list[Work], int]:
             taken.append(call)
 
 
-def _work(crew: _Crew) -> None:
-    calls, idle, idle_timeout = crew.calls, crew.idle, crew.idle_timeout
+_RETIRED: Final = _Unclaimed(None)  # type: ignore[arg-type]  # a marker, never run
+"""What ``_wait_for_a_call`` returns for a worker that retired."""
+
+
+def _wait_for_a_call(crew: _Crew, me: threading.Thread) -> Work | None:
+    """Wait, listed as idle, for the next call (``None``: stop; ``_RETIRED``: idle too long)."""
+    while True:
+        try:
+            call = crew.calls.get(True, crew.idle_timeout)  # never times out for ``None``
+        except Empty:
+            if crew.retire(me):
+                return _RETIRED
+            continue
+        if type(call) is _Unclaimed:
+            crew.took_unclaimed()
+        return call
+
+
+def _work(crew: _Crew, first: Work | None) -> None:
+    """Run ``first``, then the calls of ``crew``'s queue, until stopped or retired.
+
+    Tokens (``crew.free``) stay right whichever worker takes which call: a
+    submitter took one for each call it queued (but those wrapped in
+    ``_Unclaimed``). A waiting worker added its own: taking a claimed call,
+    the submitter's took its place; taking an unclaimed one, it takes one out
+    (``took_unclaimed``). A worker that ends a call runs what is queued before
+    it waits again, adding no token: for each claimed call it takes there, it
+    puts back the token of the waiting worker the call was meant for.
+    """
+    calls, free = crew.calls, crew.free
     get, empty = calls.get, calls.empty  # looked up once: cheaper in the loop
     working = crew.working
     me = threading.current_thread()
-    listed = False  # in ``idle``, where a submitter may take it for a call
     stopped = retired = False
+    call: Work | None = first
     try:
         while True:
-            try:
-                call = get(True, idle_timeout)  # never times out for ``None``
-            except Empty:
-                retired = crew.retire(me, listed)
-                if retired:
-                    return
-                listed = False
-                continue
             while call is not None:
                 working.add(me)
                 try:
@@ -338,21 +407,30 @@ def _work(crew: _Crew) -> None:
                 finally:
                     working.discard(me)
                 del call
-                # A call queued while this one ran was queued with no idle worker
-                # to take it: run it now, unlisted. Listed first, this worker
-                # would count as idle while it runs it, and a call that waits on
-                # it would wait for it instead of getting a new thread.
+                # A call queued while this one ran: run it now, waiting no more
+                # than it. Were this worker to wait first, it would count as
+                # idle while it runs it, and a call that waits on it would wait
+                # for it instead of getting a new thread.
                 if empty():
                     break
                 try:
                     call = get(False)
                 except Empty:  # another worker took it between the two looks
                     break
-            else:  # the stop marker
+                if call is None:  # the stop marker
+                    stopped = True
+                    return
+                if type(call) is not _Unclaimed:
+                    free.append(None)  # the waiting worker it was meant for waits on
+            free.append(None)
+            waited = _wait_for_a_call(crew, me)
+            if waited is _RETIRED:
+                retired = True
+                return
+            if waited is None:  # the stop marker
                 stopped = True
                 return
-            idle.add(me)
-            listed = True
+            call = waited
     finally:
         if not retired:  # a retired worker was counted out already
             crew.worker_left(stopped)

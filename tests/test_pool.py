@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from queue import SimpleQueue
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -145,7 +146,7 @@ def test_shutdown_runs_the_queued_work_by_default() -> None:
 async def test_an_idle_worker_takes_the_next_call_instead_of_a_new_thread() -> None:
     with WorkerPool(max_workers=4) as pool:
         assert pool.submit(abs, -1).result(5) == 1
-        await turns_until(lambda: len(pool._idle) == 1, "the worker is idle again")
+        await turns_until(lambda: len(pool._free) == 1, "the worker is idle again")
         assert pool.submit(abs, -2).result(5) == 2
         assert len(pool._workers) == 1
 
@@ -333,7 +334,7 @@ def test_the_pool_falls_back_to_no_thread_after_a_burst_and_grows_again() -> Non
             assert not worker.is_alive()
             assert worker not in _pool._live_workers
         assert repr(pool) == "<WorkerPool running workers=0/4>"
-        assert not pool._idle
+        assert not pool._free
 
         again = _burst(pool, 4)  # the pool grows again on demand, up to its maximum
         assert len(set(again)) == 4
@@ -460,4 +461,55 @@ def test_a_worker_that_runs_a_queued_call_does_not_count_as_idle_meanwhile() -> 
         assert fourth_runs.wait(10), "the fourth call waited behind the third"
     finally:
         third.set()
+        pool.shutdown()
+
+
+class PausingQueue(SimpleQueue[Any]):
+    """A pool's queue whose ``empty()`` can hold a worker that found it empty.
+
+    That is the moment a worker has ended a call, found nothing queued and is
+    about to wait for the next: a call queued then finds no idle worker.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.paused = threading.Event()
+        self.go_on = threading.Event()
+
+    def empty(self) -> bool:
+        found = super().empty()
+        if found and self.armed:
+            self.armed = False
+            self.paused.set()
+            self.go_on.wait(10)
+        return found
+
+
+def test_a_waiting_worker_that_takes_a_call_queued_behind_a_full_pool_counts_as_busy() -> None:
+    """The call after it gets a thread of its own while the pool has room.
+
+    A call queued while every worker was busy (and none waiting) may be taken
+    by a worker that started to wait just after. That worker is busy then: a
+    call that waits on it must not be left waiting behind it.
+    """
+    queue = PausingQueue()
+    with mock.patch.object(_pool, "SimpleQueue", return_value=queue):
+        pool = WorkerPool(max_workers=1, thread_name_prefix="taken-late")
+    release, queued_runs, after_runs = threading.Event(), threading.Event(), threading.Event()
+    try:
+        pool.submit(release.wait, 10)
+        queue.armed = True
+        release.set()  # its worker ends the call, finds the queue empty...
+        assert queue.paused.wait(10)
+        unblock = threading.Event()
+        pool.submit(lambda: (queued_runs.set(), unblock.wait(10)))  # ...no worker waits yet
+        queue.go_on.set()  # ...and goes on to wait: it takes the queued call
+        assert queued_runs.wait(10)
+        pool._max_workers = 2  # room for one more thread from now on
+        pool.submit(after_runs.set)
+        assert after_runs.wait(10), "the call waited behind the busy worker"
+        unblock.set()
+    finally:
+        queue.go_on.set()
         pool.shutdown()

@@ -82,3 +82,26 @@ def test_no_module_of_the_package_imports_itself_through_others() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def mutation_parts() -> dict[str, tuple[str, ...]]:
+    """Read ``MUTATION_PARTS`` from the noxfile (without importing nox)."""
+    noxfile = PACKAGE.parent / "noxfile.py"
+    for node in ast.parse(noxfile.read_text()).body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "MUTATION_PARTS":
+            assert node.value is not None
+            parts: dict[str, tuple[str, ...]] = ast.literal_eval(node.value)
+            return parts
+    raise AssertionError("noxfile.py has no MUTATION_PARTS")
+
+
+def test_the_mutation_parts_cover_every_module_but_the_demo_once() -> None:
+    if not (PACKAGE.parent / "noxfile.py").exists():  # an installed wheel has no noxfile
+        return
+    modules = [
+        module_name(path).removeprefix("aiothreads").removeprefix(".")
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "demo" not in path.relative_to(PACKAGE).parts
+    ]
+    listed = [module for part in mutation_parts().values() for module in part]
+    assert sorted(listed) == sorted(modules)
