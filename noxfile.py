@@ -388,7 +388,7 @@ def mutant_names(part: str) -> list[str]:
     ]
 
 
-@nox.session(python=preferably("3.11"), default=False)
+@nox.session(python=preferably("3.12"), default=False)  # 3.11: mutmut's stats run crashed
 def mutation(session: nox.Session) -> None:
     """Mutation testing of the package with mutmut; by hand only: ``nox -s mutation``.
 

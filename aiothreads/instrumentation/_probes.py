@@ -138,8 +138,12 @@ class CallProbe:
         self._span: Any = None
         self._limit_wait: float | None = None
         self._submitted = self._started = time.perf_counter()
-        self._submitted_ns = 0 if of.tracing is None else time.time_ns()
-        """When the call's span starts; 0 once there is no span to open (or never was)."""
+        tracing = of.tracing
+        self._submitted_ns = (
+            time.time_ns() if tracing is not None and tracing.recording_possible() else 0
+        )
+        """When the call's span starts; 0 if it has none to open: none could record
+        when the call was made (no SDK yet), or ``carry`` tried already."""
         series = of.series
         if series is not None:
             series.submitted()
