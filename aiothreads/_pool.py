@@ -124,15 +124,19 @@ class WorkerPool(ThreadPoolExecutor):
         """
         if self._closed or _exiting:
             self._refuse()
-        try:
-            self._free.pop()  # an idle worker will take it (or another, in its place)
-        except IndexError:
-            if not self._add_worker(call):
-                self._refuse()  # shut down since the check, before the call was queued
-            return
-        self._calls.put(call)
-        if self._closed or _exiting:  # shut down since the check: maybe behind the stop markers
-            self._crew.drop_if_stranded()  # type: ignore[unreachable]  # mypy: one thread only
+        free = self._free
+        if free:  # looked at first: a busy pool raises no IndexError for each call
+            try:
+                free.pop()  # an idle worker will take it (or another, in its place)
+            except IndexError:  # another submitter (or a retiring worker) took the last one
+                pass
+            else:
+                self._calls.put(call)
+                if self._closed or _exiting:  # shut down since: maybe behind the stop markers
+                    self._crew.drop_if_stranded()  # type: ignore[unreachable]  # mypy: one thread
+                return
+        if not self._add_worker(call):
+            self._refuse()  # shut down since the check, before the call was queued
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Schedule ``fn(*args, **kwargs)`` and return a ``concurrent.futures.Future``."""
@@ -334,7 +338,10 @@ class _Crew:
 
 
 class _Unclaimed:
-    """A call queued with no token taken for it (the pool was full): any worker runs it."""
+    """A call queued with no token taken for it (the pool was full): any worker runs it.
+
+    Workers unwrap it; so does dropping it.
+    """
 
     __slots__ = ("call",)
 
@@ -378,6 +385,7 @@ def _wait_for_a_call(crew: _Crew, me: threading.Thread) -> Work | None:
             continue
         if type(call) is _Unclaimed:
             crew.took_unclaimed()
+            return call.call
         return call
 
 
@@ -420,7 +428,9 @@ def _work(crew: _Crew, first: Work | None) -> None:
                 if call is None:  # the stop marker
                     stopped = True
                     return
-                if type(call) is not _Unclaimed:
+                if type(call) is _Unclaimed:
+                    call = call.call
+                else:
                     free.append(None)  # the waiting worker it was meant for waits on
             free.append(None)
             waited = _wait_for_a_call(crew, me)
