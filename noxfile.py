@@ -346,15 +346,11 @@ MUTATION_PARTS: dict[str, tuple[str, ...]] = {
         "instrumentation._logs",
         "instrumentation._snapshot_signal",
     ),
-    "6": (
-        "inspect",
-        "_asyncio_internals",
-        "_inbox",
+    "6": ("inspect", "_inspection", "_asyncio_internals", "_inbox", "_loops"),
+    "7": (
         "_watchdog",
-        "_loops",
         "_separate",
         "_validate",
-        "_inspection",
         "_compat",
         "_future",
         "_binding",
