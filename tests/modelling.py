@@ -9,10 +9,20 @@ for the long searches no CI run can afford.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from hypothesis import HealthCheck, settings
+import pytest
+from hypothesis import HealthCheck, Phase, settings
 
-__all__ = ["LONG_SEARCH", "model_settings"]
+from tests.conftest import LOOP_FACTORIES
+
+if TYPE_CHECKING:
+    from hypothesis.stateful import RuleBasedStateMachine
+
+__all__ = ["LONG_SEARCH", "WITHOUT_UVLOOP", "checked", "let_pools_go", "model_settings"]
+
+WITHOUT_UVLOOP = pytest.mark.skipif("uvloop" not in LOOP_FACTORIES, reason="needs uvloop")
+"""For a machine's test on uvloop: skipped where uvloop is not installed."""
 
 LONG_SEARCH = int(os.environ.get("AIOTHREADS_LONG_SEARCH", "0") or 0)
 """How many times more examples a long search runs; 0 in CI, where runs are fixed."""
@@ -29,3 +39,29 @@ def model_settings(examples: int, steps: int = 30) -> settings:
         print_blob=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
+
+
+def checked(examples: int) -> settings:
+    """``model_settings``; in the fixed runs a failure is reported as found, not shrunk.
+
+    Every replay starts loops and threads, and one that waits for what never
+    comes waits ``PATIENCE``: shrinking can take minutes, longer than the 60
+    seconds a test may run (the timeout ends the whole session). The long
+    searches (``nox -s models``) have no timeout, and shrink.
+    """
+    fixed = model_settings(examples=examples, steps=30)
+    if LONG_SEARCH:
+        return fixed
+    found = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
+    return settings(fixed, phases=found, report_multiple_bugs=False)
+
+
+def let_pools_go(machine: RuleBasedStateMachine, *names: str) -> None:
+    """Drop what holds ``machine``'s pools, which ``pool_states()`` walks while they live.
+
+    Hypothesis holds each machine in a reference cycle until a full garbage
+    collection: without this, every check would walk the pools of hundreds of
+    earlier runs, shut down but not yet collected.
+    """
+    for name in names:
+        vars(machine).pop(name, None)

@@ -25,8 +25,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
-import pytest
-from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -40,7 +38,7 @@ from aiothreads import CapacityLimiter, ExecutorRefused, threaded
 from aiothreads._pool import WorkerPool
 from tests.conftest import LOOP_FACTORIES
 from tests.loops import loop_in_thread
-from tests.modelling import LONG_SEARCH, model_settings
+from tests.modelling import WITHOUT_UVLOOP, checked, let_pools_go
 from tests.waiting import PATIENCE, turns_until
 
 T = TypeVar("T")
@@ -403,35 +401,6 @@ class LimiterMachine(RuleBasedStateMachine):
                 await self.on(party.side, cancelled(self.future_of(party)))
         for party in started:
             await self.on(party.side, settled(self.future_of(party)))
-
-
-def let_pools_go(machine: RuleBasedStateMachine, *names: str) -> None:
-    """Drop what holds ``machine``'s pools, which ``pool_states()`` walks while they live.
-
-    Hypothesis holds each machine in a reference cycle until a full garbage
-    collection: without this, every check would walk the pools of hundreds of
-    earlier runs, shut down but not yet collected.
-    """
-    for name in names:
-        vars(machine).pop(name, None)
-
-
-def checked(examples: int) -> settings:
-    """``model_settings``; in the fixed runs a failure is reported as found, not shrunk.
-
-    Every replay starts loops and threads, and one that waits for what never
-    comes waits ``PATIENCE``: shrinking can take minutes, longer than the 60
-    seconds a test may run (the timeout ends the whole session). The long
-    searches (``nox -s models``) have no timeout, and shrink.
-    """
-    fixed = model_settings(examples=examples, steps=30)
-    if LONG_SEARCH:
-        return fixed
-    found = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
-    return settings(fixed, phases=found, report_multiple_bugs=False)
-
-
-WITHOUT_UVLOOP = pytest.mark.skipif("uvloop" not in LOOP_FACTORIES, reason="needs uvloop")
 
 
 class LimiterOnAsyncio(LimiterMachine):
