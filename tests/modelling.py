@@ -8,18 +8,28 @@ for the long searches no CI run can afford.
 
 from __future__ import annotations
 
+import asyncio
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
+from aiothreads import ExecutorRefused
 from tests.conftest import LOOP_FACTORIES
+from tests.waiting import PATIENCE
 
 if TYPE_CHECKING:
     from hypothesis.stateful import RuleBasedStateMachine
 
-__all__ = ["LONG_SEARCH", "WITHOUT_UVLOOP", "checked", "let_pools_go", "model_settings"]
+__all__ = [
+    "LONG_SEARCH",
+    "WITHOUT_UVLOOP",
+    "checked",
+    "let_pools_go",
+    "model_settings",
+    "settled",
+]
 
 WITHOUT_UVLOOP = pytest.mark.skipif("uvloop" not in LOOP_FACTORIES, reason="needs uvloop")
 """For a machine's test on uvloop: skipped where uvloop is not installed."""
@@ -65,3 +75,18 @@ def let_pools_go(machine: RuleBasedStateMachine, *names: str) -> None:
     """
     for name in names:
         vars(machine).pop(name, None)
+
+
+async def settled(future: asyncio.Future[Any]) -> str:
+    """Wait (on the future's loop) until ``future`` is done; say how it ended."""
+    done, _ = await asyncio.wait([future], timeout=PATIENCE)
+    if not done:
+        return "still pending"
+    if future.cancelled():
+        return "cancelled"
+    error = future.exception()
+    if error is None:
+        return "done"
+    if isinstance(error, ExecutorRefused):
+        return "refused"
+    return f"failed: {error!r}"

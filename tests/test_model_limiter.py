@@ -38,7 +38,7 @@ from aiothreads import CapacityLimiter, ExecutorRefused, threaded
 from aiothreads._pool import WorkerPool
 from tests.conftest import LOOP_FACTORIES
 from tests.loops import loop_in_thread
-from tests.modelling import WITHOUT_UVLOOP, checked, let_pools_go
+from tests.modelling import WITHOUT_UVLOOP, checked, let_pools_go, settled
 from tests.waiting import PATIENCE, turns_until
 
 T = TypeVar("T")
@@ -52,21 +52,6 @@ Side = Literal["a", "b"]
 Kind = Literal["acquire", "try", "call", "refused"]
 """How a party takes a place: a task awaiting ``acquire()``, ``try_acquire()``, a threaded
 call under the limit, or one its executor refuses."""
-
-
-async def settled(future: asyncio.Future[Any]) -> str:
-    """Wait (on the future's loop) until ``future`` is done; say how it ended."""
-    done, _ = await asyncio.wait([future], timeout=PATIENCE)
-    if not done:
-        return "still pending"
-    if future.cancelled():
-        return "cancelled"
-    error = future.exception()
-    if error is None:
-        return "done"
-    if isinstance(error, ExecutorRefused):
-        return "refused"
-    return f"failed: {error!r}"
 
 
 async def cancelled(future: asyncio.Future[Any]) -> str:

@@ -38,32 +38,17 @@ from hypothesis.stateful import (
     rule,
 )
 
-from aiothreads import ExecutorRefused, _pool, threaded
+from aiothreads import _pool, threaded
 from aiothreads._pool import WorkerPool
 from aiothreads._pool_state import pool_states
 from tests.conftest import LOOP_FACTORIES
-from tests.modelling import WITHOUT_UVLOOP, checked, let_pools_go
+from tests.modelling import WITHOUT_UVLOOP, checked, let_pools_go, settled
 from tests.waiting import PATIENCE, turns_until
 
 T = TypeVar("T")
 
 HOLD = 30.0
 """How long a held call waits to be let go at most: a guard, far beyond any example."""
-
-
-async def settled(future: asyncio.Future[Any]) -> str:
-    """Wait (on the future's loop) until ``future`` is done; say how it ended."""
-    done, _ = await asyncio.wait([future], timeout=PATIENCE)
-    if not done:
-        return "still pending"
-    if future.cancelled():
-        return "cancelled"
-    error = future.exception()
-    if error is None:
-        return "done"
-    if isinstance(error, ExecutorRefused):
-        return "refused"
-    return f"failed: {error!r}"
 
 
 POOL = "model-workers"
