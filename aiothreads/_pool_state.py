@@ -209,7 +209,7 @@ def pool_states() -> list[PoolState]:
         watched = list(_watched.items())
         refused = dict(_refused)
     states: dict[str, PoolState] = {}
-    shut_down = []
+    shut_down: list[Executor] = []
     for executor, name in watched:
         state = _state_of(executor, name)
         if state is None:
