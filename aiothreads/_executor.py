@@ -194,12 +194,8 @@ class ThreadCall(CallFuture[T]):
 
     def run(self) -> None:
         """Run the function in this thread unless cancelled, and hand its outcome to the loop."""
-        claim = self._claim
-        if claim is not None:
-            try:
-                claim.pop()
-            except IndexError:  # cancelled while queued, and settled then
-                return
+        if self._claim is not None and not self._take_claim():
+            return  # cancelled while queued, and settled then
         if self.cancelled():
             self._skip()
             return

@@ -279,7 +279,7 @@ import asyncio, threading
 from concurrent.futures import ThreadPoolExecutor
 from prometheus_client import CollectorRegistry
 import {module}
-from aiothreads import CapacityLimiter, instrumentation, threaded
+from aiothreads import instrumentation, threaded
 
 registry = CollectorRegistry()
 instrumentation.configure(registry=registry, opentelemetry=False, structlog=False)
