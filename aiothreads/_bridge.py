@@ -44,7 +44,7 @@ from ._cancellation import Scope, StreamScope, current_scope
 from ._eager import start_task
 from ._errors import LoopClosedError, NoEventLoopError
 from ._inbox import inbox_for
-from ._inflight import WAIT_CODES
+from ._inflight import WAIT_CODES, codes_running
 from ._loops import loop_state, running_loop_or_none
 from ._names import qualified_name
 from ._outcomes import OK, outcome_of
@@ -510,7 +510,7 @@ class _Waiter(Generic[T]):
                 loop.call_soon_threadsafe(task.cancel)
 
 
-WAIT_CODES.add(_Waiter[Any].wait.__code__)
+WAIT_CODES.update(codes_running(_Waiter[Any].wait))
 
 
 async def _awaited(awaitable: Awaitable[T]) -> T:

@@ -38,7 +38,7 @@ from ._cancellation import run_as_call
 from ._errors import ExecutorRefused
 from ._future import CallFuture
 from ._inbox import inbox_for
-from ._inflight import NOT_RUNNING, WORK_CODES, came_back, went_away
+from ._inflight import NOT_RUNNING, WORK_CODES, came_back, codes_running, went_away
 from ._log import emit
 from ._loops import release_if_closed, running_loop_or_none
 from ._names import qualified_name
@@ -351,7 +351,7 @@ class ThreadCall(CallFuture[T]):
                 emit("warning", "result dropped: event loop closed", fields)
 
 
-WORK_CODES.add(ThreadCall[Any].run.__code__)
+WORK_CODES.update(codes_running(ThreadCall[Any].run))
 
 
 def _storable(exc: BaseException) -> BaseException:

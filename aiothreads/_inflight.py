@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from ._asyncio_internals import awaiting_tasks, is_task
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import CodeType, FrameType
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "RunningWork",
     "SlowCallReporter",
     "came_back",
+    "codes_running",
     "coroutine_stack",
     "running",
     "snapshot",
@@ -117,6 +119,46 @@ WORK_CODES: Final[set[CodeType]] = set()
 WAIT_CODES: Final[set[CodeType]] = set()
 """The code of the routines in which a thread waits for a task on a loop
 (``sync_await``), with an object whose ``task`` is that task as ``self``."""
+
+
+def codes_running(function: Callable[..., Any]) -> set[CodeType]:
+    """Return the code objects whose frames run ``function``'s body: its own, normally.
+
+    A tool that wraps the package's functions (a mutation tester's
+    trampoline, say) runs the body in copies of it that the wrapper reaches
+    through its closure, and the wrapper's own code may be shared by every
+    function it wraps. For such a function (one with ``__wrapped__``) the
+    codes are those of the functions reachable from the wrapper's closure
+    that take the same parameters, and not the wrapper's.
+    """
+    wrapped = getattr(function, "__wrapped__", None)
+    if wrapped is None:
+        return {function.__code__}
+    parameters = _parameters(wrapped.__code__)
+    codes: set[CodeType] = set()
+    seen: set[int] = set()
+    reachable: list[Any] = [function, wrapped]
+    while reachable:
+        found = reachable.pop()
+        if id(found) in seen:
+            continue
+        seen.add(id(found))
+        if isinstance(found, dict):
+            reachable.extend(found.values())
+            continue
+        code = getattr(found, "__code__", None)
+        if code is None:
+            continue
+        if _parameters(code) == parameters:
+            codes.add(code)
+        reachable.extend(cell.cell_contents for cell in found.__closure__ or ())
+    return codes
+
+
+def _parameters(code: CodeType) -> tuple[str, ...]:
+    count = code.co_argcount + code.co_kwonlyargcount
+    return code.co_varnames[:count]
+
 
 STACK_DEPTH: Final = 40
 """Innermost frames kept in a stack."""

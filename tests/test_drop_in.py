@@ -359,6 +359,27 @@ async def test_a_1x_style_subclass_that_sets_only_func_still_calls() -> None:
     legacy = Legacy(lambda value: value + 1)
     assert await legacy(1) == 2
     assert "lambda" in repr(legacy)
+    with pytest.raises(AttributeError, match="'Legacy' object has no attribute 'missing'"):
+        legacy.missing  # the look-up is the test
+
+
+@pytest.mark.asyncio
+async def test_a_1x_style_iterable_subclass_that_sets_only_func_and_max_size_still_iterates() -> (
+    None
+):
+    class LegacyIterable(aiothreads.ThreadedIterableBase[[int], int]):
+        def __init__(self, func: Callable[[int], Iterator[int]], max_size: int = 0) -> None:
+            self.func = func
+            self.max_size = max_size
+
+    def count_to(stop: int) -> Iterator[int]:
+        yield from range(stop)
+
+    legacy = LegacyIterable(count_to, max_size=2)
+    assert [item async for item in legacy(3)] == [0, 1, 2]
+    assert repr(legacy) == f"<LegacyIterable {__name__}.{count_to.__qualname__} max_size=2>"
+    with pytest.raises(AttributeError, match="'LegacyIterable' object has no attribute 'missing'"):
+        legacy.missing  # the look-up is the test
 
 
 def test_threaded_separate_rejects_generator_functions_as_1x_did() -> None:

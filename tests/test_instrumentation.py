@@ -1177,16 +1177,19 @@ async def test_a_span_whose_exception_cannot_be_printed_still_ends(telemetry: Te
     assert span.attributes["error.type"] == f"{__name__}._Unprintable"
 
 
-def _named_and_opted_out() -> dict[str, tuple[Any, Any]]:
-    """Per decorator: a function named "loader" and one opted out of instrumentation."""
+def _named_and_opted_out(bound: bool = False) -> dict[str, tuple[Any, Any]]:
+    """Per decorator: a function named "loader" and one opted out of instrumentation.
 
-    def rows() -> Generator[int, None, None]:
+    ``bound``: methods, bound to an instance, which must keep both options.
+    """
+
+    def rows(*_: object) -> Generator[int, None, None]:
         yield from range(2)
 
-    def value() -> int:
+    def value(*_: object) -> int:
         return 1
 
-    return {
+    made = {
         "threaded": (threaded(value, name="loader"), threaded(value, instrument=False)),
         "separate": (
             threaded_separate(value, name="loader"),
@@ -1201,6 +1204,13 @@ def _named_and_opted_out() -> dict[str, tuple[Any, Any]]:
             threaded_iterable_separate(rows, instrument=False),
         ),
     }
+    if not bound:
+        return made
+    bound_pairs: dict[str, tuple[Any, Any]] = {}
+    for kind, (named, opted_out) in made.items():
+        holder = type("Holder", (), {"named": named, "opted_out": opted_out})()
+        bound_pairs[kind] = (holder.named, holder.opted_out)
+    return bound_pairs
 
 
 async def _use(decorated: Any) -> None:
@@ -1211,9 +1221,12 @@ async def _use(decorated: Any) -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("bound", [False, True], ids=["function", "method"])
 @pytest.mark.parametrize("kind", ["threaded", "separate", "iterable", "iterable_separate"])
-async def test_name_replaces_the_function_name_everywhere(telemetry: Telemetry, kind: str) -> None:
-    named, _ = _named_and_opted_out()[kind]
+async def test_name_replaces_the_function_name_everywhere(
+    telemetry: Telemetry, kind: str, bound: bool
+) -> None:
+    named, _ = _named_and_opted_out(bound)[kind]
     await _use(named)
     if kind.startswith("iterable"):
         await telemetry.iterator_ended()
@@ -1222,19 +1235,20 @@ async def test_name_replaces_the_function_name_everywhere(telemetry: Telemetry, 
     )
     assert finished == 1
     assert telemetry.span(f"{kind} loader") is not None
-    assert "loader" in repr(named)
+    assert repr(named).startswith(f"<{type(named).__name__} loader")
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("bound", [False, True], ids=["function", "method"])
 @pytest.mark.parametrize("kind", ["threaded", "separate", "iterable", "iterable_separate"])
 async def test_a_function_opted_out_of_instrumentation_records_nothing(
-    telemetry: Telemetry, kind: str
+    telemetry: Telemetry, kind: str, bound: bool
 ) -> None:
     def function_series() -> list[str]:  # the pools' own series show the threads it used
         exposition = generate_latest(telemetry.registry).decode()
         return [line for line in exposition.splitlines() if "aiothreads_pool_" not in line]
 
-    _, opted_out = _named_and_opted_out()[kind]
+    _, opted_out = _named_and_opted_out(bound)[kind]
     before = function_series()
     await _use(opted_out)
     assert telemetry.finished_spans() == []

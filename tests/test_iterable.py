@@ -341,14 +341,17 @@ async def test_threaded_on_a_generator_makes_a_threaded_iterable(
     assert [item async for item in numbers()] == [0, 1, 2]
 
 
-def test_default_max_size_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("THREADED_ITERABLE_DEFAULT_MAX_SIZE", "512")
+@pytest.mark.parametrize("value", ["512", "0"])
+def test_default_max_size_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("THREADED_ITERABLE_DEFAULT_MAX_SIZE", value)  # 0: unbounded, as max_size=0
 
     @threaded
     def numbers() -> Generator[int, None, None]:
         yield 1
 
-    assert numbers.max_size == 512
+    assert numbers.max_size == int(value)
     assert threaded_iterable(max_size=3)(numbers.func).max_size == 3
 
 
@@ -428,6 +431,18 @@ async def test_async_call_and_create_wrapper_return_iterators() -> None:
 
     assert isinstance(one.async_call(), IteratorWrapper)
     assert [item async for item in one.create_wrapper()] == [1]
+
+
+@pytest.mark.asyncio
+async def test_every_way_to_call_passes_positional_and_keyword_arguments() -> None:
+    @threaded_iterable
+    def steps(start: int, stop: int, *, step: int) -> Generator[int, None, None]:
+        yield from range(start, stop, step)
+
+    assert [item async for item in steps(1, 7, step=2)] == [1, 3, 5]
+    assert [item async for item in steps.async_call(1, 7, step=2)] == [1, 3, 5]
+    assert [item async for item in steps.create_wrapper(1, 7, step=2)] == [1, 3, 5]
+    assert list(steps.sync_call(1, 7, step=2)) == [1, 3, 5]
 
 
 def test_asyncio_run_shutdown_releases_a_blocked_producer() -> None:

@@ -484,3 +484,48 @@ async def test_generators_see_their_consumer_leave() -> None:
     consumer_left.set()
     await closing
     assert observed.is_set()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "decorate", [threaded, threaded_separate, threaded_iterable, threaded_iterable_separate]
+)
+async def test_a_method_keeps_its_limit_when_bound(decorate: Callable[..., object]) -> None:
+    limiter = CapacityLimiter(1)
+    places_held: list[int] = []
+
+    def scale(_: object, value: int, *, times: int) -> Generator[int, None, None]:
+        places_held.append(limiter.borrowed_tokens)
+        yield value * times
+
+    def scaled(holder: object, value: int, *, times: int) -> int:
+        return next(scale(holder, value, times=times))
+
+    iterable = decorate in (threaded_iterable, threaded_iterable_separate)
+    job = type("Job", (), {"run": decorate(limit=limiter)(scale if iterable else scaled)})()
+    call = job.run(3, times=2)
+    result = [item async for item in call] if iterable else await call
+    assert result == ([6] if iterable else 6)
+    assert places_held == [1]  # the bound call held the method's place
+
+
+@pytest.mark.asyncio
+async def test_a_method_keeps_its_executor_and_max_size_when_bound() -> None:
+    with ThreadPoolExecutor(1, thread_name_prefix="chosen") as chosen:
+
+        class Job:
+            @threaded(executor=chosen)
+            def where(self) -> str:
+                return threading.current_thread().name
+
+            @threaded_iterable(executor=chosen, max_size=2)
+            def where_items(self, count: int) -> Generator[str, None, None]:
+                for _ in range(count):
+                    yield threading.current_thread().name
+
+        job = Job()
+        assert (await job.where()).startswith("chosen")
+        assert job.where_items.max_size == 2
+        names = [name async for name in job.where_items(3)]
+        assert len(names) == 3
+        assert all(name.startswith("chosen") for name in names)

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import gzip
 import multiprocessing
 import os
+import pickle
 import signal
 import socket
 import threading
@@ -51,7 +53,7 @@ from aiothreads import (
     threaded_iterable,
 )
 from aiothreads._pool import WorkerPool
-from aiothreads._remote import runs_elsewhere
+from aiothreads._remote import Carried, runs_elsewhere
 from tests import remote_work
 from tests.waiting import turns_until
 
@@ -377,6 +379,45 @@ def test_a_declaration_made_after_first_use_counts() -> None:
     assert runs_elsewhere(LateDeclared())
     assert runs_in_threads(LateDeclared) is LateDeclared
     assert not runs_elsewhere(LateDeclared())
+
+
+CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+"""Trace and span id of the caller whose context the carried calls below hold."""
+
+
+def carried_from_the_caller(func: Callable[..., Any], function: str) -> Carried:
+    """``func`` as a traced call hands it to a remote executor, in ``CALLER_TRACE``."""
+    trace_id, span_id = CALLER_TRACE
+    headers = {"traceparent": f"00-{trace_id}-{span_id}-01", "baggage": "tenant=acme"}
+    return Carried(func, "threaded", function, headers)
+
+
+def test_a_carried_call_rebuilt_in_a_process_with_aiothreads_runs_in_the_callers_context() -> None:
+    # Unpickling is what a worker does; copying does the same, in this process.
+    carried = carried_from_the_caller(remote_work.trace_seen, "trace_seen")
+    for rebuilt in (pickle.loads(pickle.dumps(carried)), copy.copy(carried), carried):
+        assert rebuilt() == (*CALLER_TRACE, {"tenant": "acme"})
+
+
+def test_a_carried_call_gets_exactly_its_arguments_and_its_functions_names() -> None:
+    carried = carried_from_the_caller(functools.partial(remote_work.echo, key=2), "echo")
+    for rebuilt in (pickle.loads(pickle.dumps(carried)), copy.deepcopy(carried), carried):
+        assert rebuilt(1, 3) == ((1, 3), {"key": 2})
+    assert (carried.__name__, carried.__qualname__) == ("echo", "echo")
+
+
+def test_dask_keys_a_pure_carried_call_by_its_function_not_its_trace() -> None:
+    from dask.base import tokenize
+
+    one = carried_from_the_caller(remote_work.echo, "echo")
+    other = Carried(
+        remote_work.echo,
+        "threaded",
+        "echo",
+        {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
+    )
+    assert tokenize(one) == tokenize(other)
+    assert tokenize(one) != tokenize(carried_from_the_caller(remote_work.multiply, "multiply"))
 
 
 @pytest.mark.parametrize("not_an_executor_class", [ThreadPoolExecutor(1), int, "pool"])

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import gc
 import inspect
 import json
 import threading
+import time
 import weakref
 from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 import aiothreads
 from aiothreads import (
     CapacityLimiter,
+    CodeLocation,
     RunningWork,
     instrumentation,
     snapshot,
@@ -25,7 +30,13 @@ from aiothreads import (
     threaded_separate,
 )
 from aiothreads._executor import ThreadCall
-from aiothreads._inflight import NOT_RUNNING, running
+from aiothreads._inflight import (
+    NOT_RUNNING,
+    STACK_DEPTH,
+    WAIT_CODES,
+    codes_running,
+    running,
+)
 from tests.streams import one_ahead_of_its_consumer
 from tests.waiting import queued_for_a_place, turns_until
 
@@ -102,6 +113,13 @@ async def test_a_blocked_call_shows_with_the_line_it_blocks_on(decorate: object,
     assert seen.thread_name == thread.name
     assert seen.started >= seen.submitted
     assert seen.running_for >= 0
+    # Wall-clock times, each read from the same clock as the others.
+    before = time.time()
+    (again,) = snapshot()
+    after = time.time()
+    assert before - 60 < again.submitted <= again.started <= after
+    assert before <= again.started + again.running_for <= after
+    assert again.queued_for == pytest.approx(again.started - again.submitted, abs=1e-6)
     assert seen.waiting_for_room is None
     innermost_own = [frame for frame in seen.stack if frame.file == __file__]
     assert innermost_own[-1].function == "block"
@@ -458,10 +476,134 @@ async def test_a_call_whose_thread_waits_in_sync_await_names_the_task_it_waits_o
         assert work.waiting_on is not None
         assert work.waiting_on.name == f"sync_await:{audit.__qualname__} from {work.thread_name}"
         assert next(location.function for location in work.waiting_on.stack).endswith("audit")
-        assert work.stack[-1].function == "wait"  # the thread blocks in sync_await's wait
+        # The thread blocks in sync_await's wait (its copy, should a tool have wrapped it).
+        assert work.stack[-1].function in {code.co_name for code in WAIT_CODES}
+        # Where it is in the application: past aiothreads' frames and the standard library's.
+        assert work.where is not None
+        assert work.where.file == __file__
+        assert work.where.function.endswith("run_scan")
+        (awaiting,) = work.awaited_by
+        assert awaiting.stack
+        assert work.as_dict() == {
+            **work.as_dict(),
+            "stack": [str(location) for location in work.stack],
+            "where": f"{__file__}:{work.where.line} in {work.where.function}",
+            "awaited_by": [
+                {"name": "scan-job", "stack": [str(location) for location in awaiting.stack]}
+            ],
+            "waiting_on": {
+                "name": work.waiting_on.name,
+                "stack": [str(location) for location in work.waiting_on.stack],
+            },
+        }
         as_json = json.dumps(work.as_dict())
         assert "scan-job" in as_json
         assert SECRET not in as_json
     finally:
         release.set()
         await job
+
+
+def test_a_routine_is_recognised_by_its_own_code() -> None:
+    def run(self: object) -> None: ...
+
+    assert codes_running(run) == {run.__code__}
+
+
+def test_a_wrapped_routine_is_recognised_by_the_copies_its_wrapper_runs() -> None:
+    # The shape of a mutation tester's trampoline: the wrapper, shared by every
+    # routine it wraps, runs one of several copies of the body, found through
+    # its closure, and carries the original as ``__wrapped__``.
+    def run(self: object) -> None: ...
+
+    def run_copy(self: object) -> None: ...
+
+    def run_variant(self: object) -> None: ...
+
+    copies = {"original": run_copy, "variant": run_variant}
+
+    def dispatch(*args: object, **kwargs: object) -> None:
+        return copies["original"](*args, **kwargs)
+
+    def wrapper(*args: object, **kwargs: object) -> None:
+        return dispatch(*args, **kwargs)
+
+    functools.update_wrapper(wrapper, run)
+
+    codes = codes_running(wrapper)
+
+    assert {run_copy.__code__, run_variant.__code__} <= codes
+    # Neither the wrapper nor what it dispatches with: they run no call, as
+    # frames of every routine they wrap.
+    assert wrapper.__code__ not in codes
+    assert dispatch.__code__ not in codes
+
+
+@pytest.mark.asyncio
+async def test_where_passes_over_aiothreads_and_the_standard_library_not_installed_packages() -> (
+    None
+):
+    standard_library = Path(threading.__file__).resolve().parent
+    application = CodeLocation("/srv/app/jobs.py", 10, "scan")
+    installed = CodeLocation(f"{standard_library}/site-packages/driver/io.py", 5, "read")
+    standard = CodeLocation(f"{standard_library}/socket.py", 9, "recv")
+    own = CodeLocation(str(Path(aiothreads._inflight.__file__).resolve()), 3, "wait")
+    blocked = Blocked()
+    call = threaded(blocked.block)(SECRET)
+    try:
+        await in_own_thread(blocked.started)
+        (work,) = snapshot()
+
+        def where(*stack: CodeLocation) -> CodeLocation | None:
+            return dataclasses.replace(work, stack=stack).where
+
+        assert where(application, installed, standard, own) == installed
+        assert where(application, standard, own) == application
+        assert where(application, own) == application
+        assert where(own, standard) == standard  # nothing of the application: the innermost
+        assert where() is None
+    finally:
+        blocked.release.set()
+        await call
+
+
+@pytest.mark.asyncio
+async def test_a_tasks_coroutine_chain_is_followed_outermost_first_and_cut_at_its_depth() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    @threaded
+    def blocking_driver_call() -> None:
+        started.set()
+        release.wait(5)
+
+    async def nested(depth: int) -> None:
+        if depth == 0:
+            await blocking_driver_call()
+        else:
+            await nested(depth - 1)
+
+    async def handle_request(depth: int) -> None:
+        await nested(depth)
+
+    shallow = asyncio.create_task(handle_request(1), name="shallow")
+    deep = asyncio.create_task(handle_request(STACK_DEPTH + 5), name="deep")
+    try:
+        assert await in_own_thread(started)
+        await turns_until(
+            lambda: len(snapshot()) == 2 and all(w.awaited_by for w in snapshot()),
+            "both requests await their calls",
+        )
+        chains = {
+            task.name: task.stack for work in snapshot(stacks=True) for task in work.awaited_by
+        }
+        assert [location.function for location in chains["shallow"]] == [
+            handle_request.__qualname__,
+            nested.__qualname__,
+            nested.__qualname__,
+        ]
+        assert all(location.line for location in chains["shallow"])
+        assert len(chains["deep"]) == STACK_DEPTH
+        assert chains["deep"][0].function == handle_request.__qualname__
+    finally:
+        release.set()
+        await asyncio.gather(shallow, deep)

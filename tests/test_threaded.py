@@ -43,6 +43,22 @@ async def test_three_call_styles_agree() -> None:
 @pytest.mark.asyncio
 async def test_sync_call_runs_inline() -> None:
     assert current_thread_name.sync_call() == threading.current_thread().name
+    assert add.sync_call(1, b=2) == 3
+
+
+def test_a_limited_call_made_outside_a_loop_runs_with_its_arguments_under_its_limit() -> None:
+    limiter = aiothreads.CapacityLimiter(1)
+    places_held: list[int] = []
+
+    @threaded(limit=limiter)
+    def scale(value: int, *, times: int) -> int:
+        places_held.append(limiter.borrowed_tokens)
+        return value * times
+
+    pending = scale(3, times=2)  # no loop runs: submitted once awaited
+    assert asyncio.run(pending) == 6  # type: ignore[arg-type]
+    assert places_held == [1]
+    assert limiter.borrowed_tokens == 0
 
 
 @pytest.mark.asyncio

@@ -313,7 +313,7 @@ def test_configure_refuses_a_bad_threshold(threshold: object, error: type[Except
 
 
 def test_with_nothing_running_the_watchdog_sleeps_until_work_starts() -> None:
-    import inspect
+    import linecache
     import os
     import sys
 
@@ -323,14 +323,15 @@ def test_with_nothing_running_the_watchdog_sleeps_until_work_starts() -> None:
     watchdog.configure(60.0)
     try:
         (thread,) = [t for t in threading.enumerate() if t.name == THREAD_NAME]
-        lines, first = inspect.getsourcelines(Watchdog._watch)
-        idle_line = first + next(i for i, text in enumerate(lines) if "work_arrived.wait()" in text)
 
         def idle() -> bool:
             frame = sys._current_frames().get(thread.ident)  # type: ignore[arg-type]
             while frame is not None:
-                if frame.f_code.co_filename == _watchdog.__file__:
-                    return frame.f_lineno == idle_line  # waiting, with no timeout
+                code = frame.f_code
+                if code.co_filename == _watchdog.__file__:  # waiting, with no timeout:
+                    return "work_arrived.wait()" in linecache.getline(
+                        code.co_filename, frame.f_lineno
+                    )
                 frame = frame.f_back
             return False
 
