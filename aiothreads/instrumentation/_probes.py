@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from ._backends import Events, Metrics, Series, Tracing
 
-__all__ = ["CallProbe", "FunctionTelemetry", "StreamProbe", "Telemetry"]
+__all__ = ["CallProbe", "CountingProbe", "FunctionTelemetry", "StreamProbe", "Telemetry"]
 
 LIMIT_WAIT_ATTRIBUTE: Final = "aiothreads.limit_wait_seconds"
 QUEUE_WAIT_ATTRIBUTE: Final = "aiothreads.queue_wait_seconds"
@@ -73,10 +73,19 @@ class Telemetry:
         return self.call_of(self.function(kind, function))
 
     def call_of(self, of: FunctionTelemetry) -> CallProbe | None:
-        """``call`` for a function whose telemetry was looked up already (``function``)."""
-        if of.series is None and not of.recording_possible():
+        """``call`` for a function whose telemetry was looked up already (``function``).
+
+        A call that could record nothing but metrics gets a ``CountingProbe``;
+        what is possible is judged once, as the call is made.
+        """
+        if of.recording_possible():
+            return CallProbe(of)
+        series = of.series
+        if series is None:
             return None
-        return CallProbe(of)
+        if of.separate:  # its thread's start and end are counted, and logged
+            return CallProbe(of)
+        return CountingProbe(of, series)
 
     def stream(
         self, kind: str, function: str, capacity: int, depth: Callable[[], int]
@@ -352,6 +361,34 @@ class CallProbe:
                 if ids:
                     fields.update(trace_id=ids[0], span_id=ids[1])
             events.emit(level, event, fields)
+
+
+class CountingProbe(CallProbe):
+    """Follows a call that only metrics record (no span, no log event): it counts, no more.
+
+    What else a probe does (a refusal, a slow call, a dropped result) it does
+    as a ``CallProbe``, which has nothing to end or log either.
+    """
+
+    __slots__ = ("_series",)
+
+    def __init__(self, of: FunctionTelemetry, series: Series) -> None:
+        self._of = of
+        self._series = series
+        self._span = None
+        self._limit_wait = None
+        self._submitted_ns = 0
+        self._submitted = self._started = time.perf_counter()
+        series.submitted()
+
+    def running(self, context: contextvars.Context | None = None) -> None:
+        """Record that the work starts in the current thread."""
+        self._started = started = time.perf_counter()
+        self._series.started(started - self._submitted)
+
+    def finished(self, outcome: str, error: BaseException | None = None) -> None:
+        """Record that the work ended here with ``outcome`` (ok, error or cancelled)."""
+        self._series.finished(outcome, time.perf_counter() - self._started)
 
 
 class StreamProbe(CallProbe):
