@@ -30,7 +30,8 @@ inside a request span, sampled or not as the mode says, so that only
 aiothreads' own work differs. Each loop of ``--loops`` (asyncio and uvloop by
 default) gets its rounds in the same run, on the same engines. The report
 gives, per loop, engine and work, the median time per call over the rounds
-and its ratio to ``run_in_executor``'s median.
+and the median of its ratios to ``run_in_executor`` round by round (the same
+round's bare calls), so that drift in the machine's speed cancels out.
 """
 
 from __future__ import annotations
@@ -239,7 +240,10 @@ def render(
     """Return the Markdown tables: per loop, engine, work and mode, time per call and ratio."""
     lines = [
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, two worker processes per "
-        f"engine; median of {rounds} interleaved rounds. Gathered: {calls:,} calls in flight "
+        f"engine; {rounds} rounds, each measuring every mode back to back, in an order that "
+        "changes every round: time per call is the median over the rounds, a ratio the median "
+        "of the rounds' own ratios (with the lowest and highest, gathered). "
+        f"Gathered: {calls:,} calls in flight "
         "at once (wall time, and CPU time of the calling process over all its threads); one "
         f"by one: {sequential:,} calls awaited in turn. The work is nothing (`operator.mul`), "
         'or about a millisecond of CPU in the worker (`multiply_after_work`). "Trace '
@@ -265,27 +269,36 @@ def render(
 
 
 def rows(samples: Samples, loop_name: str, engine: str, work: str) -> list[str]:
-    """Return the table rows of one loop, engine and work: each mode against the bare one."""
+    """Return the table rows of one loop, engine and work: each mode against the bare one.
 
-    def medians(mode: str) -> list[float]:
-        measured = samples[(loop_name, engine, work, mode)]
-        return [statistics.median(sample[index] for sample in measured) for index in range(3)]
-
-    bare = medians("run_in_executor")
+    A ratio is the median of the rounds' own ratios: each round measures
+    every mode back to back, so a round that the machine slowed down slows
+    the bare calls with it.
+    """
+    bare = samples[(loop_name, engine, work, "run_in_executor")]
     lines = []
     for mode in MODES:
-        measured = medians(mode)
-        ratios = [value / base for value, base in zip(measured, bare, strict=True)]
+        measured = samples[(loop_name, engine, work, mode)]
+        values = [statistics.median(sample[index] for sample in measured) for index in range(3)]
+        ratios = [paired_ratios(measured, bare, index) for index in range(3)]
+        medians = [statistics.median(each) for each in ratios]
         verdict = ""
         if mode in TARGETED:
-            verdict = " (met)" if ratios[0] <= TARGET else " (NOT met)"
+            verdict = " (met)" if medians[0] <= TARGET else " (NOT met)"
         lines.append(
-            f"| {engine} | {work} | {mode} | {measured[0] * 1e6:,.1f} "
-            f"| {ratios[0]:.3f}x{verdict} "
-            f"| {measured[1] * 1e6:,.1f} | {ratios[1]:.3f}x "
-            f"| {measured[2] * 1e6:,.1f} | {ratios[2]:.3f}x |"
+            f"| {engine} | {work} | {mode} | {values[0] * 1e6:,.1f} "
+            f"| {medians[0]:.3f}x{verdict} ({min(ratios[0]):.2f} to {max(ratios[0]):.2f}) "
+            f"| {values[1] * 1e6:,.1f} | {medians[1]:.3f}x "
+            f"| {values[2] * 1e6:,.1f} | {medians[2]:.3f}x |"
         )
     return lines
+
+
+def paired_ratios(
+    measured: list[tuple[float, float, float]], bare: list[tuple[float, float, float]], index: int
+) -> list[float]:
+    """Return, round by round, the ratio of a measure (``index``) to the bare calls' own."""
+    return [mine[index] / base[index] for mine, base in zip(measured, bare, strict=True)]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
