@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from ._asyncio_internals import awaiting_tasks, is_task
 
@@ -144,7 +144,7 @@ def codes_running(function: Callable[..., Any]) -> set[CodeType]:
             continue
         seen.add(id(found))
         if isinstance(found, dict):
-            reachable.extend(found.values())
+            reachable.extend(cast("dict[object, object]", found).values())
             continue
         code = getattr(found, "__code__", None)
         if code is None:
