@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -607,3 +608,30 @@ async def test_a_tasks_coroutine_chain_is_followed_outermost_first_and_cut_at_it
     finally:
         release.set()
         await asyncio.gather(shallow, deep)
+
+
+@pytest.mark.asyncio
+async def test_the_stack_starts_at_the_calls_own_function_wherever_it_lives() -> None:
+    # A private module of the application ("_driver.py") is not aiothreads' plumbing,
+    # and every frame from the call's function to the innermost is kept.
+    driver = "/srv/app/_driver.py"
+    source = (
+        "def query(block):\n    return wait_for(block)\n\n\n"
+        "def wait_for(block):\n    return block()\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(source, driver, "exec"), namespace)  # a module with a path of its own
+    blocked = Blocked()
+    call = threaded(namespace["query"])(functools.partial(blocked.block, SECRET))
+    try:
+        assert await in_own_thread(blocked.started)
+        (work,) = snapshot(stacks=True)
+        assert [(location.file, location.function) for location in work.stack[:3]] == [
+            (driver, "query"),
+            (driver, "wait_for"),
+            (__file__, "block"),
+        ]
+        assert all(location.file.endswith("threading.py") for location in work.stack[3:])
+    finally:
+        blocked.release.set()
+        await call
