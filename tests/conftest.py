@@ -23,27 +23,6 @@ WATCHDOG_NEVER = 3600.0
 WATCHDOG_FAST = 0.05
 
 
-def _find_calls_run_through_a_trampoline() -> None:
-    """Let ``snapshot()`` find calls when ``ThreadCall.run`` dispatches to copies of itself.
-
-    Mutation testing (``nox -s mutation``) replaces each function with one that
-    calls the original or a mutant, both copies. ``snapshot()`` and the slow-call
-    watchdog recognise a running call by the code its thread runs, so the code
-    of every copy is registered instead of the dispatcher's, which every
-    replaced function shares; in a normal run there are no copies.
-    """
-    from aiothreads import _executor
-    from aiothreads._inflight import WORK_CODES
-
-    copies = getattr(_executor, "mutants_xǁThreadCallǁrun__mutmut", None)
-    if copies:
-        WORK_CODES.discard(_executor.ThreadCall.run.__code__)  # the dispatcher every copy shares
-        WORK_CODES.update(function.__code__ for function in copies.values())
-
-
-_find_calls_run_through_a_trampoline()
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Keep what collection imported out of every later garbage collection.
 
