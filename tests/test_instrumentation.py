@@ -1156,6 +1156,39 @@ async def test_limit_waits_are_instrumented() -> None:
     assert count == 1
 
 
+@pytest.mark.asyncio
+async def test_with_metrics_alone_a_calls_wait_for_a_thread_is_the_time_it_waited() -> None:
+    # Without spans or debug events a call is only counted: its wait must still be timed.
+    registry = CollectorRegistry()
+    instrumentation.configure(registry=registry, opentelemetry=False, structlog=False)
+    try:
+        with ThreadPoolExecutor(1) as single:
+            started, release = threading.Event(), threading.Event()
+
+            @threaded(executor=single)
+            def hold() -> None:
+                started.set()
+                release.wait(5)
+
+            begun = time.perf_counter()
+            first = hold()
+            await turns_until(started.is_set, "the first call holds the only thread")
+            second = hold()
+            submitted = time.perf_counter()
+            await turns_until(lambda: single._work_queue.qsize() == 1, "the second call waits")
+            released = time.perf_counter()
+            release.set()
+            await asyncio.gather(first, second)
+            done = time.perf_counter()
+    finally:
+        instrumentation.reset()
+    labels = {"function": f"{MODULE}.{hold.__qualname__}", "kind": "threaded"}
+    assert registry.get_sample_value("aiothreads_call_wait_seconds_count", labels) == 2
+    waited = registry.get_sample_value("aiothreads_call_wait_seconds_sum", labels)
+    assert waited is not None
+    assert 0 < released - submitted <= waited <= 2 * (done - begun)  # two waits, both inside
+
+
 class _Unprintable(Exception):
     def __str__(self) -> str:
         raise RuntimeError("cannot print")
