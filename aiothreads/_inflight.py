@@ -35,6 +35,7 @@ __all__ = [
     "NOT_RUNNING",
     "WAIT_CODES",
     "WORK_CODES",
+    "WRAPPER_FILES",
     "About",
     "AwaitingTask",
     "CodeLocation",
@@ -120,6 +121,10 @@ WAIT_CODES: Final[set[CodeType]] = set()
 """The code of the routines in which a thread waits for a task on a loop
 (``sync_await``), with an object whose ``task`` is that task as ``self``."""
 
+WRAPPER_FILES: Final[set[str]] = set()
+"""Files of code that wraps the package's routines (``codes_running``): their
+frames are passed over in stacks as the package's own are."""
+
 
 def codes_running(function: Callable[..., Any]) -> set[CodeType]:
     """Return the code objects whose frames run ``function``'s body: its own, normally.
@@ -129,11 +134,14 @@ def codes_running(function: Callable[..., Any]) -> set[CodeType]:
     through its closure, and the wrapper's own code may be shared by every
     function it wraps. For such a function (one with ``__wrapped__``) the
     codes are those of the functions reachable from the wrapper's closure
-    that take the same parameters, and not the wrapper's.
+    that take the same parameters, and not the wrapper's. The wrapper's file
+    joins ``WRAPPER_FILES``: its frames stand between the application's
+    code and the package's, and belong to neither.
     """
     wrapped = getattr(function, "__wrapped__", None)
     if wrapped is None:
         return {function.__code__}
+    WRAPPER_FILES.add(function.__code__.co_filename)
     parameters = _parameters(wrapped.__code__)
     codes: set[CodeType] = set()
     seen: set[int] = set()
@@ -247,8 +255,8 @@ class RunningWork:
         """The innermost frame of the stack in the application's own code.
 
         Frames of the standard library and of aiothreads itself (a thread
-        waiting in ``threading``, or in ``sync_await``) are passed over;
-        ``None`` without a stack.
+        waiting in ``threading``, or in ``sync_await``), and of a tool that
+        wraps aiothreads' functions, are passed over; ``None`` without a stack.
         """
         for location in reversed(self.stack):
             if not _is_library(location.file):
@@ -508,6 +516,8 @@ _STANDARD_LIBRARY: Final = str(Path(threading.__file__).resolve().parent)
 
 def _is_library(filename: str) -> bool:
     """Whether ``filename`` is part of the standard library or of aiothreads."""
+    if filename in WRAPPER_FILES:
+        return True
     path = Path(filename)
     if path.parent == _PACKAGE:
         return True
@@ -515,7 +525,7 @@ def _is_library(filename: str) -> bool:
 
 
 def _is_plumbing(filename: str) -> bool:
-    if filename in _PLUMBING_FILES:
+    if filename in _PLUMBING_FILES or filename in WRAPPER_FILES:
         return True
     path = Path(filename)
     return path.parent == _PACKAGE and path.name.startswith("_")

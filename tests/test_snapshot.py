@@ -35,6 +35,7 @@ from aiothreads._inflight import (
     NOT_RUNNING,
     STACK_DEPTH,
     WAIT_CODES,
+    WRAPPER_FILES,
     codes_running,
     running,
 )
@@ -511,24 +512,33 @@ def test_a_routine_is_recognised_by_its_own_code() -> None:
     assert codes_running(run) == {run.__code__}
 
 
+TRAMPOLINE = """
+def trampoline(copies):
+    def dispatch(*args, **kwargs):
+        return copies["original"](*args, **kwargs)
+
+    def wrapper(*args, **kwargs):
+        return dispatch(*args, **kwargs)
+
+    return wrapper, dispatch
+"""
+"""The shape of a mutation tester's trampoline, in a file of the tool's own."""
+
+
 def test_a_wrapped_routine_is_recognised_by_the_copies_its_wrapper_runs() -> None:
-    # The shape of a mutation tester's trampoline: the wrapper, shared by every
-    # routine it wraps, runs one of several copies of the body, found through
-    # its closure, and carries the original as ``__wrapped__``.
+    # The wrapper, shared by every routine it wraps, runs one of several copies
+    # of the body, found through its closure, and carries the original as
+    # ``__wrapped__``.
     def run(self: object) -> None: ...
 
     def run_copy(self: object) -> None: ...
 
     def run_variant(self: object) -> None: ...
 
-    copies = {"original": run_copy, "variant": run_variant}
-
-    def dispatch(*args: object, **kwargs: object) -> None:
-        return copies["original"](*args, **kwargs)
-
-    def wrapper(*args: object, **kwargs: object) -> None:
-        return dispatch(*args, **kwargs)
-
+    tool = "/opt/tool/trampoline.py"
+    namespace: dict[str, Any] = {}
+    exec(compile(TRAMPOLINE, tool, "exec"), namespace)
+    wrapper, dispatch = namespace["trampoline"]({"original": run_copy, "variant": run_variant})
     functools.update_wrapper(wrapper, run)
 
     codes = codes_running(wrapper)
@@ -538,6 +548,38 @@ def test_a_wrapped_routine_is_recognised_by_the_copies_its_wrapper_runs() -> Non
     # frames of every routine they wrap.
     assert wrapper.__code__ not in codes
     assert dispatch.__code__ not in codes
+    # Their frames, between the application's and aiothreads', are neither's.
+    assert tool in WRAPPER_FILES
+    assert tool not in {own.__code__.co_filename for own in (run, run_copy)}
+
+
+TOOL_CALL = """
+def calling(function, *args):
+    return function(*args)
+"""
+"""A tool's frame that calls the function a call runs (one that wraps aiothreads)."""
+
+
+@pytest.mark.asyncio
+async def test_where_and_the_stack_pass_over_a_tool_that_wraps_aiothreads() -> None:
+    tool = "/opt/tool/calling.py"
+    namespace: dict[str, Any] = {}
+    exec(compile(TOOL_CALL, tool, "exec"), namespace)
+    WRAPPER_FILES.add(tool)
+    blocked = Blocked()
+    call = threaded(functools.partial(namespace["calling"], blocked.block))(SECRET)
+    try:
+        await in_own_thread(blocked.started)
+        (work,) = snapshot(stacks=True)
+        assert work.stack[0].function == "block"  # the tool's frame before it is left out
+        assert work.where == work.stack[0]
+        application = CodeLocation("/srv/app/jobs.py", 10, "scan")
+        own = CodeLocation(str(Path(aiothreads._inflight.__file__).resolve()), 3, "wait")
+        in_between = CodeLocation(tool, 3, "calling")
+        assert dataclasses.replace(work, stack=(application, in_between, own)).where == application
+    finally:
+        blocked.release.set()
+        await call
 
 
 @pytest.mark.asyncio
