@@ -1,6 +1,7 @@
 """What aiothreads adds over ``loop.run_in_executor`` on executors whose work leaves the process.
 
-Run: ``python -m benchmarks.remote_overhead [--rounds R] [--calls N] [--loops L,L] [--output F]``
+Run: ``python -m benchmarks.remote_overhead [--rounds R] [--repeats K] [--pin] [--calls N]
+[--loops L,L] [--output F]``
 
 The engines are started once, each with two worker processes: a
 ``ProcessPoolExecutor`` (spawned), loky's reusable executor and a dask
@@ -23,6 +24,12 @@ sending to another process):
 * ``aiothreads, metrics + traces``: the same inside a sampled request, so that
   every call also records a span of its own (the workers have no SDK, so they
   record none).
+
+Each round measures every mode ``--repeats`` times, the modes taking turns,
+and keeps the median of each. With ``--pin`` (where the system allows it) the
+calling process runs on the first CPU and the engines' worker processes on
+the others, so that what the caller does is not slowed by a worker that the
+scheduler happened to put beside it: aiothreads' cost is all in the caller.
 
 The same N calls are also made one after another (``--sequential`` of them),
 for the latency each call gets. Every mode runs with the SDK installed and
@@ -83,18 +90,46 @@ UNSAMPLED_REQUEST = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
 Call = Callable[[int], Awaitable[Any]]
 
 
+def pin(cpus: frozenset[int]) -> None:
+    """Run this process (its calling thread, and the threads it starts later) on ``cpus``."""
+    os.sched_setaffinity(0, cpus)
+
+
+def split_cpus() -> tuple[frozenset[int], frozenset[int]] | None:
+    """Return the CPUs for the caller (the first) and for the workers (the rest), if two or more."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return frozenset(cpus[:1]), frozenset(cpus[1:])
+
+
 @contextlib.contextmanager
-def engines(workers: int) -> Iterator[dict[str, Executor]]:
-    """Start every installed engine with ``workers`` worker processes; shut them down after."""
+def engines(
+    workers: int, worker_cpus: frozenset[int] | None = None
+) -> Iterator[dict[str, Executor]]:
+    """Start every installed engine with ``workers`` worker processes; shut them down after.
+
+    With ``worker_cpus``, every worker process runs on those CPUs.
+    """
+    initializer = None if worker_cpus is None else pin
+    initargs = () if worker_cpus is None else (worker_cpus,)
     with contextlib.ExitStack() as stack:
         spawn = multiprocessing.get_context("spawn")
         found: dict[str, Executor] = {
-            "process pool": stack.enter_context(ProcessPoolExecutor(workers, mp_context=spawn))
+            "process pool": stack.enter_context(
+                ProcessPoolExecutor(
+                    workers, mp_context=spawn, initializer=initializer, initargs=initargs
+                )
+            )
         }
         with contextlib.suppress(ImportError):
             import loky
 
-            executor = loky.get_reusable_executor(max_workers=workers)
+            executor = loky.get_reusable_executor(
+                max_workers=workers, initializer=initializer, initargs=initargs
+            )
             stack.callback(executor.shutdown, wait=True)
             found["loky"] = executor
         with contextlib.suppress(ImportError):
@@ -111,6 +146,8 @@ def engines(workers: int) -> Iterator[dict[str, Executor]]:
                 )
             )
             client = stack.enter_context(distributed.Client(cluster))
+            if worker_cpus is not None:
+                client.run(pin, worker_cpus)
             found["dask"] = client.get_executor(pure=False)
         yield found
 
@@ -204,8 +241,13 @@ async def run_rounds(
     calls: int,
     sequential: int,
     samples: Samples,
+    repeats: int = 1,
 ) -> None:
-    """Measure every mode ``rounds`` times on the running loop, into ``samples``."""
+    """Measure every mode ``rounds`` times on the running loop, into ``samples``.
+
+    In a round, each mode is measured ``repeats`` times, the modes taking
+    turns; the round keeps the median of each measure.
+    """
     from opentelemetry import trace
     from prometheus_client import CollectorRegistry
 
@@ -219,7 +261,8 @@ async def run_rounds(
             order = MODES[round_number % len(MODES) :] + MODES[: round_number % len(MODES)]
             for engine, executor in executors.items():
                 for work, function in WORKLOADS.items():
-                    for mode in ("warm-up", *order):
+                    in_round: dict[str, list[tuple[float, float, float]]] = {}
+                    for mode in ("warm-up", *order * repeats):
                         measured_mode = (
                             "aiothreads, metrics + traces" if mode == "warm-up" else mode
                         )
@@ -227,21 +270,44 @@ async def run_rounds(
                         with request(tracer, SAMPLED[measured_mode]):
                             measured = await measure(call, calls, sequential)
                         if mode != "warm-up":
-                            samples.setdefault((loop_name, engine, work, mode), []).append(measured)
+                            in_round.setdefault(mode, []).append(measured)
+                    for mode, measures in in_round.items():
+                        samples.setdefault((loop_name, engine, work, mode), []).append(
+                            median_of(measures)
+                        )
             print(f"{loop_name}: round {round_number + 1}/{rounds} done", file=sys.stderr)
     finally:
         instrumentation.reset()
         provider.shutdown()
 
 
+def median_of(measures: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """Return the median of each measure (gathered, its CPU, sequential) over repeats."""
+    gathered, cpu, one_by_one = (statistics.median(each) for each in zip(*measures, strict=True))
+    return gathered, cpu, one_by_one
+
+
 def render(
-    samples: Samples, loops: list[str], engines: list[str], rounds: int, calls: int, sequential: int
+    samples: Samples,
+    loops: list[str],
+    engines: list[str],
+    rounds: int,
+    calls: int,
+    sequential: int,
+    repeats: int = 1,
+    pinned: bool = False,
 ) -> str:
     """Return the Markdown tables: per loop, engine, work and mode, time per call and ratio."""
+    placement = (
+        "the calling process on one CPU and the workers on the other"
+        if pinned
+        else "the calling process and the workers sharing the CPUs"
+    )
     lines = [
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, two worker processes per "
-        f"engine; {rounds} rounds, each measuring every mode back to back, in an order that "
-        "changes every round: time per call is the median over the rounds, a ratio the median "
+        f"engine, {placement}; {rounds} rounds, each measuring every mode back to back, "
+        f"{repeats} times in turns, in an order that changes every round (a round keeps the "
+        "median of its turns): time per call is the median over the rounds, a ratio the median "
         "of the rounds' own ratios (with the lowest and highest, gathered). "
         f"Gathered: {calls:,} calls in flight "
         "at once (wall time, and CPU time of the calling process over all its threads); one "
@@ -310,14 +376,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sequential", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--loops", default="asyncio,uvloop")
+    parser.add_argument("--repeats", type=int, default=3, help="turns of every mode per round")
+    parser.add_argument(
+        "--pin", action="store_true", help="the caller on the first CPU, the workers on the rest"
+    )
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     arguments = parser.parse_args(argv)
     loops = [name.strip() for name in arguments.loops.split(",") if name.strip()]
     unknown = set(loops) - {"asyncio", "uvloop"}
     if unknown or not loops:
         parser.error(f"--loops takes asyncio and uvloop, not {sorted(unknown) or 'nothing'}")
+    if arguments.repeats < 1:
+        parser.error("--repeats takes 1 or more")
+    cpus = split_cpus() if arguments.pin else None
+    if arguments.pin and cpus is None:
+        parser.error("--pin needs two CPUs or more, and a system that can pin processes")
+    worker_cpus = None
+    if cpus is not None:
+        caller_cpus, worker_cpus = cpus
+        pin(caller_cpus)  # before any thread or process starts: they start here too
     samples: Samples = {}
-    with engines(arguments.workers) as executors:
+    with engines(arguments.workers, worker_cpus) as executors:
         for loop_name in loops:
             loop: asyncio.AbstractEventLoop
             if loop_name == "uvloop":
@@ -335,13 +414,21 @@ def main(argv: Sequence[str] | None = None) -> None:
                         arguments.calls,
                         arguments.sequential,
                         samples,
+                        arguments.repeats,
                     )
                 )
             finally:
                 loop.run_until_complete(loop.shutdown_default_executor())
                 loop.close()
     report = render(
-        samples, loops, list(executors), arguments.rounds, arguments.calls, arguments.sequential
+        samples,
+        loops,
+        list(executors),
+        arguments.rounds,
+        arguments.calls,
+        arguments.sequential,
+        arguments.repeats,
+        pinned=cpus is not None,
     )
     print(report)
     if arguments.output is not None:

@@ -159,6 +159,27 @@ def test_a_put_after_the_consumer_saw_its_loop_close_says_so() -> None:
         channel_left.put(1)
 
 
+def test_the_first_close_of_a_channel_decides_its_reason() -> None:
+    left: FromThreadChannel[int] = FromThreadChannel()
+    left.abandon(StopReason.BREAK)
+    left.loop_closed()  # the loop shuts down after the consumer left
+    assert left.close_reason is StopReason.BREAK
+    with pytest.raises(ChannelClosed, match=r"^put\(\) on a closed channel$"):
+        left.put(1)
+    loop_gone: FromThreadChannel[int] = FromThreadChannel()
+    loop_gone.loop_closed()
+    loop_gone.close()  # the producer's ``with channel:`` ends after the loop closed
+    assert loop_gone.close_reason is StopReason.LOOP_CLOSED
+    with pytest.raises(
+        ChannelClosed, match=r"^the event loop closed: put\(\) on a closed channel$"
+    ):
+        loop_gone.put(1)
+    finished: FromThreadChannel[int] = FromThreadChannel()
+    finished.close()  # the producer was done before the consumer left
+    finished.abandon(StopReason.BREAK)
+    assert finished.close_reason is None
+
+
 @pytest.mark.asyncio
 async def test_close_wakes_a_waiting_getter() -> None:
     channel: FromThreadChannel[int] = FromThreadChannel()

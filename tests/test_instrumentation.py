@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import itertools
 import logging
@@ -1041,6 +1042,24 @@ async def test_labels_never_carry_argument_values(telemetry: Telemetry) -> None:
     assert secret not in str(telemetry.logs)
 
 
+def joined(*parts: str) -> str:
+    return "".join(parts)
+
+
+@pytest.mark.asyncio
+async def test_a_partial_of_a_partial_is_labelled_by_the_function_inside(
+    telemetry: Telemetry,
+) -> None:
+    tagged = functools.partial(joined, "s3cr3t-")
+    vars(tagged)["note"] = "tagged"  # with an attribute, a partial of it is not flattened
+    bound_twice = functools.partial(tagged, "argument")
+    assert bound_twice.func is tagged
+    assert await threaded(bound_twice)() == "s3cr3t-argument"
+    labels = {"function": name("joined"), "kind": "threaded"}
+    assert telemetry.value("aiothreads_calls_finished_total", outcome="ok", **labels) == 1
+    assert telemetry.span(f"threaded {name('joined')}").attributes is not None
+
+
 def test_every_documented_metric_is_exported(telemetry: Telemetry) -> None:
     async def exercise() -> None:
         await add(1, 1)
@@ -1619,6 +1638,22 @@ async def test_counts_of_threads_that_ended_are_kept(telemetry: Telemetry) -> No
     assert telemetry.value("aiothreads_call_duration_seconds_count", **labels) == 40
 
 
+def test_calls_submitted_from_threads_that_ended_stay_counted(telemetry: Telemetry) -> None:
+    def run_a_loop() -> None:
+        assert asyncio.run(add(2, 3)) == 5
+
+    threads = [threading.Thread(target=run_a_loop) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+        assert not thread.is_alive()
+    labels = {"function": name("add"), "kind": "threaded"}
+    assert telemetry.value("aiothreads_calls_started_total", **labels) == 3
+    assert telemetry.value("aiothreads_calls_finished_total", outcome="ok", **labels) == 3
+    assert telemetry.value("aiothreads_calls_queued", **labels) == 0
+
+
 @pytest.mark.asyncio
 async def test_healthy_functions_report_every_outcome_from_the_start(
     telemetry: Telemetry,
@@ -1880,6 +1915,27 @@ def test_switching_opentelemetry_metrics_off_stops_their_reports() -> None:
         assert "aiothreads.call.started" not in points
         labels = {"function": name("add"), "kind": "threaded"}
         assert registry.get_sample_value("aiothreads_calls_started_total", labels) == 2
+    finally:
+        instrumentation.reset()
+        provider.shutdown()
+
+
+def test_switching_opentelemetry_metrics_off_stops_the_pools_reports_too() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    registry = CollectorRegistry()
+    instrumentation.configure(meter_provider=provider, registry=registry, opentelemetry=False)
+    try:
+        assert asyncio.run(add(1, 2)) == 3
+        assert "aiothreads.pool.call.refused" in _otel_points(reader)
+        instrumentation.configure(registry=registry, opentelemetry=False)
+        pools = [metric for metric in _otel_points(reader) if metric.startswith("aiothreads.pool.")]
+        assert pools == []
+        refused = {"pool": "default", "reason": "shut_down"}
+        assert registry.get_sample_value("aiothreads_pool_refused_total", refused) is not None
     finally:
         instrumentation.reset()
         provider.shutdown()

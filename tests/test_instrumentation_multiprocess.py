@@ -352,3 +352,63 @@ def test_pool_threads_and_queue_follow_a_burst_in_every_worker(tmp_path: Path) -
         ["aiothreads_pool_queued crunch", "0.0"],
         ["aiothreads_pool_threads_max crunch", "4.0"],
     ]
+
+
+SKIPPED_SCRIPT = """
+import asyncio, threading
+from concurrent.futures import ThreadPoolExecutor
+import aiothreads
+from prometheus_client import CollectorRegistry, multiprocess
+
+release = threading.Event()
+
+@aiothreads.threaded
+def hold():
+    release.wait(10)
+
+@aiothreads.threaded
+def never():
+    raise AssertionError("must not run")
+
+async def main():
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+    blocker, queued = hold(), never()
+    queued.cancel()  # ends before a thread picked it up
+    release.set()
+    await blocker
+    await loop.run_in_executor(None, lambda: None)  # the queue drained
+
+asyncio.run(main())
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry)
+labels = {"function": "__main__.never", "kind": "threaded"}
+cancelled = {**labels, "outcome": "cancelled"}
+print(registry.get_sample_value("aiothreads_calls_queued", labels))
+print(registry.get_sample_value("aiothreads_calls_finished_total", cancelled))
+"""
+
+
+def test_a_call_cancelled_before_it_ran_is_no_longer_queued_in_multiprocess_mode(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    script = tmp_path / "skipped.py"
+    script.write_text(textwrap.dedent(SKIPPED_SCRIPT))
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+        "AIOTHREADS_INSTRUMENTATION": "prometheus",
+    }
+    completed = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["0.0", "1.0"]

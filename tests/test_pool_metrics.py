@@ -339,3 +339,26 @@ def test_a_pool_found_shut_down_is_not_read_again_while_it_lives() -> None:
     for _ in range(3):
         assert "read-once" not in {state.name for state in pool_states() if state.busy is not None}
     assert pool.reads == reads + 1  # looked at once more, found shut down, then left alone
+
+
+def refuse_to_start() -> None:
+    raise OSError("no connection for this worker")
+
+
+@pytest.mark.asyncio
+async def test_a_broken_pool_that_refuses_a_call_counts_it_rejected_not_shut_down(
+    metrics_of: Callable[[str], Metrics],
+) -> None:
+    from concurrent.futures.thread import BrokenThreadPool
+
+    before = refusals(metrics_of("broken-start"))
+    executor = ThreadPoolExecutor(1, thread_name_prefix="broken-start", initializer=refuse_to_start)
+    absolute = threaded(abs, executor=executor)
+    try:
+        with pytest.raises(BrokenThreadPool):
+            await absolute(-1)  # its worker failed to start: the pool broke, failing the call
+        with pytest.raises(BrokenThreadPool):
+            await absolute(-1)  # submit() raises the broken pool's own RuntimeError subclass
+        assert refusals(metrics_of("broken-start")) == plus(before, 0, 2, 0)
+    finally:
+        executor.shutdown(wait=True)

@@ -525,7 +525,7 @@ def trampoline(copies):
 """The shape of a mutation tester's trampoline, in a file of the tool's own."""
 
 
-def test_a_wrapped_routine_is_recognised_by_the_copies_its_wrapper_runs() -> None:
+def test_a_wrapped_routine_is_recognised_by_the_copies_its_wrapper_runs(tmp_path: Path) -> None:
     # The wrapper, shared by every routine it wraps, runs one of several copies
     # of the body, found through its closure, and carries the original as
     # ``__wrapped__``.
@@ -535,7 +535,7 @@ def test_a_wrapped_routine_is_recognised_by_the_copies_its_wrapper_runs() -> Non
 
     def run_variant(self: object) -> None: ...
 
-    tool = "/opt/tool/trampoline.py"
+    tool = str(tmp_path / "trampoline.py")  # a file no earlier test made known
     namespace: dict[str, Any] = {}
     exec(compile(TRAMPOLINE, tool, "exec"), namespace)
     wrapper, dispatch = namespace["trampoline"]({"original": run_copy, "variant": run_variant})
