@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor as ThreadPoolExecutorForTest
@@ -142,3 +143,20 @@ async def test_old_helper_functions_keep_their_signatures() -> None:
     silent = run_in_new_thread(lambda: 1 / 0, no_return=True)
     with pytest.raises(ZeroDivisionError):
         await silent
+
+
+@pytest.mark.asyncio
+async def test_old_helper_functions_tell_the_function_its_loop_from_a_context_that_knew_none() -> (
+    None
+):
+    from aiothreads.new_thread import run_in_new_thread
+    from aiothreads.threads import run_in_executor
+
+    loop = asyncio.get_running_loop()
+
+    async def loops_seen_in_threads() -> tuple[object, object]:
+        assert EVENT_LOOP.get(None) is None
+        return await run_in_executor(EVENT_LOOP.get), await run_in_new_thread(EVENT_LOOP.get)
+
+    task = contextvars.Context().run(loop.create_task, loops_seen_in_threads())
+    assert await task == (loop, loop)

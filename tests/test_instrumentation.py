@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -28,6 +29,7 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
 
 from aiothreads import (
+    BoundThreadedIterable,
     CapacityLimiter,
     ExecutorRefused,
     IteratorWrapper,
@@ -1102,6 +1104,19 @@ def test_environment_selects_backends(monkeypatch: pytest.MonkeyPatch) -> None:
         instrumentation.reset()
 
 
+def test_a_list_of_backends_in_the_environment_may_have_spaces_around_its_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIOTHREADS_INSTRUMENTATION", " prometheus , opentelemetry")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no name is taken for an unknown backend
+            instrumentation.configure()
+        assert sorted(instrumentation.enabled_backends()) == ["opentelemetry", "prometheus"]
+    finally:
+        instrumentation.reset()
+
+
 def test_reset_looks_the_backends_up_again(monkeypatch: pytest.MonkeyPatch) -> None:
     instrumentation.configure(enabled=False)
     assert instrumentation.enabled_backends() == []
@@ -1305,6 +1320,34 @@ async def test_a_function_opted_out_of_instrumentation_records_nothing(
     await _use(opted_out)
     assert telemetry.finished_spans() == []
     assert function_series() == before
+
+
+class Report:
+    """A report whose rows a method streams."""
+
+    def __init__(self, rows: list[str]) -> None:
+        self.rows = rows
+
+    def lines(self, prefix: str) -> Iterator[str]:
+        """Stream the report's rows, each after ``prefix``."""
+        for row in self.rows:
+            yield prefix + row
+
+
+@pytest.mark.asyncio
+async def test_a_bound_iterable_made_directly_takes_the_defaults_of_1x(
+    telemetry: Telemetry,
+) -> None:
+    report = Report(["a", "b"])
+    bound = BoundThreadedIterable(Report.lines, report)
+    assert bound.max_size == 0  # unbounded, as in 1.x
+    assert bound.__name__ == "lines"
+    assert bound.__doc__ == Report.lines.__doc__
+    assert bound.__wrapped__ is Report.lines
+    assert [line async for line in bound("> ")] == ["> a", "> b"]
+    await telemetry.iterator_ended()
+    labels = {"function": name("Report.lines"), "kind": "iterable"}
+    assert telemetry.value("aiothreads_items_yielded_total", **labels) == 2  # instrumented
 
 
 @pytest.mark.parametrize(

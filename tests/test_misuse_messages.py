@@ -196,3 +196,29 @@ def test_a_threaded_iterable_is_an_async_iterable_only() -> None:
     assert isinstance(iterator, AsyncIterable)
     assert not isinstance(iterator, Iterable)
     iterator.close()
+
+
+def blocking() -> int:
+    return 1
+
+
+def generating() -> Iterator[int]:
+    yield 1
+
+
+@pytest.mark.parametrize(
+    ("decorator", "function"),
+    [
+        (threaded, blocking),
+        (threaded_separate, blocking),
+        (threaded_iterable, generating),
+        (threaded_iterable_separate, generating),
+    ],
+    ids=["threaded", "separate", "iterable", "iterable_separate"],
+)
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_a_blank_name_is_rejected_at_decoration(
+    decorator: Callable[..., Any], function: Callable[..., Any], blank: str
+) -> None:
+    with pytest.raises(ValueError, match="name must not be empty"):
+        decorator(name=blank)(function)

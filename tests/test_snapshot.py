@@ -135,6 +135,21 @@ async def test_a_blocked_call_shows_with_the_line_it_blocks_on(decorate: object,
 
 
 @pytest.mark.asyncio
+async def test_the_longest_running_call_comes_first() -> None:
+    older, newer = Blocked(), Blocked()
+    calls = [threaded(older.block, name="older")(SECRET)]
+    try:
+        assert await in_own_thread(older.started)
+        calls.append(threaded(newer.block, name="newer")(SECRET))
+        assert await in_own_thread(newer.started)
+        assert [work.function for work in snapshot()] == ["older", "newer"]
+    finally:
+        older.release.set()
+        newer.release.set()
+        assert await asyncio.gather(*calls) == [SECRET] * len(calls)
+
+
+@pytest.mark.asyncio
 async def test_a_call_is_running_only_between_its_start_and_its_end_in_a_thread() -> None:
     call = ThreadCall(asyncio.get_running_loop(), threading.get_ident)
     assert call.started_at == NOT_RUNNING  # made, not yet taken by a thread
@@ -149,6 +164,7 @@ async def test_stacks_only_on_request() -> None:
     call = threaded(blocked.block)(SECRET)
     assert await in_own_thread(blocked.started)
     assert [work.stack for work in snapshot()] == [()]
+    assert [work.as_dict()["where"] for work in snapshot()] == [None]  # no stack: nowhere
     blocked.release.set()
     await call
 
@@ -513,13 +529,16 @@ def test_a_routine_is_recognised_by_its_own_code() -> None:
 
 
 TRAMPOLINE = """
-def trampoline(copies):
+def trampoline(copies, is_classmethod):
     def dispatch(*args, **kwargs):
+        if is_classmethod:
+            args = args[1:]
         return copies["original"](*args, **kwargs)
 
     def wrapper(*args, **kwargs):
         return dispatch(*args, **kwargs)
 
+    copies["wrapper"] = wrapper  # what a registry of copies may hold: a cycle back
     return wrapper, dispatch
 """
 """The shape of a mutation tester's trampoline, in a file of the tool's own."""
@@ -529,16 +548,20 @@ def test_a_wrapped_routine_is_recognised_by_the_copies_its_wrapper_runs(tmp_path
     # The wrapper, shared by every routine it wraps, runs one of several copies
     # of the body, found through its closure, and carries the original as
     # ``__wrapped__``.
-    def run(self: object) -> None: ...
+    def run(self: object, *, timeout: float | None = None) -> None: ...
 
-    def run_copy(self: object) -> None: ...
+    def run_copy(self: object, *, timeout: float | None = None) -> None: ...
 
-    def run_variant(self: object) -> None: ...
+    def run_variant(self: object, *, timeout: float | None = None) -> None:
+        deadline = timeout  # a copy may have locals the original has not
+        del deadline
 
     tool = str(tmp_path / "trampoline.py")  # a file no earlier test made known
     namespace: dict[str, Any] = {}
     exec(compile(TRAMPOLINE, tool, "exec"), namespace)
-    wrapper, dispatch = namespace["trampoline"]({"original": run_copy, "variant": run_variant})
+    # The same copy twice, found before the other one: each is looked at once.
+    copies = {"variant": run_variant, "original": run_copy, "first": run_copy}
+    wrapper, dispatch = namespace["trampoline"](copies, False)
     functools.update_wrapper(wrapper, run)
 
     codes = codes_running(wrapper)

@@ -269,6 +269,16 @@ async def test_bound_method_is_cached_per_instance() -> None:
     assert Account.open is Account.open
 
 
+@pytest.mark.asyncio
+async def test_a_bound_method_stays_the_same_object_while_other_instances_bind_it() -> None:
+    first, second = Account(0), Account(0)
+    bound = first.deposit
+    assert second.deposit is not bound
+    assert first.deposit is bound
+    assert await bound(2) == 2
+    assert (first.balance, second.balance) == (2, 0)
+
+
 class Unhashable:
     __hash__ = None  # type: ignore[assignment]
 

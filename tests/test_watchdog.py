@@ -164,6 +164,31 @@ async def test_each_stall_of_a_generator_is_reported_once(
 
 
 @pytest.mark.asyncio
+async def test_a_generator_that_stalls_before_its_first_item_is_timed_from_its_start(
+    manual: Watchdog, slow_log: SlowLog
+) -> None:
+    stalled, resume = threading.Event(), threading.Event()
+
+    @threaded_iterable(max_size=4)
+    def late() -> Generator[int, None, None]:
+        stalled.set()
+        resume.wait(5)
+        yield 1
+
+    iterator = late()
+    first = asyncio.ensure_future(iterator.__anext__())
+    try:
+        assert await in_own_thread(stalled)
+        manual.check(started_at() + THRESHOLD)  # the first look, a threshold after its start
+        assert [fields["elapsed"] for fields in slow_log.fields] == [THRESHOLD]
+    finally:
+        resume.set()
+        assert await first == 1
+        assert [item async for item in iterator] == []
+    assert slow_log.fields[0]["kind"] == "iterable"
+
+
+@pytest.mark.asyncio
 async def test_a_generator_waiting_for_room_is_not_slow(
     manual: Watchdog, slow_log: SlowLog
 ) -> None:
