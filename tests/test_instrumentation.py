@@ -29,6 +29,7 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
 
 from aiothreads import (
+    BoundThreaded,
     BoundThreadedIterable,
     CapacityLimiter,
     ExecutorRefused,
@@ -36,6 +37,7 @@ from aiothreads import (
     ThreadedIterableBase,
     instrumentation,
     runs_in_threads,
+    snapshot,
     sync_await,
     sync_wait_coroutine,
     threaded,
@@ -1332,6 +1334,57 @@ class Report:
         """Stream the report's rows, each after ``prefix``."""
         for row in self.rows:
             yield prefix + row
+
+
+class Ledger:
+    """A ledger whose entries a method records in a thread."""
+
+    def __init__(self) -> None:
+        self.entries: list[int] = []
+        self.recording, self.release = threading.Event(), threading.Event()
+
+    def record(self, amount: int) -> int:
+        """Record ``amount``, once the ledger is released; return how many entries it has."""
+        self.recording.set()
+        self.release.wait(5)
+        self.entries.append(amount)
+        return len(self.entries)
+
+
+@pytest.mark.asyncio
+async def test_a_bound_function_made_directly_takes_the_defaults_of_1x(
+    telemetry: Telemetry,
+) -> None:
+    ledger = Ledger()
+    bound = BoundThreaded(Ledger.record, ledger)
+    assert bound.__name__ == "record"
+    assert bound.__doc__ == Ledger.record.__doc__
+    assert bound.__wrapped__ is Ledger.record
+    assert repr(bound) == f"<BoundThreaded {name('Ledger.record')}>"
+    call = bound(7)
+    try:
+        assert await asyncio.to_thread(ledger.recording.wait, 5)
+        assert [(work.kind, work.function) for work in snapshot()] == [
+            ("threaded", name("Ledger.record"))
+        ]
+    finally:
+        ledger.release.set()
+        assert await call == 1
+    labels = {"function": name("Ledger.record"), "kind": "threaded", "outcome": "ok"}
+    assert telemetry.value("aiothreads_calls_finished_total", **labels) == 1  # instrumented
+
+
+@pytest.mark.asyncio
+async def test_a_bound_function_shows_its_given_name_while_it_runs() -> None:
+    ledger = Ledger()
+    bound = BoundThreaded(Ledger.record, ledger, name="ledger.record")
+    call = bound(7)
+    try:
+        assert await asyncio.to_thread(ledger.recording.wait, 5)
+        assert [work.function for work in snapshot()] == ["ledger.record"]
+    finally:
+        ledger.release.set()
+        assert await call == 1
 
 
 @pytest.mark.asyncio

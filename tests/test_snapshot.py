@@ -8,6 +8,7 @@ import functools
 import gc
 import inspect
 import json
+import sys
 import threading
 import time
 import weakref
@@ -36,6 +37,7 @@ from aiothreads._inflight import (
     STACK_DEPTH,
     WAIT_CODES,
     WRAPPER_FILES,
+    _task_waited_for,
     codes_running,
     running,
 )
@@ -526,6 +528,35 @@ def test_a_routine_is_recognised_by_its_own_code() -> None:
     def run(self: object) -> None: ...
 
     assert codes_running(run) == {run.__code__}
+
+
+class WaitingOn:
+    """The ``self`` of a frame that waits in ``sync_await``: whatever it holds as ``task``."""
+
+    def __init__(self, task: object) -> None:
+        self.task = task
+
+
+@pytest.mark.asyncio
+async def test_the_task_a_thread_waits_on_is_found_above_its_innermost_frame() -> None:
+    # The wait blocks in C, its own frame innermost; for a moment it may run
+    # Python code of its own (a check of the loop), deeper in the stack.
+    def wait(self: object) -> asyncio.Task[Any] | None:
+        return check_the_loop()
+
+    def check_the_loop() -> asyncio.Task[Any] | None:
+        return _task_waited_for(sys._getframe())
+
+    task = asyncio.create_task(asyncio.sleep(0))
+    WAIT_CODES.add(wait.__code__)
+    try:
+        assert wait(WaitingOn(task)) is task
+        assert wait(WaitingOn("not a task yet")) is None
+        assert wait(object()) is None  # a waiter that holds no task
+        assert check_the_loop() is None  # no wait in the stack
+    finally:
+        WAIT_CODES.discard(wait.__code__)
+        await task
 
 
 TRAMPOLINE = """
