@@ -1,6 +1,7 @@
 """What instrumentation costs per threaded call, mode by mode, on asyncio and uvloop.
 
-Run: ``python -m benchmarks.instrumentation_overhead [--rounds R] [--calls N] [--output F]``
+Run: ``python -m benchmarks.instrumentation_overhead [--rounds R] [--calls N] [--modes M;M]
+[--output F]``
 
 Each mode runs in a fresh process (so it is set up the way a service sets it
 up: by what is installed, the environment and a global tracer provider), and
@@ -210,12 +211,13 @@ Samples = dict[tuple[str, str], list[dict[str, float]]]
 """(loop kind, mode) -> one measurement per round."""
 
 
-def run_rounds(rounds: int, calls: int, loops: list[str]) -> Samples:
-    """Run every mode on every loop ``rounds`` times, interleaved."""
+def run_rounds(rounds: int, calls: int, loops: list[str], modes: list[str]) -> Samples:
+    """Run each of ``modes`` on every loop ``rounds`` times, interleaved."""
     samples: Samples = {}
     for round_number in range(rounds):
         for loop_kind in loops:
-            for name, environment in MODES.items():
+            for name in modes:
+                environment = MODES[name]
                 env = {k: v for k, v in os.environ.items() if k != "AIOTHREADS_INSTRUMENTATION"}
                 env.update(environment)
                 command = [sys.executable, "-m", "benchmarks.instrumentation_overhead"]
@@ -237,7 +239,7 @@ def _spread(values: list[float]) -> str:
     return f"{_median(values):.1f} ({min(values):.1f} to {max(values):.1f})"
 
 
-def render(samples: Samples, rounds: int, calls: int, loops: list[str]) -> str:
+def render(samples: Samples, rounds: int, calls: int, loops: list[str], modes: list[str]) -> str:
     """Return the Markdown tables: per loop, every mode against ``off``."""
     lines = [
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; each mode in a fresh "
@@ -261,7 +263,7 @@ def render(samples: Samples, rounds: int, calls: int, loops: list[str]) -> str:
             "| added | sequential vs off | streaming vs off | target (added, all in flight) |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
-        for name in MODES:
+        for name in modes:
             results = samples[(loop_kind, name)]
             cpu_all = [r["cpu_all"] * 1e6 for r in results]
             cpu_100 = [r["cpu_100"] * 1e6 for r in results]
@@ -288,6 +290,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=10_000)
     parser.add_argument("--loops", default="asyncio,uvloop")
+    parser.add_argument(
+        "--modes",
+        help="only these modes, separated by ';' (off is always measured: the rest add to it)",
+    )
     parser.add_argument("--output", type=Path, help="also write the tables to this file")
     parser.add_argument("--child", metavar="LOOP", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
@@ -295,8 +301,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         child(arguments.child, arguments.calls)
         return
     loops = [kind for kind in arguments.loops.split(",") if kind]
-    samples = run_rounds(arguments.rounds, arguments.calls, loops)
-    report = render(samples, arguments.rounds, arguments.calls, loops)
+    modes = list(MODES)
+    if arguments.modes:
+        chosen = {name.strip() for name in arguments.modes.split(";") if name.strip()}
+        unknown = chosen - set(MODES)
+        if unknown:
+            parser.error(f"no such mode: {sorted(unknown)}; the modes are {list(MODES)}")
+        modes = [name for name in MODES if name in chosen or name == "off"]
+    samples = run_rounds(arguments.rounds, arguments.calls, loops, modes)
+    report = render(samples, arguments.rounds, arguments.calls, loops, modes)
     print(report)
     if arguments.output is not None:
         arguments.output.write_text(report)
