@@ -100,6 +100,16 @@ def test_json_has_the_snapshot_and_no_argument_values(
     assert SECRET not in completed.stdout
 
 
+@pytest.mark.parametrize("spelling", ["usr1", "SIGUSR1"])
+def test_the_signal_may_be_named_in_either_case_and_with_its_sig_prefix(
+    stopped_at_exit: list[subprocess.Popen[str]], spelling: str
+) -> None:
+    process = service(stopped_at_exit, "--signal")
+    completed = inspect(process.pid, "--signal", spelling, "--json")
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["pid"] == process.pid
+
+
 def test_a_process_that_does_not_catch_the_signal_is_not_sent_it(
     stopped_at_exit: list[subprocess.Popen[str]],
 ) -> None:

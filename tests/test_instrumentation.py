@@ -261,6 +261,28 @@ async def test_span_attributes_and_parenting(telemetry: Telemetry) -> None:
 
 
 @pytest.mark.asyncio
+async def test_each_span_names_the_thread_that_ran_its_call(telemetry: Telemetry) -> None:
+    both_running = threading.Barrier(2, timeout=5)
+    with ThreadPoolExecutor(2, thread_name_prefix="meeting") as pool:
+
+        @threaded(executor=pool)
+        def meet() -> tuple[int, str]:
+            both_running.wait()  # so the two calls run in two threads
+            return threading.get_ident(), threading.current_thread().name
+
+        ran_in = await asyncio.gather(meet(), meet())
+    assert len(set(ran_in)) == 2
+    function = name("test_each_span_names_the_thread_that_ran_its_call.<locals>.meet")
+    spans = [span for span in telemetry.finished_spans() if span.name == f"threaded {function}"]
+    named = sorted(
+        (span.attributes["thread.id"], span.attributes["thread.name"])
+        for span in spans
+        if span.attributes is not None
+    )
+    assert named == sorted(ran_in)
+
+
+@pytest.mark.asyncio
 async def test_separate_thread_metrics_and_events(telemetry: Telemetry) -> None:
     @threaded_separate
     def job() -> str:
@@ -1115,6 +1137,23 @@ def test_a_list_of_backends_in_the_environment_may_have_spaces_around_its_names(
             warnings.simplefilter("error")  # no name is taken for an unknown backend
             instrumentation.configure()
         assert sorted(instrumentation.enabled_backends()) == ["opentelemetry", "prometheus"]
+    finally:
+        instrumentation.reset()
+
+
+@pytest.mark.parametrize(
+    ("variable", "backends"),
+    [("Prometheus,OpenTelemetry", ["opentelemetry", "prometheus"]), ("OFF", [])],
+)
+def test_the_environment_is_read_whatever_the_case_of_its_names(
+    monkeypatch: pytest.MonkeyPatch, variable: str, backends: list[str]
+) -> None:
+    monkeypatch.setenv("AIOTHREADS_INSTRUMENTATION", variable)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no name is taken for an unknown backend
+            instrumentation.configure()
+        assert sorted(instrumentation.enabled_backends()) == backends
     finally:
         instrumentation.reset()
 

@@ -412,3 +412,71 @@ def test_a_call_cancelled_before_it_ran_is_no_longer_queued_in_multiprocess_mode
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.split() == ["0.0", "1.0"]
+
+
+DEPTH_SCRIPT = """
+import asyncio, itertools, threading
+import aiothreads
+from prometheus_client import CollectorRegistry, multiprocess
+
+filled, produced = threading.Event(), threading.Event()
+
+@aiothreads.threaded_iterable(max_size=4)
+def held():
+    for number in itertools.count():
+        yield number
+        if number == 4:
+            filled.set()  # items 1 to 4 fill the channel: the producer blocks next
+
+@aiothreads.threaded_iterable(max_size=8)
+def short():
+    yield 0
+    yield 1
+    yield 2
+    produced.set()  # items 1 and 2 wait for the consumer as the generator ends
+
+async def main():
+    loop = asyncio.get_running_loop()
+    full = held()
+    assert await full.__anext__() == 0
+    assert await loop.run_in_executor(None, filled.wait, 10)
+    items = short()
+    assert await items.__anext__() == 0
+    assert await loop.run_in_executor(None, produced.wait, 10)
+    assert [item async for item in items] == [1, 2]
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    labels = {"function": "__main__.short", "kind": "iterable"}
+    print(registry.get_sample_value("aiothreads_channel_depth", labels))
+    await full.aclose()
+    await full.wait_closed()
+
+asyncio.run(main())
+"""
+
+
+def test_in_multiprocess_mode_channel_depth_is_zero_once_the_iterator_ended_beside_a_full_one(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    script = tmp_path / "depth.py"
+    script.write_text(textwrap.dedent(DEPTH_SCRIPT))
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+        "AIOTHREADS_INSTRUMENTATION": "prometheus",
+    }
+    completed = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    # Neither the items it left buffered as it ended, nor those of the other function's
+    # channel, which stays full meanwhile.
+    assert completed.stdout.split() == ["0.0"]

@@ -157,6 +157,27 @@ async def test_pool_metrics_equal_the_truth_during_and_after_a_burst(
     assert metrics.read() == gone  # a pool shut down is no longer reported, its refusals are
 
 
+@pytest.mark.asyncio
+async def test_pools_of_one_name_are_added_up(metrics_of: Callable[[str], Metrics]) -> None:
+    held = Held()
+    pools = [
+        ThreadPoolExecutor(2, thread_name_prefix="twin"),
+        ThreadPoolExecutor(3, thread_name_prefix="twin"),
+    ]
+    metrics = metrics_of("twin")
+    try:
+        calls = [asyncio.ensure_future(threaded(held, executor=pool)()) for pool in pools]
+        await held.running(2)
+        both = {"busy": 2.0, "idle": 0.0, "max": 5.0, "queued": 0.0, **NO_REFUSALS}
+        assert metrics.read() == both  # a call runs in each pool, which took it off its queue
+        held.release.set()
+        await asyncio.gather(*calls)
+    finally:
+        held.release.set()
+        for pool in pools:
+            pool.shutdown(wait=True)
+
+
 class Overloaded(Exception):
     """A load-shedding executor's own refusal."""
 

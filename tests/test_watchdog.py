@@ -164,6 +164,31 @@ async def test_each_stall_of_a_generator_is_reported_once(
 
 
 @pytest.mark.asyncio
+async def test_a_generators_stall_is_reported_with_the_time_since_its_last_item(
+    manual: Watchdog, slow_log: SlowLog
+) -> None:
+    stalled, resume = threading.Event(), threading.Event()
+
+    @threaded_iterable(max_size=4)
+    def stalling() -> Generator[int, None, None]:
+        yield 0
+        stalled.set()
+        resume.wait(5)
+
+    iterator = stalling()
+    try:
+        assert await iterator.__anext__() == 0
+        assert await in_own_thread(stalled)
+        first_look = started_at() + THRESHOLD / 2  # the item came before: the stall starts here
+        manual.check(first_look)
+        manual.check(first_look + THRESHOLD)
+        assert [fields["elapsed"] for fields in slow_log.fields] == [THRESHOLD]
+    finally:
+        resume.set()
+        assert [item async for item in iterator] == []
+
+
+@pytest.mark.asyncio
 async def test_a_generator_that_stalls_before_its_first_item_is_timed_from_its_start(
     manual: Watchdog, slow_log: SlowLog
 ) -> None:
