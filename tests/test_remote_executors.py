@@ -26,6 +26,7 @@ import copy
 import functools
 import gzip
 import multiprocessing
+import operator
 import os
 import pickle
 import signal
@@ -53,7 +54,7 @@ from aiothreads import (
     threaded_iterable,
 )
 from aiothreads._pool import WorkerPool
-from aiothreads._remote import Carried, runs_elsewhere
+from aiothreads._remote import Carried, _Unpickled, runs_elsewhere
 from tests import remote_work
 from tests.waiting import turns_until
 
@@ -404,6 +405,12 @@ def test_a_carried_call_gets_exactly_its_arguments_and_its_functions_names() -> 
     for rebuilt in (pickle.loads(pickle.dumps(carried)), copy.deepcopy(carried), carried):
         assert rebuilt(1, 3) == ((1, 3), {"key": 2})
     assert (carried.__name__, carried.__qualname__) == ("echo", "echo")
+
+
+def test_a_call_made_while_unpickling_is_rebuilt_as_its_function_of_its_arguments() -> None:
+    # What a carried call is rebuilt from in a worker: a small program of such calls.
+    program = _Unpickled(operator.add, 2, _Unpickled(operator.mul, 3, 4))
+    assert pickle.loads(pickle.dumps(program)) == 2 + 3 * 4
 
 
 def test_dask_keys_a_pure_carried_call_by_its_function_not_its_trace() -> None:
