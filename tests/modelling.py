@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LONG_SEARCH",
+    "MODEL_TIMEOUT",
     "WITHOUT_UVLOOP",
     "checked",
     "let_pools_go",
@@ -33,6 +34,10 @@ __all__ = [
 
 WITHOUT_UVLOOP = pytest.mark.skipif("uvloop" not in LOOP_FACTORIES, reason="needs uvloop")
 """For a machine's test on uvloop: skipped where uvloop is not installed."""
+
+MODEL_TIMEOUT = pytest.mark.timeout(180)
+"""A model's whole run, every example: minutes on a machine under load. Its own
+waits (a few seconds each) report a stall long before this ends the session."""
 
 LONG_SEARCH = int(os.environ.get("AIOTHREADS_LONG_SEARCH", "0") or 0)
 """How many times more examples a long search runs; 0 in CI, where runs are fixed."""
@@ -55,9 +60,9 @@ def checked(examples: int) -> settings:
     """``model_settings``; in the fixed runs a failure is reported as found, not shrunk.
 
     Every replay starts loops and threads, and one that waits for what never
-    comes waits ``PATIENCE``: shrinking can take minutes, longer than the 60
-    seconds a test may run (the timeout ends the whole session). The long
-    searches (``nox -s models``) have no timeout, and shrink.
+    comes waits ``PATIENCE``: shrinking can take longer than a model may run
+    (``MODEL_TIMEOUT``, which ends the whole session). The long searches
+    (``nox -s models``) have no timeout, and shrink.
     """
     fixed = model_settings(examples=examples, steps=30)
     if LONG_SEARCH:

@@ -72,6 +72,13 @@ def trace_seen() -> tuple[str, str, dict[str, object]]:
     )
 
 
+def current_span_id() -> str:
+    """Return the id of the span current in this worker while the function runs."""
+    from opentelemetry import trace
+
+    return format(trace.get_current_span().get_span_context().span_id, "016x")
+
+
 def structlog_events() -> list[dict[str, Any]]:
     """Log one structlog event here, with the current span's ids; return what was logged."""
     import structlog

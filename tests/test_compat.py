@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import importlib
 import threading
 from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor as ThreadPoolExecutorForTest
@@ -160,3 +161,67 @@ async def test_old_helper_functions_tell_the_function_its_loop_from_a_context_th
 
     task = contextvars.Context().run(loop.create_task, loops_seen_in_threads())
     assert await task == (loop, loop)
+
+
+def test_every_name_the_1x_modules_share_is_one_object_everywhere() -> None:
+    from aiothreads import coroutine_waiter, iterator_wrapper, new_thread, threads, types
+
+    # ``aiothreads.threaded_iterable`` is the decorator: the module is reached by its path.
+    threaded_iterable_module = importlib.import_module("aiothreads.threaded_iterable")
+    found: dict[str, tuple[str, object]] = {}
+    for module in (
+        coroutine_waiter,
+        iterator_wrapper,
+        new_thread,
+        threads,
+        threaded_iterable_module,
+        types,
+    ):
+        for name in module.__all__:
+            value = getattr(module, name)
+            if hasattr(aiothreads, name):
+                assert value is getattr(aiothreads, name), f"{module.__name__}.{name}"
+            first = found.setdefault(name, (module.__name__, value))
+            assert value is first[1], f"{module.__name__}.{name} is not {first[0]}.{name}"
+    assert isinstance(aiothreads.threaded_separate(abs), threads.ThreadedSeparate)
+
+
+@pytest.mark.asyncio
+async def test_the_1x_run_in_new_thread_makes_a_daemon_thread_by_default() -> None:
+    from aiothreads.new_thread import run_in_new_thread
+
+    assert await run_in_new_thread(lambda: threading.current_thread().daemon) is True
+
+
+@pytest.mark.asyncio
+async def test_the_1x_run_in_new_thread_takes_detach_as_its_fourth_positional_argument() -> None:
+    from aiothreads.new_thread import run_in_new_thread
+
+    def daemon() -> bool:
+        return threading.current_thread().daemon
+
+    assert await run_in_new_thread(daemon, (), {}, False) is False
+
+
+def fail_with(message: str) -> None:
+    raise ValueError(message)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("no_return", [True, False])
+async def test_the_1x_run_in_new_thread_reports_an_exception_nobody_retrieved_unless_no_return(
+    no_return: bool,
+) -> None:
+    from aiothreads.new_thread import run_in_new_thread
+
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context["message"]))
+    try:
+        future = run_in_new_thread(fail_with, ("lost",), no_return=no_return)
+        await asyncio.wait([future])  # done, and its exception not retrieved here
+        future.__del__()  # what runs when the future is dropped
+    finally:
+        loop.set_exception_handler(None)
+    future.exception()  # seen now: nothing more to report when it is collected
+    assert len(reported) == (0 if no_return else 1), reported

@@ -17,6 +17,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -202,6 +203,34 @@ def test_debug_threads_answers_a_page_to_browsers(demo: Demo, accept: str) -> No
     assert "running in threads at" in page
     for heading in ("Function", "Kind", "Thread", "Running for", "Awaiting task", "Top frame"):
         assert f"<th>{heading}</th>" in page or "Nothing runs in threads now" in page
+
+
+@needs_prometheus
+@pytest.mark.parametrize("path", ["/", "/debug/threads", "/nonexistent"])
+def test_a_head_request_gets_the_headers_and_no_body(demo: Demo, path: str) -> None:
+    with socket.create_connection(("127.0.0.1", demo.port), timeout=10) as connection:
+        connection.sendall(f"HEAD {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        reply = b""
+        while chunk := connection.recv(65536):  # HTTP/1.0: the server closes when done
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n", 1)[0].split()[1] in {b"200", b"404"}
+    assert b"Content-Length: " in head
+    assert body == b""
+
+
+@needs_prometheus
+def test_the_status_line_shows_each_count_under_its_own_name() -> None:
+    from aiothreads.demo import Progress, _status
+
+    line = _status(Progress(calls=1, errors=2, items=3, streams=4))
+    counts = dict(re.findall(r"([a-z]+) +(\d+)", line))
+    assert {name: counts[name] for name in ("calls", "errors", "items", "streams")} == {
+        "calls": "1",
+        "errors": "2",
+        "items": "3",
+        "streams": "4",
+    }
 
 
 @needs_prometheus

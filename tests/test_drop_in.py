@@ -224,6 +224,16 @@ async def test_decorating_an_iterable_object_with_attributes_keeps_the_options(
     assert source.calls == 1
 
 
+@pytest.mark.asyncio
+async def test_a_decorated_object_is_named_after_its_class_not_its_repr() -> None:
+    call_on_new_thread = threaded_separate(Retry(threading.current_thread))
+
+    assert repr(threaded(Retry(lambda: None))) == f"<Threaded {__name__}.Retry>"
+    assert repr(call_on_new_thread) == f"<ThreadedSeparate {__name__}.Retry>"
+    thread = await call_on_new_thread()
+    assert thread.name == f"aiothreads-{__name__}.Retry"
+
+
 def test_a_functions_own_attributes_are_still_copied() -> None:
     def tagged() -> None:
         pass

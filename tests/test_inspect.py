@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import aiothreads
 from aiothreads.inspect import InspectionError, inspect_process, render_table
 from aiothreads.instrumentation import install_snapshot_signal
 from tests.stuck_service import SERVICE, start
@@ -98,6 +99,16 @@ def test_json_has_the_snapshot_and_no_argument_values(
     functions = sorted(work["function"] for work in answer["work"])
     assert functions == ["__main__.blocking_driver_call", "__main__.run_scan"]
     assert SECRET not in completed.stdout
+
+
+def test_a_target_on_this_version_gets_no_note_about_versions(
+    stopped_at_exit: list[subprocess.Popen[str]],
+) -> None:
+    process = service(stopped_at_exit, "--signal")
+    completed = inspect(process.pid, "--signal", "USR1", "--json")
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["aiothreads"] == aiothreads.__version__
+    assert completed.stderr == ""
 
 
 @pytest.mark.parametrize("spelling", ["usr1", "SIGUSR1"])
@@ -258,7 +269,9 @@ def test_the_signal_handler_writes_the_snapshot_to_a_file(tmp_path: Path) -> Non
         ("USR1", TypeError, "signum must be a signal number, got str"),
         (True, TypeError, "signum must be a signal number, got bool"),
         (int(signal.SIGKILL), ValueError, f"signal {int(signal.SIGKILL)} cannot be caught"),
+        (int(signal.SIGSTOP), ValueError, f"signal {int(signal.SIGSTOP)} cannot be caught"),
     ],
+    ids=["name", "bool", "SIGKILL", "SIGSTOP"],
 )
 def test_bad_signals_are_refused_early(
     signum: object, error: type[Exception], message: str

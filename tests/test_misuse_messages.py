@@ -222,3 +222,15 @@ def test_a_blank_name_is_rejected_at_decoration(
 ) -> None:
     with pytest.raises(ValueError, match="name must not be empty"):
         decorator(name=blank)(function)
+
+
+@pytest.mark.parametrize(
+    "decorator",
+    [threaded, threaded_separate, threaded_iterable, threaded_iterable_separate],
+    ids=["threaded", "separate", "iterable", "iterable_separate"],
+)
+def test_a_bad_option_is_refused_where_the_decorator_is_written(
+    decorator: Callable[..., Any],
+) -> None:
+    with pytest.raises(TypeError, match=r"^instrument must be a bool, got str$"):
+        decorator(instrument="no")  # before any function is decorated

@@ -99,7 +99,9 @@ from aiothreads import (
     threaded_iterable_separate,
 )
 from tests.conftest import LOOP_FACTORIES
-from tests.modelling import model_settings
+from tests.modelling import MODEL_TIMEOUT, model_settings
+
+pytestmark = MODEL_TIMEOUT
 
 if TYPE_CHECKING:
     import unittest

@@ -38,8 +38,10 @@ from aiothreads import CapacityLimiter, ExecutorRefused, threaded
 from aiothreads._pool import WorkerPool
 from tests.conftest import LOOP_FACTORIES
 from tests.loops import loop_in_thread
-from tests.modelling import WITHOUT_UVLOOP, checked, let_pools_go, settled
+from tests.modelling import MODEL_TIMEOUT, WITHOUT_UVLOOP, checked, let_pools_go, settled
 from tests.waiting import PATIENCE, turns_until
+
+pytestmark = MODEL_TIMEOUT
 
 T = TypeVar("T")
 

@@ -85,8 +85,10 @@ from aiothreads import (
 from aiothreads._pool import WorkerPool
 from aiothreads.instrumentation import _probes
 from tests.conftest import LOOP_FACTORIES
-from tests.modelling import LONG_SEARCH, model_settings
+from tests.modelling import LONG_SEARCH, MODEL_TIMEOUT, model_settings
 from tests.waiting import turns_until
+
+pytestmark = MODEL_TIMEOUT
 
 T = TypeVar("T")
 

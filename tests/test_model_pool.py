@@ -42,8 +42,10 @@ from aiothreads import _pool, threaded
 from aiothreads._pool import WorkerPool
 from aiothreads._pool_state import pool_states
 from tests.conftest import LOOP_FACTORIES
-from tests.modelling import WITHOUT_UVLOOP, checked, let_pools_go, settled
+from tests.modelling import MODEL_TIMEOUT, WITHOUT_UVLOOP, checked, let_pools_go, settled
 from tests.waiting import PATIENCE, turns_until
+
+pytestmark = MODEL_TIMEOUT
 
 T = TypeVar("T")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import os
 import subprocess
 import sys
 import tarfile
@@ -43,6 +44,22 @@ def test_python_m_aiothreads_grafana_prints_the_file(name: str) -> None:
     )
     assert (completed.returncode, completed.stderr) == (0, b"")
     assert completed.stdout == (GRAFANA / FILES[name]).read_bytes()
+
+
+def test_python_m_aiothreads_grafana_into_a_pipe_nobody_reads_is_quiet() -> None:
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader left before anything was written, as `| head -0` does
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "aiothreads.grafana", "dashboard"],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            check=False,
+            timeout=60,
+        )
+    finally:
+        os.close(writer)
+    assert (completed.returncode, completed.stderr) == (0, b"")
 
 
 def test_python_m_aiothreads_grafana_without_a_name_says_which_there_are() -> None:

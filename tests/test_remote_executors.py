@@ -427,6 +427,13 @@ def test_dask_keys_a_pure_carried_call_by_its_function_not_its_trace() -> None:
     assert tokenize(one) != tokenize(carried_from_the_caller(remote_work.multiply, "multiply"))
 
 
+def test_a_carried_partial_is_named_after_the_function_inside_as_dask_shows_it() -> None:
+    inner = functools.partial(functools.partial(remote_work.echo, 1), key=2)
+    carried = carried_from_the_caller(inner, "tests.remote_work.echo")  # as a call carries it
+    assert (carried.__name__, carried.__qualname__) == ("echo", "echo")
+    assert carried(3) == ((1, 3), {"key": 2})
+
+
 @pytest.mark.parametrize("not_an_executor_class", [ThreadPoolExecutor(1), int, "pool"])
 def test_runs_in_threads_takes_only_executor_classes(not_an_executor_class: object) -> None:
     with pytest.raises(TypeError, match=r"concurrent\.futures\.Executor subclass"):
@@ -511,6 +518,22 @@ async def test_an_unpicklable_argument_fails_at_once_and_gives_the_place_back(
     assert isinstance(outcome, ExecutorRefused)
     assert outcome.__cause__ is not None, "the pickling error should be the __cause__"
     assert "tests.remote_work.multiply cannot run on" in str(outcome)
+    assert books.settled(limiter) == {"error": 1}
+
+
+@pytest.mark.asyncio
+async def test_an_unpicklable_keyword_argument_fails_at_once_and_gives_the_place_back(
+    engine: Engine, books: Books
+) -> None:
+    limiter = CapacityLimiter(1)
+    call = threaded(limit=limiter, executor=engine.executor)(remote_work.echo)
+
+    future = submitted(call(1, key=threading.Lock()))
+
+    assert future.done(), "the refusal should be known at once, before anything is submitted"
+    outcome = await outcome_of(future)
+    assert isinstance(outcome, ExecutorRefused)
+    assert "tests.remote_work.echo cannot run on" in str(outcome)
     assert books.settled(limiter) == {"error": 1}
 
 
@@ -1011,3 +1034,27 @@ async def test_dask_workers_export_spans_that_are_children_of_the_callers(
     assert failure.attributes["error.type"] == "tests.remote_work.RemoteFailure"
     assert failure.events == ["exception"]
     assert books.settled() == {"ok": 3, "error": 1}
+
+
+@pytest.mark.asyncio
+async def test_a_dask_workers_span_is_current_while_the_function_runs(
+    engines: Engines, books: Books
+) -> None:
+    client = engines.dask_client
+    tracer = books.provider.get_tracer("test")
+    run = threaded(executor=client.get_executor(pure=False))
+    with Receiver() as receiver:
+        await in_own_thread(
+            functools.partial(client.run, remote_work.export_spans_to, receiver.endpoint)
+        )
+        try:
+            with tracer.start_as_current_span("request"):
+                current = await run(remote_work.current_span_id)()
+        finally:
+            await in_own_thread(functools.partial(client.run, remote_work.stop_exporting_spans))
+        received = list(receiver.spans)  # exported as it ended, before the result returned
+
+    (worker,) = [span for span in received if span.name.startswith("worker ")]
+    assert worker.name == "worker tests.remote_work.current_span_id"
+    assert current == worker.span_id, "spans the function opens must be children of its own"
+    assert books.settled() == {"ok": 1}
