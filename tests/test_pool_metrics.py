@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from aiothreads import CapacityLimiter, instrumentation, threaded
 from aiothreads._pool import WorkerPool
+from aiothreads._pool_state import pool_name
 from tests.python_process import run_python
 from tests.waiting import turns_until
 
@@ -176,6 +177,64 @@ async def test_pools_of_one_name_are_added_up(metrics_of: Callable[[str], Metric
         held.release.set()
         for pool in pools:
             pool.shutdown(wait=True)
+
+
+@pytest.mark.asyncio
+async def test_an_executor_set_as_the_default_is_the_default_pool_wherever_it_is_used(
+    metrics_of: Callable[[str], Metrics],
+) -> None:
+    held = Held()
+    executor = ThreadPoolExecutor(2, thread_name_prefix="app-default")
+    asyncio.get_running_loop().set_default_executor(executor)
+    default = metrics_of("default")
+    try:
+        call = asyncio.ensure_future(threaded(held)())
+        await held.running(1)
+        await turns_until(lambda: default.read()["max"] == 2.0, "the default pool reported")
+        assert default.read()["busy"] == 1.0
+        held.release.set()
+        await call
+        before = refusals(default)
+        executor.shutdown(wait=True)
+        with pytest.raises(RuntimeError):  # shut down: ExecutorRefused
+            await threaded(abs, executor=executor)(-1)  # the same pool, named explicitly
+        assert refusals(default) == plus(before, 1, 0, 0)
+    finally:
+        held.release.set()
+        executor.shutdown(wait=True)
+    # Never under its own thread-name prefix: once the default, always the default.
+    assert set(metrics_of("app-default").read().values()) == {None}
+
+
+@pytest.mark.asyncio
+async def test_a_pool_reports_no_refusals_from_its_first_call_on_and_after_it_is_gone(
+    metrics_of: Callable[[str], Metrics],
+) -> None:
+    prefix = f"first-call-{id(metrics_of)}"  # a name no earlier test made known
+    with ThreadPoolExecutor(1, thread_name_prefix=prefix) as executor:
+        assert await threaded(abs, executor=executor)(-3) == 3
+        assert metrics_of(prefix).read() == {
+            "busy": 0.0,
+            "idle": 1.0,
+            "max": 1.0,
+            "queued": 0.0,
+            **NO_REFUSALS,
+        }
+    gone = {"busy": None, "idle": None, "max": None, "queued": None, **NO_REFUSALS}
+    assert metrics_of(prefix).read() == gone  # shut down: its refusals stay, at none
+
+
+class Unnamed(Executor):
+    """An executor whose thread-name prefix, where one would be, names nothing."""
+
+    _thread_name_prefix: object = ""
+
+
+@pytest.mark.parametrize("prefix", ["", 7, None])
+def test_a_pool_without_a_usable_thread_name_prefix_is_named_by_its_class(prefix: object) -> None:
+    executor = Unnamed()
+    executor._thread_name_prefix = prefix
+    assert pool_name(executor) == "Unnamed"
 
 
 class Overloaded(Exception):
