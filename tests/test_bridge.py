@@ -26,7 +26,7 @@ from aiothreads import (
     wait_coroutine,
 )
 from aiothreads._inbox import LoopInbox, inbox_for
-from tests.loops import cancels_itself
+from tests.loops import cancels_itself, loop_in_thread
 
 tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant")
 
@@ -437,6 +437,39 @@ async def test_a_caller_cancelled_while_its_sync_await_is_on_the_way_never_start
     assert await asyncio.to_thread(finished.wait, 5)
     assert messages == ["the event loop cancelled the awaited task"]
     assert started == []
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_caller_cancels_the_coroutine_it_waits_for_on_another_idle_loop() -> None:
+    """The other loop sleeps in its selector: the cancellation must wake it, not just queue."""
+    waiting, cancelled, finished = threading.Event(), threading.Event(), threading.Event()
+
+    async def wait_for_ever() -> None:
+        waiting.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with loop_in_thread(asyncio.new_event_loop) as other:
+
+        @threaded
+        def work() -> None:
+            try:
+                sync_wait_coroutine(other, wait_for_ever)
+            finally:
+                finished.set()
+
+        call = work()
+        assert await asyncio.to_thread(waiting.wait, 5)
+        call.cancel()
+        try:
+            woken = await asyncio.to_thread(cancelled.wait, 5)
+        finally:
+            other.call_soon_threadsafe(int)  # a lost wake-up is made up for: the thread ends
+            assert await asyncio.to_thread(finished.wait, 5)
+        assert woken, "the other loop slept through the cancellation"
 
 
 class _Payload:

@@ -219,6 +219,19 @@ async def test_default_timeout_applies() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_zero_timeout_waits_for_ever_despite_the_channels_default() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel(timeout=0.01)
+    patient = asyncio.create_task(channel.get(timeout=0))
+    await turns_until(lambda: len(channel._getters) == 1, "the patient getter waits")
+    with pytest.raises(ChannelTimeout):  # ends after the default would have ended the first
+        await channel.get(timeout=0.05)
+    assert not patient.done()
+    thread = start_thread(channel.put, 5)
+    assert await asyncio.wait_for(patient, 5) == 5
+    await join(thread)
+
+
+@pytest.mark.asyncio
 async def test_an_item_put_while_a_getter_waits_with_a_timeout_is_delivered() -> None:
     channel: FromThreadChannel[int] = FromThreadChannel()
     getter = asyncio.create_task(channel.get(timeout=5))
@@ -318,6 +331,40 @@ def test_an_item_for_a_getter_whose_loop_was_closed_by_hand_stays_in_the_channel
         getting.close()
     assert errors == []
     assert channel.qsize() == 1
+
+
+def test_a_channel_made_outside_its_loop_releases_a_blocked_producer_when_the_loop_shuts_down(
+    loop_factory: object,
+) -> None:
+    """Bound by its first get(), it is released by the loop's shutdown as one made on the loop."""
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=1)
+    released: list[str] = []
+
+    def produce() -> None:
+        try:
+            for item in range(3):
+                channel.put(item)  # the third waits for room for ever: nobody takes it
+        except ChannelClosed as exc:
+            released.append(str(exc))
+
+    async def take_one_then_leave() -> int:
+        first = await channel.get()
+        await turns_until(lambda: channel.waiting_for_room, "the producer blocking")
+        return first
+
+    loop = loop_factory()  # type: ignore[operator]
+    thread = start_thread(produce)
+    try:
+        assert loop.run_until_complete(take_one_then_leave()) == 0
+        loop.run_until_complete(loop.shutdown_asyncgens())  # as asyncio.run() does
+        thread.join(5)
+        assert not thread.is_alive(), "the producer stayed blocked after the loop shut down"
+        assert released == ["the event loop closed: put() on a closed channel"]
+        assert channel.close_reason is StopReason.LOOP_CLOSED
+    finally:
+        channel.close()
+        thread.join(5)
+        loop.close()
 
 
 @pytest.mark.watchdog  # the application's executor: nothing announces the close

@@ -147,6 +147,30 @@ async def test_old_helper_functions_keep_their_signatures() -> None:
 
 
 @pytest.mark.asyncio
+async def test_the_old_run_in_new_thread_makes_daemon_threads_unless_told_not_to() -> None:
+    from aiothreads.new_thread import run_in_new_thread
+
+    def is_daemon() -> bool:
+        return threading.current_thread().daemon
+
+    assert await run_in_new_thread(is_daemon) is True
+    assert await run_in_new_thread(is_daemon, detach=False) is False
+    assert await run_in_new_thread(is_daemon, (), {}, False) is False  # 1.x: detach is the 4th
+
+
+def test_the_old_run_in_executor_awaited_outside_a_loop_runs_on_the_executor_it_was_given() -> None:
+    from aiothreads.threads import run_in_executor
+
+    def thread_name() -> str:
+        return threading.current_thread().name
+
+    with ThreadPoolExecutorForTest(1, thread_name_prefix="given") as executor:
+        pending = run_in_executor(thread_name, executor)  # no loop runs: a coroutine
+        name = asyncio.run(pending)  # type: ignore[arg-type]
+    assert name.startswith("given")
+
+
+@pytest.mark.asyncio
 async def test_old_helper_functions_tell_the_function_its_loop_from_a_context_that_knew_none() -> (
     None
 ):
@@ -184,23 +208,6 @@ def test_every_name_the_1x_modules_share_is_one_object_everywhere() -> None:
             first = found.setdefault(name, (module.__name__, value))
             assert value is first[1], f"{module.__name__}.{name} is not {first[0]}.{name}"
     assert isinstance(aiothreads.threaded_separate(abs), threads.ThreadedSeparate)
-
-
-@pytest.mark.asyncio
-async def test_the_1x_run_in_new_thread_makes_a_daemon_thread_by_default() -> None:
-    from aiothreads.new_thread import run_in_new_thread
-
-    assert await run_in_new_thread(lambda: threading.current_thread().daemon) is True
-
-
-@pytest.mark.asyncio
-async def test_the_1x_run_in_new_thread_takes_detach_as_its_fourth_positional_argument() -> None:
-    from aiothreads.new_thread import run_in_new_thread
-
-    def daemon() -> bool:
-        return threading.current_thread().daemon
-
-    assert await run_in_new_thread(daemon, (), {}, False) is False
 
 
 def fail_with(message: str) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from aiothreads import threaded
 from aiothreads._inbox import LoopInbox, inbox_for
+from tests.waiting import turns_until
 
 LINUX_SELECTOR_LOOP = sys.platform == "linux" and hasattr(os, "eventfd")
 
@@ -169,6 +170,24 @@ def test_outcomes_of_calls_still_arrive_while_the_loop_shuts_down() -> None:
         return await pending
 
     assert asyncio.run(main()) == "done"
+
+
+@pytest.mark.skipif(not LINUX_SELECTOR_LOOP, reason="eventfd is Linux only")
+def test_a_callback_posted_just_before_the_loop_shuts_down_still_runs() -> None:
+    """Its wake-up went to the eventfd, which the shutdown stops watching: it is handed on."""
+    seen: list[str] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        inbox = inbox_for(loop)
+        assert inbox._fd is not None
+        poster = threading.Thread(target=inbox.post, args=(seen.append, "posted"))
+        poster.start()
+        poster.join()  # posted and signalled; the loop has not looked at the eventfd yet
+        await loop.shutdown_asyncgens()
+        await turns_until(lambda: seen == ["posted"], "the posted callback runs")
+
+    asyncio.run(main())
 
 
 def test_keyboard_interrupt_in_a_callback_propagates_and_later_ones_still_run(

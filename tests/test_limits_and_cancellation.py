@@ -11,6 +11,7 @@ import pytest
 
 from aiothreads import (
     CapacityLimiter,
+    WorkerPool,
     check_cancelled,
     is_cancelled,
     sync_await,
@@ -115,6 +116,42 @@ async def test_caller_cancelled_while_waiting_frees_its_place() -> None:
     await asyncio.gather(holder, follower)
     assert ran == ["holder", "follower"]
     assert limiter.borrowed_tokens == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("instrument", [True, False])
+async def test_a_call_cancelled_while_queued_in_the_pool_gives_its_place_back_at_once(
+    instrument: bool,
+) -> None:
+    """Not when a worker reaches it, which may be long after: the place is free for others now."""
+    pool = WorkerPool(max_workers=1)
+    limiter = CapacityLimiter(1)
+    release = threading.Event()
+    ran: list[str] = []
+
+    @threaded(executor=pool)
+    def occupy() -> None:
+        release.wait(5)
+
+    @threaded(limit=limiter, executor=pool, instrument=instrument)
+    def work(name: str) -> None:
+        ran.append(name)
+
+    try:
+        blocker = occupy()
+        queued = work("cancelled")  # took the place, waits behind the blocker
+        assert limiter.borrowed_tokens == 1
+        queued.cancel()
+        assert limiter.borrowed_tokens == 0
+        follower = work("follower")
+        assert limiter.borrowed_tokens == 1
+        release.set()
+        await asyncio.gather(blocker, follower)
+        assert ran == ["follower"]
+        assert limiter.borrowed_tokens == 0
+    finally:
+        release.set()
+        await asyncio.to_thread(pool.shutdown)
 
 
 @pytest.mark.asyncio

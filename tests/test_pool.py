@@ -142,6 +142,46 @@ def test_shutdown_runs_the_queued_work_by_default() -> None:
     pool.shutdown()
 
 
+def test_a_second_shutdown_that_cancels_the_queued_work_still_lets_every_worker_stop() -> None:
+    started, release = threading.Event(), threading.Event()
+    pool = WorkerPool(max_workers=1, idle_timeout=None)
+    running = pool.submit(lambda: (started.set(), release.wait(5)))
+    assert started.wait(5)
+    (worker,) = pool._workers
+    try:
+        queued = pool.submit(abs, -3)
+
+        pool.shutdown(wait=False)  # its stop marker queues behind the call
+        pool.shutdown(wait=False, cancel_futures=True)  # drops the call, not the marker
+        release.set()
+
+        assert queued.cancelled()
+        assert running.result(5) == (None, True)
+        worker.join(5)
+        assert not worker.is_alive()
+    finally:
+        release.set()
+        if worker.is_alive():  # left waiting for a stop marker that was lost
+            pool._calls.put(None)
+
+
+def test_work_cancelled_before_a_worker_took_it_never_runs() -> None:
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+    pool = WorkerPool(max_workers=1)
+    try:
+        pool.submit(lambda: (started.set(), release.wait(5)))
+        assert started.wait(5)
+        queued = pool.submit(ran.append, "queued")
+        assert queued.cancel()
+        release.set()
+        assert pool.submit(abs, -1).result(5) == 1  # the only worker went past it
+        assert ran == []
+    finally:
+        release.set()
+        pool.shutdown()
+
+
 @pytest.mark.asyncio
 async def test_an_idle_worker_takes_the_next_call_instead_of_a_new_thread() -> None:
     with WorkerPool(max_workers=4) as pool:

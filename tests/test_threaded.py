@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import aiothreads
-from aiothreads import EVENT_LOOP, BoundThreaded, Threaded, ThreadedBase, threaded
+from aiothreads import EVENT_LOOP, BoundThreaded, Threaded, ThreadedBase, WorkerPool, threaded
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
 
@@ -179,6 +179,40 @@ async def test_call_cancelled_before_a_worker_picks_it_up_never_runs() -> None:
     assert not ran.is_set()
     with pytest.raises(asyncio.CancelledError):
         await queued
+
+
+@pytest.mark.asyncio
+async def test_a_call_cancelled_while_queued_in_aiothreads_pool_never_runs() -> None:
+    """Without a limit or telemetry nothing settles it on cancel: its worker must skip it."""
+    pool = WorkerPool(max_workers=1)
+    release = threading.Event()
+    ran: list[str] = []
+
+    @threaded(executor=pool)
+    def occupy() -> None:
+        release.wait(5)
+
+    @threaded(executor=pool, instrument=False)
+    def must_not_run() -> None:
+        ran.append("ran")
+
+    @threaded(executor=pool)
+    def after_it() -> None:
+        pass
+
+    try:
+        blocker = occupy()
+        queued = must_not_run()  # behind the blocker, on the only worker
+        queued.cancel()
+        release.set()
+        await blocker
+        await after_it()  # the only worker went past the cancelled call
+        assert ran == []
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+    finally:
+        release.set()
+        await asyncio.to_thread(pool.shutdown)
 
 
 @pytest.mark.asyncio
