@@ -8,6 +8,7 @@ for aiothreads' ``WorkerPool`` and for a ``ThreadPoolExecutor``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import textwrap
 import threading
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aiothreads import CapacityLimiter, instrumentation, threaded
+from aiothreads import CapacityLimiter, _pool_state, instrumentation, threaded
 from aiothreads._pool import WorkerPool
 from aiothreads._pool_state import pool_name
 from tests.python_process import run_python
@@ -222,6 +223,21 @@ async def test_a_pool_reports_no_refusals_from_its_first_call_on_and_after_it_is
         }
     gone = {"busy": None, "idle": None, "max": None, "queued": None, **NO_REFUSALS}
     assert metrics_of(prefix).read() == gone  # shut down: its refusals stay, at none
+
+
+@pytest.mark.asyncio
+async def test_executors_that_are_gone_leave_nothing_behind() -> None:
+    known = len(_pool_state._seen)
+    for _ in range(5):
+        with ThreadPoolExecutor(1, thread_name_prefix="short-lived") as executor:
+            assert await threaded(abs, executor=executor)(-1) == 1
+        del executor
+
+    def all_gone() -> bool:  # once the last call's done callbacks have run
+        gc.collect()
+        return len(_pool_state._seen) == known
+
+    await turns_until(all_gone, "the executors collected and forgotten")
 
 
 class Unnamed(Executor):
