@@ -485,3 +485,36 @@ async def test_repr_shows_the_generator_and_its_state() -> None:
     assert repr(stream) == f"{prefix} running>"
     await stream.close()
     assert repr(stream) == f"{prefix} closed>"
+
+
+@pytest.mark.asyncio
+async def test_closing_the_iterator_cancels_a_coroutine_the_generator_awaits() -> None:
+    entered = asyncio.Event()
+    outcome: list[str] = []
+
+    async def forever() -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            outcome.append("coroutine cancelled")
+            raise
+
+    @threaded_iterable(max_size=1)
+    def waits_on_the_loop() -> Generator[int, None, None]:
+        try:
+            sync_await(forever)
+        except asyncio.CancelledError:
+            outcome.append("generator saw the cancellation")
+        yield 1
+
+    items = waits_on_the_loop()
+    first = asyncio.ensure_future(items.__anext__())
+    try:
+        await asyncio.wait_for(entered.wait(), 5)
+        # A hang guard only: the consumer's leaving must end the wait at once.
+        await asyncio.wait_for(items.close(), 5)
+    finally:
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+    assert outcome == ["coroutine cancelled", "generator saw the cancellation"]
