@@ -518,6 +518,11 @@ async def test_an_unpicklable_argument_fails_at_once_and_gives_the_place_back(
     assert isinstance(outcome, ExecutorRefused)
     assert outcome.__cause__ is not None, "the pickling error should be the __cause__"
     assert "tests.remote_work.multiply cannot run on" in str(outcome)
+    name = type(engine.executor).__name__
+    if type(engine.executor) is ProcessPoolExecutor:  # surely remote: nothing to declare
+        assert str(outcome).endswith(", or a module-level function with picklable arguments")
+    else:
+        assert str(outcome).endswith(f"declare it with aiothreads.runs_in_threads({name})")
     assert books.settled(limiter) == {"error": 1}
 
 
