@@ -57,7 +57,8 @@ class ModuleTally:
 def tally(mutants: Path, equivalent: set[str]) -> tuple[dict[str, ModuleTally], list[str]]:
     """Count the statuses of each module's mutants; return them and the unexplained survivors.
 
-    A survivor listed in ``equivalent`` is counted as ``equivalent``.
+    A survivor (or a mutant that timed out) listed in ``equivalent`` is
+    counted as ``equivalent``.
     """
     by_module: dict[str, ModuleTally] = {}
     unexplained: list[str] = []
@@ -68,11 +69,10 @@ def tally(mutants: Path, equivalent: set[str]) -> tuple[dict[str, ModuleTally], 
         counted = ModuleTally()
         for name, code in recorded["exit_code_by_key"].items():
             status = status_by_exit_code[code]
-            if status == "survived":
-                if name in equivalent:
-                    status = "equivalent"
-                else:
-                    unexplained.append(name)
+            if name in equivalent and status in {"survived", "timeout"}:
+                status = "equivalent"  # a timeout of one is the machine's, not a catch
+            elif status == "survived":
+                unexplained.append(name)
             counted.statuses[status] += 1
             if code is not None:
                 counted.seconds += durations.get(name, 0.0)
