@@ -229,6 +229,23 @@ async def test_sync_await_calls_a_plain_callable_on_the_loop_thread() -> None:
 
 
 @pytest.mark.asyncio
+async def test_sync_await_of_a_callable_returning_a_future_returns_the_futures_result() -> None:
+    def schedule(value: str) -> asyncio.Future[str]:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(future.set_result, value)
+        return future
+
+    def start_task(value: str) -> asyncio.Task[str]:
+        return asyncio.ensure_future(echo(value, suffix="!"))
+
+    @threaded
+    def work() -> tuple[object, object]:
+        return sync_await(schedule, "settled later"), sync_await(start_task, "a task")
+
+    assert await work() == ("settled later", "a task!")
+
+
+@pytest.mark.asyncio
 async def test_a_plain_callable_that_raises_raises_in_the_thread() -> None:
     def refuse() -> None:
         raise _Failure("plain")

@@ -892,6 +892,39 @@ async def test_a_call_its_executor_refused_ends_an_error_span_under_the_callers(
     assert telemetry.value("aiothreads_calls_finished_total", **labels) == 1
 
 
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_a_call_whose_submit_is_interrupted_is_logged_as_refused_not_as_the_interrupt(
+    telemetry: Telemetry,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+    interrupt: type[BaseException],
+) -> None:
+    @runs_in_threads
+    class InterruptedExecutor(Executor):
+        def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+            raise interrupt
+
+    @threaded(executor=InterruptedExecutor())
+    def interrupted() -> None:
+        pass
+
+    loop = loop_factory()
+    try:
+        with pytest.raises(interrupt):  # the interrupt itself goes on, out of the loop
+            loop.run_until_complete(loop.create_task(interrupted()))  # type: ignore[arg-type]
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+    test = (
+        "test_a_call_whose_submit_is_interrupted_is_logged_as_refused_not_as_the_interrupt"
+        ".<locals>.interrupted"
+    )
+    (event,) = telemetry.events("threaded call refused")
+    assert event["error"].startswith("ExecutorRefused: the executor refused the call")
+    span = telemetry.span(f"threaded {name(test)}")
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "aiothreads.ExecutorRefused"
+
+
 def _a_result_its_closed_loop_cannot_take(
     loop_factory: Callable[[], asyncio.AbstractEventLoop], *, instrument: bool
 ) -> str:
@@ -961,6 +994,47 @@ async def test_a_generator_its_executor_refused_ends_an_error_span_under_the_cal
         await stream.__anext__()  # started outside the request: the span is still its child
     span = telemetry.span(f"iterable {name(refused.__qualname__)}")
     assert_refused_under(span, request)
+
+
+class _PauseAsSpanStarts(SpanProcessor):
+    """Holds the thread that opens a span named ``name`` until ``release`` is set."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        if span.name == self.name:
+            self.started.set()
+            self.release.wait(5)
+
+
+@pytest.mark.asyncio
+async def test_a_generator_whose_consumer_left_as_its_thread_started_never_runs_its_body(
+    telemetry: Telemetry,
+) -> None:
+    ran: list[str] = []
+
+    @threaded_iterable(max_size=1)
+    def rows() -> Generator[int, None, None]:
+        ran.append("body")
+        yield 1
+
+    # The producer thread opens its span after it took the producer, before the generator.
+    pause = _PauseAsSpanStarts(f"iterable {name(rows.__qualname__)}")
+    telemetry.provider.add_span_processor(pause)
+    stream = rows()
+    first = asyncio.ensure_future(stream.__anext__())
+    try:
+        assert await wait_in_own_thread(pause.started)
+        closing = stream.close()  # the consumer leaves while the thread is between the two
+    finally:
+        pause.release.set()
+    await closing
+    with pytest.raises(StopAsyncIteration):
+        await first
+    assert ran == []
 
 
 def _documented_reason(page: str, row: str) -> str:
