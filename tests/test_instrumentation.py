@@ -2203,3 +2203,127 @@ def test_configuring_opentelemetry_metrics_again_counts_each_call_once() -> None
     finally:
         instrumentation.reset()
         provider.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_with_metrics_alone_a_calls_duration_leaves_out_its_wait_for_a_thread() -> None:
+    registry = CollectorRegistry()
+    instrumentation.configure(registry=registry, opentelemetry=False, structlog=False)
+    try:
+        with ThreadPoolExecutor(1) as single:
+            started, release = threading.Event(), threading.Event()
+
+            @threaded(executor=single)
+            def hold() -> None:
+                started.set()
+                release.wait(5)
+
+            @threaded(executor=single)
+            def quick() -> None:
+                pass
+
+            first = hold()
+            await turns_until(started.is_set, "the first call holds the only thread")
+            second = quick()
+            await turns_until(lambda: single._work_queue.qsize() == 1, "the second call waits")
+            await asyncio.sleep(0.1)  # not to synchronise: a wait long enough to measure
+            release.set()
+            await asyncio.gather(first, second)
+    finally:
+        instrumentation.reset()
+    labels = {"function": f"{MODULE}.{quick.__qualname__}", "kind": "threaded"}
+    waited = registry.get_sample_value("aiothreads_call_wait_seconds_sum", labels)
+    ran = registry.get_sample_value("aiothreads_call_duration_seconds_sum", labels)
+    assert waited is not None
+    assert ran is not None
+    assert waited >= 0.1
+    assert ran < waited  # it ran at once: what it waited is not in its run
+
+
+def test_a_limit_wait_exactly_on_a_bucket_bound_is_counted_in_that_bucket() -> None:
+    registry = CollectorRegistry()
+    instrumentation.configure(registry=registry, opentelemetry=False, structlog=False)
+    try:
+        telemetry = current_telemetry()
+        assert telemetry is not None
+        assert telemetry.metrics is not None
+        series = telemetry.metrics.series("threaded", "on_the_bound")
+        series.limit_waited(0.005)
+        buckets = {
+            float(sample.labels["le"]): sample.value
+            for family in registry.collect()
+            if family.name == "aiothreads_limit_wait_seconds"
+            for sample in family.samples
+            if sample.name.endswith("_bucket") and sample.labels["function"] == "on_the_bound"
+        }
+    finally:
+        instrumentation.reset()
+    assert buckets[0.005] == 1
+    below = max(bound for bound in buckets if bound < 0.005)
+    assert buckets[below] == 0
+
+
+@pytest.mark.asyncio
+async def test_the_span_of_a_call_cancelled_while_queued_has_a_cancelled_event_and_no_error(
+    telemetry: Telemetry,
+) -> None:
+    with ThreadPoolExecutor(1) as single:
+        started, release = threading.Event(), threading.Event()
+
+        @threaded(executor=single)
+        def hold() -> None:
+            started.set()
+            release.wait(5)
+
+        @threaded(executor=single)
+        def never() -> None:
+            raise AssertionError("must not run")
+
+        try:
+            blocker = hold()
+            assert await wait_in_own_thread(started)
+            queued = never()
+            queued.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+        finally:
+            release.set()
+        await blocker
+    span = telemetry.span(f"threaded {MODULE}.{never.__qualname__}")
+    assert span.attributes is not None
+    assert span.attributes["aiothreads.outcome"] == "cancelled"
+    assert "error.type" not in span.attributes
+    assert span.status.status_code is not StatusCode.ERROR
+    assert [event.name for event in span.events] == ["cancelled"]
+
+
+@pytest.mark.asyncio
+async def test_a_limited_calls_span_tells_its_limit_wait_from_its_wait_for_a_thread(
+    telemetry: Telemetry,
+) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    @threaded(limit=1)
+    def hold() -> None:
+        started.set()
+        release.wait(5)
+
+    first, second = hold(), hold()
+    try:
+        assert await wait_in_own_thread(started)
+        assert hold.limiter is not None
+        limiter = hold.limiter
+        await turns_until(lambda: limiter.waiting == 1, "the second call waits on the limiter")
+        await asyncio.sleep(0.1)  # not to synchronise: a limit wait long enough to measure
+    finally:
+        release.set()
+    await asyncio.gather(first, second)
+    spans = [span for span in telemetry.finished_spans() if span.name.endswith(".hold")]
+    (waited,) = [span for span in spans if LIMIT_WAIT in (span.attributes or {})]
+    assert waited.attributes is not None
+    limit_wait = waited.attributes[LIMIT_WAIT]
+    queue_wait = waited.attributes["aiothreads.queue_wait_seconds"]
+    assert isinstance(limit_wait, float)
+    assert isinstance(queue_wait, float)
+    assert limit_wait >= 0.1
+    assert queue_wait >= limit_wait  # its whole wait: for its place, then for a thread
