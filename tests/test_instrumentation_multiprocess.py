@@ -354,6 +354,30 @@ def test_pool_threads_and_queue_follow_a_burst_in_every_worker(tmp_path: Path) -
     ]
 
 
+def printed_in_multiprocess_mode(tmp_path: Path, source: str) -> list[str]:
+    """Run ``source`` alone in multiprocess mode; return the words it printed."""
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+        "AIOTHREADS_INSTRUMENTATION": "prometheus",
+    }
+    completed = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout.split()
+
+
 SKIPPED_SCRIPT = """
 import asyncio, threading
 from concurrent.futures import ThreadPoolExecutor
@@ -392,26 +416,8 @@ print(registry.get_sample_value("aiothreads_calls_finished_total", cancelled))
 def test_a_call_cancelled_before_it_ran_is_no_longer_queued_in_multiprocess_mode(
     tmp_path: Path,
 ) -> None:
-    directory = tmp_path / "metrics"
-    directory.mkdir()
-    script = tmp_path / "skipped.py"
-    script.write_text(textwrap.dedent(SKIPPED_SCRIPT))
-    env = {
-        **os.environ,
-        "PROMETHEUS_MULTIPROC_DIR": str(directory),
-        "AIOTHREADS_INSTRUMENTATION": "prometheus",
-    }
-    completed = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.split() == ["0.0", "1.0"]
+    printed = printed_in_multiprocess_mode(tmp_path, SKIPPED_SCRIPT)
+    assert printed == ["0.0", "1.0"]
 
 
 DEPTH_SCRIPT = """
@@ -458,25 +464,7 @@ asyncio.run(main())
 def test_in_multiprocess_mode_channel_depth_is_zero_once_the_iterator_ended_beside_a_full_one(
     tmp_path: Path,
 ) -> None:
-    directory = tmp_path / "metrics"
-    directory.mkdir()
-    script = tmp_path / "depth.py"
-    script.write_text(textwrap.dedent(DEPTH_SCRIPT))
-    env = {
-        **os.environ,
-        "PROMETHEUS_MULTIPROC_DIR": str(directory),
-        "AIOTHREADS_INSTRUMENTATION": "prometheus",
-    }
-    completed = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert completed.returncode == 0, completed.stderr
+    printed = printed_in_multiprocess_mode(tmp_path, DEPTH_SCRIPT)
     # Neither the items it left buffered as it ended, nor those of the other function's
     # channel, which stays full meanwhile.
-    assert completed.stdout.split() == ["0.0"]
+    assert printed == ["0.0"]
