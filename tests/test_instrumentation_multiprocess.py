@@ -106,6 +106,30 @@ if __name__ == "__main__":
 """
 
 
+def output_in_multiprocess_mode(folder: Path, source: str, timeout: float = 60) -> str:
+    """Run ``source`` in ``folder`` with a metrics directory of its own; return what it printed."""
+    directory = folder / "metrics"
+    directory.mkdir()
+    script = folder / "script.py"
+    script.write_text(textwrap.dedent(source))
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+        "AIOTHREADS_INSTRUMENTATION": "prometheus",
+    }
+    completed = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+        cwd=folder,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout
+
+
 @dataclass
 class Service:
     values: list[list[str]]
@@ -116,26 +140,8 @@ class Service:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Service:
     """Run two workers, kill one in a call, scrape the survivor and the dead one's counts."""
     folder = tmp_path_factory.mktemp("service")
-    directory = folder / "metrics"
-    directory.mkdir()
-    script = folder / "service.py"
-    script.write_text(textwrap.dedent(SCRIPT))
-    env = {
-        **os.environ,
-        "PROMETHEUS_MULTIPROC_DIR": str(directory),
-        "AIOTHREADS_INSTRUMENTATION": "prometheus",
-    }
-    completed = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-        cwd=folder,
-    )
-    assert completed.returncode == 0, completed.stderr
-    values = [line.rsplit(" ", 1) for line in completed.stdout.splitlines()]
+    printed = output_in_multiprocess_mode(folder, SCRIPT, timeout=120)
+    values = [line.rsplit(" ", 1) for line in printed.splitlines()]
     return Service(values, folder / "scrape.txt")
 
 
@@ -356,26 +362,7 @@ def test_pool_threads_and_queue_follow_a_burst_in_every_worker(tmp_path: Path) -
 
 def printed_in_multiprocess_mode(tmp_path: Path, source: str) -> list[str]:
     """Run ``source`` alone in multiprocess mode; return the words it printed."""
-    directory = tmp_path / "metrics"
-    directory.mkdir()
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(source))
-    env = {
-        **os.environ,
-        "PROMETHEUS_MULTIPROC_DIR": str(directory),
-        "AIOTHREADS_INSTRUMENTATION": "prometheus",
-    }
-    completed = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert completed.returncode == 0, completed.stderr
-    return completed.stdout.split()
+    return output_in_multiprocess_mode(tmp_path, source).split()
 
 
 SKIPPED_SCRIPT = """
