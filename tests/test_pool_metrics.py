@@ -223,6 +223,7 @@ async def test_a_pool_reports_no_refusals_from_its_first_call_on_and_after_it_is
 
 @pytest.mark.asyncio
 async def test_executors_that_are_gone_leave_nothing_behind() -> None:
+    gc.collect()  # what earlier tests left is gone before the count
     known = len(_pool_state._seen)
     for _ in range(5):
         with ThreadPoolExecutor(1, thread_name_prefix="short-lived") as executor:
@@ -231,7 +232,7 @@ async def test_executors_that_are_gone_leave_nothing_behind() -> None:
 
     def all_gone() -> bool:  # once the last call's done callbacks have run
         gc.collect()
-        return len(_pool_state._seen) == known
+        return len(_pool_state._seen) <= known
 
     await turns_until(all_gone, "the executors collected and forgotten")
 
