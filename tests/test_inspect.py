@@ -96,19 +96,11 @@ def test_json_has_the_snapshot_and_no_argument_values(
     answer = json.loads(completed.stdout)
     assert answer["pid"] == process.pid
     assert answer["format"] == 1
+    assert answer["aiothreads"] == aiothreads.__version__
+    assert completed.stderr == ""  # a target on this version gets no note about versions
     functions = sorted(work["function"] for work in answer["work"])
     assert functions == ["__main__.blocking_driver_call", "__main__.run_scan"]
     assert SECRET not in completed.stdout
-
-
-def test_a_target_on_this_version_gets_no_note_about_versions(
-    stopped_at_exit: list[subprocess.Popen[str]],
-) -> None:
-    process = service(stopped_at_exit, "--signal")
-    completed = inspect(process.pid, "--signal", "USR1", "--json")
-    assert completed.returncode == 0, completed.stderr
-    assert json.loads(completed.stdout)["aiothreads"] == aiothreads.__version__
-    assert completed.stderr == ""
 
 
 @pytest.mark.parametrize("spelling", ["usr1", "SIGUSR1"])

@@ -505,40 +505,29 @@ async def test_a_remote_exception_reaches_the_caller_with_its_traceback(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("passed", ["positionally", "by keyword"])
 async def test_an_unpicklable_argument_fails_at_once_and_gives_the_place_back(
-    engine: Engine, books: Books
+    engine: Engine, books: Books, passed: str
 ) -> None:
     limiter = CapacityLimiter(1)
-    call = threaded(limit=limiter, executor=engine.executor)(remote_work.multiply)
+    function = remote_work.multiply if passed == "positionally" else remote_work.echo
+    call = threaded(limit=limiter, executor=engine.executor)(function)
 
-    future = submitted(call(threading.Lock(), 2))  # type: ignore[arg-type]
+    if passed == "positionally":
+        future = submitted(call(threading.Lock(), 2))
+    else:
+        future = submitted(call(1, key=threading.Lock()))
 
     assert future.done(), "the refusal should be known at once, before anything is submitted"
     outcome = await outcome_of(future)
     assert isinstance(outcome, ExecutorRefused)
     assert outcome.__cause__ is not None, "the pickling error should be the __cause__"
-    assert "tests.remote_work.multiply cannot run on" in str(outcome)
+    assert f"tests.remote_work.{function.__name__} cannot run on" in str(outcome)
     name = type(engine.executor).__name__
     if type(engine.executor) is ProcessPoolExecutor:  # surely remote: nothing to declare
         assert str(outcome).endswith(", or a module-level function with picklable arguments")
     else:
         assert str(outcome).endswith(f"declare it with aiothreads.runs_in_threads({name})")
-    assert books.settled(limiter) == {"error": 1}
-
-
-@pytest.mark.asyncio
-async def test_an_unpicklable_keyword_argument_fails_at_once_and_gives_the_place_back(
-    engine: Engine, books: Books
-) -> None:
-    limiter = CapacityLimiter(1)
-    call = threaded(limit=limiter, executor=engine.executor)(remote_work.echo)
-
-    future = submitted(call(1, key=threading.Lock()))
-
-    assert future.done(), "the refusal should be known at once, before anything is submitted"
-    outcome = await outcome_of(future)
-    assert isinstance(outcome, ExecutorRefused)
-    assert "tests.remote_work.echo cannot run on" in str(outcome)
     assert books.settled(limiter) == {"error": 1}
 
 

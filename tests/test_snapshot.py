@@ -632,6 +632,7 @@ async def test_where_and_the_stack_pass_over_a_tool_that_wraps_aiothreads() -> N
         in_between = CodeLocation(tool, 3, "calling")
         assert dataclasses.replace(work, stack=(application, in_between, own)).where == application
     finally:
+        WRAPPER_FILES.discard(tool)
         blocked.release.set()
         await call
 
