@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Coroutine
 from typing import Any
 
@@ -129,3 +130,35 @@ async def test_a_task_factory_the_application_set_is_honoured() -> None:
     finally:
         loop.set_task_factory(None)
     assert made == ["coroutine"]
+
+
+@pytest.mark.asyncio
+async def test_a_task_the_applications_factory_makes_keeps_the_bridges_name() -> None:
+    """Named after the coroutine and the calling thread, as a task started eagerly is."""
+    loop = asyncio.get_running_loop()
+    names: list[str] = []
+    thread_names: list[str] = []
+
+    def factory(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def answer() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        names.append(task.get_name())
+        await asyncio.sleep(0)
+        return 42
+
+    @threaded
+    def work() -> int:
+        thread_names.append(threading.current_thread().name)
+        return sync_await(answer)
+
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+    try:
+        assert await work() == 42
+    finally:
+        loop.set_task_factory(None)
+    assert names == [f"sync_await:{answer.__qualname__} from {thread_names[0]}"]
