@@ -160,7 +160,9 @@ class Watchdog:
             delay = self.check()
             if delay is None:
                 work_arrived.clear()
-                if not running():  # else work started between the check and the clear
+                # Asked to stop, or work started, between the check and the clear:
+                # either one set the event this clear took back.
+                if not stop.is_set() and not running():
                     work_arrived.wait()
             else:
                 stop.wait(delay)

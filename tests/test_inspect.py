@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -15,9 +16,13 @@ from pathlib import Path
 import pytest
 
 import aiothreads
+from aiothreads import AwaitingTask, RunningWork, _inspection
+from aiothreads._inflight import STACK_DEPTH
+from aiothreads._inspection import default_path
 from aiothreads.inspect import InspectionError, inspect_process, render_table
 from aiothreads.instrumentation import install_snapshot_signal
 from tests.stuck_service import SERVICE, start
+from tests.waiting import PATIENCE
 
 SECRET = "s3cr3t-argument-value"
 REMOTE_EXEC = sys.version_info >= (3, 14) and hasattr(sys, "remote_exec")
@@ -288,3 +293,119 @@ def test_the_signal_can_only_be_installed_from_the_main_thread() -> None:
         "install_snapshot_signal() must be called from the main thread "
         "(Python runs signal handlers there)"
     ]
+
+
+def test_a_call_run_by_another_process_shows_its_executor_in_place_of_a_thread() -> None:
+    elsewhere = RunningWork(
+        function="jobs.crunch",
+        kind="threaded",
+        loop="_UnixSelectorEventLoop@7f00",
+        thread_name="",
+        thread_id=0,
+        submitted=100.0,
+        started=100.0,
+        running_for=12.0,
+        queued_for=0.0,
+        limit_wait=None,
+        items=None,
+        waiting_for_room=None,
+        trace_id=None,
+        stack=(),
+        executor="ProcessPoolExecutor",
+        awaited_by=(AwaitingTask("request-3"),),
+    )
+    answer = {"pid": 7, "aiothreads": "1.3.0", "python": "3.14.1", "work": [elsewhere.as_dict()]}
+    table = render_table(answer)
+    row = next(line for line in table.splitlines() if line.startswith("jobs.crunch "))
+    assert row.split() == [
+        "jobs.crunch",
+        "threaded",
+        "ProcessPoolExecutor",
+        "12.0",
+        "s",
+        "request-3",
+        "-",
+        "-",
+        "-",
+    ]
+    assert "jobs.crunch in ProcessPoolExecutor:" in table.splitlines()
+
+
+def test_a_snapshot_larger_than_a_pipe_holds_is_written_to_wait_for_its_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command's end of the FIFO is non-blocking; the target's end must not be.
+
+    Written without blocking, a snapshot longer than the pipe holds is cut
+    short as soon as the pipe is full and the reader has not caught up.
+    """
+    fifo = str(tmp_path / "answer")
+    os.mkfifo(fifo, 0o600)
+    reading = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # as the command holds it
+    capacity = fcntl.fcntl(reading, fcntl.F_GETPIPE_SZ)
+    stack = [f"/srv/app/jobs.py:{line} in step" for line in range(STACK_DEPTH)]
+    work = [{"function": f"jobs.step_{number}", "stack": stack} for number in range(400)]
+    large = {"format": 1, "pid": os.getpid(), "work": work}
+    assert len(json.dumps(large)) > 4 * capacity
+    monkeypatch.setattr(_inspection, "payload", lambda: large)
+    blocking: list[bool] = []
+    writing = threading.Event()
+    write = os.write
+
+    def write_noting_the_mode(descriptor: int, data: bytes | memoryview) -> int:
+        if threading.current_thread() is writer:
+            blocking.append(os.get_blocking(descriptor))
+            writing.set()  # its end is open: from now on, an empty read means the end
+        return write(descriptor, data)
+
+    monkeypatch.setattr(_inspection.os, "write", write_noting_the_mode)
+    writer = threading.Thread(target=_inspection.write_payload, args=(fifo,))
+    chunks: list[bytes] = []
+    try:
+        writer.start()
+        assert writing.wait(PATIENCE)
+        os.set_blocking(reading, True)
+        while chunk := os.read(reading, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(reading)
+        writer.join(10)
+    assert blocking
+    assert all(blocking), blocking
+    assert json.loads(b"".join(chunks)) == large
+
+
+def test_the_snapshot_signal_is_sigusr1_the_one_the_command_sends_unless_told_otherwise(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "snapshot.json"
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGUSR1, signal.SIGUSR2)}
+    try:
+        assert install_snapshot_signal(file=target) == str(target)
+        assert signal.getsignal(signal.SIGUSR2) == previous[signal.SIGUSR2]
+        assert signal.getsignal(signal.SIGUSR1) != previous[signal.SIGUSR1]
+        signal.raise_signal(signal.SIGUSR1)  # its handler has run when this returns
+        for writer in threading.enumerate():  # started by then; it may have ended already
+            if writer.name == "aiothreads-snapshot":
+                writer.join(10)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert json.loads(target.read_text())["pid"] == os.getpid()
+
+
+def test_a_snapshot_file_left_where_the_command_reads_is_replaced(
+    stopped_at_exit: list[subprocess.Popen[str]],
+) -> None:
+    process = service(stopped_at_exit, "--signal")
+    # What the target writes when its signal arrives and no command reads: a plain file.
+    left = Path(default_path(process.pid))
+    left.write_text(json.dumps({"format": 1, "pid": process.pid, "work": []}))
+    try:
+        completed = inspect(process.pid, "--signal", "USR1", "--json")
+    finally:
+        left.unlink(missing_ok=True)
+    assert completed.returncode == 0, completed.stderr
+    answer = json.loads(completed.stdout)
+    assert answer["pid"] == process.pid
+    assert len(answer["work"]) == 2  # the live snapshot, not the file left behind

@@ -738,3 +738,56 @@ async def test_the_stack_starts_at_the_calls_own_function_wherever_it_lives() ->
     finally:
         blocked.release.set()
         await call
+
+
+@pytest.mark.asyncio
+async def test_an_awaiting_tasks_coroutine_chain_shows_the_lines_it_waits_on() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    @threaded
+    def blocking_driver_call() -> None:
+        started.set()
+        release.wait(5)
+
+    async def query() -> None:
+        await blocking_driver_call()  # <- the query waits here
+
+    async def handle_request() -> None:
+        await query()  # <- the request waits here
+
+    request = asyncio.create_task(handle_request(), name="request-9")
+    try:
+        assert await in_own_thread(started)
+        await turns_until(
+            lambda: bool(only("blocking_driver_call").awaited_by), "the request awaits its call"
+        )
+        (awaiter,) = only("blocking_driver_call").awaited_by
+        # Each coroutine where it is suspended now, not where its definition starts.
+        assert [(location.function, location.line) for location in awaiter.stack] == [
+            (name_in_stacks(handle_request), line_of(handle_request, "<- the request waits here")),
+            (name_in_stacks(query), line_of(query, "<- the query waits here")),
+        ]
+    finally:
+        release.set()
+        await request
+
+
+@pytest.mark.asyncio
+async def test_a_deep_stack_keeps_its_innermost_frames() -> None:
+    blocked = Blocked()
+
+    def descend(depth: int) -> str:
+        if depth == 0:
+            return blocked.block(SECRET)
+        return descend(depth - 1)
+
+    call = threaded(descend, name="deep_call")(STACK_DEPTH + 10)
+    try:
+        assert await in_own_thread(blocked.started)
+        # The frames kept are the innermost ones: the line the thread blocks on is among them.
+        seen = await waiting_at("deep_call", line_of(Blocked.block, "<- the blocking line"))
+        assert len(seen.stack) == STACK_DEPTH
+        assert seen.stack[-1].file.endswith("threading.py")  # the wait itself, innermost
+    finally:
+        blocked.release.set()
+        assert await call == SECRET

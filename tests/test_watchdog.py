@@ -394,3 +394,53 @@ def test_with_nothing_running_the_watchdog_sleeps_until_work_starts() -> None:
         assert woke.is_set(), "the watchdog never went to sleep without work"
     finally:
         watchdog.configure(None)
+
+
+@pytest.mark.asyncio
+async def test_a_reported_call_is_not_due_again(manual: Watchdog, slow_log: SlowLog) -> None:
+    blocked = Blocked()
+    call = threaded(blocked.block, name="stuck")(SECRET)
+    try:
+        assert await in_own_thread(blocked.started)
+        start = started_at()
+        # Once reported, the call asks for no check of its own: the next one is a
+        # whole threshold away, as for work that starts now.
+        assert manual.check(start + THRESHOLD) == pytest.approx(THRESHOLD)
+        assert manual.check(start + 5 * THRESHOLD) == pytest.approx(THRESHOLD)
+        assert len(slow_log.records) == 1
+    finally:
+        blocked.release.set()
+        assert await call == SECRET
+
+
+class HeldAfterEachLook(Watchdog):
+    """A watchdog whose thread, after each look that finds nothing running, waits for ``go``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looked = threading.Event()
+        self.go = threading.Event()
+
+    def check(self, now: float | None = None) -> float | None:
+        due = super().check(now)
+        self.looked.set()
+        self.go.wait()
+        return due
+
+
+def test_a_stop_asked_for_while_the_watchdog_looks_is_not_lost() -> None:
+    """Asked to stop between its look and its sleep, the watchdog's thread still ends."""
+    watchdog = HeldAfterEachLook()
+    watchdog.configure(THRESHOLD)
+    thread = watchdog._thread
+    assert thread is not None
+    assert watchdog.looked.wait(5)  # its look found nothing running; its sleep is next
+    stopping = threading.Thread(target=watchdog.configure, args=(None,), daemon=True)
+    stopping.start()
+    # Stopping sets the stop, then the wake-up, then waits for the thread to end.
+    assert watchdog._work_arrived.wait(5)
+    watchdog.go.set()
+    stopping.join(5)
+    thread.join(5)
+    assert not stopping.is_alive()
+    assert not thread.is_alive()
