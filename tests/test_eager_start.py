@@ -106,42 +106,18 @@ async def test_a_coroutine_cancelled_after_it_suspended_cancels_the_thread_wait(
 
 
 @pytest.mark.asyncio
-async def test_a_task_factory_the_application_set_is_honoured() -> None:
+async def test_a_task_factory_the_application_set_is_honoured_and_its_task_keeps_the_name() -> None:
+    """The factory makes the task; it is named after the coroutine and the calling thread,
+    as a task started eagerly is."""
     loop = asyncio.get_running_loop()
     made: list[str] = []
-
-    def factory(
-        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
-    ) -> asyncio.Task[Any]:
-        made.append(type(coro).__name__)
-        return asyncio.Task(coro, loop=loop, **kwargs)
-
-    async def answer() -> int:
-        await asyncio.sleep(0)
-        return 42
-
-    @threaded
-    def work() -> int:
-        return sync_await(answer)
-
-    loop.set_task_factory(factory)  # type: ignore[arg-type]
-    try:
-        assert await work() == 42
-    finally:
-        loop.set_task_factory(None)
-    assert made == ["coroutine"]
-
-
-@pytest.mark.asyncio
-async def test_a_task_the_applications_factory_makes_keeps_the_bridges_name() -> None:
-    """Named after the coroutine and the calling thread, as a task started eagerly is."""
-    loop = asyncio.get_running_loop()
     names: list[str] = []
     thread_names: list[str] = []
 
     def factory(
         loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
     ) -> asyncio.Task[Any]:
+        made.append(type(coro).__name__)
         return asyncio.Task(coro, loop=loop, **kwargs)
 
     async def answer() -> int:
@@ -161,4 +137,5 @@ async def test_a_task_the_applications_factory_makes_keeps_the_bridges_name() ->
         assert await work() == 42
     finally:
         loop.set_task_factory(None)
+    assert made == ["coroutine"]
     assert names == [f"sync_await:{answer.__qualname__} from {thread_names[0]}"]
