@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -455,3 +456,90 @@ def test_in_multiprocess_mode_channel_depth_is_zero_once_the_iterator_ended_besi
     # Neither the items it left buffered as it ended, nor those of the other function's
     # channel, which stays full meanwhile.
     assert printed == ["0.0"]
+
+
+BUCKETS_SCRIPT = """
+import asyncio, json
+import aiothreads
+from prometheus_client import CollectorRegistry, multiprocess
+
+@aiothreads.threaded(limit=1)
+def limited():
+    return 1
+
+assert asyncio.run(limited()) == 1
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry)
+
+def bounds(histogram):
+    return sorted(
+        {
+            sample.labels["le"]
+            for family in registry.collect()
+            for sample in family.samples
+            if sample.name == histogram + "_bucket"
+            and sample.labels["function"] == "__main__.limited"
+        },
+        key=float,
+    )
+
+print(json.dumps([bounds(name) for name in (
+    "aiothreads_call_duration_seconds",
+    "aiothreads_call_wait_seconds",
+    "aiothreads_limit_wait_seconds",
+)]))
+"""
+
+
+def test_in_multiprocess_mode_the_limit_wait_has_the_buckets_of_the_other_durations(
+    tmp_path: Path,
+) -> None:
+    """Waits for a place, for a thread, and runs are counted against the same bounds."""
+    duration, wait, limit_wait = json.loads(output_in_multiprocess_mode(tmp_path, BUCKETS_SCRIPT))
+    assert "0.0001" in duration  # aiothreads' own buckets, not prometheus-client's default
+    assert wait == duration
+    assert limit_wait == duration
+
+
+FOREIGN_POOL_SCRIPT = """
+import asyncio, json
+from concurrent.futures import Executor, Future
+import aiothreads
+from prometheus_client import CollectorRegistry, multiprocess
+
+class Inline(Executor):
+    \"\"\"Runs each call as it is submitted: a pool whose threads and queue nobody can read.\"\"\"
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+aiothreads.runs_in_threads(Inline)
+
+@aiothreads.threaded(executor=Inline())
+def inline():
+    return 1
+
+assert asyncio.run(inline()) == 1
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry)
+print(json.dumps(sorted(
+    sample.name + " " + ",".join(sorted(sample.labels.values()))
+    for family in registry.collect()
+    for sample in family.samples
+    if sample.name.startswith("aiothreads_pool") and sample.labels.get("pool") == "Inline"
+)))
+"""
+
+
+def test_in_multiprocess_mode_a_pool_whose_numbers_are_unknown_exports_only_its_refusals(
+    tmp_path: Path,
+) -> None:
+    """Threads, maximum and queue are left out, not shown as 0: nothing is known of them."""
+    exported = json.loads(output_in_multiprocess_mode(tmp_path, FOREIGN_POOL_SCRIPT))
+    assert exported == [
+        "aiothreads_pool_refused_total Inline,dropped",
+        "aiothreads_pool_refused_total Inline,rejected",
+        "aiothreads_pool_refused_total Inline,shut_down",
+    ]

@@ -31,6 +31,7 @@ import os
 import pickle
 import signal
 import socket
+import sys
 import threading
 import traceback
 from collections import Counter
@@ -434,6 +435,23 @@ def test_a_carried_partial_is_named_after_the_function_inside_as_dask_shows_it()
     assert carried(3) == ((1, 3), {"key": 2})
 
 
+def test_a_carried_call_ended_by_system_exit_leaves_no_caller_context_in_its_thread() -> None:
+    """The caller's trace and baggage are current only while the function runs, however it ends.
+
+    A worker's thread goes on to run other work, and logs between calls: none of that may
+    look as if it belonged to the caller's trace.
+    """
+    carried = carried_from_the_caller(sys.exit, "sys.exit")
+
+    def in_a_workers_thread() -> dict[str, object]:
+        with pytest.raises(SystemExit):
+            carried(3)
+        return dict(context.get_current())
+
+    with ThreadPoolExecutor(1, thread_name_prefix="test-worker") as worker:
+        assert worker.submit(in_a_workers_thread).result(HANG_GUARD) == {}
+
+
 @pytest.mark.parametrize("not_an_executor_class", [ThreadPoolExecutor(1), int, "pool"])
 def test_runs_in_threads_takes_only_executor_classes(not_an_executor_class: object) -> None:
     with pytest.raises(TypeError, match=r"concurrent\.futures\.Executor subclass"):
@@ -471,6 +489,29 @@ async def test_an_undeclared_executor_gets_only_picklable_work_and_is_told_how_t
         "aiothreads.runs_in_threads(InlineExecutor)"
     )
     assert books.settled() == {"ok": 1, "error": 1}
+
+
+@pytest.mark.asyncio
+async def test_a_refusal_names_what_cloudpickle_could_not_pickle_once_pickle_failed(
+    books: Books,
+) -> None:
+    """pickle cannot take a local function at all; cloudpickle can, but not the lock it holds.
+
+    The refusal gives cloudpickle's reason, the last one tried: the lock is what to change.
+    """
+    pytest.importorskip("cloudpickle")  # loaded: an undeclared executor is offered it
+    lock = threading.Lock()
+
+    def holds_a_lock() -> bool:
+        return lock.locked()
+
+    outcome = await outcome_of(threaded(executor=InlineExecutor())(holds_a_lock)())
+
+    assert isinstance(outcome, ExecutorRefused)
+    assert "cannot pickle '_thread.lock' object" in str(outcome)
+    assert isinstance(outcome.__cause__, TypeError)
+    assert "_thread.lock" in str(outcome.__cause__)
+    assert books.settled() == {"error": 1}
 
 
 # -- every engine keeps the caller's promises ----------------------------------------------------

@@ -164,18 +164,20 @@ class MultiprocessMetrics:
                     for reason in Refusal:
                         self._refusals.labels(name, reason.value)  # present, at zero
                     active = active or bool(pool.busy) or bool(pool.queued)
+                # A series is made only to be written: in multiprocess mode making
+                # one writes it, at 0.
                 numbers = (
-                    (self._maximum.labels(name), pool and pool.maximum),
-                    (self._threads.labels(name, "busy"), pool and pool.busy),
-                    (self._threads.labels(name, "idle"), pool and pool.idle),
-                    (self._queued.labels(name), pool and pool.queued),
+                    (self._maximum, (name,), pool and pool.maximum),
+                    (self._threads, (name, "busy"), pool and pool.busy),
+                    (self._threads, (name, "idle"), pool and pool.idle),
+                    (self._queued, (name,), pool and pool.queued),
                 )
-                for child, value in numbers:
+                for gauge, labels, value in numbers:
                     if value is not None:
-                        child.set(value)
+                        gauge.labels(*labels).set(value)
                         written.add(name)
                     elif name in before:
-                        child.set(0)
+                        gauge.labels(*labels).set(0)
             self._written_pools = written
             return active
 
