@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import importlib
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor as ThreadPoolExecutorForTest
 from typing import Any
 
@@ -158,16 +158,23 @@ async def test_the_old_run_in_new_thread_makes_daemon_threads_unless_told_not_to
     assert await run_in_new_thread(is_daemon, (), {}, False) is False  # 1.x: detach is the 4th
 
 
-def test_the_old_run_in_executor_awaited_outside_a_loop_runs_on_the_executor_it_was_given() -> None:
+def test_the_old_run_in_executor_awaited_outside_a_loop_runs_on_its_executor_with_its_arguments(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
     from aiothreads.threads import run_in_executor
 
-    def thread_name() -> str:
-        return threading.current_thread().name
+    def parsed_where(number: str, *, base: int) -> tuple[str, int]:
+        return threading.current_thread().name, int(number, base)
 
     with ThreadPoolExecutorForTest(1, thread_name_prefix="given") as executor:
-        pending = run_in_executor(thread_name, executor)  # no loop runs: a coroutine
-        name = asyncio.run(pending)  # type: ignore[arg-type]
+        pending = run_in_executor(parsed_where, executor, ("ff",), {"base": 16})  # a coroutine
+        loop = loop_factory()
+        try:
+            name, number = loop.run_until_complete(pending)  # type: ignore[arg-type]
+        finally:
+            loop.close()
     assert name.startswith("given")
+    assert number == 255
 
 
 @pytest.mark.asyncio

@@ -1202,6 +1202,25 @@ def test_environment_selects_backends(monkeypatch: pytest.MonkeyPatch) -> None:
         instrumentation.reset()
 
 
+@pytest.mark.parametrize("backend", ["opentelemetry", "prometheus", "structlog"])
+def test_an_object_passed_to_configure_switches_its_backend_on_whatever_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    monkeypatch.setenv("AIOTHREADS_INSTRUMENTATION", "off")
+    provider = TracerProvider()
+    passed = {
+        "opentelemetry": {"tracer_provider": provider},
+        "prometheus": {"registry": CollectorRegistry()},
+        "structlog": {"logger": structlog.get_logger("aiothreads")},
+    }[backend]
+    try:
+        instrumentation.configure(**passed)
+        assert instrumentation.enabled_backends() == [backend]  # the others stay off
+    finally:
+        instrumentation.reset()
+        provider.shutdown()
+
+
 @pytest.mark.parametrize(
     ("variable", "backends"),
     [

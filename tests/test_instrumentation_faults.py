@@ -151,7 +151,14 @@ def test_a_typo_in_the_environment_warns_once_and_keeps_the_rest() -> None:
     assert "backends: prometheus" in stdout
 
 
-def test_an_explicit_configure_still_raises_for_a_registry_it_cannot_use() -> None:
+@pytest.mark.parametrize(
+    "flags",
+    [{"opentelemetry": False, "structlog": False}, {}],
+    ids=["with flags", "registry alone"],
+)
+def test_an_explicit_configure_still_raises_for_a_registry_it_cannot_use(
+    flags: dict[str, bool],
+) -> None:
     from prometheus_client import CollectorRegistry, Counter
 
     from aiothreads import instrumentation
@@ -159,7 +166,8 @@ def test_an_explicit_configure_still_raises_for_a_registry_it_cannot_use() -> No
     registry = CollectorRegistry()
     Counter("aiothreads_calls_started", "someone else's", registry=registry)
     try:
+        # Passing the registry is asking for Prometheus, with or without a flag.
         with pytest.raises(ValueError, match="aiothreads_calls_started"):
-            instrumentation.configure(registry=registry, opentelemetry=False, structlog=False)
+            instrumentation.configure(registry=registry, **flags)
     finally:
         instrumentation.reset()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import warnings
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -360,6 +361,35 @@ def test_configure_refuses_a_bad_threshold(threshold: object, error: type[Except
     with pytest.raises(error, match="slow_call_threshold"):
         instrumentation.configure(slow_call_threshold=threshold)  # type: ignore[arg-type]
     instrumentation.reset()
+
+
+def test_configure_takes_the_environments_threshold_unless_one_is_passed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIOTHREADS_SLOW_CALL_THRESHOLD", "2.5")
+    backends = {"opentelemetry": False, "prometheus": False, "structlog": False}
+    try:
+        instrumentation.configure(**backends)
+        assert WATCHDOG.threshold == 2.5
+        instrumentation.configure(slow_call_threshold=7.0, **backends)
+        assert WATCHDOG.threshold == 7.0  # the argument wins over the environment
+    finally:
+        instrumentation.reset()
+    assert WATCHDOG.threshold is None
+
+
+@pytest.mark.parametrize("variable", ["OFF", "Off", " False ", "NONE"])
+def test_a_word_for_off_in_the_environment_keeps_the_watchdog_off_whatever_its_case(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv("AIOTHREADS_SLOW_CALL_THRESHOLD", variable)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a word for off is no bad value to warn about
+            instrumentation.configure(opentelemetry=False, prometheus=False, structlog=False)
+        assert WATCHDOG.threshold is None
+    finally:
+        instrumentation.reset()
 
 
 def test_with_nothing_running_the_watchdog_sleeps_until_work_starts() -> None:
