@@ -24,6 +24,9 @@ from aiothreads._pool_state import pool_name
 from tests.python_process import run_python
 from tests.waiting import turns_until
 
+REFUSAL_REASONS = ("shut_down", "rejected", "dropped")
+"""The ``reason`` label of refusals, in the order ``refusals()`` and ``plus()`` use."""
+
 
 class Metrics:
     """Reads one pool's numbers from both backends, and checks that they agree."""
@@ -56,7 +59,7 @@ class Metrics:
             "queued": self._sample("aiothreads_pool_queued"),
             **{
                 reason: self._sample("aiothreads_pool_refused_total", reason=reason)
-                for reason in ("shut_down", "rejected", "dropped")
+                for reason in REFUSAL_REASONS
             },
         }
         points = self._otel()
@@ -67,7 +70,7 @@ class Metrics:
             "queued": self._point(points, "aiothreads.pool.queue.size"),
             **{
                 reason: self._point(points, "aiothreads.pool.call.refused", reason=reason)
-                for reason in ("shut_down", "rejected", "dropped")
+                for reason in REFUSAL_REASONS
             },
         }
         if only:
@@ -271,10 +274,9 @@ def refusals(metrics: Metrics) -> tuple[float, float, float]:
     Only the refusals are compared across backends: a broken pool's dying
     thread may still move its thread counts between the two reads.
     """
-    reasons = ("shut_down", "rejected", "dropped")
-    counted = metrics.read(*reasons)
-    assert set(counted) == set(reasons), counted  # both backends agree
-    return tuple(counted[reason] or 0.0 for reason in reasons)  # type: ignore[return-value]
+    counted = metrics.read(*REFUSAL_REASONS)
+    assert set(counted) == set(REFUSAL_REASONS), counted  # both backends agree
+    return tuple(counted[reason] or 0.0 for reason in REFUSAL_REASONS)  # type: ignore[return-value]
 
 
 def plus(before: tuple[float, float, float], *more: float) -> tuple[float, ...]:

@@ -444,7 +444,7 @@ async def test_a_reported_call_is_not_due_again(manual: Watchdog, slow_log: Slow
 
 
 class HeldAfterEachLook(Watchdog):
-    """A watchdog whose thread, after each look that finds nothing running, waits for ``go``."""
+    """A watchdog whose thread waits for ``go`` after each look, before it sleeps."""
 
     def __init__(self) -> None:
         super().__init__()
