@@ -55,13 +55,15 @@ if TYPE_CHECKING:
     from concurrent.futures import Executor
 
     from ._inflight import About, SlowCallReporter
-    from .instrumentation._probes import CallProbe
+    from .instrumentation._backends import Series
+    from .instrumentation._probes import CallProbe, FunctionTelemetry
 
 __all__ = ["default_executor", "refused_call", "run_in_executor", "run_in_new_thread"]
 
 T = TypeVar("T")
 
 _monotonic: Final = time.monotonic
+_perf_counter: Final = time.perf_counter
 
 
 Arguments: TypeAlias = "tuple[tuple[Any, ...], Mapping[str, Any], contextvars.Context | None]"
@@ -98,6 +100,9 @@ class ThreadCall(CallFuture[T]):
         "_about",
         "_arguments",
         "_claim",
+        "_counted",
+        "_counted_since",
+        "_counts",
         "_elsewhere",
         "_func",
         "_inbox",
@@ -116,7 +121,14 @@ class ThreadCall(CallFuture[T]):
         on_finish: Callable[[], None] | None = None,
         *,
         about: About | None = None,
+        counted: FunctionTelemetry | None = None,
     ) -> None:
+        """Make the call; ``counted``, instead of a probe, counts one only metrics record.
+
+        Such a call is counted here as submitted (with its limit wait, if
+        ``about`` has one), and into ``counted.series`` as it runs: no
+        probe is made for the common path.
+        """
         super().__init__(loop=loop)
         self._inbox = inbox_for(loop)
         self._func = func
@@ -127,6 +139,13 @@ class ThreadCall(CallFuture[T]):
         self._submitted = _monotonic()
         self._started = NOT_RUNNING
         self._claim: list[bool] | None = None
+        self._counted = counted
+        if counted is not None:
+            self._counts = counts = cast("Series", counted.series)  # countable: it has one
+            self._counted_since = _perf_counter()
+            counts.submitted()
+            if about is not None and about[2] is not None:
+                counts.limit_waited(about[2])
 
     def settle_on_cancel(self) -> None:
         """Let a cancellation settle the books at once, while the call waits in a queue.
@@ -137,7 +156,7 @@ class ThreadCall(CallFuture[T]):
         the cancellation or the worker, settles the call; the other does
         nothing. Calls with no books to settle need no claim.
         """
-        if self._probe is not None or self._on_finish is not None:
+        if self._probe is not None or self._counted is not None or self._on_finish is not None:
             self._claim = [True]
 
     def _take_claim(self) -> bool:
@@ -185,7 +204,22 @@ class ThreadCall(CallFuture[T]):
         """What records the telemetry of the call, or of the stream it produces."""
         if self._probe is not None:
             return self._probe
+        if self._counted is not None:
+            return self._counting_probe(self._counted)
         return None if self._about is None else self._about[4]
+
+    def _own_probe(self) -> CallProbe | None:
+        """Return the call's own probe (not its stream's); made now if it is counted without one."""
+        if self._counted is not None:
+            return self._counting_probe(self._counted)
+        return self._probe
+
+    def _counting_probe(self, of: FunctionTelemetry) -> CallProbe:
+        """Make a probe for a call counted without one, for what is rare (a refusal, a slow call).
+
+        It counts nothing more as it is made: the call was counted as submitted.
+        """
+        return of.counting_probe(self._counted_since)
 
     @property
     def future(self) -> asyncio.Future[T]:
@@ -204,6 +238,10 @@ class ThreadCall(CallFuture[T]):
         probe = self._probe
         if probe is not None:
             probe.running(context)
+        counted = self._counted
+        if counted is not None:
+            started = _perf_counter()
+            self._counts.started(started - self._counted_since)
         self._started = _monotonic()  # snapshot() finds this frame while the call runs
         if WATCHDOG.on:
             WATCHDOG.work_started()
@@ -222,6 +260,9 @@ class ThreadCall(CallFuture[T]):
         del args, kwargs, context
         if probe is not None:
             probe.finished(outcome_of(error, self.cancelled()), error)
+        elif counted is not None:
+            duration = _perf_counter() - started
+            self._counts.finished(outcome_of(error, self.cancelled()), duration)
         if self._on_finish is not None:
             self._on_finish()
         self._deliver(settle, outcome)
@@ -230,8 +271,9 @@ class ThreadCall(CallFuture[T]):
         """Report a call that never ran and give its limit place back."""
         context = self._arguments[2]
         self._arguments = NO_ARGUMENTS
-        if self._probe is not None:
-            self._probe.skipped(outcome, error, context)
+        probe = self._own_probe()
+        if probe is not None:
+            probe.skipped(outcome, error, context)
         if self._on_finish is not None:
             self._on_finish()
 
@@ -246,6 +288,9 @@ class ThreadCall(CallFuture[T]):
         The W3C trace context and baggage, empty when the call is not traced.
         Called on the loop's thread, in the caller's context.
         """
+        if self._counted is not None:  # leaving the process: counted by a probe from here on
+            self._probe = self._counting_probe(self._counted)
+            self._counted = None
         return _NO_HEADERS if self._probe is None else self._probe.carry()
 
     def running_elsewhere(self, work: ExecutorFuture[T], executor: str) -> None:
@@ -344,8 +389,9 @@ class ThreadCall(CallFuture[T]):
         try:
             self._inbox.post(settle, outcome)
         except RuntimeError:  # the loop is closed: nobody is left to receive it
-            if self._probe is not None:
-                self._probe.dropped()
+            probe = self._own_probe()
+            if probe is not None:
+                probe.dropped()
             else:
                 fields = {"function": qualified_name(self._func)}
                 emit("warning", "result dropped: event loop closed", fields)

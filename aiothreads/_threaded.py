@@ -170,19 +170,28 @@ class ThreadedBase(Generic[P, T], ABC):
         try:
             context = contextvars.copy_context()
             telemetry = current_telemetry() if self._instrumented else None
-            probe = None
+            probe = counted = None
             if telemetry is not None:
                 of = self._telemetry
                 if of is None or of.telemetry is not telemetry:
                     of = self._telemetry = telemetry.function(self._dispatch.kind, self._name)
-                probe = telemetry.call_of(of)
-                if probe is not None and limit_wait is not None:
-                    probe.limit_waited(limit_wait)
+                if of.counted_only():  # the call counts itself: no probe is needed
+                    counted = of
+                else:
+                    probe = telemetry.call_of(of)
+                    if probe is not None and limit_wait is not None:
+                        probe.limit_waited(limit_wait)
             about = (
                 self._about if limit_wait is None else (*self._about[:2], limit_wait, None, None)
             )
             call = ThreadCall(
-                loop, self.func, (args, kwargs, context), probe, on_finish, about=about
+                loop,
+                self.func,
+                (args, kwargs, context),
+                probe,
+                on_finish,
+                about=about,
+                counted=counted,
             )
         except BaseException:
             if on_finish is not None:  # no call took the limit place: give it back

@@ -77,6 +77,7 @@ from prometheus_client import CollectorRegistry
 
 from aiothreads import (
     IteratorWrapper,
+    _executor,
     instrumentation,
     threaded,
     threaded_iterable,
@@ -252,10 +253,14 @@ class Clock:
         return time.time_ns()
 
 
-def probes_read(clock: object) -> object:
-    """Make ``clock`` the ``time`` module the probes read; return the one they read until now."""
+def probes_read(clock: Any) -> Any:
+    """Make ``clock`` the ``time`` module the probes read; return the one they read until now.
+
+    A call that only metrics record has no probe: its clock is ``ThreadCall``'s own.
+    """
     probes = vars(_probes)
     previous, probes["time"] = probes["time"], clock
+    vars(_executor)["_perf_counter"] = clock.perf_counter
     return previous
 
 
@@ -1248,7 +1253,7 @@ class TestMetricsModelOnUvloop(OnUvloop.TestCase):  # type: ignore[misc, valid-t
 MULTIPROCESS_SERVICE = """
 import asyncio, json, multiprocessing, sys, threading, time
 from prometheus_client import CollectorRegistry, multiprocess
-from aiothreads import threaded, threaded_iterable
+from aiothreads import _executor, threaded, threaded_iterable
 from aiothreads.instrumentation import _probes
 
 TIMEOUT = 20
@@ -1287,6 +1292,7 @@ four = threaded_iterable(items, max_size=4)
 
 def work(index, ready, go, done, leave):
     clock = _probes.time = Clock()
+    _executor._perf_counter = clock.perf_counter  # what calls counted without a probe read
 
     async def main():
         started, release = threading.Semaphore(0), threading.Event()

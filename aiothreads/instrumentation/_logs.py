@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._log import describe_error, emit, logger
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["StdlibEvents", "StructlogEvents", "structlog_is_configured"]
 
@@ -14,9 +18,9 @@ __all__ = ["StdlibEvents", "StructlogEvents", "structlog_is_configured"]
 class StdlibEvents:
     """Events on the ``aiothreads`` stdlib logger (which has a ``NullHandler``)."""
 
-    def enabled(self) -> bool:
-        """Whether a call's events would be logged (they are DEBUG records)."""
-        return logger.isEnabledFor(logging.DEBUG)
+    def __init__(self) -> None:
+        self.enabled: Callable[[], bool] = functools.partial(logger.isEnabledFor, logging.DEBUG)
+        """Whether a call's events would be logged (they are DEBUG records); asked per call."""
 
     def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
         """Log ``event`` at ``level`` with ``fields``."""

@@ -80,6 +80,9 @@ class OpenTelemetryTracing:
 
     def recording_possible(self) -> bool:
         """Whether a span could record: a tracer provider other than the API's proxy is in use."""
+        found = self._provider_found
+        if self._tracer is None and found is not None and found() is None:
+            return False  # no SDK yet, asked per call: the lock and the checks are skipped
         return self._current_tracer() is not None
 
     def left_out(self) -> bool:
@@ -244,7 +247,4 @@ def _global_provider_finder(trace: Any, tracer_provider: Any) -> Callable[[], An
     if os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"):
         return None
 
-    def installed_provider() -> Any:
-        return getattr(trace, "_TRACER_PROVIDER", None)
-
-    return installed_provider
+    return functools.partial(getattr, trace, "_TRACER_PROVIDER", None)

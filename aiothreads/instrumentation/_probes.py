@@ -78,14 +78,11 @@ class Telemetry:
         A call that could record nothing but metrics gets a ``CountingProbe``;
         what is possible is judged once, as the call is made.
         """
-        if of.recording_possible():
-            return CallProbe(of)
-        series = of.series
-        if series is None:
+        if of.counted_only():
+            return CountingProbe(of, of.series)  # type: ignore[arg-type]  # countable: it has one
+        if of.series is None and not of.recording_possible():
             return None
-        if of.separate:  # its thread's start and end are counted, and logged
-            return CallProbe(of)
-        return CountingProbe(of, series)
+        return CallProbe(of)  # a separate thread's start and end are counted, and logged
 
     def stream(
         self, kind: str, function: str, capacity: int, depth: Callable[[], int]
@@ -98,6 +95,7 @@ class FunctionTelemetry:
     """What every call of one function needs from the backends, looked up once."""
 
     __slots__ = (
+        "countable",
         "events",
         "function",
         "kind",
@@ -125,6 +123,8 @@ class FunctionTelemetry:
                 self.series = self.metrics.series(kind, function)
             except Exception:  # telemetry must never break a call: no metrics for it then
                 self.series = None
+        self.countable = self.series is not None and not self.separate
+        """Whether a call could be counted alone (see ``counted_only``)."""
         self.span_name = f"{kind} {function}"
         self.span_attributes: Mapping[str, Any] = MappingProxyType(
             {"code.function.name": function, "aiothreads.kind": kind}
@@ -135,6 +135,29 @@ class FunctionTelemetry:
         if self.events is not None and self.events.enabled():
             return True
         return self.tracing is not None and self.tracing.recording_possible()
+
+    def counting_probe(self, submitted_at: float) -> CallProbe:
+        """Make a probe for a call counted only, already counted as submitted at ``submitted_at``.
+
+        ``submitted_at`` is on ``time.perf_counter()``'s clock.
+        """
+        return CountingProbe(self, self.series, submitted_at)  # type: ignore[arg-type]
+
+    def counted_only(self) -> bool:
+        """Whether a call made now would record nothing but its metrics.
+
+        Such a call needs no probe: whoever runs it counts it into
+        ``series`` directly (see ``ThreadCall``), and makes a
+        ``CountingProbe`` only for what is rare (a refusal, a slow call, a
+        dropped result, work that leaves the process).
+        """
+        if not self.countable:
+            return False
+        events = self.events
+        if events is not None and events.enabled():
+            return False
+        tracing = self.tracing
+        return tracing is None or not tracing.recording_possible()
 
 
 class CallProbe:
@@ -372,14 +395,23 @@ class CountingProbe(CallProbe):
 
     __slots__ = ("_series",)
 
-    def __init__(self, of: FunctionTelemetry, series: Series) -> None:
+    def __init__(
+        self, of: FunctionTelemetry, series: Series, submitted_at: float | None = None
+    ) -> None:
+        """Count a call submitted now; or, with ``submitted_at``, one counted as submitted then.
+
+        ``submitted_at`` is on ``time.perf_counter()``'s clock.
+        """
         self._of = of
         self._series = series
         self._span = None
         self._limit_wait = None
         self._submitted_ns = 0
-        self._submitted = self._started = time.perf_counter()
-        series.submitted()
+        if submitted_at is None:
+            self._submitted = self._started = time.perf_counter()
+            series.submitted()
+        else:
+            self._submitted = self._started = submitted_at
 
     def running(self, context: contextvars.Context | None = None) -> None:
         """Record that the work starts in the current thread."""
