@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import aiothreads
-from aiothreads import AwaitingTask, RunningWork, _inspection
+from aiothreads import AwaitingTask, CodeLocation, RunningWork, _inspection
 from aiothreads._inflight import STACK_DEPTH
 from aiothreads._inspection import default_path
 from aiothreads.inspect import InspectionError, inspect_process, render_table
@@ -409,3 +410,100 @@ def test_a_snapshot_file_left_where_the_command_reads_is_replaced(
     answer = json.loads(completed.stdout)
     assert answer["pid"] == process.pid
     assert len(answer["work"]) == 2  # the live snapshot, not the file left behind
+
+
+def test_a_second_install_replaces_the_first_and_writes_where_it_says(tmp_path: Path) -> None:
+    # As with signal.signal, the latest install is the one in force.
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    previous = signal.getsignal(signal.SIGUSR2)
+    try:
+        assert install_snapshot_signal(signal.SIGUSR2, first) == str(first)
+        assert install_snapshot_signal(signal.SIGUSR2, second) == str(second)
+        signal.raise_signal(signal.SIGUSR2)  # its handler has run when this returns
+        for writer in threading.enumerate():  # started by then; it may have ended already
+            if writer.name == "aiothreads-snapshot":
+                writer.join(10)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert json.loads(second.read_text())["pid"] == os.getpid()
+    assert not first.exists()
+
+
+def test_the_snapshot_is_written_from_a_daemon_thread_so_a_stalled_reader_never_holds_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader that holds the FIFO open and stops reading blocks the writer for good.
+
+    The writer is a daemon thread, so such a reader never keeps the process
+    from exiting.
+    """
+    written: list[tuple[str, str, bool]] = []
+    done = threading.Event()
+
+    def write_payload(path: str) -> None:
+        thread = threading.current_thread()
+        written.append((path, thread.name, thread.daemon))
+        done.set()
+
+    monkeypatch.setattr(_inspection, "write_payload", write_payload)
+    target = str(tmp_path / "snapshot.json")
+    _inspection.write_payload_soon(target)
+    assert done.wait(PATIENCE)
+    for writer in threading.enumerate():
+        if writer.name == "aiothreads-snapshot":
+            writer.join(10)
+    assert written == [(target, "aiothreads-snapshot", True)]
+
+
+def test_a_call_waiting_on_a_task_shows_that_tasks_coroutine_chain_under_it() -> None:
+    scanning = RunningWork(
+        function="jobs.run_scan",
+        kind="threaded",
+        loop="_UnixSelectorEventLoop@7f00",
+        thread_name="aiothreads_0",
+        thread_id=11,
+        submitted=100.0,
+        started=100.0,
+        running_for=3.0,
+        queued_for=0.0,
+        limit_wait=None,
+        items=None,
+        waiting_for_room=None,
+        trace_id=None,
+        stack=(CodeLocation("/srv/app/jobs.py", 20, "run_scan"),),
+        awaited_by=(AwaitingTask("scan-job", (CodeLocation("/srv/app/jobs.py", 30, "scan_job"),)),),
+        waiting_on=AwaitingTask(
+            "sync_await:audit from aiothreads_0", (CodeLocation("/srv/app/audit.py", 9, "audit"),)
+        ),
+    )
+    # A generator's producer is awaited by no task; its thread may still wait on one.
+    producing = dataclasses.replace(
+        scanning,
+        function="jobs.rows",
+        kind="iterable",
+        thread_name="aiothreads_1",
+        stack=(CodeLocation("/srv/app/jobs.py", 40, "rows"),),
+        awaited_by=(),
+        waiting_on=AwaitingTask(
+            "sync_await:fetch from aiothreads_1", (CodeLocation("/srv/app/fetch.py", 5, "fetch"),)
+        ),
+    )
+    answer = {
+        "pid": 7,
+        "aiothreads": "1.3.0",
+        "python": "3.14.1",
+        "work": [producing.as_dict(), scanning.as_dict()],
+    }
+    stacks = render_table(answer).split("\n\n")[1:]
+    assert stacks == [
+        "jobs.rows in aiothreads_1:\n"
+        "    /srv/app/jobs.py:40 in rows\n"
+        "  waiting on task sync_await:fetch from aiothreads_1:\n"
+        "    /srv/app/fetch.py:5 in fetch",
+        "jobs.run_scan in aiothreads_0:\n"
+        "    /srv/app/jobs.py:20 in run_scan\n"
+        "  awaited by task scan-job:\n"
+        "    /srv/app/jobs.py:30 in scan_job\n"
+        "  waiting on task sync_await:audit from aiothreads_0:\n"
+        "    /srv/app/audit.py:9 in audit",
+    ]

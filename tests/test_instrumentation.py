@@ -46,7 +46,7 @@ from aiothreads import (
     threaded_separate,
     wait_coroutine,
 )
-from aiothreads.instrumentation import METRICS
+from aiothreads.instrumentation import METRICS, _hooks, _probes
 from aiothreads.instrumentation._hooks import current as current_telemetry
 from tests.loops import cancels_itself
 from tests.python_process import run_python
@@ -320,6 +320,39 @@ async def test_separate_threads_alive_while_running(telemetry: Telemetry) -> Non
     assert telemetry.value("aiothreads_separate_threads_alive", **labels) == 2
     release.set()
     await asyncio.gather(*calls)
+    assert telemetry.value("aiothreads_separate_threads_alive", **labels) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_separate_iterators_thread_is_counted_among_the_separate_threads(
+    telemetry: Telemetry,
+) -> None:
+    producing, release = threading.Event(), threading.Event()
+
+    @threaded_iterable_separate(max_size=1)
+    def rows() -> Generator[int, None, None]:
+        yield 1
+        producing.set()
+        release.wait(5)
+        yield 2
+
+    labels = {
+        "function": name(
+            "test_a_separate_iterators_thread_is_counted_among_the_separate_threads.<locals>.rows"
+        ),
+        "kind": "iterable_separate",
+    }
+    async with rows() as items:
+        try:
+            assert await items.__anext__() == 1
+            assert await wait_in_own_thread(producing)
+            assert telemetry.value("aiothreads_separate_threads_started_total", **labels) == 1
+            assert telemetry.value("aiothreads_separate_threads_alive", **labels) == 1
+        finally:
+            release.set()  # its thread runs on to the end
+        assert [item async for item in items] == [2]
+    await telemetry.iterator_ended()  # its thread counted its own end before the span's
+    assert telemetry.value("aiothreads_separate_threads_started_total", **labels) == 1
     assert telemetry.value("aiothreads_separate_threads_alive", **labels) == 0
 
 
@@ -637,6 +670,68 @@ async def test_a_log_backend_that_raises_never_breaks_a_call() -> None:
         assert await separate() == "returned"  # logs its thread's start and end
         with pytest.raises(_Broken):
             await broken()  # logs the failure
+    finally:
+        instrumentation.reset()
+
+
+class _ListLogger:
+    """A structlog-like logger that keeps every event it is given, at any level."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str, dict[str, Any]]] = []
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        def log(event: str, **fields: Any) -> None:
+            self.entries.append((level, event, fields))
+
+        return log
+
+
+@pytest.mark.asyncio
+async def test_log_events_go_to_the_logger_passed_to_configure() -> None:
+    logger = _ListLogger()
+    instrumentation.configure(logger=logger, prometheus=False, opentelemetry=False)
+    try:
+        with pytest.raises(_Broken):
+            await broken()  # logs the failure
+    finally:
+        instrumentation.reset()
+    assert [(level, event) for level, event, _ in logger.entries] == [
+        ("debug", "threaded call failed")
+    ]
+    (_, _, fields) = logger.entries[0]
+    assert fields["function"] == name("broken")
+    assert fields["error"] == "_Broken: no"
+
+
+class _MetricsOnAFullDisk:
+    """Metrics whose series cannot be created, as in multiprocess mode on a full disk."""
+
+    def series(self, kind: str, function: str) -> Any:
+        raise OSError(28, "No space left on device")
+
+    def stream_opened(
+        self, kind: str, function: str, capacity: int, depth: Callable[[], int]
+    ) -> object:
+        return None
+
+    def stream_closed(self, token: object) -> None:
+        pass
+
+
+@pytest.mark.asyncio
+async def test_a_metrics_backend_that_cannot_create_a_series_never_breaks_a_call() -> None:
+    _hooks.install(_probes.Telemetry(metrics=_MetricsOnAFullDisk()))
+    try:
+
+        @threaded_iterable(max_size=1)
+        def rows() -> Generator[int, None, None]:
+            yield from range(3)
+
+        assert await add(2, 3) == 5
+        assert [row async for row in rows()] == [0, 1, 2]
+        with pytest.raises(_Broken):
+            await broken()
     finally:
         instrumentation.reset()
 
@@ -1266,6 +1361,20 @@ def test_without_backends_the_core_gets_nothing_to_call_unless_debug_logs_are_wa
         instrumentation.configure(enabled=False)  # off: not even debug events
         with caplog.at_level("DEBUG", logger="aiothreads"):
             assert current_telemetry() is None
+    finally:
+        instrumentation.reset()
+
+
+def test_reset_lets_debug_log_events_flow_again_after_configure_switched_everything_off(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    instrumentation.configure(enabled=False)  # off: not even debug events
+    monkeypatch.setenv("AIOTHREADS_INSTRUMENTATION", "off")
+    instrumentation.reset()
+    try:
+        with caplog.at_level("DEBUG", logger="aiothreads"):
+            # The environment chose no backend; the stdlib debug events flow as without configure.
+            assert current_telemetry() is not None
     finally:
         instrumentation.reset()
 
@@ -1908,6 +2017,25 @@ async def test_the_duration_histogram_links_a_call_to_its_trace(telemetry: Telem
     assert f'span_id="{span_id}"' in with_exemplar[0]
 
 
+@pytest.mark.asyncio
+async def test_a_duration_exemplar_carries_the_wall_clock_time_of_its_call(
+    telemetry: Telemetry,
+) -> None:
+    before = time.time()
+    assert await add(2, 3) == 5
+    after = time.time()
+    exemplars = [
+        found.exemplar
+        for family in telemetry.registry.collect()
+        if family.name == "aiothreads_call_duration_seconds"
+        for found in family.samples
+        if found.labels.get("function") == name("add") and found.exemplar is not None
+    ]
+    assert len(exemplars) == 1, exemplars
+    # Unix time, as OpenMetrics asks, so a backend can place it next to its trace.
+    assert before <= exemplars[0].timestamp <= after
+
+
 class _CountingMeterProvider:
     """An SDK meter provider whose synchronous instruments count their operations."""
 
@@ -2156,6 +2284,32 @@ def test_switching_opentelemetry_metrics_off_stops_the_pools_reports_too() -> No
         assert pools == []
         refused = {"pool": "default", "reason": "shut_down"}
         assert registry.get_sample_value("aiothreads_pool_refused_total", refused) is not None
+    finally:
+        instrumentation.reset()
+        provider.shutdown()
+
+
+def test_switching_opentelemetry_metrics_off_stops_recording_their_histograms() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    registry = CollectorRegistry()
+    settings: dict[str, Any] = {"registry": registry, "opentelemetry": False, "structlog": False}
+    instrumentation.configure(meter_provider=provider, **settings)
+    try:
+        assert asyncio.run(add(1, 2)) == 3
+        calls = {"function": name("add"), "kind": "threaded"}
+        points = _otel_points(reader)
+        assert _value(points, "aiothreads.call.duration", outcome="ok", **calls) == 1
+        assert _value(points, "aiothreads.call.wait.duration", **calls) == 1
+        instrumentation.configure(**settings)
+        assert asyncio.run(add(1, 2)) == 3
+        points = _otel_points(reader)  # what was recorded while they were on, no more
+        assert _value(points, "aiothreads.call.duration", outcome="ok", **calls) == 1
+        assert _value(points, "aiothreads.call.wait.duration", **calls) == 1
+        assert registry.get_sample_value("aiothreads_call_duration_seconds_count", calls) == 2
     finally:
         instrumentation.reset()
         provider.shutdown()

@@ -36,6 +36,7 @@ from aiothreads._inflight import (
     NOT_RUNNING,
     STACK_DEPTH,
     WAIT_CODES,
+    WORK_CODES,
     WRAPPER_FILES,
     _task_waited_for,
     codes_running,
@@ -557,6 +558,49 @@ async def test_the_task_a_thread_waits_on_is_found_above_its_innermost_frame() -
     finally:
         WAIT_CODES.discard(wait.__code__)
         await task
+
+
+class EndsOnceSeen:
+    """Work whose thread ends it just after a snapshot first reads its start time."""
+
+    def __init__(self, started_at: float) -> None:
+        self.reads = 0
+        self.first_start = started_at
+        self.about = ("threaded", "jobs.ending", None, None, None)
+        self.submitted_at = started_at
+        self.probe = None
+
+    @property
+    def started_at(self) -> float:
+        self.reads += 1
+        return self.first_start if self.reads == 1 else NOT_RUNNING
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def trace_ids(self) -> None:
+        return None
+
+
+@pytest.mark.asyncio
+async def test_a_call_ending_during_a_snapshot_keeps_the_start_time_first_read() -> None:
+    # Its thread may end it between two reads of its start time: the time read
+    # once is used throughout, never the "not running" mark that follows.
+    def run(self: object, look: Callable[[], Any]) -> Any:
+        return look()
+
+    started = time.monotonic()
+    WORK_CODES.add(run.__code__)
+    try:
+        ((work, started_at),) = run(EndsOnceSeen(started), running).values()
+        (entry,) = run(EndsOnceSeen(started), snapshot)
+    finally:
+        WORK_CODES.discard(run.__code__)
+    assert isinstance(work, EndsOnceSeen)
+    assert started_at == started
+    assert entry.function == "jobs.ending"
+    assert entry.queued_for == 0.0
+    assert entry.started == pytest.approx(entry.submitted, abs=1e-6)
 
 
 TRAMPOLINE = """
