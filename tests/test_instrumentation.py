@@ -1054,14 +1054,30 @@ def test_a_result_its_closed_loop_cannot_take_is_logged_as_dropped(
     assert event["kind"] == "threaded"
 
 
+@pytest.mark.parametrize("instrument", [False, True], ids=["kept out", "metrics alone"])
 def test_a_dropped_result_is_logged_even_for_a_function_kept_out_of_instrumentation(
-    caplog: pytest.LogCaptureFixture, loop_factory: Callable[[], asyncio.AbstractEventLoop]
+    caplog: pytest.LogCaptureFixture,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+    instrument: bool,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="aiothreads"):
-        function = _a_result_its_closed_loop_cannot_take(loop_factory, instrument=False)
+    """Also where nothing but metrics records the call (no span, no log at DEBUG)."""
+    instrumentation.configure(
+        registry=CollectorRegistry(),
+        prometheus=True,
+        opentelemetry=False,
+        structlog=False,
+        opentelemetry_metrics=False,
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="aiothreads"):
+            function = _a_result_its_closed_loop_cannot_take(loop_factory, instrument=instrument)
+    finally:
+        instrumentation.reset()
     (record,) = caplog.records
     assert record.getMessage().startswith("result dropped: event loop closed function=")
     assert record.aiothreads["function"] == function  # type: ignore[attr-defined]
+    if instrument:  # told by the call's telemetry, which knows its kind
+        assert record.aiothreads["kind"] == "threaded"  # type: ignore[attr-defined]
 
 
 async def _started(

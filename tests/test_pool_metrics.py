@@ -337,9 +337,11 @@ async def test_a_worker_pool_counts_what_it_refuses_and_drops(
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("pool", ["worker pool", "thread pool"])
+@pytest.mark.parametrize("limited", [True, False], ids=["limited", "unlimited"])
 async def test_a_queued_call_its_caller_cancels_is_settled_at_once_and_no_refusal(
-    metrics_of: Callable[[str], Metrics], pool: str
+    metrics_of: Callable[[str], Metrics], pool: str, limited: bool
 ) -> None:
+    """With a limit or without: the books to settle are its place and its counts."""
     held = Held()
     before = refusals(metrics_of("cancelling"))
     executor: Executor
@@ -348,7 +350,7 @@ async def test_a_queued_call_its_caller_cancels_is_settled_at_once_and_no_refusa
     else:
         executor = ThreadPoolExecutor(1, thread_name_prefix="cancelling")
     limiter = CapacityLimiter(2)
-    hold = threaded(held, executor=executor, limit=limiter)
+    hold = threaded(held, executor=executor, limit=limiter if limited else None)
     counts = metrics_of("cancelling").registry.get_sample_value
     labels = {"function": "tests.test_pool_metrics.Held", "kind": "threaded"}
     try:
@@ -366,7 +368,7 @@ async def test_a_queued_call_its_caller_cancels_is_settled_at_once_and_no_refusa
             ),
             "the cancelled call settled",
         )
-        assert limiter.borrowed_tokens == 1
+        assert limiter.borrowed_tokens == (1 if limited else 0)
         assert counts("aiothreads_calls_queued", labels) == 0
         assert not running.done()
     finally:

@@ -531,6 +531,29 @@ async def test_a_call_returns_its_result_and_sees_exactly_its_arguments(
 
 
 @pytest.mark.asyncio
+async def test_with_metrics_alone_a_remote_call_is_counted_until_it_comes_back(
+    engine: Engine, registry: CollectorRegistry
+) -> None:
+    """A call that nothing but metrics records (no span, no log at DEBUG) keeps its books."""
+    instrumentation.configure(
+        registry=registry,
+        prometheus=True,
+        opentelemetry=False,
+        structlog=False,
+        opentelemetry_metrics=False,
+    )
+    try:
+        before = read_metrics(registry)
+        call = threaded(executor=engine.executor)(remote_work.echo)
+        assert await call(1) == ((1,), {})
+        change = read_metrics(registry)
+    finally:
+        instrumentation.reset()
+    change.subtract(before)
+    assert +change == Counter({"finished ok": 1})  # and nothing left queued or in flight
+
+
+@pytest.mark.asyncio
 async def test_a_remote_exception_reaches_the_caller_with_its_traceback(
     engine: Engine, books: Books
 ) -> None:

@@ -281,6 +281,36 @@ async def test_metric_span_event_and_structlog_event(slow_log: SlowLog) -> None:
 
 
 @pytest.mark.asyncio
+async def test_with_metrics_alone_a_slow_call_is_counted_and_logged(slow_log: SlowLog) -> None:
+    """A call that nothing but metrics records (no span, no log at DEBUG) is reported too."""
+    prometheus_client = pytest.importorskip("prometheus_client")
+    registry = prometheus_client.CollectorRegistry()
+    watchdog = Watchdog()
+    instrumentation.configure(
+        registry=registry,
+        prometheus=True,
+        opentelemetry=False,
+        structlog=False,
+        opentelemetry_metrics=False,
+    )
+    watchdog.configure(THRESHOLD, start_thread=False)
+    try:
+        blocked = Blocked()
+        call = threaded(blocked.block, name="stuck")(SECRET)
+        assert await in_own_thread(blocked.started)
+        watchdog.check(started_at() + THRESHOLD + 1)
+        blocked.release.set()
+        await call
+    finally:
+        instrumentation.reset()
+    labels = {"function": "stuck", "kind": "threaded"}
+    assert registry.get_sample_value("aiothreads_calls_slow_total", labels) == 1
+    (fields,) = slow_log.fields
+    assert fields["function"] == "stuck"
+    assert fields["elapsed"] == THRESHOLD + 1
+
+
+@pytest.mark.asyncio
 async def test_the_watchdog_thread_reports_and_stops(slow_log: SlowLog) -> None:
     instrumentation.configure(enabled=False)
     try:
