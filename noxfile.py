@@ -116,10 +116,18 @@ def tests(session: nox.Session) -> None:
 PACKAGING_TESTS = "tests/test_packaging.py"
 
 
+# The suite runs in a process per CPU (pytest-xdist): most of it is Python
+# code holding one CPU at a time, and no test shares a port, a file or a
+# global with another process.
+IN_PARALLEL = ("-n", "auto")
+
+
 def run_tests(session: nox.Session) -> None:
     """The ``tests`` session's steps, in the session's virtualenv."""
     session.install(*TEST_INSTALL)
-    session.run("pytest", "-m", "not e2e", f"--ignore={PACKAGING_TESTS}", *session.posargs)
+    session.run(
+        "pytest", *IN_PARALLEL, "-m", "not e2e", f"--ignore={PACKAGING_TESTS}", *session.posargs
+    )
     if session.python == preferably(PYTHONS[-1]):
         # Tests that choose their backends themselves learn nothing new here,
         # nor do those of processes that run apart from this one's settings.
@@ -142,6 +150,7 @@ def run_tests(session: nox.Session) -> None:
         ]
         session.run(
             "pytest",
+            *IN_PARALLEL,
             "-q",
             "-m",
             "not e2e",
@@ -179,7 +188,7 @@ def tests_on_newer_python(version: str) -> None:
             "tests/test_instrumentation_isolation.py::test_promtool_finds_nothing_to_complain_about"
         )
         session.run(
-            "bash", str(SID_ROOT_SCRIPT), version, "pytest", "-m", "not e2e",
+            "bash", str(SID_ROOT_SCRIPT), version, "pytest", *IN_PARALLEL, "-m", "not e2e",
             f"--deselect={in_a_browser}", f"--deselect={by_promtool}",
             f"--ignore={PACKAGING_TESTS}", *session.posargs,
             env={"AIOTHREADS_SID_INSTALL": SID_ROOT_INSTALL}, external=True,
@@ -262,7 +271,9 @@ def docs(session: nox.Session) -> None:
     # The test group runs the pages' code blocks (OpenTelemetry's SDK,
     # prometheus-client, dask); the docs group alone builds the site.
     session.install("-e", ".", *groups("test", "docs"))
-    session.run("pytest", "-q", "tests/test_docs.py", "tests/test_readme.py", *session.posargs)
+    session.run(
+        "pytest", *IN_PARALLEL, "-q", "tests/test_docs.py", "tests/test_readme.py", *session.posargs
+    )
     session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
     session.run("python", "docs/check_site.py", "site")
 
@@ -285,6 +296,7 @@ def tests_without_extras(session: nox.Session) -> None:
     session.install("-e", ".", *groups("test-core"))
     session.run(
         "pytest",
+        *IN_PARALLEL,
         "-q",
         "-m",
         "not e2e",
