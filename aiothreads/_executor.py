@@ -239,6 +239,7 @@ class ThreadCall(CallFuture[T]):
         if probe is not None:
             probe.running(context)
         counted = self._counted
+        started = 0.0  # when a counted call started, on ``time.perf_counter()``'s clock
         if counted is not None:
             started = _perf_counter()
             self._counts.started(started - self._counted_since)
