@@ -250,6 +250,9 @@ class _Crew:
     ``len(free)`` is the number of workers waiting for a call less the calls
     queued for them. A worker idle for ``idle_timeout`` leaves only by taking
     a token (see ``retire``), so a queued call always has a worker to come.
+    That number can fall below zero for a moment: ``owed`` holds the tokens
+    taken that no worker had given yet (see ``took_unclaimed``), which the next
+    tokens given pay back (see ``give``).
     """
 
     __slots__ = (
@@ -259,6 +262,7 @@ class _Crew:
         "live",
         "lock",
         "name",
+        "owed",
         "start_spare",
         "workers",
         "working",
@@ -274,6 +278,7 @@ class _Crew:
     ) -> None:
         self.calls = calls
         self.free = free
+        self.owed: list[None] = []
         self.workers = workers
         self.lock = lock
         self.idle_timeout = idle_timeout
@@ -307,15 +312,29 @@ class _Crew:
         """Balance the tokens for a waiting worker that took a call queued without one.
 
         Its own token stays in ``free`` while it runs that call: take one out.
-        Should a submitter have taken the last one meanwhile, its call would
-        wait for a busy worker: start one for it, if the pool has room.
+        Should a submitter have taken the last one meanwhile, its call waits
+        for a worker that is not coming: the token is owed, and a worker is
+        started for that call if the pool has room. Whichever worker takes the
+        call, or starts waiting, first pays the debt instead of giving a token.
         """
         try:
             self.free.pop()
         except IndexError:
+            self.owed.append(None)
             start = self.start_spare()
             if start is not None:
                 start()
+
+    def give(self) -> None:
+        """Give a token for a worker that waits (or will), or pay back one owed."""
+        if self.owed:
+            try:
+                self.owed.pop()
+            except IndexError:  # paid by another worker between the look and the pop
+                pass
+            else:
+                return
+        self.free.append(None)
 
     def drop_if_stranded(self) -> None:
         """Drop the queued calls if no worker is left to run them (the pool shut down)."""
@@ -400,7 +419,7 @@ def _work(crew: _Crew, first: Work | None) -> None:
     it waits again, adding no token: for each claimed call it takes there, it
     puts back the token of the waiting worker the call was meant for.
     """
-    calls, free = crew.calls, crew.free
+    calls, give = crew.calls, crew.give
     get, empty = calls.get, calls.empty  # looked up once: cheaper in the loop
     working = crew.working
     me = threading.current_thread()
@@ -431,8 +450,8 @@ def _work(crew: _Crew, first: Work | None) -> None:
                 if type(call) is _Unclaimed:
                     call = call.call
                 else:
-                    free.append(None)  # the waiting worker it was meant for waits on
-            free.append(None)
+                    give()  # the waiting worker it was meant for waits on (or took another)
+            give()
             waited = _wait_for_a_call(crew, me)
             if waited is _RETIRED:
                 retired = True

@@ -413,6 +413,64 @@ def test_a_call_that_arrives_as_its_worker_times_out_still_runs(submitters: int)
             assert not thread.is_alive()
 
 
+def test_a_worker_that_takes_a_call_queued_for_a_full_pool_leaves_its_place_to_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No more idle places are counted than workers wait, however calls race in.
+
+    In a full pool, a worker that ends its call looks at the queue, finds it
+    empty and counts itself idle; meanwhile one caller queues a call for no
+    worker in particular (the pool was full), and another counts on the idle
+    worker for its own call. The worker then takes the first call: the second
+    waits for whichever worker ends next. Counted twice, that place would
+    outlive the workers, and a call made once they all left would wait for ever.
+    """
+    hold = [threading.Event(), threading.Event()]
+    running = [threading.Event(), threading.Event()]
+    race_in: list[Callable[[], object]] = []
+
+    def blocked(index: int) -> int:
+        running[index].set()
+        hold[index].wait(5)
+        return index
+
+    class RacedQueue(SimpleQueue[Any]):
+        def empty(self) -> bool:
+            empty = super().empty()
+            if race_in and threading.current_thread().name == "raced_0":
+                race_in.pop(0)()  # after the look, before it counts itself idle
+            return empty
+
+        def get(self, block: bool = True, timeout: float | None = None) -> Any:
+            if race_in and threading.current_thread().name == "raced_0":
+                race_in.pop(0)()  # counted idle, not yet waiting
+            return super().get(block, timeout)
+
+    monkeypatch.setattr(_pool, "SimpleQueue", RacedQueue)
+    pool = WorkerPool(max_workers=2, thread_name_prefix="raced", idle_timeout=0.01)
+    try:
+        calls = [pool.submit(blocked, 0), pool.submit(blocked, 1)]
+        assert running[0].wait(5) and running[1].wait(5)
+        workers = list(pool._workers)
+        race_in += [
+            lambda: calls.append(pool.submit(abs, -2)),  # the pool is full: for any worker
+            lambda: calls.append(pool.submit(abs, -3)),  # for the worker that counted itself idle
+        ]
+        hold[0].set()
+        assert calls[0].result(5) == 0
+        hold[1].set()
+        assert [call.result(5) for call in calls[1:]] == [1, 2, 3]
+        assert not race_in
+        for worker in workers:  # both leave once idle for idle_timeout
+            worker.join(5)
+            assert not worker.is_alive()
+        assert pool.submit(abs, -4).result(5) == 4  # a new worker starts for it
+    finally:
+        for event in hold:
+            event.set()
+        pool.shutdown(wait=True)
+
+
 def test_without_an_idle_timeout_workers_wait_for_calls_for_ever(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
