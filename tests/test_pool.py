@@ -182,6 +182,39 @@ def test_work_cancelled_before_a_worker_took_it_never_runs() -> None:
         pool.shutdown()
 
 
+def test_a_submitted_call_that_started_runs_on_and_cannot_be_cancelled() -> None:
+    # As with ThreadPoolExecutor: once a worker takes it, the future is running.
+    started, release = threading.Event(), threading.Event()
+    pool = WorkerPool(max_workers=1)
+
+    def work() -> str:
+        started.set()
+        release.wait(5)
+        return "done"
+
+    try:
+        future = pool.submit(work)
+        assert started.wait(5)
+        assert future.running()
+        assert not future.cancel()
+        release.set()
+        assert future.result(5) == "done"
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+def test_the_shutdown_callback_runs_in_the_first_shutdown_only() -> None:
+    pool = WorkerPool(max_workers=1)
+    called: list[str] = []
+    pool.call_on_shutdown(lambda: called.append("shutdown"))
+    assert pool.submit(abs, -1).result(5) == 1
+    pool.shutdown()
+    pool.shutdown()
+    pool.shutdown(cancel_futures=True)
+    assert called == ["shutdown"]
+
+
 @pytest.mark.asyncio
 async def test_an_idle_worker_takes_the_next_call_instead_of_a_new_thread() -> None:
     with WorkerPool(max_workers=4) as pool:
@@ -450,7 +483,8 @@ def test_a_worker_that_takes_a_call_queued_for_a_full_pool_leaves_its_place_to_t
     pool = WorkerPool(max_workers=2, thread_name_prefix="raced", idle_timeout=0.01)
     try:
         calls = [pool.submit(blocked, 0), pool.submit(blocked, 1)]
-        assert running[0].wait(5) and running[1].wait(5)
+        assert running[0].wait(5)
+        assert running[1].wait(5)
         workers = list(pool._workers)
         race_in += [
             lambda: calls.append(pool.submit(abs, -2)),  # the pool is full: for any worker

@@ -188,6 +188,34 @@ async def test_pools_of_one_name_are_added_up(metrics_of: Callable[[str], Metric
 
 
 @pytest.mark.asyncio
+async def test_a_thread_pool_with_a_single_call_waiting_counts_no_worker_idle(
+    metrics_of: Callable[[str], Metrics],
+) -> None:
+    # A ThreadPoolExecutor's worker counts itself idle as it ends a call, then
+    # takes the next queued one: while any call waits, no worker is idle.
+    first, second = Held(), Held()
+    executor = ThreadPoolExecutor(1, thread_name_prefix="one-waiting")
+    metrics = metrics_of("one-waiting")
+    try:
+        calls = [
+            asyncio.ensure_future(threaded(work, executor=executor)())
+            for work in (first, second, second)
+        ]
+        await first.running(1)
+        await turns_until(lambda: metrics.read()["queued"] == 2.0, "two calls queued")
+        first.release.set()
+        await second.running(1)  # the worker ended a call and took the next one
+        one_waiting = {"busy": 1.0, "idle": 0.0, "max": 1.0, "queued": 1.0, **NO_REFUSALS}
+        assert metrics.read() == one_waiting
+        second.release.set()
+        await asyncio.gather(*calls)
+    finally:
+        first.release.set()
+        second.release.set()
+        executor.shutdown(wait=True)
+
+
+@pytest.mark.asyncio
 async def test_an_executor_set_as_the_default_is_the_default_pool_wherever_it_is_used(
     metrics_of: Callable[[str], Metrics],
 ) -> None:
@@ -212,6 +240,29 @@ async def test_an_executor_set_as_the_default_is_the_default_pool_wherever_it_is
         executor.shutdown(wait=True)
     # Never under its own thread-name prefix: once the default, always the default.
     assert set(metrics_of("app-default").read().values()) == {None}
+
+
+def test_a_pool_made_the_default_while_its_own_name_was_looked_up_stays_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two loops may hand one executor a call at once, one as its default
+    # executor, the other by name: the default's name wins, whichever is last.
+    executor = ThreadPoolExecutor(1, thread_name_prefix="raced-by-name")
+    looked_up = _pool_state.pool_name
+
+    def made_the_default_meanwhile(pool: Executor | None) -> str:
+        name = looked_up(pool)
+        assert pool is not None
+        _pool_state.watch(pool, default=True)  # the other loop's call comes in between
+        return name
+
+    try:
+        monkeypatch.setattr(_pool_state, "pool_name", made_the_default_meanwhile)
+        _pool_state.watch(executor)
+        monkeypatch.undo()
+        assert pool_name(executor) == "default"
+    finally:
+        executor.shutdown(wait=True)
 
 
 @pytest.mark.asyncio
