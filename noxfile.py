@@ -288,6 +288,10 @@ def benchmarks(session: nox.Session) -> None:
         "python", "-m", "benchmarks.instrumentation_overhead", "--rounds", "1", "--calls", "1000"
     )
     session.run("python", "-m", "benchmarks.fault_soak", "--seconds", "5", "--interval", "5")
+    needs(session, "valgrind", install="valgrind")
+    session.run(
+        "python", "-m", "benchmarks.instruction_counts", "--calls", "500", "--modes", "prometheus"
+    )
 
 
 @nox.session(python=preferably(PYTHONS[-1]))
