@@ -35,7 +35,12 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.instrumentation_overhead import MODES, import_every_backend, install_sdk
+from benchmarks.instrumentation_overhead import (
+    MODES,
+    chosen_modes,
+    import_every_backend,
+    install_sdk,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 WARM_UP = 2_000
@@ -158,11 +163,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--calls and --repeats must be positive")
     if shutil.which("valgrind") is None:
         parser.error("needs valgrind (Debian: apt-get install valgrind)")
-    chosen = {name.strip() for name in arguments.modes.split(";") if name.strip()}
-    unknown = chosen - set(MODES)
-    if unknown:
-        parser.error(f"no such mode: {sorted(unknown)}; the modes are {list(MODES)}")
-    modes = [name for name in MODES if name in chosen or name == "off"]
+    modes = chosen_modes(parser, arguments.modes)
     loops = [kind for kind in arguments.loops.split(",") if kind]
     counts: dict[tuple[str, str], list[float]] = {}
     for repeat in range(arguments.repeats):

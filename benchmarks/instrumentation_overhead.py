@@ -283,6 +283,17 @@ def render(samples: Samples, rounds: int, calls: int, loops: list[str], modes: l
     return "\n".join(lines)
 
 
+def chosen_modes(parser: argparse.ArgumentParser, names: str | None) -> list[str]:
+    """Return the modes named in ``names`` (separated by ';'), all if none, and ``off``."""
+    if not names:
+        return list(MODES)
+    chosen = {name.strip() for name in names.split(";") if name.strip()}
+    unknown = chosen - set(MODES)
+    if unknown:
+        parser.error(f"no such mode: {sorted(unknown)}; the modes are {list(MODES)}")
+    return [name for name in MODES if name in chosen or name == "off"]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -301,13 +312,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         child(arguments.child, arguments.calls)
         return
     loops = [kind for kind in arguments.loops.split(",") if kind]
-    modes = list(MODES)
-    if arguments.modes:
-        chosen = {name.strip() for name in arguments.modes.split(";") if name.strip()}
-        unknown = chosen - set(MODES)
-        if unknown:
-            parser.error(f"no such mode: {sorted(unknown)}; the modes are {list(MODES)}")
-        modes = [name for name in MODES if name in chosen or name == "off"]
+    modes = chosen_modes(parser, arguments.modes)
     samples = run_rounds(arguments.rounds, arguments.calls, loops, modes)
     report = render(samples, arguments.rounds, arguments.calls, loops, modes)
     print(report)

@@ -49,6 +49,7 @@ from aiothreads import (
 from aiothreads.instrumentation import METRICS, _hooks, _probes
 from aiothreads.instrumentation._hooks import current as current_telemetry
 from tests.loops import cancels_itself
+from tests.metrics_alone import count_calls_only
 from tests.python_process import run_python
 from tests.waiting import queued_for_a_place, turns_until
 
@@ -1061,13 +1062,7 @@ def test_a_dropped_result_is_logged_even_for_a_function_kept_out_of_instrumentat
     instrument: bool,
 ) -> None:
     """Also where nothing but metrics records the call (no span, no log at DEBUG)."""
-    instrumentation.configure(
-        registry=CollectorRegistry(),
-        prometheus=True,
-        opentelemetry=False,
-        structlog=False,
-        opentelemetry_metrics=False,
-    )
+    count_calls_only(CollectorRegistry())
     try:
         with caplog.at_level(logging.WARNING, logger="aiothreads"):
             function = _a_result_its_closed_loop_cannot_take(loop_factory, instrument=instrument)

@@ -57,6 +57,7 @@ from aiothreads import (
 from aiothreads._pool import WorkerPool
 from aiothreads._remote import Carried, _Unpickled, runs_elsewhere
 from tests import remote_work
+from tests.metrics_alone import count_calls_only
 from tests.waiting import turns_until
 
 try:  # the engines and the telemetry libraries come with the test extra
@@ -535,13 +536,7 @@ async def test_with_metrics_alone_a_remote_call_is_counted_until_it_comes_back(
     engine: Engine, registry: CollectorRegistry
 ) -> None:
     """A call that nothing but metrics records (no span, no log at DEBUG) keeps its books."""
-    instrumentation.configure(
-        registry=registry,
-        prometheus=True,
-        opentelemetry=False,
-        structlog=False,
-        opentelemetry_metrics=False,
-    )
+    count_calls_only(registry)
     try:
         before = read_metrics(registry)
         call = threaded(executor=engine.executor)(remote_work.echo)

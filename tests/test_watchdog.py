@@ -14,6 +14,7 @@ import pytest
 from aiothreads import instrumentation, threaded, threaded_iterable, threaded_separate
 from aiothreads._inflight import running
 from aiothreads._watchdog import THREAD_NAME, WATCHDOG, Watchdog
+from tests.metrics_alone import count_calls_only
 from tests.python_process import run_python
 from tests.streams import one_ahead_of_its_consumer
 from tests.waiting import turns_until
@@ -286,13 +287,7 @@ async def test_with_metrics_alone_a_slow_call_is_counted_and_logged(slow_log: Sl
     prometheus_client = pytest.importorskip("prometheus_client")
     registry = prometheus_client.CollectorRegistry()
     watchdog = Watchdog()
-    instrumentation.configure(
-        registry=registry,
-        prometheus=True,
-        opentelemetry=False,
-        structlog=False,
-        opentelemetry_metrics=False,
-    )
+    count_calls_only(registry)
     watchdog.configure(THRESHOLD, start_thread=False)
     try:
         blocked = Blocked()
