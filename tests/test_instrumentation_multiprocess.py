@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,8 +108,13 @@ if __name__ == "__main__":
 """
 
 
-def output_in_multiprocess_mode(folder: Path, source: str, timeout: float = 60) -> str:
-    """Run ``source`` in ``folder`` with a metrics directory of its own; return what it printed."""
+def output_in_multiprocess_mode(
+    folder: Path, source: str, timeout: float = 60, environment: Mapping[str, str] | None = None
+) -> str:
+    """Run ``source`` in ``folder`` with a metrics directory of its own; return what it printed.
+
+    ``environment`` adds to (or overrides) the variables the script runs with.
+    """
     directory = folder / "metrics"
     directory.mkdir()
     script = folder / "script.py"
@@ -117,6 +123,7 @@ def output_in_multiprocess_mode(folder: Path, source: str, timeout: float = 60) 
         **os.environ,
         "PROMETHEUS_MULTIPROC_DIR": str(directory),
         "AIOTHREADS_INSTRUMENTATION": "prometheus",
+        **(environment or {}),
     }
     completed = subprocess.run(
         [sys.executable, str(script)],
@@ -543,3 +550,92 @@ def test_in_multiprocess_mode_a_pool_whose_numbers_are_unknown_exports_only_its_
         "aiothreads_pool_refused_total Inline,rejected",
         "aiothreads_pool_refused_total Inline,shut_down",
     ]
+
+
+DEPTHS_SCRIPT = """
+import asyncio, threading
+import aiothreads
+from prometheus_client import CollectorRegistry, multiprocess
+
+@aiothreads.threaded_iterable(max_size=4)
+def numbers(filled, stop):
+    for number in range(stop):
+        yield number
+        if number == 4:
+            filled.set()  # items 1 to 4 fill the channel: the producer blocks next
+
+async def main():
+    loop = asyncio.get_running_loop()
+    fills = [threading.Event(), threading.Event()]
+    full = [numbers(filled, 1_000_000) for filled in fills]
+    for iterator, filled in zip(full, fills):
+        assert await iterator.__anext__() == 0
+        assert await loop.run_in_executor(None, filled.wait, 10)
+    single = numbers(threading.Event(), 1)
+    assert [item async for item in single] == [0]
+    await single.wait_closed()  # its end writes the depth of the function's open channels
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    labels = {"function": "__main__.numbers", "kind": "iterable"}
+    print(registry.get_sample_value("aiothreads_channel_depth", labels))
+    for iterator in full:
+        await iterator.aclose()
+        await iterator.wait_closed()
+
+asyncio.run(main())
+"""
+
+
+def test_in_multiprocess_mode_channel_depth_adds_up_the_open_channels_of_a_function(
+    tmp_path: Path,
+) -> None:
+    """Two iterators of one function hold four items each: the process buffers eight."""
+    printed = printed_in_multiprocess_mode(tmp_path, DEPTHS_SCRIPT)
+    assert printed == ["8.0"]
+
+
+BUSY_AMONG_IDLE_SCRIPT = """
+import asyncio, threading
+from concurrent.futures import ThreadPoolExecutor
+import aiothreads
+from aiothreads import _pool_state
+
+gate = threading.Event()
+busy = ThreadPoolExecutor(1, thread_name_prefix="busy")
+idle = [ThreadPoolExecutor(1, thread_name_prefix=f"idle-{number}") for number in range(8)]
+
+def one():
+    return 1
+
+@aiothreads.threaded(executor=busy)
+def held(entered):
+    entered.set()
+    gate.wait(60)
+
+async def main():
+    for pool in idle:  # watched, and idle from then on
+        assert await aiothreads.threaded(executor=pool)(one)() == 1
+    entered = threading.Event()
+    call = asyncio.ensure_future(held(entered))
+    assert await asyncio.get_running_loop().run_in_executor(None, entered.wait, 10)
+    publisher = _pool_state._observer.publisher
+    # No call comes or goes from here on: only the busy worker keeps the writer writing.
+    print(publisher.wait_for(after=publisher.writes + 3, timeout=30))
+    gate.set()
+    await call
+    for pool in (busy, *idle):
+        pool.shutdown()
+
+asyncio.run(main())
+"""
+
+
+def test_in_multiprocess_mode_one_busy_pool_among_idle_ones_keeps_the_pools_written(
+    tmp_path: Path,
+) -> None:
+    """The writer follows the pools while any of them has a busy worker, whichever it is."""
+    # One hash seed: every run walks the pools' names in the same order.
+    printed = output_in_multiprocess_mode(
+        tmp_path, BUSY_AMONG_IDLE_SCRIPT, environment={"PYTHONHASHSEED": "0"}
+    )
+    assert printed.split() == ["True"]

@@ -55,6 +55,7 @@ from aiothreads import (
     threaded_iterable,
 )
 from aiothreads._pool import WorkerPool
+from aiothreads._pool_state import pool_name, pool_states
 from aiothreads._remote import Carried, _Unpickled, runs_elsewhere
 from tests import remote_work
 from tests.metrics_alone import count_calls_only
@@ -591,6 +592,26 @@ async def test_an_unpicklable_argument_fails_at_once_and_gives_the_place_back(
 
 
 @pytest.mark.asyncio
+async def test_an_unpicklable_call_counts_as_no_refusal_of_the_engines_pool(
+    engine: Engine, books: Books
+) -> None:
+    """Nothing was submitted: the engine refused nothing, so no pool's refusals count it.
+
+    The pool refusal counts are those of executors that run work in this process's threads.
+    """
+    name = pool_name(engine.executor)
+    before = {state.name: dict(state.refused) for state in pool_states()}.get(name, {})
+
+    call = threaded(executor=engine.executor)(remote_work.multiply)
+    outcome = await outcome_of(call(threading.Lock(), 2))  # type: ignore[arg-type]
+
+    assert isinstance(outcome, ExecutorRefused)
+    after = {state.name: dict(state.refused) for state in pool_states()}.get(name, {})
+    assert after == before
+    assert books.settled() == {"error": 1}
+
+
+@pytest.mark.asyncio
 async def test_a_lambda_runs_where_the_engine_pickles_functions_by_value(
     engine: Engine, books: Books
 ) -> None:
@@ -1110,4 +1131,62 @@ async def test_a_dask_workers_span_is_current_while_the_function_runs(
     (worker,) = [span for span in received if span.name.startswith("worker ")]
     assert worker.name == "worker tests.remote_work.current_span_id"
     assert current == worker.span_id, "spans the function opens must be children of its own"
+    assert books.settled() == {"ok": 1}
+
+
+@contextlib.asynccontextmanager
+async def dask_workers_exporting_spans(client: Any) -> AsyncIterator[Receiver]:
+    """Every dask worker records spans and exports them to the receiver while the block runs."""
+    with Receiver() as receiver:
+        await in_own_thread(
+            functools.partial(client.run, remote_work.export_spans_to, receiver.endpoint)
+        )
+        try:
+            yield receiver
+        finally:
+            await in_own_thread(functools.partial(client.run, remote_work.stop_exporting_spans))
+
+
+@pytest.mark.asyncio
+async def test_a_dask_worker_that_records_its_own_span_still_sees_the_callers_baggage(
+    engines: Engines, books: Books
+) -> None:
+    """The worker's span is set into the carried context, which keeps the caller's baggage."""
+    client = engines.dask_client
+    tracer = books.provider.get_tracer("test")
+    run = threaded(executor=client.get_executor(pure=False))
+    async with dask_workers_exporting_spans(client) as receiver:
+        with tracer.start_as_current_span("request"):
+            token = context.attach(baggage.set_baggage("tenant", "acme"))
+            try:
+                trace_id, parent_id, carried = await run(remote_work.trace_seen)()
+            finally:
+                context.detach(token)
+        received = list(receiver.spans)  # exported as it ended, before the result returned
+
+    (worker,) = [span for span in received if span.name.startswith("worker ")]
+    call = books.span("threaded tests.remote_work.trace_seen")
+    assert worker.trace_id == trace_id == format(call.context.trace_id, "032x")
+    assert parent_id == worker.parent_span_id == format(call.context.span_id, "016x")
+    assert carried == {"tenant": "acme"}
+    assert books.settled() == {"ok": 1}
+
+
+@pytest.mark.asyncio
+async def test_a_dask_workers_span_names_the_function_and_its_kind(
+    engines: Engines, books: Books
+) -> None:
+    client = engines.dask_client
+    tracer = books.provider.get_tracer("test")
+    run = threaded(executor=client.get_executor(pure=False))
+    async with dask_workers_exporting_spans(client) as receiver:
+        with tracer.start_as_current_span("request"):
+            assert await run(remote_work.multiply)(2, 3) == 6
+        received = list(receiver.spans)  # exported as it ended, before the result returned
+
+    (worker,) = [span for span in received if span.name.startswith("worker ")]
+    assert worker.name == "worker tests.remote_work.multiply"
+    assert worker.attributes["code.function.name"] == "tests.remote_work.multiply"
+    assert worker.attributes["aiothreads.kind"] == "threaded"
+    assert worker.attributes["aiothreads.outcome"] == "ok"
     assert books.settled() == {"ok": 1}
