@@ -157,6 +157,30 @@ async def test_keyboard_interrupt_in_a_callback_propagates_and_later_ones_still_
     assert seen == ["later"]
 
 
+@pytest.mark.asyncio
+async def test_callbacks_left_after_a_keyboard_interrupt_run_in_their_own_context() -> None:
+    """The callbacks handed on after an interrupt keep the context each was registered in."""
+    future: CallFuture[int] = CallFuture(loop=asyncio.get_running_loop())
+    seen: list[str] = []
+
+    def interrupt(_: object) -> None:
+        raise KeyboardInterrupt
+
+    interrupting = contextvars.copy_context()
+    interrupting.run(REQUEST_ID.set, "interrupting")
+    later = contextvars.copy_context()
+    later.run(REQUEST_ID.set, "later")
+    future.add_done_callback(interrupt, context=interrupting)
+    future.add_done_callback(lambda _: seen.append(REQUEST_ID.get()), context=later)
+    future.add_done_callback(lambda _: seen.append(REQUEST_ID.get()))
+
+    with pytest.raises(KeyboardInterrupt):
+        future.resolve(1)
+    await asyncio.sleep(0)
+
+    assert seen == ["later", "none"]
+
+
 def test_a_threaded_call_resumes_its_caller_in_the_turn_its_outcome_arrives() -> None:
     """A plain future would resume the caller one loop turn after it was settled."""
 

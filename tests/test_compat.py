@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import importlib
 import threading
 from collections.abc import Callable, Generator
@@ -156,6 +157,21 @@ async def test_the_old_run_in_new_thread_makes_daemon_threads_unless_told_not_to
     assert await run_in_new_thread(is_daemon) is True
     assert await run_in_new_thread(is_daemon, detach=False) is False
     assert await run_in_new_thread(is_daemon, (), {}, False) is False  # 1.x: detach is the 4th
+
+
+@pytest.mark.asyncio
+async def test_the_old_run_in_new_thread_names_its_thread_after_the_function_behind_partials() -> (
+    None
+):
+    from aiothreads.new_thread import run_in_new_thread
+
+    def tagged(first: str, second: str) -> str:
+        return f"{first}{second} on {threading.current_thread().name}"
+
+    # The thread is named after ``tagged`` itself, not after the partial around it.
+    called = functools.partial(tagged, "a", "b")
+
+    assert await run_in_new_thread(called) == f"ab on aiothreads-{__name__}.{tagged.__qualname__}"
 
 
 def test_the_old_run_in_executor_awaited_outside_a_loop_runs_on_its_executor_with_its_arguments(

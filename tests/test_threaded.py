@@ -313,6 +313,37 @@ async def test_a_bound_method_stays_the_same_object_while_other_instances_bind_i
     assert (first.balance, second.balance) == (2, 0)
 
 
+def test_threads_binding_one_instance_at_once_all_get_the_first_bound_object() -> None:
+    """Threads that miss the cache together publish once: every one gets the first bound object."""
+    from aiothreads._binding import MethodBinder
+
+    both_missed = threading.Barrier(2, timeout=5)
+
+    class Bound:
+        def __init__(self, target: object) -> None:
+            self.__self__ = target
+
+    def bind(target: object) -> Bound:
+        both_missed.wait()  # neither thread publishes before both made their own
+        return Bound(target)
+
+    binder: MethodBinder[Bound] = MethodBinder("function", bind)
+    account = Account(0)
+    got: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: got.append(binder.resolve(None, account, Account)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(got) == 2
+    assert got[0] is got[1]
+    assert binder.resolve(None, account, Account) is got[0]
+
+
 class Unhashable:
     __hash__ = None  # type: ignore[assignment]
 
