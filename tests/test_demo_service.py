@@ -331,7 +331,12 @@ def test_cpu_work_leaves_the_process_and_its_trace_follows(executor: str) -> Non
     }
     workers = [span for span in spans if span["name"] == f"worker {function}"]
     assert len(callers) == counts[f"threaded {function}"]
-    assert len(workers) == len(callers)  # each exported by its worker process
+    # Calls still queued when the demo stops are cancelled and never reach a
+    # worker; every call that ran has the span its worker process exported.
+    ran = {key for key, span in callers.items() if span["attributes"]["aiothreads.outcome"] == "ok"}
+    assert len(ran) >= 4
+    assert ran <= {worker["parent_id"] for worker in workers}
+    assert len(workers) == len({worker["parent_id"] for worker in workers})  # one each
     for worker in workers:
         caller = callers[worker["parent_id"]]
         assert worker["context"]["trace_id"] == caller["context"]["trace_id"]
