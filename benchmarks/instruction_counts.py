@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import re
 import shutil
@@ -38,8 +39,7 @@ from pathlib import Path
 from benchmarks.instrumentation_overhead import (
     MODES,
     chosen_modes,
-    import_every_backend,
-    install_sdk,
+    run_in_this_mode,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,21 +64,7 @@ async def make_calls(calls: int) -> None:
 
 def child(loop_kind: str, calls: int) -> None:
     """Set this process's mode up from its environment and make the calls."""
-    import_every_backend()
-    shutdown = install_sdk(os.environ["BENCH_SDK"]) if "BENCH_SDK" in os.environ else None
-    if loop_kind == "uvloop":
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    else:
-        loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(make_calls(calls))
-    finally:
-        loop.run_until_complete(loop.shutdown_default_executor())
-        loop.close()
-    if shutdown is not None:
-        shutdown()
+    run_in_this_mode(loop_kind, functools.partial(make_calls, calls))
 
 
 def instructions(loop_kind: str, mode: str, calls: int) -> int:

@@ -31,17 +31,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 MODES: dict[str, dict[str, str]] = {
     "off": {"AIOTHREADS_INSTRUMENTATION": "off"},
@@ -185,8 +187,8 @@ def import_every_backend() -> None:
     del opentelemetry, prometheus_client
 
 
-def child(loop_kind: str, calls: int) -> None:
-    """Set this process's mode up from its environment, measure, print JSON."""
+def run_in_this_mode(loop_kind: str, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Set this process's mode up from its environment; run ``work()`` on a new loop."""
     import_every_backend()
     shutdown = None
     if "BENCH_SDK" in os.environ:
@@ -198,13 +200,18 @@ def child(loop_kind: str, calls: int) -> None:
     else:
         loop = asyncio.new_event_loop()
     try:
-        result = loop.run_until_complete(measure_here(calls))
+        result = loop.run_until_complete(work())
     finally:
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
     if shutdown is not None:
         shutdown()
-    print(json.dumps(result))
+    return result
+
+
+def child(loop_kind: str, calls: int) -> None:
+    """Set this process's mode up from its environment, measure, print JSON."""
+    print(json.dumps(run_in_this_mode(loop_kind, functools.partial(measure_here, calls))))
 
 
 Samples = dict[tuple[str, str], list[dict[str, float]]]
