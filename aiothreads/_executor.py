@@ -202,24 +202,20 @@ class ThreadCall(CallFuture[T]):
     @property
     def probe(self) -> SlowCallReporter | None:
         """What records the telemetry of the call, or of the stream it produces."""
-        if self._probe is not None:
-            return self._probe
-        if self._counted is not None:
-            return self._counting_probe(self._counted)
+        probe = self._own_probe()
+        if probe is not None:
+            return probe
         return None if self._about is None else self._about[4]
 
     def _own_probe(self) -> CallProbe | None:
-        """Return the call's own probe (not its stream's); made now if it is counted without one."""
-        if self._counted is not None:
-            return self._counting_probe(self._counted)
-        return self._probe
+        """Return the call's own probe (not its stream's).
 
-    def _counting_probe(self, of: FunctionTelemetry) -> CallProbe:
-        """Make a probe for a call counted without one, for what is rare (a refusal, a slow call).
-
-        It counts nothing more as it is made: the call was counted as submitted.
+        A call counted without one gets one made now, for what is rare (a
+        refusal, a slow call); it counts nothing more as it is made.
         """
-        return of.counting_probe(self._counted_since)
+        if self._counted is not None:
+            return self._counted.counting_probe(self._counted_since)
+        return self._probe
 
     @property
     def future(self) -> asyncio.Future[T]:
@@ -290,7 +286,7 @@ class ThreadCall(CallFuture[T]):
         Called on the loop's thread, in the caller's context.
         """
         if self._counted is not None:  # leaving the process: counted by a probe from here on
-            self._probe = self._counting_probe(self._counted)
+            self._probe = self._own_probe()
             self._counted = None
         return _NO_HEADERS if self._probe is None else self._probe.carry()
 

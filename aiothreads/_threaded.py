@@ -175,10 +175,11 @@ class ThreadedBase(Generic[P, T], ABC):
                 of = self._telemetry
                 if of is None or of.telemetry is not telemetry:
                     of = self._telemetry = telemetry.function(self._dispatch.kind, self._name)
-                if of.counted_only():  # the call counts itself: no probe is needed
+                recording = of.recording_possible()
+                if not recording and of.countable:  # the call counts itself: no probe is needed
                     counted = of
                 else:
-                    probe = telemetry.call_of(of)
+                    probe = telemetry.probe_of(of, recording)
                     if probe is not None and limit_wait is not None:
                         probe.limit_waited(limit_wait)
             about = (

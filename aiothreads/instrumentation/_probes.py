@@ -78,9 +78,15 @@ class Telemetry:
         A call that could record nothing but metrics gets a ``CountingProbe``;
         what is possible is judged once, as the call is made.
         """
-        if of.counted_only():
+        return self.probe_of(of, of.recording_possible())
+
+    def probe_of(self, of: FunctionTelemetry, recording: bool) -> CallProbe | None:
+        """``call_of``, where ``recording`` is ``of.recording_possible()``, asked already."""
+        if recording:
+            return CallProbe(of)
+        if of.countable:
             return CountingProbe(of, of.series)  # type: ignore[arg-type]  # countable: it has one
-        if of.series is None and not of.recording_possible():
+        if of.series is None:
             return None
         return CallProbe(of)  # a separate thread's start and end are counted, and logged
 
@@ -124,7 +130,12 @@ class FunctionTelemetry:
             except Exception:  # telemetry must never break a call: no metrics for it then
                 self.series = None
         self.countable = self.series is not None and not self.separate
-        """Whether a call could be counted alone (see ``counted_only``)."""
+        """Whether a call that records nothing but metrics can be counted with no probe.
+
+        Whoever runs such a call counts it into ``series`` directly (see
+        ``ThreadCall``), and makes a ``CountingProbe`` only for what is rare
+        (a refusal, a slow call, a dropped result, work that leaves the process).
+        """
         self.span_name = f"{kind} {function}"
         self.span_attributes: Mapping[str, Any] = MappingProxyType(
             {"code.function.name": function, "aiothreads.kind": kind}
@@ -142,22 +153,6 @@ class FunctionTelemetry:
         ``submitted_at`` is on ``time.perf_counter()``'s clock.
         """
         return CountingProbe(self, self.series, submitted_at)  # type: ignore[arg-type]
-
-    def counted_only(self) -> bool:
-        """Whether a call made now would record nothing but its metrics.
-
-        Such a call needs no probe: whoever runs it counts it into
-        ``series`` directly (see ``ThreadCall``), and makes a
-        ``CountingProbe`` only for what is rare (a refusal, a slow call, a
-        dropped result, work that leaves the process).
-        """
-        if not self.countable:
-            return False
-        events = self.events
-        if events is not None and events.enabled():
-            return False
-        tracing = self.tracing
-        return tracing is None or not tracing.recording_possible()
 
 
 class CallProbe:
