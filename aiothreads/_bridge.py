@@ -454,6 +454,8 @@ class _Waiter(Generic[T]):
         """Block until the task is done; return its result or raise its exception."""
         state = loop_state(loop)
         state.add_waiter(self)
+        if loop.is_closed():  # closed before we were registered: nobody announces it now
+            self.loop_closed()
         scope = self.scope
         consumer_left = None
         if isinstance(scope, StreamScope):

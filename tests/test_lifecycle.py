@@ -23,6 +23,7 @@ from aiothreads import (
     threaded_iterable,
     wait_coroutine,
 )
+from aiothreads._loops import Closable, LoopState
 from tests.loops import loop_in_thread
 from tests.python_process import run_dev_script
 
@@ -367,3 +368,46 @@ def test_closing_a_loop_by_hand_releases_its_waiting_threads_at_once() -> None:
     kept[1].join()
     assert isinstance(outcomes["sync_await"], LoopClosedError)
     assert finalized.wait(5), "the producer stayed blocked after the loop closed"
+
+
+@pytest.mark.asyncio_errors_expected  # the coroutine the closed loop never finished
+def test_a_thread_that_starts_waiting_just_as_the_loop_closes_is_released(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The close is announced to the waiters registered at that moment; a thread
+    # whose coroutine already runs but that has not registered yet must still
+    # see the close when it does.
+    loop = asyncio.new_event_loop()
+    started, closed = threading.Event(), threading.Event()
+    outcomes: dict[str, BaseException] = {}
+    register = LoopState.add_waiter
+
+    def register_once_closed(state: LoopState, waiter: Closable) -> None:
+        closed.wait(5)
+        register(state, waiter)
+
+    monkeypatch.setattr(LoopState, "add_waiter", register_once_closed)
+
+    async def never_finishes() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    def waiter() -> None:
+        try:
+            wait_coroutine(never_finishes(), loop)
+        except BaseException as exc:
+            outcomes["sync_await"] = exc
+
+    thread = threading.Thread(target=waiter, daemon=True)  # daemon: a failure must not hang
+
+    async def start() -> None:
+        await threaded(lambda: None)()  # the pool becomes the loop's default executor
+        thread.start()
+        await loop.run_in_executor(None, started.wait, 5)
+
+    loop.run_until_complete(start())
+    loop.close()
+    closed.set()
+    thread.join(5)
+    assert not thread.is_alive(), "the thread kept waiting on the closed loop"
+    assert isinstance(outcomes["sync_await"], LoopClosedError)
