@@ -42,7 +42,7 @@ from ._inflight import NOT_RUNNING, WORK_CODES, came_back, codes_running, went_a
 from ._log import emit
 from ._loops import release_if_closed, running_loop_or_none
 from ._names import qualified_name
-from ._outcomes import CANCELLED, ERROR, Refusal, outcome_of
+from ._outcomes import CANCELLED, ERROR, OK, Refusal, outcome_of
 from ._pool import WorkerPool
 from ._pool_state import count_refusal, pool_name, refusal_of, watch
 from ._remote import Carried, check_picklable, runs_elsewhere
@@ -141,7 +141,8 @@ class ThreadCall(CallFuture[T]):
         self._claim: list[bool] | None = None
         self._counted = counted
         if counted is not None:
-            self._counts = counts = cast("Series", counted.series)  # countable: it has one
+            counts: Series = counted.series  # type: ignore[assignment]  # countable: it has one
+            self._counts = counts
             self._counted_since = _perf_counter()
             counts.submitted()
             if about is not None and about[2] is not None:
@@ -224,8 +225,12 @@ class ThreadCall(CallFuture[T]):
 
     def run(self) -> None:
         """Run the function in this thread unless cancelled, and hand its outcome to the loop."""
-        if self._claim is not None and not self._take_claim():
-            return  # cancelled while queued, and settled then
+        claim = self._claim
+        if claim is not None:
+            try:
+                claim.pop()  # atomic: the cancellation and this thread cannot both get it
+            except IndexError:
+                return  # cancelled while queued, and settled then
         if self.cancelled():
             self._skip()
             return
@@ -259,7 +264,10 @@ class ThreadCall(CallFuture[T]):
             probe.finished(outcome_of(error, self.cancelled()), error)
         elif counted is not None:
             duration = _perf_counter() - started
-            self._counts.finished(outcome_of(error, self.cancelled()), duration)
+            if error is None:
+                self._counts.finished(CANCELLED if self.cancelled() else OK, duration)
+            else:
+                self._counts.finished(outcome_of(error, self.cancelled()), duration)
         if self._on_finish is not None:
             self._on_finish()
         self._deliver(settle, outcome)

@@ -175,7 +175,7 @@ class ThreadedBase(Generic[P, T], ABC):
                 of = self._telemetry
                 if of is None or of.telemetry is not telemetry:
                     of = self._telemetry = telemetry.function(self._dispatch.kind, self._name)
-                recording = of.recording_possible()
+                recording = of.may_record and of.recording_possible()
                 if not recording and of.countable:  # the call counts itself: no probe is needed
                     counted = of
                 else:

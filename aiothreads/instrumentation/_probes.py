@@ -105,7 +105,9 @@ class FunctionTelemetry:
         "events",
         "function",
         "kind",
+        "may_record",
         "metrics",
+        "recording_possible",
         "separate",
         "series",
         "span_attributes",
@@ -123,6 +125,12 @@ class FunctionTelemetry:
         self.metrics = telemetry.metrics
         self.tracing = telemetry.tracing
         self.events = telemetry.events
+        self.may_record = self.events is not None or self.tracing is not None
+        """Whether anything but metrics is on: else ``recording_possible()`` is false."""
+        self.recording_possible: Callable[[], bool] = self._span_or_event_possible
+        """Whether a call could record anything but metrics: a span or a log event."""
+        if self.tracing is None and self.events is not None:
+            self.recording_possible = self.events.enabled
         self.series: Series | None = None
         if self.metrics is not None:
             try:
@@ -141,8 +149,7 @@ class FunctionTelemetry:
             {"code.function.name": function, "aiothreads.kind": kind}
         )
 
-    def recording_possible(self) -> bool:
-        """Whether a call could record anything but metrics: a span or a log event."""
+    def _span_or_event_possible(self) -> bool:
         if self.events is not None and self.events.enabled():
             return True
         return self.tracing is not None and self.tracing.recording_possible()
