@@ -223,7 +223,7 @@ class ThreadCall(CallFuture[T]):
         """The future the caller awaits: this call itself (the cancel scope's view)."""
         return self
 
-    def run(self) -> None:
+    def run(self) -> None:  # noqa: PLR0912 - every call runs this: a helper would be a frame more
         """Run the function in this thread unless cancelled, and hand its outcome to the loop."""
         claim = self._claim
         if claim is not None:
@@ -264,10 +264,9 @@ class ThreadCall(CallFuture[T]):
             probe.finished(outcome_of(error, self.cancelled()), error)
         elif counted is not None:
             duration = _perf_counter() - started
-            if error is None:
-                self._counts.finished(CANCELLED if self.cancelled() else OK, duration)
-            else:
-                self._counts.finished(outcome_of(error, self.cancelled()), duration)
+            cancelled = self.cancelled()
+            ended = OK if error is None and not cancelled else outcome_of(error, cancelled)
+            self._counts.finished(ended, duration)
         if self._on_finish is not None:
             self._on_finish()
         self._deliver(settle, outcome)

@@ -81,9 +81,12 @@ def made_once(found: dict[K, V], key: K, lock: threading.Lock, make: Callable[[K
 
 OUTCOMES: Final = tuple(Outcome)
 REASONS: Final = tuple(StopReason)
-_OUTCOME_INDEX: Final[dict[str, int]] = {str(o): index for index, o in enumerate(OUTCOMES)}
+# Keyed by the members, which the calls pass: a lookup then matches by identity.
+_OUTCOME_INDEX: Final[dict[str, int]] = {o: index for index, o in enumerate(OUTCOMES)}
 _REASON_INDEX: Final[dict[str, int]] = {str(r): index for index, r in enumerate(REASONS)}
 _BUCKETS: Final = len(DURATION_BUCKETS) + 1
+_FIRST_BOUND: Final = DURATION_BUCKETS[0]
+"""Most waits, and many calls, end within it: their bucket is found without a search."""
 SEPARATE_KINDS: Final = frozenset({"separate", "iterable_separate"})
 """Kinds whose every call or iterator has a thread of its own."""
 ITERABLE_KINDS: Final = frozenset({"iterable", "iterable_separate"})
@@ -288,7 +291,7 @@ class TallySeries:
         except AttributeError:
             tally = self._tally()
         tally.started += 1
-        tally.wait[bisect_left(DURATION_BUCKETS, waited)] += 1
+        tally.wait[0 if waited <= _FIRST_BOUND else bisect_left(DURATION_BUCKETS, waited)] += 1
         tally.wait_sum += waited
         on_started = self.on_started  # read once: detach() may clear it meanwhile
         if on_started is not None:
@@ -305,7 +308,7 @@ class TallySeries:
         except AttributeError:
             tally = self._tally()
         tally.finished[_OUTCOME_INDEX[outcome]] += 1
-        bucket = bisect_left(DURATION_BUCKETS, duration)
+        bucket = 0 if duration <= _FIRST_BOUND else bisect_left(DURATION_BUCKETS, duration)
         tally.duration[bucket] += 1
         tally.duration_sum += duration
         if trace is not None:
