@@ -19,6 +19,10 @@ Every mode imports prometheus-client and the OpenTelemetry SDK first, as a
 service with the extras installed does, so that the garbage collector walks
 heaps of the same size and only aiothreads' own work differs.
 
+Two modes keep idle workers (``WorkerPool(idle_timeout=None)`` as the loop's
+default executor, as 1.1 did), off and with Prometheus: against ``off`` and
+``prometheus``, what letting idle workers exit costs a call at steady load.
+
 Two modes trace by hand instead (``off``, and a span opened with
 ``start_as_current_span`` inside the function): what the SDK itself costs for
 the least tracing a user could write, the floor under the SDK modes.
@@ -75,6 +79,11 @@ MODES: dict[str, dict[str, str]] = {
         "AIOTHREADS_SLOW_CALL_THRESHOLD": "60",
     },
     "auto, slow-call watchdog on": {"AIOTHREADS_SLOW_CALL_THRESHOLD": "60"},
+    "off, idle workers kept": {"AIOTHREADS_INSTRUMENTATION": "off", "BENCH_IDLE_TIMEOUT": "none"},
+    "prometheus, idle workers kept": {
+        "AIOTHREADS_INSTRUMENTATION": "prometheus",
+        "BENCH_IDLE_TIMEOUT": "none",
+    },
 }
 """Mode name -> environment of its process (``AIOTHREADS_INSTRUMENTATION`` unset: auto)."""
 
@@ -199,6 +208,11 @@ def run_in_this_mode(loop_kind: str, work: Callable[[], Coroutine[Any, Any, T]])
         loop = uvloop.new_event_loop()
     else:
         loop = asyncio.new_event_loop()
+    if os.environ.get("BENCH_IDLE_TIMEOUT") == "none":
+        # As 1.1 did: no worker exits when idle, the pool never waits with a timeout.
+        from aiothreads import WorkerPool
+
+        loop.set_default_executor(WorkerPool(idle_timeout=None))
     try:
         result = loop.run_until_complete(work())
     finally:
