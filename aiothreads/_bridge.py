@@ -454,8 +454,6 @@ class _Waiter(Generic[T]):
         """Block until the task is done; return its result or raise its exception."""
         state = loop_state(loop)
         state.add_waiter(self)
-        if loop.is_closed():  # closed before we were registered: nobody announces it now
-            self.loop_closed()
         scope = self.scope
         consumer_left = None
         if isinstance(scope, StreamScope):
@@ -463,10 +461,16 @@ class _Waiter(Generic[T]):
             consumer_left = functools.partial(self._cancel_task, loop)
             scope.channel.call_when_abandoned(consumer_left)
         try:
-            while not self._done.acquire(timeout=_loops.LOOP_WATCHDOG_INTERVAL):
-                if loop.is_closed():  # nothing announced it: see _loops
+            if loop.is_closed():
+                # Closed before this thread was registered: the close may never be
+                # announced to it. Only the loop and the closing thread release the lock.
+                if not self._done.acquire(blocking=False):
                     self._loop_closed = True
-                    break
+            else:
+                while not self._done.acquire(timeout=_loops.LOOP_WATCHDOG_INTERVAL):
+                    if loop.is_closed():  # nothing announced it: see _loops
+                        self._loop_closed = True
+                        break
         finally:
             state.remove_waiter(self)
             if consumer_left is not None and isinstance(scope, StreamScope):

@@ -16,6 +16,7 @@ import pytest
 
 from aiothreads import (
     EVENT_LOOP,
+    FromThreadChannel,
     LoopClosedError,
     NoEventLoopError,
     instrumentation,
@@ -550,6 +551,51 @@ async def test_a_generator_waiting_on_the_loop_is_freed_when_its_consumer_leaves
     await waiting.wait()
     await stream.close()
     assert await asyncio.to_thread(returned.wait, 5), "the producer still waits on the loop"
+    assert [type(exc) for exc in outcome] == [asyncio.CancelledError]
+
+
+@pytest.mark.asyncio
+async def test_a_generator_whose_consumer_left_before_it_began_to_wait_on_the_loop_is_freed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The coroutine runs already, but the consumer leaves before the generator's
+    # thread asks to hear of it: the thread must learn it as it asks.
+    waiting, release = asyncio.Event(), asyncio.Event()
+    left, returned = threading.Event(), threading.Event()
+    outcome: list[BaseException] = []
+    register = FromThreadChannel.call_when_abandoned
+
+    def register_once_left(channel: FromThreadChannel[Any], callback: Callable[[], object]) -> None:
+        left.wait(5)
+        register(channel, callback)
+
+    monkeypatch.setattr(FromThreadChannel, "call_when_abandoned", register_once_left)
+
+    async def until_released() -> None:
+        waiting.set()
+        await release.wait()
+
+    @threaded_iterable(max_size=1)
+    def produce() -> Generator[int, None, None]:
+        yield 1
+        try:
+            sync_await(until_released)
+        except BaseException as exc:
+            outcome.append(exc)
+            raise
+        finally:
+            returned.set()
+        yield 2
+
+    stream = produce()
+    assert await stream.__anext__() == 1
+    await waiting.wait()
+    closing = stream.close()  # the consumer leaves
+    left.set()
+    freed = await asyncio.to_thread(returned.wait, 5)
+    release.set()  # a generator still waiting ends too, so no thread is left behind
+    await closing
+    assert freed, "the producer still waits on the loop"
     assert [type(exc) for exc in outcome] == [asyncio.CancelledError]
 
 

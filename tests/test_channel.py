@@ -133,6 +133,36 @@ async def test_close_wakes_a_blocked_producer() -> None:
 
 
 @pytest.mark.asyncio
+async def test_close_wakes_every_blocked_producer() -> None:
+    channel: FromThreadChannel[int] = FromThreadChannel(maxsize=1)
+    channel.put(0)
+    refused: list[BaseException] = []
+
+    def produce(item: int) -> None:
+        try:
+            channel.put(item)
+        except ChannelClosed as exc:
+            refused.append(exc)
+
+    producers = [start_thread(produce, item) for item in (1, 2)]
+    await turns_until(
+        lambda: len(channel._not_full._waiters) == 2,  # type: ignore[attr-defined]
+        "both producers wait for room",
+    )
+    channel.close()
+    loop = asyncio.get_running_loop()
+    for producer in producers:
+        await loop.run_in_executor(None, producer.join, 5)
+    stuck = [producer for producer in producers if producer.is_alive()]
+    with channel._lock:  # a producer the close left waiting must not outlive the test
+        channel._not_full.notify_all()
+    for producer in stuck:
+        await join(producer)
+    assert not stuck, "a producer still waits for room in the closed channel"
+    assert len(refused) == 2
+
+
+@pytest.mark.asyncio
 async def test_close_keeps_buffered_items_for_the_consumer() -> None:
     channel: FromThreadChannel[int] = FromThreadChannel()
     channel.put(1)

@@ -1903,6 +1903,45 @@ async def test_a_refused_call_is_counted_when_only_metrics_are_on() -> None:
 
 
 @pytest.mark.asyncio
+async def test_with_metrics_alone_a_call_cancelled_while_it_ran_is_counted_as_cancelled() -> None:
+    # The function returns normally, but its caller gave up while it ran: the
+    # documented outcome is "cancelled", with or without a probe.
+    registry = CollectorRegistry()
+    count_calls_only(registry)
+    try:
+        with ThreadPoolExecutor(1) as single:
+            started, release = threading.Event(), threading.Event()
+
+            @threaded(executor=single)
+            def hold() -> int:
+                started.set()
+                release.wait(5)
+                return 1
+
+            @threaded(executor=single)
+            def after() -> None:
+                pass
+
+            call = hold()
+            assert await wait_in_own_thread(started)
+            call.cancel()
+            release.set()
+            await after()  # its one thread ended the first call, and counted it, before
+    finally:
+        instrumentation.reset()
+    labels = {"function": name(hold.__qualname__), "kind": "threaded"}
+
+    def finished(outcome: str) -> float | None:
+        return registry.get_sample_value(
+            "aiothreads_calls_finished_total", {**labels, "outcome": outcome}
+        )
+
+    assert finished("cancelled") == 1
+    assert finished("ok") == 0
+    assert registry.get_sample_value("aiothreads_calls_in_flight", labels) == 0
+
+
+@pytest.mark.asyncio
 async def test_an_uninstrumented_iterator_cancelled_while_waiting_for_its_limit_counts_nothing(
     telemetry: Telemetry,
 ) -> None:

@@ -13,6 +13,7 @@ import textwrap
 import threading
 import weakref
 from collections.abc import Callable, Generator
+from types import FrameType
 
 import pytest
 
@@ -23,11 +24,13 @@ from aiothreads import (
     threaded_iterable,
     wait_coroutine,
 )
+from aiothreads._bridge import _Waiter
 from aiothreads._loops import Closable, LoopState
 from tests.loops import loop_in_thread
 from tests.python_process import run_dev_script
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+Tracer = Callable[[FrameType, str, object], object]
 
 EXIT_SCRIPT = """
 import asyncio, atexit, sys, threading
@@ -410,4 +413,96 @@ def test_a_thread_that_starts_waiting_just_as_the_loop_closes_is_released(
     closed.set()
     thread.join(5)
     assert not thread.is_alive(), "the thread kept waiting on the closed loop"
+    assert isinstance(outcomes["sync_await"], LoopClosedError)
+
+
+@pytest.mark.asyncio_errors_expected  # the coroutine the closed loop never finished
+def test_a_close_announced_while_the_thread_finds_the_loop_closed_itself_is_quiet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The thread registers as the loop closes; the closing thread announces the
+    # close to it while the thread also finds the loop closed. Both may not
+    # release the thread's wait: the second release would raise in loop.close().
+    # Tracers hold each thread at a bytecode boundary, where the GIL may switch.
+    loop = asyncio.new_event_loop()
+    started, announcing, thread_done = threading.Event(), threading.Event(), threading.Event()
+    released_here, closer_done = threading.Event(), threading.Event()
+    outcomes: dict[str, BaseException] = {}
+    announce = _Waiter.loop_closed.__code__
+    wait = _Waiter.wait.__code__
+    register = LoopState.add_waiter
+
+    def register_then_let_the_close_begin(state: LoopState, waiter: Closable) -> None:
+        register(state, waiter)
+        announcing.wait(5)
+
+    monkeypatch.setattr(LoopState, "add_waiter", register_then_let_the_close_begin)
+
+    def hold_the_closer(frame: FrameType, event: str, arg: object) -> Tracer | None:
+        if frame.f_code is not announce:
+            return None
+        lines = 0
+
+        def after_its_check(frame: FrameType, event: str, arg: object) -> Tracer:
+            nonlocal lines
+            if event == "line":
+                lines += 1
+                if lines == 2:  # it found the wait not yet released
+                    announcing.set()
+                    thread_done.wait(5)
+            return after_its_check
+
+        return after_its_check
+
+    def hold_the_thread(frame: FrameType, event: str, arg: object) -> Tracer | None:
+        if frame.f_code is announce:
+
+            def on_return(frame: FrameType, event: str, arg: object) -> Tracer:
+                if event == "return":
+                    released_here.set()
+                return on_return
+
+            return on_return
+        if frame.f_code is wait:
+
+            def before_taking_it(frame: FrameType, event: str, arg: object) -> Tracer:
+                if event == "line" and released_here.is_set() and not thread_done.is_set():
+                    thread_done.set()  # released by this thread, not yet taken
+                    closer_done.wait(5)
+                return before_taking_it
+
+            return before_taking_it
+        return None
+
+    async def never_finishes() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    def waiter() -> None:
+        sys.settrace(hold_the_thread)
+        try:
+            wait_coroutine(never_finishes(), loop)
+        except BaseException as exc:
+            outcomes["sync_await"] = exc
+        finally:
+            sys.settrace(None)
+            thread_done.set()
+
+    thread = threading.Thread(target=waiter, daemon=True)  # daemon: a failure must not hang
+
+    async def start() -> None:
+        await threaded(lambda: None)()  # the pool becomes the loop's default executor
+        thread.start()
+        await loop.run_in_executor(None, started.wait, 5)
+
+    loop.run_until_complete(start())
+    tracing = sys.gettrace()
+    sys.settrace(hold_the_closer)
+    try:
+        loop.close()
+    finally:
+        sys.settrace(tracing)
+        closer_done.set()
+    thread.join(5)
+    assert announcing.is_set(), "the close was never announced to the thread"
     assert isinstance(outcomes["sync_await"], LoopClosedError)
