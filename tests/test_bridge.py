@@ -8,7 +8,7 @@ import contextvars
 import gc
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,6 +17,7 @@ import pytest
 from aiothreads import (
     EVENT_LOOP,
     FromThreadChannel,
+    IteratorWrapper,
     LoopClosedError,
     NoEventLoopError,
     instrumentation,
@@ -525,6 +526,26 @@ async def test_a_finished_sync_await_in_a_generator_keeps_nothing_alive() -> Non
         assert [item async for item in stream] == [True]
 
 
+def producer_waiting_on_the_loop(
+    wait: Callable[[], Awaitable[None]], outcome: list[BaseException], returned: threading.Event
+) -> Callable[[], IteratorWrapper[[], int]]:
+    """A generator that yields 1, then waits on the loop for ``wait()``, keeping what it raised."""
+
+    @threaded_iterable(max_size=1)
+    def produce() -> Generator[int, None, None]:
+        yield 1
+        try:
+            sync_await(wait)
+        except BaseException as exc:
+            outcome.append(exc)
+            raise
+        finally:
+            returned.set()
+        yield 2
+
+    return produce
+
+
 @pytest.mark.asyncio
 async def test_a_generator_waiting_on_the_loop_is_freed_when_its_consumer_leaves() -> None:
     waiting, returned = asyncio.Event(), threading.Event()
@@ -534,19 +555,7 @@ async def test_a_generator_waiting_on_the_loop_is_freed_when_its_consumer_leaves
         waiting.set()
         await asyncio.Event().wait()
 
-    @threaded_iterable(max_size=1)
-    def produce() -> Generator[int, None, None]:
-        yield 1
-        try:
-            sync_await(forever)
-        except BaseException as exc:
-            outcome.append(exc)
-            raise
-        finally:
-            returned.set()
-        yield 2
-
-    stream = produce()
+    stream = producer_waiting_on_the_loop(forever, outcome, returned)()
     assert await stream.__anext__() == 1
     await waiting.wait()
     await stream.close()
@@ -575,19 +584,7 @@ async def test_a_generator_whose_consumer_left_before_it_began_to_wait_on_the_lo
         waiting.set()
         await release.wait()
 
-    @threaded_iterable(max_size=1)
-    def produce() -> Generator[int, None, None]:
-        yield 1
-        try:
-            sync_await(until_released)
-        except BaseException as exc:
-            outcome.append(exc)
-            raise
-        finally:
-            returned.set()
-        yield 2
-
-    stream = produce()
+    stream = producer_waiting_on_the_loop(until_released, outcome, returned)()
     assert await stream.__anext__() == 1
     await waiting.wait()
     closing = stream.close()  # the consumer leaves

@@ -14,6 +14,7 @@ import threading
 import weakref
 from collections.abc import Callable, Generator
 from types import FrameType
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ from tests.loops import loop_in_thread
 from tests.python_process import run_dev_script
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
-Tracer = Callable[[FrameType, str, object], object]
+Tracer = Callable[[FrameType, str, Any], Any]
 
 EXIT_SCRIPT = """
 import asyncio, atexit, sys, threading
@@ -324,6 +325,39 @@ def test_an_idle_pool_never_holds_the_interpreter_up() -> None:
     assert completed.stdout.strip() == "done"
 
 
+def thread_waiting_on(
+    loop: asyncio.AbstractEventLoop,
+    started: threading.Event,
+    outcomes: dict[str, BaseException],
+    *,
+    tracer: Tracer | None = None,
+    done: threading.Event | None = None,
+) -> threading.Thread:
+    """A thread (not started) that waits on ``loop`` for a coroutine that never finishes.
+
+    ``started`` is set once the coroutine runs; what the wait raised lands in
+    ``outcomes["sync_await"]``. A daemon, so that a test that fails cannot hang.
+    """
+
+    async def never_finishes() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    def wait() -> None:
+        if tracer is not None:
+            sys.settrace(tracer)
+        try:
+            wait_coroutine(never_finishes(), loop)
+        except BaseException as exc:
+            outcomes["sync_await"] = exc
+        finally:
+            sys.settrace(None)
+            if done is not None:
+                done.set()
+
+    return threading.Thread(target=wait, daemon=True)
+
+
 @pytest.mark.asyncio_errors_expected  # the coroutine the closed loop never finished
 def test_closing_a_loop_by_hand_releases_its_waiting_threads_at_once() -> None:
     # asyncio's loop with aiothreads' pool as its default executor: loop.close()
@@ -344,23 +378,13 @@ def test_closing_a_loop_by_hand_releases_its_waiting_threads_at_once() -> None:
         finally:
             finalized.set()
 
-    async def never_finishes() -> None:
-        submitted.set()
-        await asyncio.Event().wait()
-
-    def waiter() -> None:
-        try:
-            wait_coroutine(never_finishes(), loop)
-        except BaseException as exc:
-            outcomes["sync_await"] = exc
-
     kept = []
 
     async def start() -> None:
         stream = endless()
         kept.append(stream)
         await stream.__anext__()
-        thread = threading.Thread(target=waiter)
+        thread = thread_waiting_on(loop, submitted, outcomes)
         thread.start()
         kept.append(thread)
         await loop.run_in_executor(None, submitted.wait, 5)
@@ -391,17 +415,7 @@ def test_a_thread_that_starts_waiting_just_as_the_loop_closes_is_released(
 
     monkeypatch.setattr(LoopState, "add_waiter", register_once_closed)
 
-    async def never_finishes() -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    def waiter() -> None:
-        try:
-            wait_coroutine(never_finishes(), loop)
-        except BaseException as exc:
-            outcomes["sync_await"] = exc
-
-    thread = threading.Thread(target=waiter, daemon=True)  # daemon: a failure must not hang
+    thread = thread_waiting_on(loop, started, outcomes)
 
     async def start() -> None:
         await threaded(lambda: None)()  # the pool becomes the loop's default executor
@@ -474,21 +488,7 @@ def test_a_close_announced_while_the_thread_finds_the_loop_closed_itself_is_quie
             return before_taking_it
         return None
 
-    async def never_finishes() -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    def waiter() -> None:
-        sys.settrace(hold_the_thread)
-        try:
-            wait_coroutine(never_finishes(), loop)
-        except BaseException as exc:
-            outcomes["sync_await"] = exc
-        finally:
-            sys.settrace(None)
-            thread_done.set()
-
-    thread = threading.Thread(target=waiter, daemon=True)  # daemon: a failure must not hang
+    thread = thread_waiting_on(loop, started, outcomes, tracer=hold_the_thread, done=thread_done)
 
     async def start() -> None:
         await threaded(lambda: None)()  # the pool becomes the loop's default executor
