@@ -461,16 +461,7 @@ class _Waiter(Generic[T]):
             consumer_left = functools.partial(self._cancel_task, loop)
             scope.channel.call_when_abandoned(consumer_left)
         try:
-            if loop.is_closed():
-                # Closed before this thread was registered: the close may never be
-                # announced to it. Only the loop and the closing thread release the lock.
-                if not self._done.acquire(blocking=False):
-                    self._loop_closed = True
-            else:
-                while not self._done.acquire(timeout=_loops.LOOP_WATCHDOG_INTERVAL):
-                    if loop.is_closed():  # nothing announced it: see _loops
-                        self._loop_closed = True
-                        break
+            self._wait_for_signal(loop)
         finally:
             state.remove_waiter(self)
             if consumer_left is not None and isinstance(scope, StreamScope):
@@ -488,6 +479,22 @@ class _Waiter(Generic[T]):
             finally:
                 self._error = None
         return self._result  # type: ignore[return-value]
+
+    def _wait_for_signal(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Block until the loop, or the thread closing it, releases this wait.
+
+        Only they release it, never this thread: a loop found closed marks the
+        wait as ended by the close.
+        """
+        if loop.is_closed():
+            # Closed before this thread was registered: the close may never be announced to it.
+            if not self._done.acquire(blocking=False):
+                self._loop_closed = True
+            return
+        while not self._done.acquire(timeout=_loops.LOOP_WATCHDOG_INTERVAL):
+            if loop.is_closed():  # nothing announced it: see _loops
+                self._loop_closed = True
+                return
 
     def _outcome_left_behind(self) -> None:
         """Take the outcome of a task that ended as its loop stopped for good.
@@ -516,7 +523,7 @@ class _Waiter(Generic[T]):
                 loop.call_soon_threadsafe(task.cancel)
 
 
-WAIT_CODES.update(codes_running(_Waiter[Any].wait))
+WAIT_CODES.update(codes_running(_Waiter[Any].wait), codes_running(_Waiter[Any]._wait_for_signal))
 
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
