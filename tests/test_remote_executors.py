@@ -76,13 +76,19 @@ except ImportError as missing:  # the core suite, without extras
 
 T = TypeVar("T")
 
-pytestmark = pytest.mark.filterwarnings(
-    # loky's own pickling, on Python 3.14+, now and then lets a BytesIO be collected while a
-    # view of its buffer is still alive; Python reports it as unraisable. Nothing of ours
-    # holds such a view (aiothreads pickles into a sink with no buffer).
-    "ignore:Exception ignored while finalizing file <_io.BytesIO"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
+# loky's own pickling now and then lets a BytesIO be collected while a view of its buffer
+# is still alive (BufferError); Python reports it as unraisable, in 3.14's words or in
+# those of earlier versions. Nothing of ours holds such a view (aiothreads pickles into a
+# sink with no buffer).
+pytestmark = [
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored while finalizing file <_io.BytesIO"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in. <_io.BytesIO:pytest.PytestUnraisableExceptionWarning"
+    ),
+]
 
 HANG_GUARD = 30.0
 """Seconds any single wait may take. Only a safety net: a test that needs it fails."""
