@@ -440,7 +440,7 @@ def test_a_close_announced_while_the_thread_finds_the_loop_closed_itself_is_quie
     # Tracers hold each thread at a bytecode boundary, where the GIL may switch.
     loop = asyncio.new_event_loop()
     started, announcing, thread_done = threading.Event(), threading.Event(), threading.Event()
-    released_here, closer_done = threading.Event(), threading.Event()
+    registered, released_here, closer_done = threading.Event(), threading.Event(), threading.Event()
     outcomes: dict[str, BaseException] = {}
     announce = _Waiter.loop_closed.__code__
     wait = _Waiter.wait.__code__
@@ -448,6 +448,7 @@ def test_a_close_announced_while_the_thread_finds_the_loop_closed_itself_is_quie
 
     def register_then_let_the_close_begin(state: LoopState, waiter: Closable) -> None:
         register(state, waiter)
+        registered.set()
         announcing.wait(5)
 
     monkeypatch.setattr(LoopState, "add_waiter", register_then_let_the_close_begin)
@@ -496,6 +497,7 @@ def test_a_close_announced_while_the_thread_finds_the_loop_closed_itself_is_quie
         await loop.run_in_executor(None, started.wait, 5)
 
     loop.run_until_complete(start())
+    assert registered.wait(5), "the thread never began to wait"
     tracing = sys.gettrace()
     sys.settrace(hold_the_closer)
     try:
