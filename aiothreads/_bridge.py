@@ -461,7 +461,7 @@ class _Waiter(Generic[T]):
             consumer_left = functools.partial(self._cancel_task, loop)
             scope.channel.call_when_abandoned(consumer_left)
         try:
-            self._wait_for_signal(loop)
+            self.wait_for_signal(loop)
         finally:
             state.remove_waiter(self)
             if consumer_left is not None and isinstance(scope, StreamScope):
@@ -480,7 +480,7 @@ class _Waiter(Generic[T]):
                 self._error = None
         return self._result  # type: ignore[return-value]
 
-    def _wait_for_signal(self, loop: asyncio.AbstractEventLoop) -> None:
+    def wait_for_signal(self, loop: asyncio.AbstractEventLoop) -> None:
         """Block until the loop, or the thread closing it, releases this wait.
 
         Only they release it, never this thread: a loop found closed marks the
@@ -523,7 +523,7 @@ class _Waiter(Generic[T]):
                 loop.call_soon_threadsafe(task.cancel)
 
 
-WAIT_CODES.update(codes_running(_Waiter[Any].wait), codes_running(_Waiter[Any]._wait_for_signal))
+WAIT_CODES.update(codes_running(_Waiter[Any].wait), codes_running(_Waiter[Any].wait_for_signal))
 
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
