@@ -1,7 +1,7 @@
 """What aiothreads adds over ``loop.run_in_executor`` on executors whose work leaves the process.
 
 Run: ``python -m benchmarks.remote_overhead [--rounds R] [--repeats K] [--pin] [--calls N]
-[--loops L,L] [--output F]``
+[--loops L,L] [--engines E,E] [--output F]``
 
 The engines are started once, each with two worker processes: a
 ``ProcessPoolExecutor`` (spawned), loky's reusable executor and a dask
@@ -105,50 +105,56 @@ def split_cpus() -> tuple[frozenset[int], frozenset[int]] | None:
     return frozenset(cpus[:1]), frozenset(cpus[1:])
 
 
+ENGINES = ("process pool", "loky", "dask")
+
+
 @contextlib.contextmanager
 def engines(
-    workers: int, worker_cpus: frozenset[int] | None = None
+    workers: int, worker_cpus: frozenset[int] | None = None, chosen: Sequence[str] = ENGINES
 ) -> Iterator[dict[str, Executor]]:
-    """Start every installed engine with ``workers`` worker processes; shut them down after.
+    """Start the ``chosen`` engines that are installed, with ``workers`` worker processes each.
 
-    With ``worker_cpus``, every worker process runs on those CPUs.
+    They are shut down after. With ``worker_cpus``, every worker process runs
+    on those CPUs.
     """
     initializer = None if worker_cpus is None else pin
     initargs = () if worker_cpus is None else (worker_cpus,)
     with contextlib.ExitStack() as stack:
         spawn = multiprocessing.get_context("spawn")
-        found: dict[str, Executor] = {
-            "process pool": stack.enter_context(
+        found: dict[str, Executor] = {}
+        if "process pool" in chosen:
+            found["process pool"] = stack.enter_context(
                 ProcessPoolExecutor(
                     workers, mp_context=spawn, initializer=initializer, initargs=initargs
                 )
             )
-        }
-        with contextlib.suppress(ImportError):
-            import loky
+        if "loky" in chosen:
+            with contextlib.suppress(ImportError):
+                import loky
 
-            executor = loky.get_reusable_executor(
-                max_workers=workers, initializer=initializer, initargs=initargs
-            )
-            stack.callback(executor.shutdown, wait=True)
-            found["loky"] = executor
-        with contextlib.suppress(ImportError):
-            import distributed
-
-            cluster = stack.enter_context(
-                distributed.LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address=None,
-                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                executor = loky.get_reusable_executor(
+                    max_workers=workers, initializer=initializer, initargs=initargs
                 )
-            )
-            client = stack.enter_context(distributed.Client(cluster))
-            if worker_cpus is not None:
-                client.run(pin, worker_cpus)
-            found["dask"] = client.get_executor(pure=False)
+                stack.callback(executor.shutdown, wait=True)
+                found["loky"] = executor
+        if "dask" in chosen:
+            with contextlib.suppress(ImportError):
+                import distributed
+
+                cluster = stack.enter_context(
+                    distributed.LocalCluster(
+                        n_workers=workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        host="127.0.0.1",
+                        dashboard_address=None,
+                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                    )
+                )
+                client = stack.enter_context(distributed.Client(cluster))
+                if worker_cpus is not None:
+                    client.run(pin, worker_cpus)
+                found["dask"] = client.get_executor(pure=False)
         yield found
 
 
@@ -376,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sequential", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--loops", default="asyncio,uvloop")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="of: " + ", ".join(ENGINES))
     parser.add_argument("--repeats", type=int, default=3, help="turns of every mode per round")
     parser.add_argument(
         "--pin", action="store_true", help="the caller on the first CPU, the workers on the rest"
@@ -386,6 +393,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = set(loops) - {"asyncio", "uvloop"}
     if unknown or not loops:
         parser.error(f"--loops takes asyncio and uvloop, not {sorted(unknown) or 'nothing'}")
+    chosen = [name.strip() for name in arguments.engines.split(",") if name.strip()]
+    if set(chosen) - set(ENGINES) or not chosen:
+        parser.error(f"--engines takes {', '.join(ENGINES)}, not {arguments.engines!r}")
     if arguments.repeats < 1:
         parser.error("--repeats takes 1 or more")
     cpus = split_cpus() if arguments.pin else None
@@ -396,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         caller_cpus, worker_cpus = cpus
         pin(caller_cpus)  # before any thread or process starts: they start here too
     samples: Samples = {}
-    with engines(arguments.workers, worker_cpus) as executors:
+    with engines(arguments.workers, worker_cpus, chosen) as executors:
         for loop_name in loops:
             loop: asyncio.AbstractEventLoop
             if loop_name == "uvloop":

@@ -72,6 +72,19 @@ def trace_seen() -> tuple[str, str, dict[str, object]]:
     )
 
 
+def trace_context_seen() -> tuple[str, str, bool, str]:
+    """Return the trace id, span id, sampled flag and trace state current in this worker."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return (
+        format(context.trace_id, "032x"),
+        format(context.span_id, "016x"),
+        context.trace_flags.sampled,
+        context.trace_state.to_header(),
+    )
+
+
 def current_span_id() -> str:
     """Return the id of the span current in this worker while the function runs."""
     from opentelemetry import trace

@@ -65,7 +65,7 @@ try:  # the engines and the telemetry libraries come with the test extra
     import distributed
     import loky
     import opentelemetry.exporter.otlp.proto.http  # noqa: F401 - the workers export with it
-    from opentelemetry import baggage, context
+    from opentelemetry import baggage, context, trace
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_service
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -808,6 +808,78 @@ async def test_the_trace_and_baggage_reach_the_worker(engine: Engine, books: Boo
     assert parent_id == format(call.context.span_id, "016x")
     assert carried == {"tenant": "acme"}
     assert books.settled() == {"ok": 1}
+
+
+@pytest.mark.asyncio
+async def test_a_request_left_out_of_its_trace_carries_that_trace_to_the_worker(
+    engine: Engine, books: Books
+) -> None:
+    """Head sampling left the request out: the worker sees its context as it is, unsampled."""
+    request = trace.SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+        is_remote=True,
+        trace_flags=trace.TraceFlags(0),
+        trace_state=trace.TraceState([("vendor", "opaque")]),
+    )
+    with trace.use_span(trace.NonRecordingSpan(request)):
+        seen = await threaded(executor=engine.executor)(remote_work.trace_context_seen)()
+
+    assert seen == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", False, "vendor=opaque")
+    assert books.new_spans() == []
+
+
+@pytest.mark.asyncio
+async def test_each_request_left_out_of_its_trace_carries_its_own_context(
+    engines: Engines, books: Books
+) -> None:
+    """Calls in turn from two such requests, then with baggage added: each carries its own."""
+    seen = threaded(executor=engines.process_pool)(remote_work.trace_seen)
+    first, second = (
+        trace.NonRecordingSpan(
+            trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(0))
+        )
+        for trace_id, span_id in ((0xA1, 0xB1), (0xA2, 0xB2))
+    )
+    with trace.use_span(first):
+        in_first = [await seen(), await seen()]
+    with trace.use_span(second):
+        in_second = await seen()
+        token = context.attach(baggage.set_baggage("tenant", "acme"))
+        try:
+            with_baggage = await seen()
+        finally:
+            context.detach(token)
+
+    first_seen = (format(0xA1, "032x"), format(0xB1, "016x"), {})
+    assert in_first == [first_seen, first_seen]
+    assert in_second == (format(0xA2, "032x"), format(0xB2, "016x"), {})
+    assert with_baggage == (format(0xA2, "032x"), format(0xB2, "016x"), {"tenant": "acme"})
+
+
+@pytest.mark.asyncio
+async def test_the_trace_state_and_sampled_flag_of_the_calls_span_reach_the_worker(
+    engines: Engines, books: Books
+) -> None:
+    parent = trace.SpanContext(
+        0x4BF92F3577B34DA6A3CE929D0E0E4736,
+        0x00F067AA0BA902B7,
+        is_remote=True,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+        trace_state=trace.TraceState([("congo", "t61rcWkgMzE"), ("rojo", "00f067aa0ba902b7")]),
+    )
+    with trace.use_span(trace.NonRecordingSpan(parent)):
+        trace_id, span_id, sampled, trace_state = await threaded(executor=engines.process_pool)(
+            remote_work.trace_context_seen
+        )()
+
+    call = books.span("threaded tests.remote_work.trace_context_seen")
+    assert (trace_id, span_id) == (
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        format(call.context.span_id, "016x"),
+    )
+    assert sampled is True
+    assert trace_state == "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
 
 
 @pytest.mark.asyncio

@@ -1,6 +1,6 @@
 """A call's trace context in the worker process that runs it, for executors whose work leaves.
 
-Semantics (in the worker, reached through ``aiothreads._remote.run_carried``):
+Semantics (in the worker, reached through ``aiothreads._remote.call_carried``):
 
 * Without the OpenTelemetry API installed there, the function is just called.
 * With the API, the carried context (W3C ``traceparent``, ``tracestate`` and
