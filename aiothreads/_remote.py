@@ -20,7 +20,9 @@ Semantics:
   fails and the executor is not the stdlib's process pool, with
   ``cloudpickle`` if it is loaded (dask and loky pickle with it). If neither
   can, the call fails at once with ``ExecutorRefused`` naming the function,
-  nothing is submitted, and its ``limit=`` place is given back.
+  nothing is submitted, and its ``limit=`` place is given back. A function
+  that ``pickle`` took by name before, called with arguments that always
+  pickle (numbers, strings, bytes, ``None``), is not tried again.
 * When the call is traced, its span opens as it is submitted, and the trace
   context (W3C ``traceparent``, ``tracestate`` and ``baggage``) travels with
   it: the executor then receives ``Carried``, a callable holding the function
@@ -68,6 +70,7 @@ import importlib.util
 import operator
 import pickle
 import sys
+import types
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
@@ -170,6 +173,15 @@ def is_stdlib_process_pool(executor: Executor) -> bool:
     return process is not None and isinstance(executor, process.ProcessPoolExecutor)
 
 
+_SELF_CONTAINED: Final = frozenset({bool, bytes, complex, float, int, str, type(None)})
+"""Types whose values always pickle: arguments of only these types need no trial."""
+_PICKLED_BY_NAME: Final = (types.FunctionType, types.BuiltinFunctionType)
+"""Functions that ``pickle`` takes by their module and name: once it did, it always will."""
+_MAX_REMEMBERED: Final = 256
+_pickled_functions: dict[int, Callable[..., Any]] = {}
+"""Functions ``pickle`` took, by id (each kept alive, so that its id stays its own)."""
+
+
 def check_picklable(
     executor: Executor, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> None:
@@ -177,10 +189,22 @@ def check_picklable(
 
     Tried with ``pickle``, then with ``cloudpickle`` if it is loaded and the
     executor is not the stdlib's process pool (whose workers use ``pickle``).
+    A function ``pickle`` took before, called with arguments of types that
+    always pickle (numbers, strings, bytes, ``None``), is not tried again.
     """
+    if (
+        _pickled_functions.get(id(func)) is func
+        and all(type(arg) in _SELF_CONTAINED for arg in args)
+        and all(type(arg) in _SELF_CONTAINED for arg in kwargs.values())
+    ):
+        return
     work = (func, args, dict(kwargs))
     try:
         _pickle_into_nowhere(pickle.Pickler, work)
+        if isinstance(func, _PICKLED_BY_NAME):
+            if len(_pickled_functions) >= _MAX_REMEMBERED:
+                _pickled_functions.clear()
+            _pickled_functions[id(func)] = func
     except Exception as exc:
         cloudpickle = None if is_stdlib_process_pool(executor) else sys.modules.get("cloudpickle")
         if cloudpickle is None:

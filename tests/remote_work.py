@@ -27,6 +27,16 @@ def echo(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return args, kwargs
 
 
+class Scale:
+    """A callable object: multiplies by its ``factor``, which may be changed between calls."""
+
+    def __init__(self, factor: object) -> None:
+        self.factor = factor
+
+    def __call__(self, number: int) -> Any:
+        return number * self.factor  # type: ignore[operator]
+
+
 class RemoteFailure(Exception):
     """Raised in a worker by ``fail``."""
 

@@ -598,6 +598,45 @@ async def test_an_unpicklable_argument_fails_at_once_and_gives_the_place_back(
 
 
 @pytest.mark.asyncio
+async def test_a_function_that_ran_before_is_refused_at_once_with_an_unpicklable_argument(
+    engines: Engines, books: Books
+) -> None:
+    """A function known to pickle spares the trial only while all its arguments always pickle."""
+    call = threaded(executor=engines.process_pool)(remote_work.echo)
+    assert await call(1, "two", b"3", 4.0, None, key=True) == (
+        (1, "two", b"3", 4.0, None),
+        {"key": True},
+    )
+
+    for refused in (
+        call(1, threading.Lock()),
+        call(1, key=threading.Lock()),
+        call([{1: threading.Lock()}]),
+    ):
+        future = submitted(refused)
+        assert future.done(), "the refusal should be known at once, before anything is submitted"
+        assert isinstance(await outcome_of(future), ExecutorRefused)
+    assert books.settled() == {"ok": 1, "error": 3}
+
+
+@pytest.mark.asyncio
+async def test_a_callable_object_that_pickled_before_is_tried_again(
+    engines: Engines, books: Books
+) -> None:
+    """Its state may change between calls, and with it whether it pickles."""
+    scale = remote_work.Scale(2)
+    call = threaded(executor=engines.process_pool)(scale)
+    assert await call(21) == 42
+
+    scale.factor = threading.Lock()
+    future = submitted(call(21))
+
+    assert future.done(), "the refusal should be known at once, before anything is submitted"
+    assert isinstance(await outcome_of(future), ExecutorRefused)
+    assert books.settled() == {"ok": 1, "error": 1}
+
+
+@pytest.mark.asyncio
 async def test_an_unpicklable_call_counts_as_no_refusal_of_the_engines_pool(
     engine: Engine, books: Books
 ) -> None:
