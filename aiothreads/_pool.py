@@ -15,9 +15,11 @@ aiothreads 1.1 and ``ThreadPoolExecutor`` do. Idle workers share one queue, so
 a call goes to any of them: a steady trickle of calls, at least one per worker
 per ``idle_timeout``, keeps them all (as Java's ``keepAliveTime`` does).
 
-A call the pool accepted is run by a worker, or dropped (its ``abandon()``)
-if the pool shut down before any worker took it, even when the shutdown
-raced the call in from another thread: it is never left queued.
+A call the pool accepted runs, as in ``ThreadPoolExecutor``, unless
+``shutdown(cancel_futures=True)`` dropped it (its ``abandon()``) before a
+worker took it. A call submitted from another thread just as the pool shuts
+down is accepted and runs, or is refused with ``RuntimeError``: it is never
+left queued, nor dropped unasked.
 
 A default executor that the application installed itself is always used as
 it is; so is every executor on loops that do not expose theirs (uvloop).
@@ -132,8 +134,10 @@ class WorkerPool(ThreadPoolExecutor):
                 pass
             else:
                 self._calls.put(call)
-                if self._closed or _exiting:  # shut down since: maybe behind the stop markers
-                    self._crew.drop_if_stranded()  # type: ignore[unreachable]  # mypy: one thread
+                # Shut down since, and no worker left to take it behind the stop markers?
+                closed_since: bool = self._closed or _exiting  # mypy sees but one thread
+                if closed_since and self._crew.take_back_if_stranded(call):
+                    self._refuse()
                 return
         if not self._add_worker(call):
             self._refuse()  # shut down since the check, before the call was queued
@@ -191,6 +195,7 @@ class WorkerPool(ThreadPoolExecutor):
             on_shutdown()
         pools_changed()  # its maximum no longer counts
         if cancel_futures:
+            self._crew.drop_stranded = True
             dropped, markers = _take_queued(self._calls)
             for _ in range(markers):  # an earlier shutdown's: the workers still need them
                 self._calls.put(None)
@@ -241,10 +246,11 @@ class _Crew:
     """What a pool shares with its workers (never the pool itself): the queue, and who is left.
 
     A call can be queued just as the pool shuts down, behind the workers'
-    stop markers, where no worker will take it. The last worker to stop drops
-    whatever is queued then; a thread that queues a call once none is left
-    drops it itself. Both happen under ``lock`` (the pool's lifecycle lock),
-    so every call is run or dropped, once.
+    stop markers, where no worker will take it. The last worker to stop runs
+    whatever is queued then (drops it, if the shutdown dropped the queued
+    calls); a thread that queues a call once none is left takes it back and
+    refuses it. Both happen under ``lock`` (the pool's lifecycle lock), so
+    every call is run, dropped or refused, once.
 
     ``free`` holds a token per idle worker that no queued call counts on:
     ``len(free)`` is the number of workers waiting for a call less the calls
@@ -257,6 +263,7 @@ class _Crew:
 
     __slots__ = (
         "calls",
+        "drop_stranded",
         "free",
         "idle_timeout",
         "live",
@@ -288,6 +295,8 @@ class _Crew:
         """The pool's ``pool`` label, under which it counts the calls it drops."""
         self.live = 0
         """Workers started and not stopped, changed under ``lock``."""
+        self.drop_stranded = False
+        """Whether calls left queued behind the stop markers are dropped (else run)."""
         self.start_spare: Callable[[], Callable[[], bool] | None] = lambda: None
         """The pool's way to start a worker with no call of its own (weakly held)."""
 
@@ -336,18 +345,36 @@ class _Crew:
                 return
         self.free.append(None)
 
-    def drop_if_stranded(self) -> None:
-        """Drop the queued calls if no worker is left to run them (the pool shut down)."""
+    def take_back_if_stranded(self, call: Work) -> bool:
+        """Take ``call`` out of the queue if no worker is left to run it; whether it was.
+
+        Called by the thread that queued ``call`` and then found the pool shut
+        down. Calls other threads queued stay, for them to take back.
+        """
         with self.lock:
-            stranded = _take_queued(self.calls)[0] if self.live == 0 else []
-        self.abandon(stranded)
+            if self.live != 0:
+                return False  # the last worker to stop will find it
+            queued = _take_queued(self.calls)[0]
+            for other in queued:
+                if other is not call:
+                    self.calls.put(other)
+        return any(taken is call for taken in queued)
 
     def worker_left(self, stopped: bool) -> None:
-        """Count a worker out; the last one to stop drops what nobody will run."""
+        """Count a worker out; the last one to stop runs (or drops) what is left queued."""
         with self.lock:
             self.live -= 1
             stranded = _take_queued(self.calls)[0] if stopped and self.live == 0 else []
-        self.abandon(stranded)
+        if self.drop_stranded:
+            self.abandon(stranded)
+            return
+        me = threading.current_thread()
+        for call in stranded:
+            self.working.add(me)
+            try:
+                (call.call if type(call) is _Unclaimed else call).run()
+            finally:
+                self.working.discard(me)
 
     def abandon(self, calls: list[Work]) -> None:
         """Settle ``calls`` as dropped unrun, and count them (called outside ``lock``)."""

@@ -645,3 +645,124 @@ def test_a_waiting_worker_that_takes_a_call_queued_behind_a_full_pool_counts_as_
     finally:
         queue.go_on.set()
         pool.shutdown()
+
+
+class HeldPutQueue(SimpleQueue[Any]):
+    """A pool's queue that holds one thread's ``put`` until told to go on.
+
+    That is a submit that found the pool open and an idle worker's token, and
+    has not queued its call yet: a shutdown can come in between.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: threading.Thread | None = None
+        self.reached = threading.Event()
+        self.go_on = threading.Event()
+        self.a_worker_waits = threading.Event()
+        """Set as a worker starts to wait for a call: it gave its token (it is idle)."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if block:
+            self.a_worker_waits.set()
+        return super().get(block, timeout)
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if threading.current_thread() is self.held:
+            self.reached.set()
+            assert self.go_on.wait(10), "the held put was never let go"
+        super().put(item, block, timeout)
+
+
+def submit_held_in(
+    pool: WorkerPool, queue: HeldPutQueue, work: Callable[[], object]
+) -> tuple[threading.Thread, list[object]]:
+    """Submit ``work`` from a thread of its own, held just before it is queued.
+
+    The list gets the future, or the exception ``submit`` raised.
+    """
+    outcome: list[object] = []
+
+    def submit() -> None:
+        try:
+            outcome.append(pool.submit(work))
+        except RuntimeError as refused:
+            outcome.append(refused)
+
+    submitter = threading.Thread(target=submit, name="held-submitter")
+    queue.held = submitter
+    submitter.start()
+    assert queue.reached.wait(10)
+    return submitter, outcome
+
+
+@pytest.mark.parametrize("wait", [True, False], ids=["shutdown waits", "shutdown returns"])
+def test_a_call_queued_behind_the_stop_markers_of_a_shutdown_runs(wait: bool) -> None:
+    """Accepted before the shutdown's last worker left: it runs, as ThreadPoolExecutor's would.
+
+    One worker is busy, the other idle; the submit takes the idle one's token,
+    then the shutdown stops the idle worker before the call is queued, behind
+    the busy worker's stop marker.
+    """
+    queue = HeldPutQueue()
+    with mock.patch.object(_pool, "SimpleQueue", return_value=queue):
+        pool = WorkerPool(max_workers=2, idle_timeout=None)
+    release = threading.Event()
+    busy = pool.submit(release.wait, 10)
+    pool.submit(abs, -1).result(10)  # a second worker, idle after this
+    assert queue.a_worker_waits.wait(10)
+    submitter, outcome = submit_held_in(pool, queue, lambda: "ran")
+    pool.shutdown(wait=False)
+    idle_left = [worker for worker in pool._workers if worker.name.endswith("_1")]
+    for worker in idle_left:
+        worker.join(10)  # the idle worker took its stop marker
+    queue.go_on.set()
+    submitter.join(10)
+    release.set()
+    if wait:
+        pool.shutdown(wait=True)
+    (future,) = outcome
+    assert busy.result(10) is True
+    assert not isinstance(future, RuntimeError), "accepted while a worker was left: it runs"
+    assert future.result(10) == "ran"  # type: ignore[attr-defined]
+    pool.shutdown(wait=True)
+
+
+def test_a_call_queued_after_the_last_worker_of_a_shutdown_left_is_refused() -> None:
+    """No worker is left to run it: the submit raises, as after any shutdown, and drops nothing."""
+    queue = HeldPutQueue()
+    with mock.patch.object(_pool, "SimpleQueue", return_value=queue):
+        pool = WorkerPool(max_workers=1, idle_timeout=None)
+    pool.submit(abs, -1).result(10)  # one worker, idle after this
+    assert queue.a_worker_waits.wait(10)
+    submitter, outcome = submit_held_in(pool, queue, lambda: "ran")
+    pool.shutdown(wait=True)  # the worker takes its stop marker and leaves
+    queue.go_on.set()
+    submitter.join(10)
+
+    (refused,) = outcome
+    assert isinstance(refused, RuntimeError)
+    assert str(refused) == "cannot schedule new calls after shutdown"
+    assert queue.empty()
+
+
+def test_a_call_queued_behind_the_stop_markers_of_a_shutdown_that_cancels_is_dropped() -> None:
+    queue = HeldPutQueue()
+    with mock.patch.object(_pool, "SimpleQueue", return_value=queue):
+        pool = WorkerPool(max_workers=2, idle_timeout=None)
+    release = threading.Event()
+    busy = pool.submit(release.wait, 10)
+    pool.submit(abs, -1).result(10)
+    assert queue.a_worker_waits.wait(10)
+    submitter, outcome = submit_held_in(pool, queue, lambda: "ran")
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in [worker for worker in pool._workers if worker.name.endswith("_1")]:
+        worker.join(10)
+    queue.go_on.set()
+    submitter.join(10)
+    release.set()
+    pool.shutdown(wait=True)
+
+    (future,) = outcome
+    assert busy.result(10) is True
+    assert future.cancelled()  # type: ignore[attr-defined]
