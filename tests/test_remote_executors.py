@@ -70,6 +70,7 @@ try:  # the engines and the telemetry libraries come with the test extra
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
     from prometheus_client import CollectorRegistry
 except ImportError as missing:  # the core suite, without extras
     pytest.skip(f"needs the test extra ({missing.name})", allow_module_level=True)
@@ -637,6 +638,31 @@ async def test_a_callable_object_that_pickled_before_is_tried_again(
 
 
 @pytest.mark.asyncio
+async def test_a_function_refused_once_is_tried_again_and_refused_again(books: Books) -> None:
+    """Only a function that pickled is spared the trial: one that did not never is."""
+    engine = HoldingExecutor()
+    lock = threading.Lock()
+
+    def holds_a_lock(number: int) -> bool:  # pickle refuses it by name, cloudpickle for its lock
+        return lock.locked() or number > 0
+
+    call = threaded(executor=engine)(holds_a_lock)
+    futures: list[asyncio.Future[bool]] = []
+    try:
+        for _ in range(2):
+            future = submitted(call(1))
+            futures.append(future)
+            assert future.done(), "the refusal should be known at once, before any submit"
+            assert isinstance(await outcome_of(future), ExecutorRefused)
+    finally:  # a call handed over by mistake is cancelled, so that it outlives no test
+        for future in futures:
+            future.cancel()
+        await turns_until(lambda: not aiothreads.snapshot(), "every call settled")
+    assert engine.futures == [], "nothing should reach the executor"
+    assert books.settled() == {"error": 2}
+
+
+@pytest.mark.asyncio
 async def test_an_unpicklable_call_counts_as_no_refusal_of_the_engines_pool(
     engine: Engine, books: Books
 ) -> None:
@@ -749,6 +775,31 @@ async def test_cancelling_a_remote_call_cancels_its_work_before_cancel_returns(
     assert not call.cancel()  # once only
     await turns_until(lambda: limiter.borrowed_tokens == 0, "the cancelled work settled")
     assert books.settled(limiter) == {"cancelled": 1}
+
+
+def test_work_that_comes_back_after_its_loop_closed_settles_its_books(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], books: Books
+) -> None:
+    """Nobody is left to receive the outcome, but the call is counted and its place given back."""
+    engine = HoldingExecutor()
+    limiter = CapacityLimiter(1)
+
+    async def hand_over() -> None:
+        threaded(limit=limiter, executor=engine)(remote_work.multiply)(2, 3)
+        await turns_until(lambda: bool(engine.futures), "the call handed to the executor")
+
+    loop = loop_factory()
+    try:
+        loop.run_until_complete(hand_over())
+    finally:
+        loop.close()
+    (work,) = engine.futures
+    assert limiter.borrowed_tokens == 1
+
+    work.set_result(6)  # in this thread, with the loop gone
+
+    assert aiothreads.snapshot() == []
+    assert books.settled(limiter) == {"ok": 1}
 
 
 @pytest.fixture
@@ -894,6 +945,28 @@ async def test_each_request_left_out_of_its_trace_carries_its_own_context(
     assert in_first == [first_seen, first_seen]
     assert in_second == (format(0xA2, "032x"), format(0xB2, "016x"), {})
     assert with_baggage == (format(0xA2, "032x"), format(0xB2, "016x"), {"tenant": "acme"})
+
+
+@pytest.mark.asyncio
+async def test_the_baggage_of_a_request_with_no_span_reaches_the_worker(
+    engines: Engines, registry: CollectorRegistry
+) -> None:
+    """Sampled out, the call opens no span, and no span is current: the baggage goes alone."""
+    instrumentation.configure(
+        registry=registry,
+        tracer_provider=TracerProvider(sampler=ALWAYS_OFF),
+        prometheus=True,
+        opentelemetry=True,
+        structlog=False,
+    )
+    token = context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        seen = await threaded(executor=engines.process_pool)(remote_work.trace_seen)()
+    finally:
+        context.detach(token)
+        instrumentation.reset()
+
+    assert seen == ("0" * 32, "0" * 16, {"tenant": "acme"})
 
 
 @pytest.mark.asyncio
