@@ -900,19 +900,31 @@ async def test_the_trace_and_baggage_reach_the_worker(engine: Engine, books: Boo
     assert books.settled() == {"ok": 1}
 
 
+def span_from_elsewhere(
+    trace_id: int, span_id: int, *, sampled: bool = False, **trace_state: str
+) -> trace.NonRecordingSpan:
+    """A span of another process (as a request's headers bring it in), to make current."""
+    flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
+    return trace.NonRecordingSpan(
+        trace.SpanContext(
+            trace_id,
+            span_id,
+            is_remote=True,
+            trace_flags=flags,
+            trace_state=trace.TraceState(list(trace_state.items())),
+        )
+    )
+
+
 @pytest.mark.asyncio
 async def test_a_request_left_out_of_its_trace_carries_that_trace_to_the_worker(
     engine: Engine, books: Books
 ) -> None:
     """Head sampling left the request out: the worker sees its context as it is, unsampled."""
-    request = trace.SpanContext(
-        0x0AF7651916CD43DD8448EB211C80319C,
-        0xB7AD6B7169203331,
-        is_remote=True,
-        trace_flags=trace.TraceFlags(0),
-        trace_state=trace.TraceState([("vendor", "opaque")]),
+    request = span_from_elsewhere(
+        0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, vendor="opaque"
     )
-    with trace.use_span(trace.NonRecordingSpan(request)):
+    with trace.use_span(request):
         seen = await threaded(executor=engine.executor)(remote_work.trace_context_seen)()
 
     assert seen == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", False, "vendor=opaque")
@@ -925,12 +937,7 @@ async def test_each_request_left_out_of_its_trace_carries_its_own_context(
 ) -> None:
     """Calls in turn from two such requests, then with baggage added: each carries its own."""
     seen = threaded(executor=engines.process_pool)(remote_work.trace_seen)
-    first, second = (
-        trace.NonRecordingSpan(
-            trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(0))
-        )
-        for trace_id, span_id in ((0xA1, 0xB1), (0xA2, 0xB2))
-    )
+    first, second = (span_from_elsewhere(0xA1, 0xB1), span_from_elsewhere(0xA2, 0xB2))
     with trace.use_span(first):
         in_first = [await seen(), await seen()]
     with trace.use_span(second):
@@ -973,14 +980,14 @@ async def test_the_baggage_of_a_request_with_no_span_reaches_the_worker(
 async def test_the_trace_state_and_sampled_flag_of_the_calls_span_reach_the_worker(
     engines: Engines, books: Books
 ) -> None:
-    parent = trace.SpanContext(
+    parent = span_from_elsewhere(
         0x4BF92F3577B34DA6A3CE929D0E0E4736,
         0x00F067AA0BA902B7,
-        is_remote=True,
-        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
-        trace_state=trace.TraceState([("congo", "t61rcWkgMzE"), ("rojo", "00f067aa0ba902b7")]),
+        sampled=True,
+        congo="t61rcWkgMzE",
+        rojo="00f067aa0ba902b7",
     )
-    with trace.use_span(trace.NonRecordingSpan(parent)):
+    with trace.use_span(parent):
         trace_id, span_id, sampled, trace_state = await threaded(executor=engines.process_pool)(
             remote_work.trace_context_seen
         )()
