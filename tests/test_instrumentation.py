@@ -1883,6 +1883,29 @@ async def test_an_iterator_dropped_before_its_producer_ran_is_traced_under_its_c
 
 
 @pytest.mark.asyncio
+async def test_without_a_registry_the_metrics_go_to_prometheus_clients_default_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As most services scrape them: prometheus_client.REGISTRY (one of the test's own here)."""
+    import prometheus_client  # patched where the configuration looks it up
+
+    default = CollectorRegistry()
+    monkeypatch.setattr(prometheus_client, "REGISTRY", default)
+    instrumentation.configure(prometheus=True, opentelemetry=False, structlog=False)
+    try:
+
+        @threaded
+        def counted() -> int:
+            return 1
+
+        assert await counted() == 1
+    finally:
+        instrumentation.reset()
+    labels = {"function": name(counted.__qualname__), "kind": "threaded", "outcome": "ok"}
+    assert default.get_sample_value("aiothreads_calls_finished_total", labels) == 1
+
+
+@pytest.mark.asyncio
 async def test_a_refused_call_is_counted_when_only_metrics_are_on() -> None:
     registry = CollectorRegistry()
     instrumentation.configure(registry=registry, opentelemetry=False, structlog=False)

@@ -282,6 +282,31 @@ async def test_metric_span_event_and_structlog_event(slow_log: SlowLog) -> None:
 
 
 @pytest.mark.asyncio
+async def test_two_slow_calls_of_one_function_count_two(slow_log: SlowLog) -> None:
+    """The watchdog's thread counts every slow call it finds, not just the first of a series."""
+    prometheus_client = pytest.importorskip("prometheus_client")
+    registry = prometheus_client.CollectorRegistry()
+    watchdog = Watchdog()
+    count_calls_only(registry)
+    watchdog.configure(THRESHOLD, start_thread=False)
+    blocked = [Blocked(), Blocked()]
+    calls = [threaded(each.block, name="stuck")(SECRET) for each in blocked]
+    try:
+        for each in blocked:
+            assert await in_own_thread(each.started)
+        latest = max(started for _, started in running().values())
+        watchdog.check(latest + THRESHOLD + 1)
+    finally:
+        for each in blocked:
+            each.release.set()
+        await asyncio.gather(*calls)
+        instrumentation.reset()
+    labels = {"function": "stuck", "kind": "threaded"}
+    assert registry.get_sample_value("aiothreads_calls_slow_total", labels) == 2
+    assert len(slow_log.fields) == 2
+
+
+@pytest.mark.asyncio
 async def test_with_metrics_alone_a_slow_call_is_counted_and_logged(slow_log: SlowLog) -> None:
     """A call that nothing but metrics records (no span, no log at DEBUG) is reported too."""
     prometheus_client = pytest.importorskip("prometheus_client")

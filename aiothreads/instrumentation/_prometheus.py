@@ -83,14 +83,10 @@ POOL_METRICS: Final = (
 
 
 class PrometheusMetrics(Tallies):
-    """aiothreads' metrics on one registry (prometheus-client's default if ``None``)."""
+    """aiothreads' metrics on one registry (a prometheus-client ``CollectorRegistry``)."""
 
-    def __init__(self, registry: Any = None) -> None:
-        import prometheus_client  # noqa: PLC0415 - the extra is optional
-
+    def __init__(self, registry: Any) -> None:
         super().__init__()
-        if registry is None:
-            registry = prometheus_client.REGISTRY
         registry.register(_Collector(self))
         self.exporters.add("prometheus")
 

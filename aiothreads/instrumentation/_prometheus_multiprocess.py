@@ -64,11 +64,8 @@ def multiprocess_mode() -> bool:
 class MultiprocessMetrics:
     """aiothreads' metrics as prometheus-client metric objects on ``registry``."""
 
-    def __init__(self, registry: Any = None) -> None:
+    def __init__(self, registry: Any) -> None:
         import prometheus_client  # noqa: PLC0415 - the extra is optional
-
-        if registry is None:
-            registry = prometheus_client.REGISTRY
 
         def make(kind: Any, full: str, *extra: str, **options: Any) -> Any:
             name = full.removesuffix("_total")
