@@ -696,13 +696,15 @@ def submit_held_in(
     return submitter, outcome
 
 
-@pytest.mark.parametrize("wait", [True, False], ids=["shutdown waits", "shutdown returns"])
-def test_a_call_queued_behind_the_stop_markers_of_a_shutdown_runs(wait: bool) -> None:
-    """Accepted before the shutdown's last worker left: it runs, as ThreadPoolExecutor's would.
+def queued_behind_the_stop_markers(
+    *, cancel_futures: bool, wait: bool
+) -> tuple[object, WorkerPool]:
+    """Submit a call that is queued behind a busy worker's stop marker; return its outcome.
 
     One worker is busy, the other idle; the submit takes the idle one's token,
-    then the shutdown stops the idle worker before the call is queued, behind
-    the busy worker's stop marker.
+    then the shutdown stops the idle worker before the call is queued. The
+    outcome is the future, or the exception ``submit`` raised; the pool, shut
+    down, is returned beside it, to wait for before the test ends.
     """
     queue = HeldPutQueue()
     with mock.patch.object(_pool, "SimpleQueue", return_value=queue):
@@ -712,17 +714,24 @@ def test_a_call_queued_behind_the_stop_markers_of_a_shutdown_runs(wait: bool) ->
     pool.submit(abs, -1).result(10)  # a second worker, idle after this
     assert queue.a_worker_waits.wait(10)
     submitter, outcome = submit_held_in(pool, queue, lambda: "ran")
-    pool.shutdown(wait=False)
-    idle_left = [worker for worker in pool._workers if worker.name.endswith("_1")]
-    for worker in idle_left:
+    pool.shutdown(wait=False, cancel_futures=cancel_futures)
+    for worker in [worker for worker in pool._workers if worker.name.endswith("_1")]:
         worker.join(10)  # the idle worker took its stop marker
     queue.go_on.set()
     submitter.join(10)
     release.set()
     if wait:
         pool.shutdown(wait=True)
-    (future,) = outcome
     assert busy.result(10) is True
+    (found,) = outcome
+    return found, pool
+
+
+@pytest.mark.parametrize("wait", [True, False], ids=["shutdown waits", "shutdown returns"])
+def test_a_call_queued_behind_the_stop_markers_of_a_shutdown_runs(wait: bool) -> None:
+    """Accepted before the shutdown's last worker left: it runs, as ThreadPoolExecutor's would."""
+    future, pool = queued_behind_the_stop_markers(cancel_futures=False, wait=wait)
+
     assert not isinstance(future, RuntimeError), "accepted while a worker was left: it runs"
     assert future.result(10) == "ran"  # type: ignore[attr-defined]
     pool.shutdown(wait=True)
@@ -747,22 +756,6 @@ def test_a_call_queued_after_the_last_worker_of_a_shutdown_left_is_refused() -> 
 
 
 def test_a_call_queued_behind_the_stop_markers_of_a_shutdown_that_cancels_is_dropped() -> None:
-    queue = HeldPutQueue()
-    with mock.patch.object(_pool, "SimpleQueue", return_value=queue):
-        pool = WorkerPool(max_workers=2, idle_timeout=None)
-    release = threading.Event()
-    busy = pool.submit(release.wait, 10)
-    pool.submit(abs, -1).result(10)
-    assert queue.a_worker_waits.wait(10)
-    submitter, outcome = submit_held_in(pool, queue, lambda: "ran")
-    pool.shutdown(wait=False, cancel_futures=True)
-    for worker in [worker for worker in pool._workers if worker.name.endswith("_1")]:
-        worker.join(10)
-    queue.go_on.set()
-    submitter.join(10)
-    release.set()
-    pool.shutdown(wait=True)
+    future, _ = queued_behind_the_stop_markers(cancel_futures=True, wait=True)
 
-    (future,) = outcome
-    assert busy.result(10) is True
     assert future.cancelled()  # type: ignore[attr-defined]
