@@ -372,7 +372,7 @@ class _Crew:
         for call in stranded:
             self.working.add(me)
             try:
-                (call.call if type(call) is _Unclaimed else call).run()
+                call.run()  # an ``_Unclaimed`` runs its call
             finally:
                 self.working.discard(me)
 
