@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import operator
 import os
@@ -273,6 +274,7 @@ async def run_rounds(
                             "aiothreads, metrics + traces" if mode == "warm-up" else mode
                         )
                         call = calls_for(measured_mode, executor, registry, provider, function)
+                        settle(provider)
                         with request(tracer, SAMPLED[measured_mode]):
                             measured = await measure(call, calls, sequential)
                         if mode != "warm-up":
@@ -285,6 +287,12 @@ async def run_rounds(
     finally:
         instrumentation.reset()
         provider.shutdown()
+
+
+def settle(provider: Any) -> None:
+    """Leave nothing of the last measure to the next: its spans exported, its garbage collected."""
+    provider.force_flush()
+    gc.collect()
 
 
 def median_of(measures: list[tuple[float, float, float]]) -> tuple[float, float, float]:
@@ -314,7 +322,8 @@ def render(
         f"engine, {placement}; {rounds} rounds, each measuring every mode back to back, "
         f"{repeats} times in turns, in an order that changes every round (a round keeps the "
         "median of its turns): time per call is the median over the rounds, a ratio the median "
-        "of the rounds' own ratios (with the lowest and highest, gathered). "
+        "of the rounds' own ratios (with the lowest and highest, gathered). Before each "
+        "measure, the spans of the last one are exported and its garbage collected. "
         f"Gathered: {calls:,} calls in flight "
         "at once (wall time, and CPU time of the calling process over all its threads); one "
         f"by one: {sequential:,} calls awaited in turn. The work is nothing (`operator.mul`), "
