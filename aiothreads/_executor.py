@@ -45,7 +45,7 @@ from ._names import qualified_name
 from ._outcomes import CANCELLED, ERROR, OK, Refusal, outcome_of
 from ._pool import WorkerPool
 from ._pool_state import count_refusal, pool_name, refusal_of, watch
-from ._remote import Carried, check_picklable, runs_elsewhere
+from ._remote import carried_call, check_picklable, runs_elsewhere
 from ._watchdog import WATCHDOG
 
 if TYPE_CHECKING:
@@ -292,9 +292,9 @@ class ThreadCall(CallFuture[T]):
         The W3C trace context and baggage, empty when the call is not traced.
         Called on the loop's thread, in the caller's context.
         """
-        if self._counted is not None:  # leaving the process: counted by a probe from here on
-            self._probe = self._own_probe()
-            self._counted = None
+        counted = self._counted
+        if counted is not None:  # it records no span: the running context's trace goes along
+            return counted.running_headers()
         return _NO_HEADERS if self._probe is None else self._probe.carry()
 
     def running_elsewhere(self, work: ExecutorFuture[T], executor: str) -> None:
@@ -309,6 +309,10 @@ class ThreadCall(CallFuture[T]):
         self._arguments = NO_ARGUMENTS
         if self._probe is not None:
             self._probe.running()
+        elif self._counted is not None:
+            started = _perf_counter()
+            self._counts.started(started - self._counted_since)
+            self._counted_since = started  # from now on it times the run
         went_away(self, executor)
         self._elsewhere = work
         on_loop_of(work, work.add_done_callback, self._came_back)
@@ -364,6 +368,9 @@ class ThreadCall(CallFuture[T]):
         error = None if dropped else work.exception()
         if self._probe is not None:
             self._probe.finished(outcome_of(error, dropped or self.cancelled()), error)
+        elif self._counted is not None:
+            outcome = outcome_of(error, dropped or self.cancelled())
+            self._counts.finished(outcome, _perf_counter() - self._counted_since)
         if self._on_finish is not None:
             self._on_finish()
         return error
@@ -569,7 +576,7 @@ def _run_elsewhere(executor: Executor, call: ThreadCall[Any]) -> None:
     headers = call.trace_headers()
     if headers:
         kind, function = call.about[:2]
-        func = Carried(func, kind, function, headers)
+        func = carried_call(executor, func, kind, function, headers)
     call.running_elsewhere(executor.submit(func, *args), type(executor).__name__)
 
 

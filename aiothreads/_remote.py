@@ -83,6 +83,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Carried",
     "call_carried",
+    "carried_call",
     "check_picklable",
     "is_stdlib_process_pool",
     "runs_elsewhere",
@@ -317,13 +318,15 @@ class Carried:
     engine that names tasks after what it runs (dask) shows the user's name.
     """
 
-    __slots__ = ("__name__", "__qualname__", "__wrapped__", "_carried")
+    __slots__ = ("__name__", "__qualname__", "__wrapped__", "_carried", "_pickled")
 
     def __init__(
         self, func: Callable[..., Any], kind: str, function: str, headers: Mapping[str, str]
     ) -> None:
         self.__wrapped__ = func
         self._carried = (kind, function, dict(headers))
+        self._pickled: bytes | None = None
+        """What it pickles as, made ahead (see ``carried_call``), or ``None``."""
         inner = func
         while isinstance(inner, functools.partial):
             inner = inner.func
@@ -334,12 +337,66 @@ class Carried:
         """Run the function as a worker would: in the carried trace context."""
         return call_carried(self._carried, self.__wrapped__, *args)
 
+    def pickle_ahead(self) -> None:
+        """Pickle it now, once: from then on it pickles as a copy of those bytes."""
+        self._pickled = pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
     def __reduce__(self) -> tuple[Any, ...]:
+        pickled = self._pickled
+        if pickled is not None:
+            return (pickle.loads, (pickled,))
         return (_REBUILD_PICKLED, ((self._carried, self.__wrapped__),))
 
     def __dask_tokenize__(self) -> object:
         """Return what dask hashes for a pure task's key: the function, not the trace headers."""
         return ("aiothreads.Carried", self.__wrapped__)
+
+
+_last_carried: tuple[object, object, object, str, str, Carried | None] = (
+    None,
+    None,
+    None,
+    "",
+    "",
+    None,
+)
+"""``(executor class, function, headers, kind, name, Carried)`` of the last call that
+``carried_call`` found worth keeping; the ``Carried`` is kept once it came twice."""
+
+
+def carried_call(
+    executor: Executor,
+    func: Callable[..., Any],
+    kind: str,
+    function: str,
+    headers: Mapping[str, str],
+) -> Carried:
+    """Return ``Carried(func, kind, function, headers)`` for ``executor``.
+
+    For the stdlib's process pool, which pickles with ``pickle``, calls of a
+    function ``pickle`` takes by name that carry the very same ``headers``
+    mapping (those of a request whose trace records no span for them) are
+    alike. The second such call in a row makes a ``Carried`` that is
+    pickled here, once, and kept: the calls after it hand that one over,
+    and the executor's pickler copies its bytes instead of pickling it again.
+    """
+    global _last_carried  # noqa: PLW0603 - one entry, replaced whole
+    pool, last_func, last_headers, last_kind, last_function, kept = _last_carried
+    if (
+        last_func is func
+        and last_headers is headers
+        and pool is type(executor)
+        and last_kind == kind
+        and last_function == function
+    ):
+        if kept is None:
+            kept = Carried(func, kind, function, headers)
+            kept.pickle_ahead()
+            _last_carried = (pool, func, headers, kind, function, kept)
+        return kept
+    if _pickled_functions.get(id(func)) is func and is_stdlib_process_pool(executor):
+        _last_carried = (type(executor), func, headers, kind, function, None)
+    return Carried(func, kind, function, headers)
 
 
 Trace: TypeAlias = "tuple[str, str, Mapping[str, str]]"

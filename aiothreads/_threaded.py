@@ -176,8 +176,8 @@ class ThreadedBase(Generic[P, T], ABC):
                 if of is None or of.telemetry is not telemetry:
                     of = self._telemetry = telemetry.function(self._dispatch.kind, self._name)
                 recording = of.may_record and of.recording_possible()
-                if not recording and of.countable:  # the call counts itself: no probe is needed
-                    counted = of
+                if of.countable and (not recording or of.unrecorded_here()):
+                    counted = of  # the call counts itself: no probe is needed
                 else:
                     probe = telemetry.probe_of(of, recording)
                     if probe is not None and limit_wait is not None:

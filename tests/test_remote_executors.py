@@ -25,6 +25,7 @@ import contextlib
 import copy
 import functools
 import gzip
+import itertools
 import multiprocessing
 import operator
 import os
@@ -56,7 +57,13 @@ from aiothreads import (
 )
 from aiothreads._pool import WorkerPool
 from aiothreads._pool_state import pool_name, pool_states
-from aiothreads._remote import Carried, _Unpickled, runs_elsewhere
+from aiothreads._remote import (
+    Carried,
+    _Unpickled,
+    carried_call,
+    check_picklable,
+    runs_elsewhere,
+)
 from tests import remote_work
 from tests.metrics_alone import count_calls_only
 from tests.waiting import turns_until
@@ -70,7 +77,7 @@ try:  # the engines and the telemetry libraries come with the test extra
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
     from prometheus_client import CollectorRegistry
 except ImportError as missing:  # the core suite, without extras
     pytest.skip(f"needs the test extra ({missing.name})", allow_module_level=True)
@@ -442,6 +449,92 @@ def test_a_carried_partial_is_named_after_the_function_inside_as_dask_shows_it()
     carried = carried_from_the_caller(inner, "tests.remote_work.echo")  # as a call carries it
     assert (carried.__name__, carried.__qualname__) == ("echo", "echo")
     assert carried(3) == ((1, 3), {"key": 2})
+
+
+UNSAMPLED_REQUEST = {"traceparent": f"00-{CALLER_TRACE[0]}-{CALLER_TRACE[1]}-00"}
+"""The headers every call of one request carries when its trace records no span for them."""
+
+
+@pytest.fixture
+def idle_pool() -> Iterator[ProcessPoolExecutor]:
+    """A stdlib process pool that never starts a worker: nothing is submitted to it."""
+    pool = ProcessPoolExecutor(1)
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
+
+
+def carried_in_turn(executor: Executor, turns: int, **differs: Any) -> list[Carried]:
+    """``turns`` calls of ``remote_work.trace_seen`` as one request carries them, in turn."""
+    call: dict[str, Any] = {
+        "func": remote_work.trace_seen,
+        "kind": "threaded",
+        "function": "tests.remote_work.trace_seen",
+        "headers": UNSAMPLED_REQUEST,
+        **differs,
+    }
+    check_picklable(executor, call["func"], (), {})  # as every remote call is, before this
+    return [carried_call(executor, **call) for _ in range(turns)]
+
+
+def test_the_calls_of_one_request_to_a_process_pool_are_pickled_once(
+    idle_pool: ProcessPoolExecutor,
+) -> None:
+    first, second, *later = carried_in_turn(idle_pool, 4)
+    assert first is not second
+    assert all(carried is second for carried in later)
+    rebuilt = pickle.loads(pickle.dumps(later[-1]))
+    assert rebuilt() == (*CALLER_TRACE, {})
+
+
+@pytest.mark.parametrize(
+    "differs",
+    [
+        {"func": remote_work.trace_context_seen},
+        {"headers": {"traceparent": f"00-{'1' * 32}-{'2' * 16}-00"}},
+        {"kind": "threaded_separate"},
+        {"function": "renamed"},
+    ],
+    ids=["function", "headers", "kind", "name"],
+)
+def test_a_call_unlike_the_kept_one_carries_what_it_was_given(
+    idle_pool: ProcessPoolExecutor, differs: dict[str, Any]
+) -> None:
+    kept = carried_in_turn(idle_pool, 2)[-1]
+    (carried,) = carried_in_turn(idle_pool, 1, **differs)
+    assert carried is not kept
+    expected = {
+        "func": remote_work.trace_seen,
+        "kind": "threaded",
+        "function": "tests.remote_work.trace_seen",
+        "headers": UNSAMPLED_REQUEST,
+        **differs,
+    }
+    rebuilt = pickle.loads(pickle.dumps(carried))
+    assert rebuilt.args == (
+        (expected["kind"], expected["function"], expected["headers"]),
+        expected["func"],
+    )
+
+
+def test_calls_to_an_engine_that_pickles_otherwise_are_never_kept(
+    idle_pool: ProcessPoolExecutor,
+) -> None:
+    carried_in_turn(idle_pool, 2)
+    with ThreadPoolExecutor(1) as elsewhere:  # stands for loky's or dask's, which cloudpickle
+        carried = carried_in_turn(elsewhere, 3)
+    assert len({id(each) for each in carried}) == 3
+    assert pickle.loads(pickle.dumps(carried[-1]))() == (*CALLER_TRACE, {})
+
+
+def test_calls_of_a_function_pickle_cannot_take_by_name_are_never_kept(
+    idle_pool: ProcessPoolExecutor,
+) -> None:
+    bound = functools.partial(remote_work.echo, key=1)
+    carried = carried_in_turn(idle_pool, 3, func=bound)
+    assert len({id(each) for each in carried}) == 3
+    assert pickle.loads(pickle.dumps(carried[-1]))(2) == ((2,), {"key": 1})
 
 
 def test_a_carried_call_ended_by_system_exit_leaves_no_caller_context_in_its_thread() -> None:
@@ -952,6 +1045,100 @@ async def test_each_request_left_out_of_its_trace_carries_its_own_context(
     assert in_first == [first_seen, first_seen]
     assert in_second == (format(0xA2, "032x"), format(0xB2, "016x"), {})
     assert with_baggage == (format(0xA2, "032x"), format(0xB2, "016x"), {"tenant": "acme"})
+
+
+class _EverySecondSpan:
+    """A sampler of its own: it records every second span, whatever the parent."""
+
+    def __init__(self) -> None:
+        self._asked = itertools.count()
+
+    def should_sample(self, parent_context: Any, *args: Any, **kwargs: Any) -> Any:
+        decide = ALWAYS_ON if next(self._asked) % 2 else ALWAYS_OFF
+        return decide.should_sample(parent_context, *args, **kwargs)
+
+    def get_description(self) -> str:
+        return "EverySecondSpan"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "under",
+    ["an unsampled request, a sampler of its own", "no span, a parent-based sampler's root"],
+)
+async def test_a_sampler_deciding_call_by_call_is_asked_for_each_remote_call(
+    engines: Engines, registry: CollectorRegistry, under: str
+) -> None:
+    """Calls in one context in turn: a sampler that may decide otherwise is asked each time."""
+    exporter = InMemorySpanExporter()
+    if under.startswith("no span"):
+        sampler: Any = ParentBased(_EverySecondSpan())  # type: ignore[arg-type]
+        request: Any = trace.INVALID_SPAN
+        parent_id = "0" * 16
+    else:
+        sampler = _EverySecondSpan()
+        request = span_from_elsewhere(0xA1, 0xB1)
+        parent_id = format(0xB1, "016x")
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentation.configure(
+        registry=registry, tracer_provider=provider, opentelemetry=True, structlog=False
+    )
+    try:
+        seen = threaded(executor=engines.process_pool)(remote_work.trace_seen)
+        with trace.use_span(request):
+            parents = [(await seen())[1] for _ in range(4)]
+    finally:
+        instrumentation.reset()
+        provider.shutdown()
+
+    recorded = [format(span.context.span_id, "016x") for span in exporter.get_finished_spans()]
+    assert len(recorded) == 2
+    assert parents == [parent_id, recorded[0], parent_id, recorded[1]]
+
+
+@pytest.mark.asyncio
+async def test_a_request_whose_thread_call_came_first_carries_its_own_trace_to_the_worker(
+    engines: Engines, books: Books
+) -> None:
+    """Each unsampled request: a call to a thread first, then one to another process."""
+    seen = threaded(executor=engines.process_pool)(remote_work.trace_seen)
+    in_thread = threaded(remote_work.trace_seen)
+    carried = []
+    for request in (span_from_elsewhere(0xA1, 0xB1), span_from_elsewhere(0xA2, 0xB2)):
+        with trace.use_span(request):
+            await in_thread()
+            carried.append(await seen())
+    assert carried == [
+        (format(0xA1, "032x"), format(0xB1, "016x"), {}),
+        (format(0xA2, "032x"), format(0xB2, "016x"), {}),
+    ]
+    assert books.new_spans() == []
+
+
+@pytest.mark.asyncio
+async def test_a_sampler_put_on_the_tracer_later_is_asked_for_the_next_remote_call(
+    engines: Engines, registry: CollectorRegistry
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentation.configure(
+        registry=registry, tracer_provider=provider, opentelemetry=True, structlog=False
+    )
+    seen = threaded(executor=engines.process_pool)(remote_work.trace_seen)
+    try:
+        with trace.use_span(span_from_elsewhere(0xA1, 0xB1)):
+            before = [(await seen())[1] for _ in range(2)]
+            provider.get_tracer("aiothreads", aiothreads.__version__).sampler = ALWAYS_ON
+            after = (await seen())[1]
+    finally:
+        instrumentation.reset()
+        provider.shutdown()
+
+    assert before == [format(0xB1, "016x")] * 2
+    (recorded,) = exporter.get_finished_spans()
+    assert after == format(recorded.context.span_id, "016x")
 
 
 @pytest.mark.asyncio

@@ -11,17 +11,18 @@ installs an SDK, and a span that does not record costs nothing more.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
+import sys
 import threading
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .._log import describe_error, error_type
 from .._outcomes import CANCELLED, ERROR
 from .._version import __version__
 
 if TYPE_CHECKING:
-    import contextvars
     from collections.abc import Callable, Mapping
 
 __all__ = ["OpenTelemetryTracing", "w3c_propagator"]
@@ -44,6 +45,10 @@ class OpenTelemetryTracing:
         self._looking_up = threading.Lock()
         self._per_thread = threading.local()
         self._last_carried: tuple[object, Mapping[str, str]] = (None, {})
+        self._sampling_known: tuple[object, object] | None = None
+        """``(the tracer's sampler if it drops what an unsampled parent has, a running
+        context whose current span is such a parent)``, once a span was opened."""
+        self._running_context = _running_context_getter(context)
         self._provider_found = _global_provider_finder(trace, tracer_provider)
         if self._provider_found is None:  # a provider was given, or this API is unknown
             self._tracer = trace.get_tracer(
@@ -82,10 +87,23 @@ class OpenTelemetryTracing:
 
     def recording_possible(self) -> bool:
         """Whether a span could record: a tracer provider other than the API's proxy is in use."""
+        tracer = self._tracer
+        if tracer is not None:
+            return not isinstance(tracer, _NoTracer)
         found = self._provider_found
         if self._tracer is None and found is not None and found() is None:
             return False  # no SDK yet, asked per call: the lock and the checks are skipped
         return self._current_tracer() is not None
+
+    def unrecorded_here(self) -> bool:
+        """Whether a span opened now, in the running context, is known not to record.
+
+        See ``_dropped_under_unsampled_parent``; ``False`` while no SDK is installed.
+        """
+        tracer = self._tracer
+        if tracer is None or isinstance(tracer, _NoTracer):
+            return False
+        return self._dropped_under_unsampled_parent(tracer)
 
     def left_out(self) -> bool:
         """Whether spans are off for good: the tracer provider raised (looked up now)."""
@@ -106,7 +124,7 @@ class OpenTelemetryTracing:
         kept, and returned while it is the running one: read them, never
         change them.
         """
-        running = self._context.get_current()
+        running = self._running_context()
         if span is not None:
             return self._headers_of(span, running)
         last_running, last_headers = self._last_carried
@@ -115,6 +133,27 @@ class OpenTelemetryTracing:
         headers = self._headers_of(self._trace.get_current_span(running), running)
         self._last_carried = (running, headers)
         return headers
+
+    def headers_if_unrecorded(self) -> Mapping[str, str] | None:
+        """Return ``headers(None)`` if a span opened now is known not to record, else ``None``.
+
+        Known only for the running context ``headers`` and the sampler last
+        found unsampled together (see ``_dropped_under_unsampled_parent``):
+        one look, no more, for each call of a request its trace left out.
+        """
+        known = self._sampling_known
+        if known is None:
+            return None
+        sampler, unsampled_in = known
+        running = self._running_context()
+        last_running, last_headers = self._last_carried
+        if (
+            running is unsampled_in
+            and running is last_running
+            and getattr(self._tracer, "sampler", None) is sampler
+        ):
+            return last_headers
+        return None
 
     def _headers_of(self, span: Any, running: Any) -> dict[str, str]:
         carried = span.get_span_context()
@@ -158,6 +197,8 @@ class OpenTelemetryTracing:
         start_ns: int,
         make_current: bool,
     ) -> Any:
+        if self._dropped_under_unsampled_parent(tracer):
+            return None
         if make_current:
             attributes = self._with_thread(attributes)
         span = tracer.start_span(
@@ -168,6 +209,34 @@ class OpenTelemetryTracing:
         if make_current:
             self.activate(span)  # never detached: the context is the call's own copy
         return span
+
+    def _dropped_under_unsampled_parent(self, tracer: Any) -> bool:
+        """Whether the SDK would drop a span opened now, known without opening it.
+
+        True when the running context's span is valid and not sampled, and
+        ``tracer``'s sampler follows such a parent (``ParentBased``, the SDK's
+        default, with its unsampled-parent delegates left at ``ALWAYS_OFF``).
+        The SDK would then generate an id and ask the sampler, only to make a
+        span that records nothing; the headers carry the parent instead,
+        whose trace id and unsampled flag are what the worker needs.
+        """
+        known = self._sampling_known
+        if known is None:  # the first span: the tracer, once found, is kept for good
+            sampler = _sampler_dropping_unsampled_children(tracer)
+            unsampled_in = None
+            self._sampling_known = (sampler, None)
+        else:
+            sampler, unsampled_in = known
+        if sampler is None or getattr(tracer, "sampler", None) is not sampler:
+            return False
+        running = self._running_context()
+        if running is unsampled_in:  # a context never changes: a new value makes a new one
+            return True
+        parent = self._trace.get_current_span(running).get_span_context()
+        if not parent.is_valid or parent.trace_flags.sampled:
+            return False
+        self._sampling_known = (sampler, running)
+        return True
 
     def _with_thread(self, attributes: Mapping[str, Any]) -> Mapping[str, Any]:
         """``attributes`` and the current thread's id and name, remembered per thread."""
@@ -253,11 +322,67 @@ def w3c_propagator() -> Any:
     return CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 
 
+def _sampler_dropping_unsampled_children(tracer: Any) -> Any:
+    """Return ``tracer``'s sampler if it drops every child of an unsampled parent, else ``None``.
+
+    Only the SDK's own tracer and ``ParentBased`` samplers (the kinds
+    ``OTEL_TRACES_SAMPLER`` names) are known, with both unsampled-parent
+    delegates the SDK's ``ALWAYS_OFF``, and no SDK metrics of its own (which
+    count the spans it drops). Anything else is asked for every span.
+    """
+    sdk_trace = sys.modules.get("opentelemetry.sdk.trace")
+    sampling = sys.modules.get("opentelemetry.sdk.trace.sampling")
+    if sdk_trace is None or sampling is None or type(tracer) is not sdk_trace.Tracer:
+        return None
+    if type(getattr(tracer, "_tracer_metrics", None)).__name__ not in {
+        "NoneType",
+        "NoOpTracerMetrics",
+    }:
+        return None
+    sampler = getattr(tracer, "sampler", None)
+    parent_based = {
+        getattr(sampling, name, None)
+        for name in (
+            "ParentBased",
+            "ParentBasedTraceIdRatio",
+            "_ParentBasedAlwaysOff",
+            "_ParentBasedAlwaysOn",
+        )
+    }
+    if type(sampler) not in parent_based - {None}:
+        return None
+    always_off = {getattr(sampling, "StaticSampler", None), getattr(sampling, "_AlwaysOff", None)}
+    for delegate in ("_remote_parent_not_sampled", "_local_parent_not_sampled"):
+        dropping: Any = getattr(sampler, delegate, None)
+        if type(dropping) not in always_off - {None}:
+            return None
+        if dropping.get_description() != "AlwaysOffSampler":
+            return None
+    return sampler
+
+
 @functools.cache
 def _baggage_propagator() -> Any:
     from opentelemetry.baggage.propagation import W3CBaggagePropagator  # noqa: PLC0415
 
     return W3CBaggagePropagator()
+
+
+def _running_context_getter(context: Any) -> Callable[[], Any]:
+    """Return what reads the running OpenTelemetry context: ``context.get_current``, or faster.
+
+    The API's default runtime context keeps it in a ``ContextVar``, whose
+    ``get`` returns the same value without the API's two Python calls around
+    it; a call leaving the process asks twice. Any other runtime context
+    (``OTEL_PYTHON_CONTEXT``) is asked through the API.
+    """
+    runtime = getattr(context, "_RUNTIME_CONTEXT", None)
+    variable: object = getattr(runtime, "_current_context", None)
+    if type(runtime).__name__ == "ContextVarsRuntimeContext" and isinstance(
+        variable, contextvars.ContextVar
+    ):
+        return cast("contextvars.ContextVar[Any]", variable).get  # type: ignore[redundant-cast]
+    return context.get_current  # type: ignore[no-any-return]
 
 
 def _global_provider_finder(trace: Any, tracer_provider: Any) -> Callable[[], Any] | None:

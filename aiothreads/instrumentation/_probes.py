@@ -149,10 +149,33 @@ class FunctionTelemetry:
             {"code.function.name": function, "aiothreads.kind": kind}
         )
 
+    def unrecorded_here(self) -> bool:
+        """Whether a call made now records nothing but metrics, though a span could record.
+
+        True when the running context's span is one whose children the
+        tracer's sampler is known to drop (a request its trace left out), and
+        no log event is enabled: such a call is counted, with no probe.
+        """
+        tracing = self.tracing
+        if tracing is None or not tracing.unrecorded_here():
+            return False
+        events = self.events
+        return events is None or not events.enabled()
+
+    def running_headers(self) -> Mapping[str, str]:
+        """Return the W3C headers of the running context, for a call with no span of its own."""
+        tracing = self.tracing
+        if tracing is None:
+            return _NO_HEADERS
+        try:
+            return tracing.headers(None)
+        except Exception:  # telemetry must never break the call: it goes untraced
+            return _NO_HEADERS
+
     def _span_or_event_possible(self) -> bool:
-        if self.events is not None and self.events.enabled():
+        if self.tracing is not None and self.tracing.recording_possible():
             return True
-        return self.tracing is not None and self.tracing.recording_possible()
+        return self.events is not None and self.events.enabled()
 
     def counting_probe(self, submitted_at: float) -> CallProbe:
         """Make a probe for a call counted only, already counted as submitted at ``submitted_at``.
@@ -237,10 +260,14 @@ class CallProbe:
         tracing = self._of.tracing
         if tracing is None:
             return _NO_HEADERS
-        if self._span is None and self._submitted_ns:
-            self._span = self._begin(None)
-            self._submitted_ns = 0  # tried: not recording is the answer for this call too
         try:
+            if self._span is None and self._submitted_ns:
+                headers = tracing.headers_if_unrecorded()
+                if headers is None:
+                    self._span = self._begin(None)
+                self._submitted_ns = 0  # tried: not recording is the answer for this call too
+                if headers is not None:
+                    return headers
             return tracing.headers(self._span)
         except Exception:  # telemetry must never break the call: it goes untraced
             return _NO_HEADERS
