@@ -38,6 +38,11 @@ Semantics:
   exactly the arguments it was called with; the price is a few microseconds
   in the worker, per call, and three frames of aiothreads' own in a remote
   traceback.
+* A call that records no span of its own (the calls of a request its trace
+  left out, under the SDK's parent-based sampler) carries the running
+  context's headers. On the stdlib's process pool, the calls of one such
+  request to one function ``pickle`` takes by name hand over one
+  ``Carried``, pickled once (see ``carried_call``).
 * An untraced call (no instrumentation, ``instrument=False``, no tracing
   backend, or nothing to carry) hands the executor the function itself.
 * The executor's future settles the call: its result, or its exception as
