@@ -361,3 +361,31 @@ def test_a_runtime_context_of_its_own_is_read_through_the_api(
     runtime = _RuntimeOfItsOwn()
     monkeypatch.setattr(context, "_RUNTIME_CONTEXT", runtime)
     assert _running_context_getter(context)() is runtime.current
+
+
+class _ParentWithoutContext(trace.NonRecordingSpan):
+    """A current span whose context cannot be read: a broken instrumentation's."""
+
+    def __init__(self) -> None:
+        super().__init__(trace.INVALID_SPAN_CONTEXT)
+
+    def get_span_context(self) -> SpanContext:
+        raise RuntimeError("this span's context cannot be read")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("metrics", [False, True], ids=["spans alone", "with metrics"])
+async def test_a_parent_whose_context_cannot_be_read_never_breaks_a_call(metrics: bool) -> None:
+    with traced_with(sampling.DEFAULT_ON, metrics=metrics) as ended:
+        unsampled = parent(sampled=False)
+        await call_under(unsampled)  # the sampler is known to drop spans under it
+        with trace.use_span(_ParentWithoutContext()):
+            with pytest.raises(LookupError):
+                await fail()
+            assert await double(21) == 42
+    assert ended.spans == []
+
+
+@threaded
+def double(number: int) -> int:
+    return 2 * number

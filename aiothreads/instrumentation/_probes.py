@@ -157,7 +157,12 @@ class FunctionTelemetry:
         no log event is enabled: such a call is counted, with no probe.
         """
         tracing = self.tracing
-        if tracing is None or not tracing.unrecorded_here():
+        if tracing is None:
+            return False
+        try:
+            if not tracing.unrecorded_here():
+                return False
+        except Exception:  # telemetry must never break the call: it gets a probe
             return False
         events = self.events
         return events is None or not events.enabled()
