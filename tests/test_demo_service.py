@@ -9,6 +9,7 @@ without Chromium that test is skipped, and under ``CI`` it fails instead.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import importlib.util
 import json
@@ -111,14 +112,19 @@ def demo_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
 
 
-def start_demo(*arguments: str) -> Demo:
-    """Start the demo on a free port and return it once its banner is printed."""
+def start_demo(*arguments: str, own_group: bool = False) -> Demo:
+    """Start the demo on a free port and return it once its banner is printed.
+
+    With ``own_group``, it leads a process group of its own, as a shell's
+    foreground job does, which a terminal's Ctrl-C signals whole.
+    """
     process = subprocess.Popen(
         [sys.executable, "-m", "aiothreads.demo", "--port", "0", *arguments],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=ROOT,
         env=demo_environment(),
+        start_new_session=own_group,
     )
     assert process.stdout is not None
     output = Output(process.stdout)
@@ -264,6 +270,33 @@ def test_one_signal_right_after_the_banner_stops_it_cleanly(
     assert started.process.returncode == 0, errors
     assert "Traceback" not in errors
     assert "stopped:" in output
+    assert "calls finished: " in output
+
+
+@needs_prometheus
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("executor", ["processes", "dask"])
+def test_ctrl_c_in_a_terminal_stops_the_demo_and_its_workers_quietly(executor: str) -> None:
+    """Ctrl-C signals the demo's whole process group, its worker processes too."""
+    if executor == "dask" and importlib.util.find_spec("distributed") is None:
+        pytest.skip("--executor dask needs aiothreads[dask]")
+    started = start_demo("--executor", executor, own_group=True)
+    try:
+        assert started.output.until(re.compile("CPU-heavy calls run on "), 60) is not None
+        assert started.output.until(re.compile(r"^ +\d+\.\ds +calls"), 30) is not None
+        _, _, metrics = get(f"{started.url}/metrics")  # 5 s on: the workers have run calls
+        ran = re.search(
+            rb'finished_total\{function="[\w.]+checksum_orders",.*outcome="ok"\} [1-9]', metrics
+        )
+        assert ran is not None
+        os.killpg(started.process.pid, signal.SIGINT)
+        output, errors = started.stop(how=signal.SIGINT, times=0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(started.process.pid, signal.SIGKILL)  # only what is left of it
+    assert started.process.returncode == 0, errors
+    assert "Traceback" not in errors, errors[-3000:]
+    assert "KeyboardInterrupt" not in errors
     assert "calls finished: " in output
 
 

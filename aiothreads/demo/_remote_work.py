@@ -20,13 +20,21 @@ from __future__ import annotations
 import hashlib
 import importlib
 import multiprocessing
+import signal
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["EXECUTORS", "checksum_orders", "start_executor", "start_worker_tracing"]
+__all__ = [
+    "EXECUTORS",
+    "checksum_orders",
+    "ignore_interrupts",
+    "start_executor",
+    "start_pool_worker",
+    "start_worker_tracing",
+]
 
 EXECUTORS: Final = ("threads", "processes", "dask")
 """What ``--executor`` accepts."""
@@ -42,6 +50,22 @@ def checksum_orders(orders: int, rounds: int) -> str:
         for _ in range(rounds):
             digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def ignore_interrupts() -> None:
+    """In a worker process: leave Ctrl-C to the demo, which stops its workers in order.
+
+    A terminal sends Ctrl-C's SIGINT to every process of its foreground
+    group, workers included; each would print a ``KeyboardInterrupt``.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_pool_worker(tracing: bool) -> None:
+    """Process-pool initializer: ignore Ctrl-C, and export traces if the demo does."""
+    ignore_interrupts()
+    if tracing:
+        start_worker_tracing()
 
 
 def start_worker_tracing() -> bool:
@@ -70,8 +94,9 @@ def start_executor(name: str, tracing: bool) -> tuple[Executor | None, Callable[
         return None, lambda: None, "threads of the default pool"
     if name == "processes":
         spawn = multiprocessing.get_context("spawn")
-        initializer = start_worker_tracing if tracing else None
-        pool = ProcessPoolExecutor(WORKERS, mp_context=spawn, initializer=initializer)
+        pool = ProcessPoolExecutor(
+            WORKERS, mp_context=spawn, initializer=start_pool_worker, initargs=(tracing,)
+        )
         return pool, pool.shutdown, f"a process pool of {WORKERS} spawned workers"
     if name == "dask":
         return _start_dask(tracing)
@@ -106,6 +131,7 @@ def _start_dask(tracing: bool) -> tuple[Executor, Callable[[], None], str]:
             cluster.close()
 
     try:
+        client.run(ignore_interrupts)
         if tracing:
             client.run(start_worker_tracing)
         executor: Executor = client.get_executor(pure=False)
