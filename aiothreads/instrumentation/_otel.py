@@ -5,7 +5,9 @@ was submitted as its start and the caller's context as its parent, and is
 made current where the work runs, so spans created inside the thread (an
 instrumented HTTP or database client) become its children. The global tracer
 provider is used unless one is passed; it stays a no-op until the application
-installs an SDK, and a span that does not record costs nothing more.
+installs an SDK, and a span that does not record costs nothing more. Under a
+parent its trace left out, with the SDK's parent-based sampler, no span is
+opened at all: the SDK would drop it (see ``_dropped_under_unsampled_parent``).
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class OpenTelemetryTracing:
         if tracer is not None:
             return not isinstance(tracer, _NoTracer)
         found = self._provider_found
-        if self._tracer is None and found is not None and found() is None:
+        if found is not None and found() is None:
             return False  # no SDK yet, asked per call: the lock and the checks are skipped
         return self._current_tracer() is not None
 
