@@ -34,6 +34,7 @@ from typing import IO, Any
 import pytest
 
 from aiothreads.demo._http import threads_page, wants_html
+from aiothreads.demo._remote_work import start_executor
 
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32", reason="signals and select() on pipes are POSIX"
@@ -298,6 +299,21 @@ def test_ctrl_c_in_a_terminal_stops_the_demo_and_its_workers_quietly(executor: s
     assert "Traceback" not in errors, errors[-3000:]
     assert "KeyboardInterrupt" not in errors
     assert "calls finished: " in output
+
+
+@pytest.mark.parametrize("tracing", [False, True], ids=["untraced", "traced"])
+def test_the_demos_process_pool_workers_leave_ctrl_c_to_the_demo(
+    tracing: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each worker ignores SIGINT from its start, whether it exports traces or not."""
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)  # traced, but exported nowhere
+    executor, stop, _ = start_executor("processes", tracing)
+    assert executor is not None
+    try:
+        handler = executor.submit(signal.getsignal, signal.SIGINT).result(START_GUARD)
+    finally:
+        stop()
+    assert handler == signal.SIG_IGN
 
 
 @needs_prometheus

@@ -50,6 +50,7 @@ from aiothreads import (
     CapacityLimiter,
     ExecutorRefused,
     IteratorWrapper,
+    _executor,
     instrumentation,
     runs_in_threads,
     threaded,
@@ -895,6 +896,121 @@ def test_work_that_comes_back_after_its_loop_closed_settles_its_books(
     assert books.settled(limiter) == {"ok": 1}
 
 
+class StartedExecutor(HoldingExecutor):
+    """Takes each call as a worker would at once: its future runs, and cannot be cancelled."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future = super().submit(fn, *args, **kwargs)
+        assert future.set_running_or_notify_cancel()
+        return future
+
+
+@pytest.mark.asyncio
+async def test_with_metrics_alone_a_call_cancelled_while_it_runs_is_counted_cancelled(
+    registry: CollectorRegistry,
+) -> None:
+    engine = StartedExecutor()
+    limiter = CapacityLimiter(1)
+    count_calls_only(registry)
+    try:
+        before = read_metrics(registry)
+        call = submitted(threaded(limit=limiter, executor=engine)(remote_work.multiply)(2, 3))
+        await turns_until(lambda: bool(engine.futures), "the call handed to the executor")
+        (work,) = engine.futures
+
+        assert call.cancel()
+        assert isinstance(await outcome_of(call), asyncio.CancelledError)
+        assert limiter.borrowed_tokens == 1, "the place is held until its worker finishes"
+
+        work.set_result(6)  # the worker finished it all the same: the outcome is dropped
+        await turns_until(lambda: limiter.borrowed_tokens == 0, "the place given back")
+        change = read_metrics(registry)
+    finally:
+        instrumentation.reset()
+    change.subtract(before)
+    assert +change == Counter({"finished cancelled": 1})
+
+
+class _Clock:
+    """What calls counted without a probe read as ``time.perf_counter()``: moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowToTakeExecutor(HoldingExecutor):
+    """Takes ``taking`` seconds of ``clock`` to accept each call."""
+
+    def __init__(self, clock: _Clock, taking: float) -> None:
+        super().__init__()
+        self._clock = clock
+        self._taking = taking
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        self._clock.now += self._taking
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.mark.asyncio
+async def test_with_metrics_alone_a_remote_call_waits_until_its_executor_takes_it(
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its wait ends as the executor accepts it; its duration runs from then until it is back."""
+    clock = _Clock()
+    monkeypatch.setattr(_executor, "_perf_counter", clock)
+    engine = SlowToTakeExecutor(clock, taking=2.0)
+    labels = {"function": "tests.remote_work.multiply", "kind": "threaded"}
+    count_calls_only(registry)
+    try:
+        waited_before = registry.get_sample_value("aiothreads_call_wait_seconds_sum", labels) or 0
+        ran_before = registry.get_sample_value("aiothreads_call_duration_seconds_sum", labels) or 0
+        call = submitted(threaded(executor=engine)(remote_work.multiply)(2, 3))
+        await turns_until(lambda: bool(engine.futures), "the call handed to the executor")
+        (work,) = engine.futures
+        clock.now += 3.0
+        work.set_result(6)
+        assert await outcome_of(call) == 6
+        waited = registry.get_sample_value("aiothreads_call_wait_seconds_sum", labels)
+        ran = registry.get_sample_value("aiothreads_call_duration_seconds_sum", labels)
+    finally:
+        instrumentation.reset()
+    assert (waited, ran) == pytest.approx((waited_before + 2.0, ran_before + 3.0))
+
+
+class KeepingExecutor(HoldingExecutor):
+    """Keeps what each call hands it, too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed: list[Callable[..., Any]] = []
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        self.handed.append(fn)
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.mark.asyncio
+async def test_a_traced_call_carries_the_name_it_was_given_to_its_worker(books: Books) -> None:
+    """The worker's span is named as the caller's is: after ``name=``, not the function's own."""
+    engine = KeepingExecutor()
+    echo = threaded(executor=engine, name="orders.checksum")(remote_work.echo)
+    call = submitted(echo(1, key=2))
+    await turns_until(lambda: bool(engine.futures), "the call handed to the executor")
+    (handed,), (work,) = engine.handed, engine.futures
+
+    kind, function, headers = pickle.loads(pickle.dumps(handed)).args[0]
+
+    assert (kind, function) == ("threaded", "orders.checksum")
+    work.set_result(((1,), {"key": 2}))
+    assert await outcome_of(call) == ((1,), {"key": 2})
+    assert books.settled() == {"ok": 1}
+    span_id = books.span("threaded orders.checksum").context.span_id
+    assert headers["traceparent"].split("-")[2] == format(span_id, "016x")
+
+
 @pytest.fixture
 def one_worker(request: pytest.FixtureRequest) -> Iterator[Executor]:
     """A pool of the engine named by the test's parameter, with one worker, for this test alone."""
@@ -1114,6 +1230,39 @@ async def test_a_request_whose_thread_call_came_first_carries_its_own_trace_to_t
         (format(0xA2, "032x"), format(0xB2, "016x"), {}),
     ]
     assert books.new_spans() == []
+
+
+@pytest.mark.asyncio
+async def test_with_spans_alone_each_request_whose_thread_call_came_first_carries_its_own_trace(
+    engines: Engines,
+) -> None:
+    """With no metrics each call has a probe: the one to another process opens no span either."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentation.configure(
+        tracer_provider=provider,
+        opentelemetry=True,
+        prometheus=False,
+        opentelemetry_metrics=False,
+        structlog=False,
+    )
+    try:
+        seen = threaded(executor=engines.process_pool)(remote_work.trace_seen)
+        in_thread = threaded(remote_work.trace_seen)
+        carried = []
+        for request in (span_from_elsewhere(0xA1, 0xB1), span_from_elsewhere(0xA2, 0xB2)):
+            with trace.use_span(request):
+                await in_thread()
+                carried.append(await seen())
+    finally:
+        instrumentation.reset()
+        provider.shutdown()
+    assert carried == [
+        (format(0xA1, "032x"), format(0xB1, "016x"), {}),
+        (format(0xA2, "032x"), format(0xB2, "016x"), {}),
+    ]
+    assert exporter.get_finished_spans() == ()
 
 
 @pytest.mark.asyncio
