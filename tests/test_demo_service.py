@@ -274,13 +274,18 @@ def test_one_signal_right_after_the_banner_stops_it_cleanly(
     assert "calls finished: " in output
 
 
+def skip_unless_installed(executor: str) -> None:
+    """Skip the test if ``--executor`` names an engine that is not installed here."""
+    if executor == "dask" and importlib.util.find_spec("distributed") is None:
+        pytest.skip("--executor dask needs aiothreads[dask]")
+
+
 @needs_prometheus
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("executor", ["processes", "dask"])
 def test_ctrl_c_in_a_terminal_stops_the_demo_and_its_workers_quietly(executor: str) -> None:
     """Ctrl-C signals the demo's whole process group, its worker processes too."""
-    if executor == "dask" and importlib.util.find_spec("distributed") is None:
-        pytest.skip("--executor dask needs aiothreads[dask]")
+    skip_unless_installed(executor)
     started = start_demo("--executor", executor, own_group=True)
     try:
         assert started.output.until(re.compile("CPU-heavy calls run on "), 60) is not None
@@ -354,8 +359,7 @@ needs_sdk = pytest.mark.skipif(
 @pytest.mark.parametrize("executor", ["processes", "dask"])
 def test_cpu_work_leaves_the_process_and_its_trace_follows(executor: str) -> None:
     """``--executor``: the checksums run in worker processes, each in its caller's trace."""
-    if executor == "dask" and importlib.util.find_spec("distributed") is None:
-        pytest.skip("--executor dask needs aiothreads[dask]")
+    skip_unless_installed(executor)
     arguments = ["--port", "0", "--duration", "3", "--executor", executor]
     process = subprocess.Popen(
         [sys.executable, "-m", "aiothreads.demo", *arguments],

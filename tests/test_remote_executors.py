@@ -850,6 +850,13 @@ class HoldingExecutor(Executor):
         self.futures.append(future)
         return future
 
+    async def hand_over(self, call: Awaitable[T]) -> tuple[asyncio.Future[T], Future[Any]]:
+        """Return ``call`` once it is handed here, with the future this executor gave it."""
+        made = submitted(call)
+        await turns_until(lambda: bool(self.futures), "the call handed to the executor")
+        (work,) = self.futures
+        return made, work
+
 
 @pytest.mark.asyncio
 async def test_cancelling_a_remote_call_cancels_its_work_before_cancel_returns(
@@ -858,9 +865,9 @@ async def test_cancelling_a_remote_call_cancels_its_work_before_cancel_returns(
     """No loop turn passes in between, in which a worker could take the work."""
     engine = HoldingExecutor()
     limiter = CapacityLimiter(1)
-    call = submitted(threaded(limit=limiter, executor=engine)(remote_work.multiply)(2, 3))
-    await turns_until(lambda: bool(engine.futures), "the call handed to the executor")
-    (work,) = engine.futures
+    call, work = await engine.hand_over(
+        threaded(limit=limiter, executor=engine)(remote_work.multiply)(2, 3)
+    )
 
     assert call.cancel()
 
@@ -878,16 +885,17 @@ def test_work_that_comes_back_after_its_loop_closed_settles_its_books(
     engine = HoldingExecutor()
     limiter = CapacityLimiter(1)
 
-    async def hand_over() -> None:
-        threaded(limit=limiter, executor=engine)(remote_work.multiply)(2, 3)
-        await turns_until(lambda: bool(engine.futures), "the call handed to the executor")
+    async def hand_over() -> Future[Any]:
+        _, work = await engine.hand_over(
+            threaded(limit=limiter, executor=engine)(remote_work.multiply)(2, 3)
+        )
+        return work
 
     loop = loop_factory()
     try:
-        loop.run_until_complete(hand_over())
+        work = loop.run_until_complete(hand_over())
     finally:
         loop.close()
-    (work,) = engine.futures
     assert limiter.borrowed_tokens == 1
 
     work.set_result(6)  # in this thread, with the loop gone
@@ -914,9 +922,9 @@ async def test_with_metrics_alone_a_call_cancelled_while_it_runs_is_counted_canc
     count_calls_only(registry)
     try:
         before = read_metrics(registry)
-        call = submitted(threaded(limit=limiter, executor=engine)(remote_work.multiply)(2, 3))
-        await turns_until(lambda: bool(engine.futures), "the call handed to the executor")
-        (work,) = engine.futures
+        call, work = await engine.hand_over(
+            threaded(limit=limiter, executor=engine)(remote_work.multiply)(2, 3)
+        )
 
         assert call.cancel()
         assert isinstance(await outcome_of(call), asyncio.CancelledError)
@@ -967,9 +975,7 @@ async def test_with_metrics_alone_a_remote_call_waits_until_its_executor_takes_i
     try:
         waited_before = registry.get_sample_value("aiothreads_call_wait_seconds_sum", labels) or 0
         ran_before = registry.get_sample_value("aiothreads_call_duration_seconds_sum", labels) or 0
-        call = submitted(threaded(executor=engine)(remote_work.multiply)(2, 3))
-        await turns_until(lambda: bool(engine.futures), "the call handed to the executor")
-        (work,) = engine.futures
+        call, work = await engine.hand_over(threaded(executor=engine)(remote_work.multiply)(2, 3))
         clock.now += 3.0
         work.set_result(6)
         assert await outcome_of(call) == 6
@@ -997,9 +1003,8 @@ async def test_a_traced_call_carries_the_name_it_was_given_to_its_worker(books: 
     """The worker's span is named as the caller's is: after ``name=``, not the function's own."""
     engine = KeepingExecutor()
     echo = threaded(executor=engine, name="orders.checksum")(remote_work.echo)
-    call = submitted(echo(1, key=2))
-    await turns_until(lambda: bool(engine.futures), "the call handed to the executor")
-    (handed,), (work,) = engine.handed, engine.futures
+    call, work = await engine.hand_over(echo(1, key=2))
+    (handed,) = engine.handed
 
     kind, function, headers = pickle.loads(pickle.dumps(handed)).args[0]
 
@@ -1218,18 +1223,29 @@ async def test_a_request_whose_thread_call_came_first_carries_its_own_trace_to_t
     engines: Engines, books: Books
 ) -> None:
     """Each unsampled request: a call to a thread first, then one to another process."""
-    seen = threaded(executor=engines.process_pool)(remote_work.trace_seen)
+    assert await requests_calling_a_thread_first(engines.process_pool) == TWO_REQUESTS_SEEN
+    assert books.new_spans() == []
+
+
+async def requests_calling_a_thread_first(executor: Executor) -> list[Any]:
+    """Two unsampled requests in turn, each calling a thread, then ``executor``'s worker.
+
+    Returns the trace each worker call saw.
+    """
+    seen = threaded(executor=executor)(remote_work.trace_seen)
     in_thread = threaded(remote_work.trace_seen)
     carried = []
     for request in (span_from_elsewhere(0xA1, 0xB1), span_from_elsewhere(0xA2, 0xB2)):
         with trace.use_span(request):
             await in_thread()
             carried.append(await seen())
-    assert carried == [
-        (format(0xA1, "032x"), format(0xB1, "016x"), {}),
-        (format(0xA2, "032x"), format(0xB2, "016x"), {}),
-    ]
-    assert books.new_spans() == []
+    return carried
+
+
+TWO_REQUESTS_SEEN = [
+    (format(0xA1, "032x"), format(0xB1, "016x"), {}),
+    (format(0xA2, "032x"), format(0xB2, "016x"), {}),
+]
 
 
 @pytest.mark.asyncio
@@ -1248,20 +1264,11 @@ async def test_with_spans_alone_each_request_whose_thread_call_came_first_carrie
         structlog=False,
     )
     try:
-        seen = threaded(executor=engines.process_pool)(remote_work.trace_seen)
-        in_thread = threaded(remote_work.trace_seen)
-        carried = []
-        for request in (span_from_elsewhere(0xA1, 0xB1), span_from_elsewhere(0xA2, 0xB2)):
-            with trace.use_span(request):
-                await in_thread()
-                carried.append(await seen())
+        carried = await requests_calling_a_thread_first(engines.process_pool)
     finally:
         instrumentation.reset()
         provider.shutdown()
-    assert carried == [
-        (format(0xA1, "032x"), format(0xB1, "016x"), {}),
-        (format(0xA2, "032x"), format(0xB2, "016x"), {}),
-    ]
+    assert carried == TWO_REQUESTS_SEEN
     assert exporter.get_finished_spans() == ()
 
 
