@@ -294,7 +294,7 @@ class ThreadCall(CallFuture[T]):
         """
         counted = self._counted
         if counted is not None:  # it records no span: the running context's trace goes along
-            return counted.running_headers()
+            return counted.carried_headers()
         return _NO_HEADERS if self._probe is None else self._probe.carry()
 
     def running_elsewhere(self, work: ExecutorFuture[T], executor: str) -> None:

@@ -136,27 +136,6 @@ class OpenTelemetryTracing:
         self._last_carried = (running, headers)
         return headers
 
-    def headers_if_unrecorded(self) -> Mapping[str, str] | None:
-        """Return ``headers(None)`` if a span opened now is known not to record, else ``None``.
-
-        Known only for the running context ``headers`` and the sampler last
-        found unsampled together (see ``_dropped_under_unsampled_parent``):
-        one look, no more, for each call of a request its trace left out.
-        """
-        known = self._sampling_known
-        if known is None:
-            return None
-        sampler, unsampled_in = known
-        running = self._running_context()
-        last_running, last_headers = self._last_carried
-        if (
-            running is unsampled_in
-            and running is last_running
-            and getattr(self._tracer, "sampler", None) is sampler
-        ):
-            return last_headers
-        return None
-
     def _headers_of(self, span: Any, running: Any) -> dict[str, str]:
         carried = span.get_span_context()
         carrier: dict[str, str] = {}

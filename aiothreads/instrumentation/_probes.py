@@ -167,13 +167,17 @@ class FunctionTelemetry:
         events = self.events
         return events is None or not events.enabled()
 
-    def running_headers(self) -> Mapping[str, str]:
-        """Return the W3C headers of the running context, for a call with no span of its own."""
+    def carried_headers(self, span: Any = None) -> Mapping[str, str]:
+        """Return the W3C headers that carry ``span`` to another process.
+
+        With ``None`` (a call with no span of its own), those of the running
+        context. Empty when nothing is traced.
+        """
         tracing = self.tracing
         if tracing is None:
             return _NO_HEADERS
         try:
-            return tracing.headers(None)
+            return tracing.headers(span)
         except Exception:  # telemetry must never break the call: it goes untraced
             return _NO_HEADERS
 
@@ -262,20 +266,13 @@ class CallProbe:
         of what the work does there; the running context (the caller's) is
         its parent here. Empty when nothing is traced.
         """
-        tracing = self._of.tracing
-        if tracing is None:
+        of = self._of
+        if of.tracing is None:
             return _NO_HEADERS
-        try:
-            if self._span is None and self._submitted_ns:
-                headers = tracing.headers_if_unrecorded()
-                if headers is None:
-                    self._span = self._begin(None)
-                self._submitted_ns = 0  # tried: not recording is the answer for this call too
-                if headers is not None:
-                    return headers
-            return tracing.headers(self._span)
-        except Exception:  # telemetry must never break the call: it goes untraced
-            return _NO_HEADERS
+        if self._span is None and self._submitted_ns:
+            self._span = self._begin(None)
+            self._submitted_ns = 0  # tried: not recording is the answer for this call too
+        return of.carried_headers(self._span)
 
     def activate_here(self) -> object:
         """Make the span current in the running context; returns a token for ``restore``."""
