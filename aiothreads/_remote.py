@@ -69,10 +69,9 @@ Semantics:
 
 from __future__ import annotations
 
+import builtins
 import functools
-import importlib
 import importlib.util
-import operator
 import pickle
 import sys
 import types
@@ -271,21 +270,17 @@ class _Unpickled:
         return (self.func, self.args)
 
 
-_aiothreads_found = _Unpickled(bool, _Unpickled(importlib.util.find_spec, "aiothreads"))
-_rebuild_module = _Unpickled(
-    getattr,
-    _Unpickled(
-        importlib.util.find_spec,
-        _Unpickled(operator.getitem, {True: __name__, False: "operator"}, _aiothreads_found),
-    ),
-    "name",
-    "operator",
-)  # this module where aiothreads is importable (and has it), else ``operator``
+_ABSENT: Final = "aiothreads_carried"
+"""An attribute no tuple has: ``getattr(carried, _ABSENT, call)`` is ``call``."""
+_found_package = _Unpickled(
+    builtins.__import__,
+    _Unpickled(getattr, _Unpickled(importlib.util.find_spec, "aiothreads"), "name", "builtins"),
+)  # the aiothreads package where it is importable, else ``builtins``
 _REBUILD: Final = _Unpickled(
     getattr,
-    _Unpickled(importlib.import_module, _rebuild_module),
+    _Unpickled(getattr, _found_package, "_remote", None),  # this module, found by its package
     "unpickle_carried",
-    operator.itemgetter(1),  # without aiothreads: (carried, call) -> call
+    getattr,  # without aiothreads: getattr(carried, _ABSENT, call) -> call
 )
 _PROGRAM: Final = pickle.dumps(_REBUILD, protocol=4)
 """``_REBUILD``, pickled once: a call pickles these bytes instead of the program's nodes."""
@@ -294,33 +289,44 @@ _PROGRAM: Final = pickle.dumps(_REBUILD, protocol=4)
 class _Rebuild:
     """Stands for ``_REBUILD`` where a pickle wants a callable: unpickles as its program's result.
 
+    Pickled ``inline``, it is the program's nodes, which a worker runs as it
+    reads them; else it is ``_PROGRAM``'s bytes, which the worker unpickles
+    once more. The nodes cost more to pickle and less to unpickle: they suit
+    what is pickled once and unpickled many times (``Carried.pickle_ahead``).
     Calling it here does what a worker does: runs the program, then its result.
     """
 
-    __slots__ = ()
+    __slots__ = ("_inline",)
+
+    def __init__(self, *, inline: bool) -> None:
+        self._inline = inline
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if self._inline:
+            return _REBUILD.__reduce__()
         return (pickle.loads, (_PROGRAM,))
 
-    def __call__(self, pair: tuple[Trace, Callable[..., T]]) -> Callable[..., T]:
-        rebuild: Callable[[tuple[Trace, Callable[..., T]]], Callable[..., T]]
+    def __call__(self, carried: Trace, absent: str, call: Callable[..., T]) -> Callable[..., T]:
+        rebuild: Callable[[Trace, str, Callable[..., T]], Callable[..., T]]
         rebuild = pickle.loads(_PROGRAM)
-        return rebuild(pair)
+        return rebuild(carried, absent, call)
 
 
-_REBUILD_PICKLED: Final = _Rebuild()
+_REBUILD_PICKLED: Final = _Rebuild(inline=False)
+_REBUILD_INLINE: Final = _Rebuild(inline=True)
 
 
 class Carried:
     """A call's function with its trace headers, as a remote executor receives it.
 
-    It pickles as ``rebuild((carried, call))``, where ``call`` is the
+    It pickles as ``rebuild(carried, _ABSENT, call)``, where ``call`` is the
     function with its keyword arguments bound, ``carried`` is ``(kind,
     function name, headers)``, and ``rebuild`` is what the worker finds as it
     unpickles it (see the module's semantics): ``unpickle_carried`` where
-    aiothreads is importable, ``operator.itemgetter(1)`` (which leaves just
-    ``call``) where it is not. It is named after the function, so that an
-    engine that names tasks after what it runs (dask) shows the user's name.
+    aiothreads is importable, ``getattr`` (which leaves just ``call``, the
+    default for an attribute no tuple has) where it is not. It is named
+    after the function, so that an engine that names tasks after what it
+    runs (dask) shows the user's name.
     """
 
     __slots__ = ("__name__", "__qualname__", "__wrapped__", "_carried", "_pickled")
@@ -344,13 +350,16 @@ class Carried:
 
     def pickle_ahead(self) -> None:
         """Pickle it now, once: from then on it pickles as a copy of those bytes."""
-        self._pickled = pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        self._pickled = pickle.dumps(
+            _Unpickled(_REBUILD_INLINE, self._carried, _ABSENT, self.__wrapped__),
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         pickled = self._pickled
         if pickled is not None:
             return (pickle.loads, (pickled,))
-        return (_REBUILD_PICKLED, ((self._carried, self.__wrapped__),))
+        return (_REBUILD_PICKLED, (self._carried, _ABSENT, self.__wrapped__))
 
     def __dask_tokenize__(self) -> object:
         """Return what dask hashes for a pure task's key: the function, not the trace headers."""
@@ -408,17 +417,24 @@ Trace: TypeAlias = "tuple[str, str, Mapping[str, str]]"
 """What a call carries to its worker: ``(kind, function name, W3C headers)``."""
 
 
-def unpickle_carried(pair: tuple[Trace, Callable[..., T]]) -> Callable[..., T]:
+def unpickle_carried(carried: Trace, _absent: str, call: Callable[..., T]) -> Callable[..., T]:
     """In a worker: return what a carried call runs as (``Carried`` unpickles through it).
 
-    The name workers look up: it stays, whatever else moves.
+    Called as ``getattr`` is where aiothreads is not importable, so that either
+    gives something to call. The name workers look up: it stays, whatever
+    else moves.
     """
-    carried, call = pair
     return functools.partial(call_carried, carried, call)
 
 
 def call_carried(carried: Trace, call: Callable[..., T], /, *args: Any) -> T:
     """In a worker: run ``call(*args)`` in the trace context ``carried`` from the caller."""
+    return _carried_runner()(carried, call, args)
+
+
+@functools.cache
+def _carried_runner() -> Callable[[Trace, Callable[..., T], tuple[Any, ...]], T]:
+    """``run_in_carried_context``, imported where a carried call first runs: in a worker."""
     from .instrumentation._carried import run_in_carried_context  # noqa: PLC0415 - worker only
 
-    return run_in_carried_context(carried, call, args)
+    return run_in_carried_context

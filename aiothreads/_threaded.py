@@ -175,11 +175,10 @@ class ThreadedBase(Generic[P, T], ABC):
                 of = self._telemetry
                 if of is None or of.telemetry is not telemetry:
                     of = self._telemetry = telemetry.function(self._dispatch.kind, self._name)
-                recording = of.may_record and of.recording_possible()
-                if of.countable and (not recording or of.unrecorded_here()):
+                if of.countable and of.nothing_but_metrics_here():
                     counted = of  # the call counts itself: no probe is needed
                 else:
-                    probe = telemetry.probe_of(of, recording)
+                    probe = telemetry.probe_of(of, of.may_record and of.recording_possible())
                     if probe is not None and limit_wait is not None:
                         probe.limit_waited(limit_wait)
             about = (

@@ -519,6 +519,18 @@ def test_a_call_unlike_the_kept_one_carries_what_it_was_given(
     )
 
 
+@pytest.mark.parametrize("kept", [False, True], ids=["pickled-per-call", "pickled-ahead"])
+def test_a_carried_call_rebuilt_where_aiothreads_cannot_be_imported_is_its_bare_function(
+    idle_pool: ProcessPoolExecutor, monkeypatch: pytest.MonkeyPatch, kept: bool
+) -> None:
+    carried = carried_in_turn(idle_pool, 2 if kept else 1)[-1]
+    pickled = pickle.dumps(carried)
+    monkeypatch.setitem(sys.modules, "aiothreads", None)  # as in a worker without it
+    rebuilt = pickle.loads(pickled)
+    monkeypatch.undo()
+    assert rebuilt is remote_work.trace_seen
+
+
 def test_calls_to_an_engine_that_pickles_otherwise_are_never_kept(
     idle_pool: ProcessPoolExecutor,
 ) -> None:
@@ -536,6 +548,52 @@ def test_calls_of_a_function_pickle_cannot_take_by_name_are_never_kept(
     carried = carried_in_turn(idle_pool, 3, func=bound)
     assert len({id(each) for each in carried}) == 3
     assert pickle.loads(pickle.dumps(carried[-1]))(2) == ((2,), {"key": 1})
+
+
+class TelemetryBroke(Exception):
+    """What a broken worker-side telemetry raises."""
+
+
+def break_worker_telemetry(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """Make the worker's ``enter`` (before the carried context is current) or ``leave``
+    (once it is not) raise: a broken backend, not a context left behind."""
+    from aiothreads.instrumentation import _carried
+
+    done = getattr(_carried._Worker, where)
+
+    def broken(*args: Any) -> None:
+        if where == "leave":
+            done(*args)
+        raise TelemetryBroke(where)
+
+    monkeypatch.setattr(_carried._Worker, where, broken)
+
+
+@pytest.mark.parametrize("where", ["enter", "leave"])
+def test_a_carried_call_runs_once_and_returns_its_result_when_worker_telemetry_raises(
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    def work(*args: Any) -> str:
+        calls.append(args)
+        return "done"
+
+    carried = carried_from_the_caller(work, "work")
+    break_worker_telemetry(monkeypatch, where)
+    assert carried(1, 2) == "done"
+    assert calls == [(1, 2)]
+
+
+@pytest.mark.parametrize("where", ["enter", "leave"])
+def test_a_carried_calls_own_exception_passes_unchanged_when_worker_telemetry_raises(
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    carried = carried_from_the_caller(remote_work.fail, "fail")
+    break_worker_telemetry(monkeypatch, where)
+    with pytest.raises(remote_work.RemoteFailure, match="from the worker") as raised:
+        carried("from the worker")
+    assert raised.value.__context__ is None
 
 
 def test_a_carried_call_ended_by_system_exit_leaves_no_caller_context_in_its_thread() -> None:
@@ -1383,6 +1441,20 @@ async def test_a_worker_without_aiothreads_just_runs_a_traced_call(
 
     assert hidden, "the worker never imported aiothreads"
     assert books.settled() == {"ok": 2}
+
+
+@pytest.mark.asyncio
+async def test_a_worker_without_aiothreads_runs_the_calls_of_a_request_left_out_of_its_trace(
+    pool_without_aiothreads: ProcessPoolExecutor, books: Books
+) -> None:
+    """Calls pickled once for the whole request (see ``carried_call``) rebuild there too."""
+    request = span_from_elsewhere(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331)
+    run = threaded(executor=pool_without_aiothreads)(remote_work.aiothreads_hidden)
+    with trace.use_span(request):
+        hidden = [await run() for _ in range(3)]
+
+    assert hidden == [True, True, True]
+    assert books.new_spans() == []
 
 
 # -- faults that break an engine -----------------------------------------------------------------

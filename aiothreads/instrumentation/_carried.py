@@ -19,7 +19,6 @@ Semantics (in the worker, reached through ``aiothreads._remote.call_carried``):
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import threading
@@ -116,20 +115,28 @@ def run_in_carried_context(
 ) -> T:
     """Run ``func(*args)`` inside the trace context ``carried`` from the caller; see the module."""
     worker = _find_worker()
-    entered = None
-    if worker is not None:
-        kind, function, headers = carried
-        with contextlib.suppress(Exception):  # telemetry must never break the call
-            entered = worker.enter(kind, function, headers)
-    if entered is None:
+    if worker is None:
         return func(*args)
-    assert worker is not None  # entered only with one
+    kind, function, headers = carried
+    try:
+        entered = worker.enter(kind, function, headers)
+    except Exception:  # telemetry must never break the call
+        entered = None
+    if entered is None:
+        return func(*args)  # outside the handler: its exception must not chain to telemetry's
     try:
         result = func(*args)
     except BaseException as exc:
-        with contextlib.suppress(Exception):
-            worker.leave(entered, exc)
+        _leave_quietly(worker, entered, exc)
         raise
-    with contextlib.suppress(Exception):
-        worker.leave(entered, None)
+    _leave_quietly(worker, entered, None)
     return result
+
+
+def _leave_quietly(
+    worker: _Worker, entered: tuple[object, Any], error: BaseException | None
+) -> None:
+    try:
+        worker.leave(entered, error)
+    except Exception:  # telemetry must never break the call
+        return

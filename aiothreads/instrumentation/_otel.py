@@ -97,15 +97,25 @@ class OpenTelemetryTracing:
             return False  # no SDK yet, asked per call: the lock and the checks are skipped
         return self._current_tracer() is not None
 
-    def unrecorded_here(self) -> bool:
-        """Whether a span opened now, in the running context, is known not to record.
+    def records_nothing_here(self) -> bool:
+        """Whether a span opened now, in the running context, would record nothing.
 
-        See ``_dropped_under_unsampled_parent``; ``False`` while no SDK is installed.
+        True while no SDK is installed, once spans are off for good, and under
+        a parent whose children the sampler is known to drop (see
+        ``_dropped_under_unsampled_parent``). It never raises: if the parent
+        cannot be read, a span might record.
         """
         tracer = self._tracer
-        if tracer is None or isinstance(tracer, _NoTracer):
+        if tracer is None:
+            tracer = self._current_tracer()
+            if tracer is None:
+                return True
+        elif isinstance(tracer, _NoTracer):
+            return True
+        try:
+            return self._dropped_under_unsampled_parent(tracer)
+        except Exception:  # telemetry must never break the call: it may get a span then
             return False
-        return self._dropped_under_unsampled_parent(tracer)
 
     def left_out(self) -> bool:
         """Whether spans are off for good: the tracer provider raised (looked up now)."""

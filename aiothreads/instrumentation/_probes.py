@@ -107,6 +107,7 @@ class FunctionTelemetry:
         "kind",
         "may_record",
         "metrics",
+        "nothing_but_metrics_here",
         "recording_possible",
         "separate",
         "series",
@@ -131,6 +132,11 @@ class FunctionTelemetry:
         """Whether a call could record anything but metrics: a span or a log event."""
         if self.tracing is None and self.events is not None:
             self.recording_possible = self.events.enabled
+        self.nothing_but_metrics_here: Callable[[], bool] = self._nothing_but_metrics_here
+        """Whether a call made now would record nothing but metrics: no span (none could
+        record, or the running context's sampled-out trace drops it), no log event."""
+        if self.events is None and self.tracing is not None:
+            self.nothing_but_metrics_here = self.tracing.records_nothing_here
         self.series: Series | None = None
         if self.metrics is not None:
             try:
@@ -149,23 +155,12 @@ class FunctionTelemetry:
             {"code.function.name": function, "aiothreads.kind": kind}
         )
 
-    def unrecorded_here(self) -> bool:
-        """Whether a call made now records nothing but metrics, though a span could record.
-
-        True when the running context's span is one whose children the
-        tracer's sampler is known to drop (a request its trace left out), and
-        no log event is enabled: such a call is counted, with no probe.
-        """
-        tracing = self.tracing
-        if tracing is None:
-            return False
-        try:
-            if not tracing.unrecorded_here():
-                return False
-        except Exception:  # telemetry must never break the call: it gets a probe
-            return False
+    def _nothing_but_metrics_here(self) -> bool:
         events = self.events
-        return events is None or not events.enabled()
+        if events is not None and events.enabled():
+            return False
+        tracing = self.tracing
+        return tracing is None or tracing.records_nothing_here()
 
     def carried_headers(self, span: Any = None) -> Mapping[str, str]:
         """Return the W3C headers that carry ``span`` to another process.
