@@ -236,6 +236,17 @@ class Books:
         return finished
 
 
+@pytest.fixture(autouse=True)
+def workers_look_up_afresh() -> Iterator[None]:
+    """This process, where carried calls are also rebuilt, looks its telemetry up as a new
+    worker process would, once per test: what it found for another test stays there."""
+    from aiothreads.instrumentation import _carried
+
+    _carried._find_worker.cache_clear()
+    yield
+    _carried._find_worker.cache_clear()
+
+
 @pytest.fixture(scope="module")
 def registry() -> CollectorRegistry:
     return CollectorRegistry()
