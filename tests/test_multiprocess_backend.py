@@ -69,6 +69,7 @@ def backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Backend
     assert telemetry is not None
     metrics = telemetry.metrics
     assert isinstance(metrics, MultiprocessMetrics)
+    assert instrumentation.enabled_backends() == ["prometheus"]
     try:
         yield Backend(registry, metrics)
     finally:

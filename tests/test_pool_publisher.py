@@ -7,8 +7,13 @@ import subprocess
 import sys
 import textwrap
 import threading
+from typing import TYPE_CHECKING
 
+from aiothreads.instrumentation import _pool_publisher
 from aiothreads.instrumentation._pool_publisher import PoolPublisher
+
+if TYPE_CHECKING:
+    import pytest
 
 INTERVAL = 0.01
 WAIT = 10.0
@@ -101,9 +106,59 @@ def test_stop_ends_the_writer_and_a_later_poke_starts_none() -> None:
     assert not any(t.name == "aiothreads-pool-metrics" for t in threading.enumerate())
 
 
+def test_a_poke_during_a_write_gets_a_write_of_its_own_and_then_the_follow_up() -> None:
+    """A call that came while the pools were being written may not be in that write."""
+    pools = Pools()
+    writing = threading.Event()
+    poked = threading.Event()
+
+    def write() -> bool:
+        if pools.writes == 0:
+            writing.set()
+            poked.wait(WAIT)  # the test pokes while this write runs
+        return pools.write()
+
+    publisher = PoolPublisher(write, INTERVAL)
+    try:
+        publisher.poke()
+        assert writing.wait(WAIT)
+        publisher.poke()
+        poked.set()
+        assert publisher.wait_for(after=2, quiet=True, timeout=WAIT)  # its own, the follow-up
+        assert not publisher.wait_for(after=3, timeout=20 * INTERVAL)  # then it sleeps
+        assert pools.writes == 3
+    finally:
+        publisher.stop()
+
+
+def test_a_publisher_stopped_before_any_poke_never_starts_a_writer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started: list[threading.Thread] = []
+
+    class Recorded(threading.Thread):
+        def start(self) -> None:
+            started.append(self)
+            super().start()
+
+    monkeypatch.setattr(_pool_publisher.threading, "Thread", Recorded)
+    publisher = PoolPublisher(Pools().write, INTERVAL)
+    publisher.stop()
+    publisher.poke()
+    for thread in started:
+        thread.join(WAIT)
+    assert [thread.name for thread in started] == []
+
+
 FORK = """
 import os, threading
+from typing import TYPE_CHECKING
+
+from aiothreads.instrumentation import _pool_publisher
 from aiothreads.instrumentation._pool_publisher import PoolPublisher
+
+if TYPE_CHECKING:
+    import pytest
 
 writes = []
 publisher = PoolPublisher(lambda: writes.append(os.getpid()) or False, 0.01)
