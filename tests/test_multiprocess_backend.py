@@ -17,18 +17,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from aiothreads import ExecutorRefused, instrumentation, threaded, threaded_separate
 from aiothreads import _pool_state as pool_state
 from aiothreads._outcomes import Refusal
+from aiothreads._pool_state import PoolState
 from aiothreads.instrumentation import _hooks
+from aiothreads.instrumentation import _prometheus_multiprocess as multiprocess_backend
+from aiothreads.instrumentation._prometheus import METRICS
 from aiothreads.instrumentation._prometheus_multiprocess import MultiprocessMetrics
 from aiothreads.instrumentation._tallies import DURATION_BUCKETS
 
 pytestmark = pytest.mark.timeout(60)
 
 LABELS = {"function": "tests.f", "kind": "threaded"}
+WAIT = 10.0
 
 
 class Backend:
@@ -297,3 +301,72 @@ def test_the_backend_is_chosen_only_with_the_variable_set(
         assert not isinstance(telemetry.metrics, MultiprocessMetrics)
     finally:
         instrumentation.reset()
+
+
+def test_every_family_has_its_help_text_and_its_gauges_add_up_live_workers_only(
+    backend: Backend,
+) -> None:
+    backend.metrics.series("threaded", "tests.f")
+    helps = {family.name: family.documentation for family in backend.registry.collect()}
+    for full, documentation in METRICS.items():
+        name = full.removesuffix("_total")
+        assert helps.get(name) == documentation, name
+    gauges = [
+        collector
+        for collector in backend.registry._collector_to_names
+        if isinstance(collector, Gauge)
+    ]
+    assert len(gauges) == 9
+    for gauge in gauges:  # a worker that exited stops counting
+        assert gauge._multiprocess_mode == "livesum", gauge._name
+
+
+def pool(name: str, *, busy: int | None, idle: int | None, queued: int | None) -> PoolState:
+    return PoolState(name, busy, idle, 4, queued, {})
+
+
+@pytest.mark.parametrize(
+    ("busy", "idle", "queued", "active"),
+    [(0, 2, 0, False), (1, 1, 0, True), (0, 2, 3, True), (None, None, None, False)],
+    ids=["idle", "busy", "queued", "unknown"],
+)
+def test_the_pools_are_written_by_state_and_report_whether_any_has_work(
+    backend: Backend,
+    monkeypatch: pytest.MonkeyPatch,
+    busy: int | None,
+    idle: int | None,
+    queued: int | None,
+    active: bool,
+) -> None:
+    states = [
+        pool("web", busy=busy, idle=idle, queued=queued),
+        pool("quiet", busy=0, idle=1, queued=0),
+    ]
+    monkeypatch.setattr(multiprocess_backend, "pool_states", lambda: states)
+    assert backend.metrics._write_pools() is active
+    expected = {"busy": busy, "idle": idle}
+    for state, value in expected.items():
+        written = backend.value("aiothreads_pool_threads", pool="web", state=state)
+        assert written == (None if value is None else value), state
+    assert backend.value("aiothreads_pool_queued", pool="web") == queued
+    assert backend.value("aiothreads_pool_threads", pool="quiet", state="idle") == 1
+
+    states = [pool("quiet", busy=0, idle=1, queued=0)]  # "web" is gone: written as 0
+    assert backend.metrics._write_pools() is False
+    if busy is not None:
+        assert backend.value("aiothreads_pool_threads", pool="web", state="busy") == 0
+        assert backend.value("aiothreads_pool_queued", pool="web") == 0
+
+
+def test_a_call_wakes_the_writer_which_writes_the_pools_until_they_are_quiet(
+    backend: Backend,
+) -> None:
+    publisher = backend.metrics.publisher
+    writes = publisher.writes
+
+    async def scenario() -> None:
+        assert await answer() == 1
+
+    asyncio.run(scenario())
+    assert publisher.wait_for(after=writes, quiet=True, timeout=WAIT)
+    assert backend.value("aiothreads_pool_threads", pool="default", state="busy") == 0

@@ -561,6 +561,38 @@ def test_calls_of_a_function_pickle_cannot_take_by_name_are_never_kept(
     assert pickle.loads(pickle.dumps(carried[-1]))(2) == ((2,), {"key": 1})
 
 
+def worker_traced_by(books: Books, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this process a worker whose OpenTelemetry SDK records into ``books``."""
+    from aiothreads.instrumentation import _otel
+
+    traced = functools.partial(_otel.OpenTelemetryTracing, books.provider)
+    monkeypatch.setattr(_otel, "OpenTelemetryTracing", traced)
+
+
+def test_a_worker_with_an_sdk_runs_a_carried_call_in_a_span_of_its_own(
+    books: Books, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker_traced_by(books, monkeypatch)
+    carried = carried_from_the_caller(remote_work.current_span_id, "current_span_id")
+    current = carried()
+
+    (span,) = [span for span in books.new_spans() if span.name == "worker current_span_id"]
+    assert format(span.context.span_id, "016x") == current
+    assert format(span.context.trace_id, "032x") == CALLER_TRACE[0]
+    assert span.parent is not None
+    assert format(span.parent.span_id, "016x") == CALLER_TRACE[1]
+
+
+def test_a_worker_whose_environment_leaves_opentelemetry_out_records_no_span_of_its_own(
+    books: Books, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker_traced_by(books, monkeypatch)
+    monkeypatch.setenv("AIOTHREADS_INSTRUMENTATION", "prometheus")
+    carried = carried_from_the_caller(remote_work.trace_seen, "trace_seen")
+    assert carried() == (*CALLER_TRACE, {"tenant": "acme"})  # the context is still current
+    assert [span.name for span in books.new_spans() if span.name.startswith("worker ")] == []
+
+
 class TelemetryBroke(Exception):
     """What a broken worker-side telemetry raises."""
 

@@ -130,3 +130,11 @@ def test_the_snapshot_is_written_from_a_daemon_thread_so_a_stalled_reader_never_
         if writer.name == "aiothreads-snapshot":
             writer.join(10)
     assert written == [(target, "aiothreads-snapshot", True)]
+
+
+def test_without_a_file_the_snapshot_goes_where_the_command_looks_by_default() -> None:
+    previous = signal.getsignal(signal.SIGUSR2)
+    try:
+        assert install_snapshot_signal(signal.SIGUSR2) == _inspection.default_path(os.getpid())
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
