@@ -44,6 +44,18 @@ async def test_each_call_gets_its_own_daemon_thread() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_function_decorated_at_run_time_gets_a_daemon_thread_unless_attached() -> None:
+    def daemon() -> bool:
+        return threading.current_thread().daemon
+
+    assert await threaded_separate(daemon)()
+    assert await threaded_separate()(daemon)()
+    assert await ThreadedSeparate(daemon)()
+    assert not await threaded_separate(daemon, detach=False)()
+    assert not await ThreadedSeparate(daemon, detach=False)()
+
+
+@pytest.mark.asyncio
 async def test_detach_false_makes_a_non_daemon_thread() -> None:
     _, daemon, _ = await attached_facts()
     assert not daemon
