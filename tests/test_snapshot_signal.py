@@ -6,10 +6,12 @@ the handler runs in the test's own process, so that what it does is seen directl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,17 +21,30 @@ from aiothreads.instrumentation import install_snapshot_signal
 from tests.waiting import PATIENCE
 
 
+@contextlib.contextmanager
+def handlers_restored(*signums: int) -> Iterator[None]:
+    """Put back the handlers of ``signums`` as they were, whatever the test installed."""
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def deliver(signum: int) -> None:
+    """Raise ``signum`` here, and wait for the snapshot its handler started writing."""
+    signal.raise_signal(signum)  # its handler has run when this returns
+    for writer in threading.enumerate():  # started by then; it may have ended already
+        if writer.name == "aiothreads-snapshot":
+            writer.join(10)
+
+
 def test_the_signal_handler_writes_the_snapshot_to_a_file(tmp_path: Path) -> None:
     target = tmp_path / "snapshot.json"
-    previous = signal.getsignal(signal.SIGUSR2)
-    try:
+    with handlers_restored(signal.SIGUSR2):
         assert install_snapshot_signal(signal.SIGUSR2, target) == str(target)
-        signal.raise_signal(signal.SIGUSR2)  # its handler has run when this returns
-        for writer in threading.enumerate():  # started by then; it may have ended already
-            if writer.name == "aiothreads-snapshot":
-                writer.join(10)
-    finally:
-        signal.signal(signal.SIGUSR2, previous)
+        deliver(signal.SIGUSR2)
     answer = json.loads(target.read_text())
     assert answer["pid"] == os.getpid()
     assert answer["work"] == []
@@ -75,33 +90,21 @@ def test_the_snapshot_signal_is_sigusr1_the_one_the_command_sends_unless_told_ot
 ) -> None:
     target = tmp_path / "snapshot.json"
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGUSR1, signal.SIGUSR2)}
-    try:
+    with handlers_restored(signal.SIGUSR1, signal.SIGUSR2):
         assert install_snapshot_signal(file=target) == str(target)
         assert signal.getsignal(signal.SIGUSR2) == previous[signal.SIGUSR2]
         assert signal.getsignal(signal.SIGUSR1) != previous[signal.SIGUSR1]
-        signal.raise_signal(signal.SIGUSR1)  # its handler has run when this returns
-        for writer in threading.enumerate():  # started by then; it may have ended already
-            if writer.name == "aiothreads-snapshot":
-                writer.join(10)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        deliver(signal.SIGUSR1)
     assert json.loads(target.read_text())["pid"] == os.getpid()
 
 
 def test_a_second_install_replaces_the_first_and_writes_where_it_says(tmp_path: Path) -> None:
     # As with signal.signal, the latest install is the one in force.
     first, second = tmp_path / "first.json", tmp_path / "second.json"
-    previous = signal.getsignal(signal.SIGUSR2)
-    try:
+    with handlers_restored(signal.SIGUSR2):
         assert install_snapshot_signal(signal.SIGUSR2, first) == str(first)
         assert install_snapshot_signal(signal.SIGUSR2, second) == str(second)
-        signal.raise_signal(signal.SIGUSR2)  # its handler has run when this returns
-        for writer in threading.enumerate():  # started by then; it may have ended already
-            if writer.name == "aiothreads-snapshot":
-                writer.join(10)
-    finally:
-        signal.signal(signal.SIGUSR2, previous)
+        deliver(signal.SIGUSR2)
     assert json.loads(second.read_text())["pid"] == os.getpid()
     assert not first.exists()
 
@@ -133,8 +136,5 @@ def test_the_snapshot_is_written_from_a_daemon_thread_so_a_stalled_reader_never_
 
 
 def test_without_a_file_the_snapshot_goes_where_the_command_looks_by_default() -> None:
-    previous = signal.getsignal(signal.SIGUSR2)
-    try:
+    with handlers_restored(signal.SIGUSR2):
         assert install_snapshot_signal(signal.SIGUSR2) == _inspection.default_path(os.getpid())
-    finally:
-        signal.signal(signal.SIGUSR2, previous)
