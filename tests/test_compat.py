@@ -194,6 +194,36 @@ def test_the_old_run_in_executor_awaited_outside_a_loop_runs_on_its_executor_wit
 
 
 @pytest.mark.asyncio
+async def test_the_old_run_in_executor_in_a_running_loop_starts_the_call_on_its_executor() -> None:
+    from aiothreads.threads import run_in_executor
+
+    started = threading.Event()
+
+    def where() -> str:
+        started.set()
+        return threading.current_thread().name
+
+    with ThreadPoolExecutorForTest(1, thread_name_prefix="given") as executor:
+        running = run_in_executor(where, executor)
+        assert asyncio.isfuture(running)  # started, as in 1.x: not a coroutine waiting for await
+        assert await asyncio.to_thread(started.wait, 10)
+        assert (await running).startswith("given")
+
+
+def test_the_old_run_in_executor_awaited_outside_a_loop_tells_the_function_its_loop(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    from aiothreads.threads import run_in_executor
+
+    pending = run_in_executor(EVENT_LOOP.get)  # a coroutine, made before any loop runs
+    loop = loop_factory()
+    try:
+        assert loop.run_until_complete(pending) is loop  # type: ignore[arg-type]
+    finally:
+        loop.close()
+
+
+@pytest.mark.asyncio
 async def test_old_helper_functions_tell_the_function_its_loop_from_a_context_that_knew_none() -> (
     None
 ):
