@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -136,5 +137,13 @@ def test_sync_call_is_inline() -> None:
 
 
 def test_bad_detach_is_rejected() -> None:
-    with pytest.raises(TypeError, match="detach"):
+    with pytest.raises(TypeError, match=r"^detach must be a bool, got str$"):
         threaded_separate(detach="yes")  # type: ignore[call-overload]
+
+
+def test_a_generator_function_is_refused_with_the_decorator_to_use_instead() -> None:
+    def numbers() -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(TypeError, match=r"; use @threaded_iterable_separate$"):
+        threaded_separate(numbers)
