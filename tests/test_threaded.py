@@ -290,6 +290,19 @@ async def test_static_and_class_methods() -> None:
     assert (await account.open(3)).balance == 3
 
 
+@pytest.mark.asyncio
+async def test_a_class_method_got_from_an_instance_with_no_owner_binds_the_instances_class() -> (
+    None
+):
+    class Savings(Account):
+        pass
+
+    # ``descriptor.__get__(instance)``, as code that binds by hand calls it.
+    opened = await Account.__dict__["open"].__get__(Savings(0))(4)
+    assert type(opened) is Savings
+    assert opened.balance == 4
+
+
 def test_class_access_returns_the_decorated_function() -> None:
     assert isinstance(Account.__dict__["deposit"], Threaded)
     assert Account.deposit is Account.__dict__["deposit"]
