@@ -254,3 +254,29 @@ def test_a_destroyed_pending_task_is_reported_under_the_users_coroutine(
     assert "never_finishes from the-waiter'" in destroyed
     assert "coro=<test_a_destroyed_pending_task_is_reported_under_the_users_coroutine" in destroyed
     assert "_drive" not in destroyed  # aiothreads shows only as the done callback
+
+
+def test_on_312_and_later_a_coroutine_that_never_suspends_is_done_as_its_task_starts(
+    loop_factory: Any,
+) -> None:
+    from aiothreads._eager import start_task
+
+    steps: list[str] = []
+
+    async def at_once() -> str:
+        steps.append("ran")
+        return "done"
+
+    async def started_here() -> tuple[bool, list[str]]:
+        task = start_task(asyncio.get_running_loop(), at_once(), "at_once")
+        seen = (task.done(), list(steps))
+        assert await task == "done"
+        return seen
+
+    loop = loop_factory()
+    try:
+        done, ran = loop.run_until_complete(started_here())
+    finally:
+        loop.close()
+    eager = sys.version_info >= (3, 12)
+    assert (done, ran) == ((True, ["ran"]) if eager else (False, []))
