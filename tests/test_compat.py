@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import gc
 import importlib
 import threading
 from collections.abc import Callable, Generator
@@ -145,6 +146,39 @@ async def test_old_helper_functions_keep_their_signatures() -> None:
     silent = run_in_new_thread(lambda: 1 / 0, no_return=True)
     with pytest.raises(ZeroDivisionError):
         await silent
+
+
+def fail_in_a_thread() -> None:
+    raise LookupError("nobody looks at this")
+
+
+@pytest.mark.parametrize(("no_return", "reported"), [(None, True), (False, True), (True, False)])
+def test_the_old_run_in_new_thread_reports_an_exception_nobody_retrieved_unless_no_return(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], no_return: bool | None, reported: bool
+) -> None:
+    from aiothreads.new_thread import run_in_new_thread
+
+    messages: list[str] = []
+
+    async def forgotten() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _loop, context: messages.append(context["message"])
+        )
+        options = {} if no_return is None else {"no_return": no_return}
+        future = run_in_new_thread(fail_in_a_thread, **options)
+        await asyncio.wait([future])
+        for thread in threading.enumerate():  # holds the call until it ends
+            if thread.name.endswith(".fail_in_a_thread"):
+                await asyncio.to_thread(thread.join, 10)
+        del future
+        gc.collect()
+
+    loop = loop_factory()
+    try:
+        loop.run_until_complete(forgotten())
+    finally:
+        loop.close()
+    assert any("never retrieved" in message for message in messages) is reported
 
 
 @pytest.mark.asyncio
