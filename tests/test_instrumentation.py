@@ -35,6 +35,7 @@ from aiothreads import (
     ExecutorRefused,
     IteratorWrapper,
     ThreadedIterableBase,
+    ThreadedSeparate,
     instrumentation,
     runs_in_threads,
     snapshot,
@@ -2565,3 +2566,23 @@ async def test_a_limited_calls_span_tells_its_limit_wait_from_its_wait_for_a_thr
     assert isinstance(queue_wait, float)
     assert limit_wait >= 0.1
     assert queue_wait >= limit_wait  # its whole wait: for its place, then for a thread
+
+
+def counted_alone() -> int:
+    return 1
+
+
+@pytest.mark.asyncio
+async def test_a_separate_call_is_instrumented_unless_told_not_to() -> None:
+    registry = CollectorRegistry()
+    instrumentation.configure(
+        registry=registry, prometheus=True, opentelemetry=False, structlog=False
+    )
+    labels = {"function": f"{__name__}.counted_alone", "kind": "separate"}
+    try:
+        assert await ThreadedSeparate(counted_alone)() == 1
+        assert await ThreadedSeparate(counted_alone, instrument=False)() == 1
+        assert await threaded_separate(counted_alone)() == 1
+    finally:
+        instrumentation.reset()
+    assert registry.get_sample_value("aiothreads_separate_threads_started_total", labels) == 2

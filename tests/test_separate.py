@@ -9,7 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from aiothreads import EVENT_LOOP, BoundThreaded, ThreadedSeparate, sync_await, threaded_separate
+from aiothreads import (
+    EVENT_LOOP,
+    BoundThreaded,
+    ThreadedSeparate,
+    sync_await,
+    threaded_separate,
+)
 
 region: contextvars.ContextVar[str] = contextvars.ContextVar("region")
 
