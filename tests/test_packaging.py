@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from aiothreads import __version__
-from aiothreads.grafana import FILES, read
+from aiothreads.grafana import FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
@@ -21,17 +21,6 @@ DIST_INFO = f"aiothreads-{__version__}.dist-info"
 SDIST_ROOT = f"aiothreads-{__version__}"
 DEVELOPMENT_ONLY = {"test", "test-core", "docs", "bench", "lint"}
 """Dependency groups, never extras a user could install."""
-
-SYNC_COMMANDS = {
-    "dashboard": "python grafana/build_dashboard.py",
-    "alerts": "cp grafana/alerts.yml aiothreads/grafana/alerts.yml",
-}
-
-
-@pytest.mark.parametrize("name", sorted(FILES))
-def test_the_shipped_dashboard_and_alert_rules_are_the_ones_in_grafana(name: str) -> None:
-    expected = (GRAFANA / FILES[name]).read_bytes()
-    assert read(name) == expected, f"the package's copy is stale: {SYNC_COMMANDS[name]}"
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
