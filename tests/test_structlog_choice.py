@@ -44,7 +44,10 @@ class NamedLogger:
 
 
 @pytest.mark.usefixtures("structlog_as_it_was")
-def test_structlog_is_chosen_once_the_application_configured_it() -> None:
+def test_structlog_is_chosen_once_the_application_configured_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AIOTHREADS_INSTRUMENTATION", raising=False)  # the choice left to aiothreads
     assert not structlog_is_configured()
     instrumentation.configure(prometheus=False, opentelemetry=False)
     assert instrumentation.enabled_backends() == []
