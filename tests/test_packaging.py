@@ -176,7 +176,7 @@ def test_the_sdists_tests_collect_and_those_of_its_files_pass(
     ran = subprocess.run(
         [
             *pytest_in_sdist,
-            "tests/test_packaging.py::test_the_shipped_dashboard_and_alert_rules_are_the_ones_in_grafana",
+            "tests/test_grafana_command.py",
             "tests/test_structure.py",
             "-W",
             "error",
