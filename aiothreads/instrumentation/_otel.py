@@ -105,15 +105,10 @@ class OpenTelemetryTracing:
         ``_dropped_under_unsampled_parent``). It never raises: if the parent
         cannot be read, a span might record.
         """
-        tracer = self._tracer
-        if tracer is None:
-            tracer = self._current_tracer()
-            if tracer is None:
-                return True
-        elif isinstance(tracer, _NoTracer):
+        if not self.recording_possible():
             return True
-        try:
-            return self._dropped_under_unsampled_parent(tracer)
+        try:  # the tracer is found by now, and records
+            return self._dropped_under_unsampled_parent(self._tracer)
         except Exception:  # telemetry must never break the call: it may get a span then
             return False
 
